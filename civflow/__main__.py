@@ -1,0 +1,5 @@
+"""`python -m civflow`."""
+
+from civflow.cli import main
+
+main()

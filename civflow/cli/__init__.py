@@ -1,0 +1,82 @@
+"""The `civflow` command line: parse, call one library function, render, exit.
+
+Commands are imported only when invoked, so `civflow validate` never pays for
+httpx, uvicorn or Pillow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from civflow.cli._exit import exit_code_for, render_error
+from civflow.errors import CivflowError
+
+# name -> "module:attribute" of a click.Command; imported on first use.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("civflow.cli.check", "validate", ),
+    "plan": ("civflow.cli.check", "plan"),
+    "render": ("civflow.cli.check", "render"),
+    "graph": ("civflow.cli.check", "graph"),
+    "run": ("civflow.cli.execute", "run"),
+    "status": ("civflow.cli.execute", "status"),
+    "cancel": ("civflow.cli.execute", "cancel"),
+    "emulator": ("civflow.cli.emulator", "emulator"),
+}
+
+_HELP = {
+    "validate": "Check pipeline files: schema, templates, references, catalog, cycles.",
+    "plan": "Show every instance in order, whether it runs or is cached, and why.",
+    "render": "Print the exact workflow bodies that would be sent, as JSON.",
+    "graph": "Print the step graph as Mermaid or DOT.",
+    "run": "Execute a pipeline.",
+    "status": "Show the last run of a pipeline.",
+    "cancel": "Cancel the workflows of an unfinished run.",
+    "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module = importlib.import_module(target[0])
+        command = getattr(module, target[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing help must not import every command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _HELP[name]) for name in _COMMANDS])
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="civflow")
+def cli() -> None:
+    """Declarative workflow-as-code for the Civitai orchestration API."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: the only place that turns errors into exit codes."""
+    try:
+        cli.main(args=argv, prog_name="civflow", standalone_mode=False)
+    except CivflowError as exc:
+        click.echo(render_error(exc), err=True)
+        sys.exit(exit_code_for(exc))
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else 1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,165 @@
+"""The one exception tree of civflow, and the source locations errors point at.
+
+    CivflowError                      everything civflow raises on purpose
+    ├── UsageError                    a bad command line (unknown --var, bad flag value)
+    ├── FileAccessError               a file that exists but cannot be read or written
+    ├── PipelineNotFound              the pipeline file (or an include) does not exist
+    ├── PipelineInvalid               one or more located Diagnostics about a pipeline file
+    ├── ApiError                      the Civitai API (or the emulator) said no
+    │   ├── ApiRejected               400: the body is invalid
+    │   ├── AuthenticationError       401, 403 other than funds, or no key at all
+    │   ├── ApiNotFound               404: workflow, blob or AIR unknown
+    │   ├── InsufficientFunds         403 for Buzz
+    │   ├── RateLimited               429 after retries
+    │   └── ServiceUnavailable        5xx or network failure after retries
+    ├── SpendingRefused               over --max-cost, or not confirmed
+    └── StepsFailed                   instances failed, expired or were canceled
+
+Exceptions never print; they build their own message from keyword-only fields.
+Mapping them to exit codes is the CLI's job (`civflow.cli.exit_code_for`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Location:
+    """A 1-based line and column in a file."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class Severity(Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One finding about a pipeline file: where, what, and how to fix it."""
+
+    message: str
+    location: Location | None = None
+    hint: str | None = None
+    severity: Severity = Severity.ERROR
+    # The text of the offending line, when the file is known; filled by the loader.
+    source_line: str | None = field(default=None, compare=False)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def render(self) -> str:
+        """`file:line:col: message`, the line with a caret under the column, and the hint."""
+        where = f"{self.location}: " if self.location else ""
+        prefix = "" if self.is_error else "warning: "
+        lines = [f"{where}{prefix}{self.message}"]
+        if self.source_line is not None and self.location is not None:
+            text = self.source_line.rstrip("\n").expandtabs(1)
+            lines.append(f"    {text}")
+            lines.append("    " + " " * max(self.location.col - 1, 0) + "^")
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class CivflowError(Exception):
+    """Root of every error civflow raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(CivflowError):
+    """The command line asks for something that cannot be done."""
+
+
+class FileAccessError(CivflowError):
+    """A file exists but cannot be read or written."""
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        super().__init__(f"{path}: cannot access: {reason}")
+        self.path = path
+
+
+class PipelineNotFound(CivflowError):
+    def __init__(self, *, path: str) -> None:
+        super().__init__(f"{path}: no such pipeline file")
+        self.path = path
+
+
+class PipelineInvalid(CivflowError):
+    """One or more errors located in a pipeline file (warnings may ride along)."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.is_error]
+        first = errors[0] if errors else self.diagnostics[0]
+        super().__init__(first.render())
+
+    def render(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+
+class ApiError(CivflowError):
+    """The API answered with an error, or could not be reached."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, detail: object = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.detail = detail
+
+
+class ApiRejected(ApiError):
+    """400: the API found the request body invalid; `detail` holds its `errors` map."""
+
+
+class AuthenticationError(ApiError):
+    """No key, a wrong key, or a 403 that is not about money."""
+
+
+class ApiNotFound(ApiError):
+    """404: an unknown workflow, blob or AIR."""
+
+
+class InsufficientFunds(ApiError):
+    """403 for lack of Buzz."""
+
+
+class RateLimited(ApiError):
+    """429, still after every retry."""
+
+
+class ServiceUnavailable(ApiError):
+    """5xx or a network failure, still after every retry."""
+
+
+class SpendingRefused(CivflowError):
+    """The plan costs more than allowed, or the user did not confirm."""
+
+
+class StepsFailed(CivflowError):
+    """One or more step instances ended failed, expired or canceled."""
+
+    def __init__(self, *, failed: Sequence[str], resume_hint: str | None = None) -> None:
+        names = ", ".join(failed)
+        super().__init__(f"{len(failed)} step instance(s) did not succeed: {names}",
+                         hint=resume_hint)
+        self.failed = tuple(failed)
