@@ -1,0 +1,141 @@
+"""`civflow validate`, `plan`, `render` and `graph`: the commands a reviewer runs in CI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from civflow.cli import report
+from civflow.errors import CivflowError, PipelineInvalid, Severity
+from civflow.spec.check import Checked
+
+_var = click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
+                    help="Override a variable (repeatable).")
+_vars_file = click.option("--vars-file", "vars_files", multiple=True,
+                          type=click.Path(path_type=Path), help="YAML/JSON file of variables.")
+_strict = click.option("--strict", is_flag=True,
+                       help="Treat step types and engines outside the catalog as errors.")
+
+
+def _options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return _var(_vars_file(_strict(func)))
+
+
+def load_checked(path: Path, vars_: Sequence[str], vars_files: Sequence[Path], *,
+                 strict: bool = False) -> Checked:
+    """Load, schema-check and statically check one pipeline file."""
+    from civflow.spec import load_pipeline, parse_var_overrides
+    from civflow.spec.check import check_pipeline
+
+    overrides = parse_var_overrides(vars_, vars_files)
+    return check_pipeline(load_pipeline(path, overrides), strict=strict)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
+              show_default=True)
+@_options
+def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
+             vars_files: tuple[Path, ...], strict: bool) -> None:
+    """Check pipeline files: schema, templates, references, catalog, cycles."""
+    from civflow.cli._exit import exit_code_for
+
+    results: list[dict[str, Any]] = []
+    worst = 0
+    for path in files:
+        try:
+            checked = load_checked(path, vars_, vars_files, strict=strict)
+        except PipelineInvalid as exc:
+            results.append(report.file_result(path, exc.diagnostics))
+            worst = worst or 2
+        except CivflowError as exc:
+            results.append(report.file_failure(path, exc))
+            worst = worst or exit_code_for(exc)
+        else:
+            results.append(report.file_result(path, checked.warnings, checked=checked))
+    click.echo(report.validation(results, fmt), nl=False)
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True)
+@click.option("--force", "force", multiple=True, metavar="STEP",
+              help="Plan STEP and its dependents as forced ('*' for all).")
+@click.option("--reroll", multiple=True, metavar="STEP", help="Plan new seeds for STEP.")
+@click.option("--only", multiple=True, metavar="GLOB", help="Only these steps (and what they need).")
+@_options
+def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
+         only: tuple[str, ...], vars_: tuple[str, ...], vars_files: tuple[Path, ...],
+         strict: bool) -> None:
+    """Show every instance in order, whether it runs or is cached, and why."""
+    from civflow.plan import PlanOptions
+    from civflow.plan import plan as make_plan
+
+    checked = load_checked(file, vars_, vars_files, strict=strict)
+    _check_step_names(checked, [*force, *reroll], allow_star=True)
+    priors = _priors(checked)
+    result = make_plan(checked, priors, PlanOptions(
+        force=frozenset(force), reroll=frozenset(reroll), only=only))
+    for warning in checked.warnings:
+        click.echo(warning.render(), err=True)
+    click.echo(report.plan(result, fmt), nl=False)
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@_options
+def render(file: Path, vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
+    """Print the exact workflow bodies that would be sent, as JSON."""
+    from civflow.plan import plan as make_plan
+    from civflow.plan import workflow_body
+    from civflow.store.journal import external_id
+
+    checked = load_checked(file, vars_, vars_files, strict=strict)
+    result = make_plan(checked, _priors(checked))
+    bodies = []
+    for planned in result.instances:
+        inst = planned.instance
+        key = inst.fingerprint
+        bodies.append({"instance": inst.name, "body": workflow_body(
+            checked.spec, inst, run_id=None,
+            external_id=external_id(key, 1) if key else None)})
+    click.echo(json.dumps(bodies, indent=2, ensure_ascii=False))
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+@_options
+def graph(file: Path, fmt: str, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
+          strict: bool) -> None:
+    """Print the step graph as Mermaid or DOT."""
+    checked = load_checked(file, vars_, vars_files, strict=strict)
+    click.echo(report.graph(checked, fmt), nl=False)
+
+
+def _check_step_names(checked: Checked, names: Sequence[str], *, allow_star: bool) -> None:
+    from civflow.errors import UsageError
+
+    for name in names:
+        if name in checked.spec.steps or (allow_star and name == "*"):
+            continue
+        raise UsageError(f"unknown step '{name}' (steps: {', '.join(checked.spec.steps)})")
+
+
+def _priors(checked: Checked) -> dict[str, Any]:
+    """What the lockfile next to the pipeline says, as planning inputs."""
+    from civflow.run.state import load_priors
+
+    return load_priors(checked.spec)
+
+
+__all__ = ["Severity", "graph", "load_checked", "plan", "render", "validate"]

@@ -1,0 +1,131 @@
+"""Turn validation results, plans and graphs into text, JSON, Markdown, GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from civflow.errors import CivflowError, Diagnostic, PipelineInvalid
+from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.spec.check import Checked
+
+_MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
+         Decision.CACHED: "=", Decision.SKIPPED: "-"}
+
+
+def file_result(path: Path, diagnostics: Sequence[Diagnostic], *,
+                checked: Checked | None = None) -> dict[str, Any]:
+    return {"file": str(path), "valid": checked is not None,
+            "steps": len(checked.spec.steps) if checked else None,
+            "diagnostics": list(diagnostics)}
+
+
+def file_failure(path: Path, exc: CivflowError) -> dict[str, Any]:
+    diags = exc.diagnostics if isinstance(exc, PipelineInvalid) else (
+        Diagnostic(exc.message, None, exc.hint),)
+    return {"file": str(path), "valid": False, "steps": None, "diagnostics": list(diags),
+            "failure": exc.render()}
+
+
+def _diag_json(d: Diagnostic) -> dict[str, Any]:
+    loc = d.location
+    return {"severity": d.severity.value, "message": d.message, "hint": d.hint,
+            "file": loc.file if loc else None, "line": loc.line if loc else None,
+            "col": loc.col if loc else None}
+
+
+def _escape_github(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def validation(results: Sequence[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([{**r, "diagnostics": [_diag_json(d) for d in r["diagnostics"]]}
+                           for r in results], indent=2) + "\n"
+    lines: list[str] = []
+    for r in results:
+        for d in r["diagnostics"]:
+            if fmt == "github":
+                kind = "error" if d.is_error else "warning"
+                where = (f" file={d.location.file},line={d.location.line},col={d.location.col}"
+                         if d.location else f" file={r['file']}")
+                text = d.message + (f" (hint: {d.hint})" if d.hint else "")
+                lines.append(f"::{kind}{where}::{_escape_github(text)}")
+            elif "failure" in r and d.location is None:
+                lines.append(f"{r['file']}: {r['failure']}")
+            else:
+                lines.append(d.render())
+        if fmt == "text" and r["valid"]:
+            lines.append(f"{r['file']}: ok ({r['steps']} steps)")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _buzz(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:,.0f}" if value >= 10 else f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def _summary(p: Plan) -> str:
+    counts = p.counts()
+    runs = sum(n for k, n in counts.items() if Decision(k).runs)
+    parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    fanout = " (+ fan-outs decided at run time)" if any(
+        i.instance.fanout for i in p.instances) else ""
+    return (f"{p.pipeline}: {len(p.instances)} instances, {runs} to run ({parts}); "
+            f"estimated {_buzz(p.estimate)} Buzz{fanout}")
+
+
+def _estimate_text(i: PlannedInstance) -> str:
+    if not i.decision.runs:
+        return ""
+    each = " each" if i.instance.fanout else ""
+    return f"~{_buzz(i.estimate)} Buzz{each}"
+
+
+def plan(p: Plan, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps({
+            "pipeline": p.pipeline, "estimate": p.estimate, "counts": p.counts(),
+            "instances": [{"instance": i.name, "step": i.instance.step,
+                           "type": i.instance.type, "decision": i.decision.value,
+                           "reasons": list(i.reasons), "estimate": i.estimate,
+                           "fingerprint": i.instance.fingerprint,
+                           "fanout": i.instance.fanout} for i in p.instances]},
+            indent=2) + "\n"
+    if fmt == "markdown":
+        rows = [f"### civflow plan: `{p.pipeline}`", "", _summary(p), "",
+                "| | instance | type | decision | why | estimate |",
+                "|---|---|---|---|---|---|"]
+        for i in p.instances:
+            why = "; ".join(i.reasons).replace("|", "\\|")
+            rows.append(f"| {_MARK[i.decision]} | `{i.name}` | {i.instance.type} | "
+                        f"{i.decision.value} | {why} | {_estimate_text(i)} |")
+        return "\n".join(rows) + "\n"
+    width = max((len(i.name) for i in p.instances), default=8)
+    lines = [_summary(p)]
+    for i in p.instances:
+        lines.append(f"  {_MARK[i.decision]} {i.name:<{width}}  {i.decision.value:<8}  "
+                     f"{'; '.join(i.reasons)}"
+                     + (f"  ({_estimate_text(i)})" if i.decision.runs else ""))
+    return "\n".join(lines) + "\n"
+
+
+def graph(checked: Checked, fmt: str) -> str:
+    spec, g = checked.spec, checked.graph
+    def label(name: str) -> str:
+        step = spec.steps[name]
+        shown = f"{name}[*]" if step.fans_out else name
+        return f"{shown}\\n{step.type}" if fmt == "dot" else f"{shown}<br/>{step.type}"
+    if fmt == "dot":
+        lines = [f'digraph "{spec.name}" {{', "  rankdir=LR;", "  node [shape=box];"]
+        lines += [f'  "{n}" [label="{label(n)}"];' for n in g.order]
+        lines += [f'  "{a}" -> "{b}";' for a, b in sorted(g.graph.edges)]
+        lines.append("}")
+    else:
+        lines = ["flowchart LR"]
+        lines += [f'  {n}["{label(n)}"]' for n in g.order]
+        lines += [f"  {a} --> {b}" for a, b in sorted(g.graph.edges)]
+    return "\n".join(lines) + "\n"
