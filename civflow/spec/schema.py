@@ -74,6 +74,9 @@ def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
     validator = error.validator
     schema = error.schema
     instance = error.instance
+    if "propertyNames" in error.absolute_schema_path:
+        # jsonschema reports a bad name with the mapping's path and the name as instance.
+        return _explain_names(doc, error, path)
     if validator == "additionalProperties":
         known = sorted(schema.get("properties", {}))
         extras = [k for k in instance if k not in schema.get("properties", {})]
@@ -87,8 +90,8 @@ def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
         return out
     if validator == "required":
         missing = [k for k in schema["required"] if k not in instance]
-        known = set(schema.get("properties", {}))
-        extras = [k for k in instance if k not in known]
+        declared = set(schema.get("properties", {}))
+        extras = [k for k in instance if k not in declared]
         # A misspelt key is reported once, as unknown with a did-you-mean.
         missing = [k for k in missing if not difflib.get_close_matches(k, extras, n=1, cutoff=0.6)]
         return [doc.diagnostic(f"{_where(path)} is missing the required key '{k}'", path,
@@ -109,8 +112,6 @@ def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
         words = _PATTERN_WORDS.get(schema["pattern"], f"the pattern {schema['pattern']}")
         return [doc.diagnostic(f"{_where(path)} {json.dumps(instance)} is not valid: "
                                f"expected {words}", path)]
-    if validator == "propertyNames":
-        return _explain_names(doc, error, path)
     if validator in ("minProperties", "minItems"):
         what = "at least one entry" if error.validator_value == 1 else \
             f"at least {error.validator_value} entries"
@@ -144,7 +145,8 @@ def _explain_names(doc: SourceDoc, error: Any, path: Path) -> list[Diagnostic]:
                                (*path, name), key=True, hint="rename the variable")]
     kinds: dict[Path, tuple[str, str]] = {("steps",): ("step name", "^[a-z][a-z0-9_]{0,63}$"),
              ("vars",): ("variable name", "^[A-Za-z_][A-Za-z0-9_]*$")}
-    kind, pattern = kinds.get(path, ("name", "^[A-Za-z_][A-Za-z0-9_]*$"))
+    kind, pattern = kinds.get(path, ("matrix name" if path[-1:] == ("matrix",) else "name",
+                                     "^[A-Za-z_][A-Za-z0-9_]*$"))
     hint = None
     if kind == "step name":
         suggestion = "".join(c if c.isalnum() else "_" for c in name.lower()).lstrip("_0123456789")

@@ -132,6 +132,12 @@ def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, path: str) -> Diagn
     return Diagnostic(f"invalid YAML: {problem}", where, hint, source_line=line)
 
 
+@dataclass(frozen=True)
+class _Mark:
+    line: int  # 0-based, like yaml.Mark
+    column: int
+
+
 class _Builder:
     """Turns a composed node tree into data plus location tables."""
 
@@ -156,8 +162,12 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
+            # Aliases share one node, so point at the top-level entry that expanded, not
+            # at the anchor far above it.
+            top = self.keys.get(path[:1]) if path else None
+            mark = _Mark(top.line - 1, top.col - 1) if top else node.start_mark
             raise self.fail(f"the document expands to more than {MAX_NODES} nodes",
-                            node.start_mark, "aliases of aliases multiply; write values out")
+                            mark, "aliases of aliases multiply; write values out")
         if id(node) in self.active:
             raise self.fail("an alias refers to a node that contains it", node.start_mark,
                             "recursive anchors are not allowed")

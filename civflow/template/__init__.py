@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from civflow.errors import CivflowError
@@ -112,15 +113,34 @@ class Analysis:
 _LONE = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
 
 
+class _OutsideFolder(jinja2.TemplateNotFound):
+    """An include that exists but resolves (via `..` or a symlink) outside the folder."""
+
+
+_OUTSIDE_HINT = "includes may only load files in the pipeline's folder or below it"
+_NOT_FOUND_HINT = "include paths are relative to the pipeline file's folder"
+
+
+def _include_failure(name: str, exc: jinja2.TemplateNotFound, line: int) -> TemplateFailed:
+    if isinstance(exc, _OutsideFolder):
+        return TemplateFailed(f"include {name!r} is outside the pipeline's folder", line=line,
+                              hint=_OUTSIDE_HINT)
+    return TemplateFailed(f"included template {name!r} not found", line=line,
+                          hint=_NOT_FOUND_HINT)
+
+
 class _FolderLoader(jinja2.FileSystemLoader):
     """Loads includes from the pipeline's folder and refuses anything that leaves it."""
 
     def get_source(self, environment: jinja2.Environment, template: str
                    ) -> tuple[str, str, Callable[[], bool]]:
+        # Jinja itself refuses '..' as "not found"; say what really happened.
+        if ".." in template.replace("\\", "/").split("/"):
+            raise _OutsideFolder(template)
         source, filename, uptodate = super().get_source(environment, template)
         root = os.path.realpath(self.searchpath[0])
         if os.path.commonpath([root, os.path.realpath(filename)]) != root:
-            raise jinja2.TemplateNotFound(template)
+            raise _OutsideFolder(template)
         return source, filename, uptodate
 
 
@@ -133,6 +153,9 @@ class TemplateEngine:
             undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
             keep_trailing_newline=True)
         self._compiled: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+        # lone expression -> its template line: tracebacks of compiled expressions carry
+        # the line of Jinja's generated Python code, not of the template.
+        self._lone_line: dict[str, int] = {}
         self._analysed: dict[str, Analysis] = {}
 
     # -- analysis ---------------------------------------------------------------
@@ -165,11 +188,8 @@ class TemplateEngine:
             raise TemplateFailed(f"cannot include {name!r} here", line=line)
         try:
             source, _, _ = self.env.loader.get_source(self.env, name)
-        except jinja2.TemplateNotFound:
-            raise TemplateFailed(
-                f"included template {name!r} not found", line=line,
-                hint="includes are relative to the pipeline file and may not leave its folder",
-            ) from None
+        except jinja2.TemplateNotFound as exc:
+            raise _include_failure(name, exc, line) from None
         except OSError as exc:
             raise TemplateFailed(f"cannot read included template {name!r}: {exc.strerror}",
                                  line=line) from None
@@ -190,23 +210,29 @@ class TemplateEngine:
         if run is None:
             run = self._compile(source)
             self._compiled[source] = run
+        lone_line = self._lone_line.get(source)
         try:
             return run(context)
         except TemplateFailed:
             raise
         except jinja2.UndefinedError as exc:
-            raise TemplateFailed(_undefined_message(exc), line=_error_line(exc)) from None
+            raise TemplateFailed(_undefined_message(exc),
+                                 line=lone_line or _error_line(exc)) from None
         except jinja2.TemplateNotFound as exc:
-            raise TemplateFailed(f"included template {exc.name!r} not found",
-                                 hint="includes are relative to the pipeline file "
-                                      "and may not leave its folder") from None
+            raise _include_failure(str(exc.name), exc, lone_line or _error_line(exc)) from None
+        except SecurityError as exc:
+            raise TemplateFailed(f"template error: {exc.message}",
+                                 line=lone_line or _error_line(exc),
+                                 hint="templates run in a sandbox without Python internals"
+                                 ) from None
         except jinja2.TemplateError as exc:
-            raise TemplateFailed(f"template error: {exc.message}", line=_error_line(exc)) from None
+            raise TemplateFailed(f"template error: {exc.message}",
+                                 line=lone_line or _error_line(exc)) from None
         except Exception as exc:  # errors raised by expressions: 1/0, int('x'), ...
             if _mentions_pending(context):
                 return Pending(f"template {source.strip()!r}")
             raise TemplateFailed(f"template error: {type(exc).__name__}: {exc}",
-                                 line=_error_line(exc)) from None
+                                 line=lone_line or _error_line(exc)) from None
 
     def _compile(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
         if not is_template(source):
@@ -218,6 +244,8 @@ class TemplateEngine:
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateFailed(f"template syntax error: {exc.message}",
                                      line=exc.lineno or 1) from None
+
+            self._lone_line[source] = source[: lone.start(1)].count("\n") + 1
 
             def evaluate(context: Mapping[str, Any]) -> Any:
                 value = expression(**context)
