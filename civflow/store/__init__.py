@@ -1,1 +1,29 @@
-"""store."""
+"""Everything civflow keeps on disk: atomic writes, content-addressed objects, lockfile, journal."""
+
+from civflow.store.atomic import atomic_write_bytes, atomic_write_text
+from civflow.store.journal import (
+    InstanceRun,
+    Journal,
+    RunState,
+    external_id,
+    find_unfinished_run,
+)
+from civflow.store.lockfile import Artifact, LockedInstance, Lockfile, lockfile_path_for, strip_urls
+from civflow.store.objects import ObjectStore, hash_file
+
+__all__ = [
+    "Artifact",
+    "InstanceRun",
+    "Journal",
+    "LockedInstance",
+    "Lockfile",
+    "ObjectStore",
+    "RunState",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "external_id",
+    "find_unfinished_run",
+    "hash_file",
+    "lockfile_path_for",
+    "strip_urls",
+]

@@ -1,0 +1,292 @@
+"""The committed lockfile: per instance its fingerprint, workflow, cost, output and artifacts.
+
+`pipelines/hero-shot.yaml` is locked by `pipelines/hero-shot.lock.json`. The file is
+deterministic (sorted keys, two-space indent, final newline, `"schema": 1`) so that a
+pull request shows exactly which instances a change re-runs, and it is written
+atomically so a crash never leaves half of it behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from civflow.errors import Diagnostic, FileAccessError, Location, PipelineInvalid
+from civflow.store.atomic import atomic_write_text
+
+__all__ = [
+    "SCHEMA",
+    "URL_FIELDS",
+    "Artifact",
+    "LockedInstance",
+    "Lockfile",
+    "lockfile_path_for",
+    "strip_urls",
+]
+
+SCHEMA = 1
+# Presigned URLs expire and differ on every GET: they never reach the lockfile.
+URL_FIELDS = frozenset({"url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HINT = ("the lockfile is written by `civflow run`; fix the entry by hand, or delete the "
+         "file to start afresh (every step then runs again)")
+
+
+def lockfile_path_for(pipeline: Path) -> Path:
+    """`x/hero-shot.yaml` → `x/hero-shot.lock.json`."""
+    name = pipeline.name
+    for suffix in (".yaml", ".yml"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return pipeline.with_name(f"{name}.lock.json")
+
+
+def strip_urls(output: Any) -> Any:
+    """A copy of an output without the fields that hold presigned URLs, at any depth."""
+    if isinstance(output, Mapping):
+        return {k: strip_urls(v) for k, v in output.items() if k not in URL_FIELDS}
+    if isinstance(output, list | tuple):
+        return [strip_urls(v) for v in output]
+    return output
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and tuples made into dicts and lists, so json.dumps accepts them."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Shape(Exception):
+    """A lockfile value of the wrong shape; `where` is a dotted path into the JSON."""
+
+    def __init__(self, where: str, expected: str) -> None:
+        super().__init__(f"{where}: expected {expected}")
+        self.where = where
+        self.expected = expected
+
+
+def _get(data: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise _Shape(f"{where}.{key}", "a value (the key is missing)")
+    return data[key]
+
+
+def _str(data: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> Any:
+    value = data.get(key) if optional else _get(data, key, where)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _Shape(f"{where}.{key}", "a string")
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> Any:
+    value = data.get(key) if optional else _get(data, key, where)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Shape(f"{where}.{key}", "an integer")
+    return value
+
+
+def _mapping(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = _get(data, key, where)
+    if not isinstance(value, Mapping):
+        raise _Shape(f"{where}.{key}", "an object")
+    return value
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One downloaded blob: where Civitai keeps it, what its bytes hash to, where it lies."""
+
+    blob_id: str
+    sha256: str
+    size: int
+    media_type: str | None
+    width: int | None
+    height: int | None
+    path: str  # relative to the lockfile's folder, posix separators
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blobId": self.blob_id, "sha256": self.sha256, "size": self.size,
+                "mediaType": self.media_type, "width": self.width, "height": self.height,
+                "path": self.path}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "artifact") -> Artifact:
+        if not isinstance(data, Mapping):
+            raise _Shape(where, "an object")
+        sha256 = _str(data, "sha256", where)
+        if not _SHA256.match(sha256):
+            raise _Shape(f"{where}.sha256", "64 lowercase hex digits")
+        size = _int(data, "size", where)
+        if size < 0:
+            raise _Shape(f"{where}.size", "a size of 0 or more")
+        return cls(blob_id=_str(data, "blobId", where), sha256=sha256, size=size,
+                   media_type=_str(data, "mediaType", where, optional=True),
+                   width=_int(data, "width", where, optional=True),
+                   height=_int(data, "height", where, optional=True),
+                   path=_str(data, "path", where))
+
+
+@dataclass(frozen=True)
+class LockedInstance:
+    """What one successful step instance was asked and produced."""
+
+    instance: str
+    step: str
+    type: str
+    fingerprint: str
+    # The rendered input and options that were sent, blob URLs replaced by content tokens.
+    request: Mapping[str, Any]
+    seed: int | None
+    workflow_id: str | None
+    cost: float | None
+    completed_at: str | None
+    output: Mapping[str, Any]  # URL fields removed
+    artifacts: tuple[Artifact, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance, "step": self.step, "type": self.type,
+            "fingerprint": self.fingerprint, "request": _plain(self.request),
+            "seed": self.seed, "workflowId": self.workflow_id, "cost": self.cost,
+            "completedAt": self.completed_at, "output": _plain(strip_urls(self.output)),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "entry") -> LockedInstance:
+        """Parse one entry; raises PipelineInvalid (via Lockfile) on a wrong shape."""
+        if not isinstance(data, Mapping):
+            raise _Shape(where, "an object")
+        cost = data.get("cost")
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float)):
+            raise _Shape(f"{where}.cost", "a number or null")
+        artifacts = _get(data, "artifacts", where)
+        if not isinstance(artifacts, list):
+            raise _Shape(f"{where}.artifacts", "a list")
+        return cls(
+            instance=_str(data, "instance", where), step=_str(data, "step", where),
+            type=_str(data, "type", where), fingerprint=_str(data, "fingerprint", where),
+            request=_mapping(data, "request", where),
+            seed=_int(data, "seed", where, optional=True),
+            workflow_id=_str(data, "workflowId", where, optional=True),
+            cost=float(cost) if cost is not None else None,
+            completed_at=_str(data, "completedAt", where, optional=True),
+            output=_mapping(data, "output", where),
+            artifacts=tuple(Artifact.from_dict(a, f"{where}.artifacts[{i}]")
+                            for i, a in enumerate(artifacts)),
+        )
+
+
+@dataclass(frozen=True)
+class Lockfile:
+    """Every locked instance of one pipeline, by instance name."""
+
+    pipeline: str
+    instances: Mapping[str, LockedInstance] = field(default_factory=dict)
+
+    def with_instance(self, entry: LockedInstance) -> Lockfile:
+        return replace(self, instances={**self.instances, entry.instance: entry})
+
+    def without(self, *names: str) -> Lockfile:
+        drop = set(names)
+        return replace(self, instances={k: v for k, v in self.instances.items()
+                                        if k not in drop})
+
+    def to_json(self) -> str:
+        document = {
+            "schema": SCHEMA,
+            "pipeline": self.pipeline,
+            "instances": {name: {k: v for k, v in entry.to_dict().items() if k != "instance"}
+                          for name, entry in self.instances.items()},
+        }
+        return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: Path | str) -> Lockfile:
+        """Parse a lockfile's text; any damage is a PipelineInvalid naming the file."""
+        where = str(path)
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PipelineInvalid([Diagnostic(
+                f"broken lockfile: {exc.msg}", Location(where, exc.lineno, exc.colno),
+                hint=_HINT, source_line=_line(text, exc.lineno))]) from exc
+        try:
+            return cls._from_document(document)
+        except _Shape as exc:
+            location = _locate(text, where, exc.where)
+            raise PipelineInvalid([Diagnostic(
+                f"broken lockfile: {exc.where}: expected {exc.expected}", location,
+                hint=_HINT, source_line=_line(text, location.line))]) from exc
+
+    @classmethod
+    def _from_document(cls, document: Any) -> Lockfile:
+        if not isinstance(document, Mapping):
+            raise _Shape("(top level)", "an object")
+        schema = document.get("schema")
+        if schema != SCHEMA:
+            raise _Shape("schema", f"{SCHEMA} (this civflow reads lockfile schema {SCHEMA} "
+                                   f"only; found {json.dumps(schema)})")
+        pipeline = _str(document, "pipeline", "lockfile")
+        raw = _mapping(document, "instances", "lockfile")
+        instances: dict[str, LockedInstance] = {}
+        for name, data in raw.items():
+            key = f"instances.{name}"
+            if isinstance(data, Mapping) and "instance" not in data:
+                data = {**data, "instance": name}
+            entry = LockedInstance.from_dict(data, key)
+            if entry.instance != name:
+                raise _Shape(f"{key}.instance", f"{name!r}, the key it is stored under")
+            instances[name] = entry
+        return cls(pipeline, instances)
+
+    @classmethod
+    def load(cls, path: Path) -> Lockfile | None:
+        """The lockfile at `path`, or None when there is none yet."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise FileAccessError(path=str(path), reason=reason or str(exc)) from exc
+        return cls.from_json(text, path)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(Path(path), self.to_json())
+
+
+def _line(text: str, lineno: int) -> str | None:
+    lines = text.splitlines()
+    return lines[lineno - 1] if 0 < lineno <= len(lines) else None
+
+
+def _locate(text: str, file: str, where: str) -> Location:
+    """Best effort: the line of the last key named in `where` (after the instance's own key)."""
+    parts = [p for p in re.split(r"[.\[\]]", where) if p and not p.isdigit()]
+    line_no = 1
+    start = 0
+    lines = text.splitlines()
+    for part in parts:
+        needle = json.dumps(part) + ":"
+        for i in range(start, len(lines)):
+            if needle in lines[i]:
+                line_no, start = i + 1, i + 1
+                break
+    col = 1
+    if lines:
+        stripped = lines[line_no - 1]
+        col = len(stripped) - len(stripped.lstrip()) + 1
+    return Location(file, line_no, col)
