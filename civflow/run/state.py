@@ -11,9 +11,13 @@ from civflow.store.objects import ObjectStore
 
 
 def project_root(spec: PipelineSpec) -> Path:
+    return project_root_for(spec.path)
+
+
+def project_root_for(pipeline_file: Path) -> Path:
     """Where `.civflow/` and `out/` live: the nearest ancestor of the pipeline file that
     has a `.civflow` folder or is a git checkout, else the pipeline's own folder."""
-    here = spec.path.resolve().parent
+    here = pipeline_file.resolve().parent
     for folder in (here, *here.parents):
         if (folder / ".civflow").is_dir() or (folder / ".git").exists():
             return folder

@@ -1,0 +1,168 @@
+"""`civflow run`, `status` and `cancel`: the commands that spend (or stop spending) Buzz."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from civflow.cli.check import _check_step_names, _options, load_checked
+from civflow.errors import SpendingRefused, StepsFailed
+
+_EMULATOR_TIME_SCALE = float(os.environ.get("CIVFLOW_EMULATOR_TIME_SCALE", "0.05"))
+
+
+def _use_emulator(flag: bool) -> bool:
+    return flag or os.environ.get("CIVFLOW_BACKEND", "").lower() == "emulator"
+
+
+@asynccontextmanager
+async def open_backend(emulator: bool, api_key_file: Path | None) -> AsyncIterator[Any]:
+    """The real API (key from the environment or a file), or an in-process emulator."""
+    from civflow.backends.civitai import CivitaiClient
+
+    if emulator:
+        from civflow.backends.emulator import EmulatorConfig, start_emulator
+
+        running = await asyncio.to_thread(
+            start_emulator, EmulatorConfig(time_scale=_EMULATOR_TIME_SCALE))
+        client = CivitaiClient(running.url, "emulator")
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            await asyncio.to_thread(running.close)
+    else:
+        client = CivitaiClient.from_env(api_key_file=api_key_file)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
+    return shlex.join(["civflow", *extra, str(file)])
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--only", multiple=True, metavar="GLOB",
+              help="Only these steps (and what they need); globs such as 'upscale[*]'.")
+@click.option("--force", multiple=True, metavar="STEP", is_flag=False, flag_value="*",
+              help="Re-run STEP and its dependents even if cached (alone: everything).")
+@click.option("--reroll", multiple=True, metavar="STEP", help="Draw new seeds for STEP.")
+@click.option("--retry-failed", is_flag=True,
+              help="Submit failed instances again (never those blocked by moderation).")
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=8, show_default=True,
+              help="Workflows in flight at once.")
+@click.option("--max-cost", type=click.FloatRange(0), metavar="BUZZ",
+              help="Refuse a plan estimated over BUZZ; stop submitting before exceeding it.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before spending.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Where outputs are linked (default: out/ next to .civflow/).")
+@click.option("--fail-fast", is_flag=True, help="Stop starting new work after a failure.")
+@click.option("--emulator", is_flag=True,
+              help="Run against an emulator started in this process (no key, no network).")
+@click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Read the API key from this file instead of CIVITAI_API_KEY.")
+@_options
+def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple[str, ...],
+        retry_failed: bool, concurrency: int, max_cost: float | None, yes: bool,
+        out_dir: Path | None, fail_fast: bool, emulator: bool, api_key_file: Path | None,
+        vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
+    """Execute a pipeline."""
+    from civflow.cli import report
+    from civflow.cli.progress import reporter_for
+    from civflow.plan import Plan, PlanOptions
+    from civflow.run import RunOptions, execute, prepare
+
+    checked = load_checked(file, vars_, vars_files, strict=strict)
+    _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
+    for warning in checked.warnings:
+        click.echo(warning.render(), err=True)
+    options = RunOptions(
+        plan=PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only),
+        concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
+        retry_failed=retry_failed, out_dir=out_dir)
+    prepared = prepare(checked, options)
+    local = _use_emulator(emulator)
+    if prepared.resumed is not None:
+        click.echo(f"resuming interrupted run {prepared.resumed.run_id}", err=True)
+
+    async def confirm(plan: Plan, cost: float) -> bool:
+        click.echo(report.plan(plan, "text"), err=True, nl=False)
+        click.echo(f"estimated cost (whatif): {cost:,.2f} Buzz", err=True)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise SpendingRefused("this run spends Buzz and nobody can be asked",
+                                  hint="pass --yes to confirm a non-interactive run")
+        return click.confirm("Submit these workflows?", default=False, err=True)
+
+    reporter = reporter_for(sys.stderr)
+
+    async def main() -> Any:
+        async with open_backend(local, api_key_file) as backend:
+            return await execute(prepared, backend, options, reporter=reporter,
+                                 confirm=None if local else confirm, pipeline_file=str(file))
+
+    try:
+        result = asyncio.run(main())
+    except KeyboardInterrupt:
+        reporter.close()
+        click.echo(f"\ninterrupted. Nothing finished is lost.\n"
+                   f"  resume:  {_command_line(file, ['run'])}\n"
+                   f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
+        raise click.exceptions.Exit(130) from None
+    reporter.close()
+    click.echo(_summary(result, checked.spec.name, options), err=True)
+    if result.failed:
+        raise StepsFailed(failed=result.failed, resume_hint=(
+            f"after fixing the cause: {_command_line(file, ['run', '--retry-failed'])}"))
+    if result.budget_stop:
+        raise SpendingRefused(f"stopped at --max-cost after spending {result.spent:g} Buzz")
+
+
+def _summary(result: Any, pipeline: str, options: Any) -> str:
+    parts = [f"{result.count(s)} {s}" for s in ("succeeded", "cached", "failed", "skipped",
+                                                  "not-run") if result.count(s)]
+    out = options.out_dir or Path("out")
+    return (f"run {result.run_id}: {', '.join(parts) or 'nothing to do'}; "
+            f"spent {result.spent:g} Buzz\n"
+            f"  outputs:  {out / pipeline}/\n  lockfile: {result.lockfile}")
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def status(file: Path, fmt: str) -> None:
+    """Show the last run of a pipeline: each instance, its status, cost and artifacts."""
+    from civflow.run.history import last_run_status
+
+    click.echo(last_run_status(file, fmt), nl=False)
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False))
+def cancel(file: Path, api_key_file: Path | None) -> None:
+    """Cancel the workflows of an unfinished run (against CIVITAI_BASE_URL)."""
+    from civflow.run.history import cancel_unfinished
+
+    async def main() -> list[str]:
+        async with open_backend(False, api_key_file) as backend:
+            return await cancel_unfinished(file, backend)
+
+    canceled = asyncio.run(main())
+    if canceled:
+        click.echo(f"canceled {len(canceled)} workflow(s): {', '.join(canceled)}")
+    else:
+        click.echo("nothing to cancel: no unfinished run has workflows in flight")
