@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +13,6 @@ import click
 
 from civflow.cli.check import _check_step_names, _options, load_checked
 from civflow.errors import SpendingRefused, StepsFailed
-
-_EMULATOR_TIME_SCALE = float(os.environ.get("CIVFLOW_EMULATOR_TIME_SCALE", "0.05"))
-
-
-def _use_emulator(flag: bool) -> bool:
-    return flag or os.environ.get("CIVFLOW_BACKEND", "").lower() == "emulator"
-
-
-@asynccontextmanager
-async def open_backend(emulator: bool, api_key_file: Path | None) -> AsyncIterator[Any]:
-    """The real API (key from the environment or a file), or an in-process emulator."""
-    from civflow.backends.civitai import CivitaiClient
-
-    if emulator:
-        from civflow.backends.emulator import EmulatorConfig, start_emulator
-
-        running = await asyncio.to_thread(
-            start_emulator, EmulatorConfig(time_scale=_EMULATOR_TIME_SCALE))
-        client = CivitaiClient(running.url, "emulator")
-        try:
-            yield client
-        finally:
-            await client.aclose()
-            await asyncio.to_thread(running.close)
-    else:
-        client = CivitaiClient.from_env(api_key_file=api_key_file)
-        try:
-            yield client
-        finally:
-            await client.aclose()
-
 
 def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
     return shlex.join(["civflow", *extra, str(file)])
@@ -82,6 +49,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.cli.progress import reporter_for
     from civflow.plan import Plan, PlanOptions
     from civflow.run import RunOptions, execute, prepare
+    from civflow.run.connect import open_backend, wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
@@ -92,7 +60,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
         retry_failed=retry_failed, out_dir=out_dir)
     prepared = prepare(checked, options)
-    local = _use_emulator(emulator)
+    local = wants_emulator(emulator)
     if prepared.resumed is not None:
         click.echo(f"resuming interrupted run {prepared.resumed.run_id}", err=True)
 
@@ -109,7 +77,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     reporter = reporter_for(sys.stderr)
 
     async def main() -> Any:
-        async with open_backend(local, api_key_file) as backend:
+        async with open_backend(local, api_key_file, concurrency=concurrency) as backend:
             return await execute(prepared, backend, options, reporter=reporter,
                                  confirm=None if local else confirm, pipeline_file=str(file))
 
@@ -155,6 +123,7 @@ def status(file: Path, fmt: str) -> None:
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False))
 def cancel(file: Path, api_key_file: Path | None) -> None:
     """Cancel the workflows of an unfinished run (against CIVITAI_BASE_URL)."""
+    from civflow.run.connect import open_backend
     from civflow.run.history import cancel_unfinished
 
     async def main() -> list[str]:

@@ -268,7 +268,8 @@ class Executor:
                 state = await self.backend.get(state.id, wait=self.options.wait_seconds)
         self.result.spent += state.cost
         if state.status != "succeeded":
-            return self._failed(inst, fp, state)
+            self._failed(inst, fp, state)
+            return None
         async with self.download_slots:
             return await self._collect(inst, fp, state)
 
@@ -297,7 +298,6 @@ class Executor:
                           workflow_id=state.id, cost=state.cost))
         if self.options.fail_fast:
             self.stopping = True
-        return None
 
     async def _collect(self, inst: Instance, fp: str, state: WorkflowState
                        ) -> Mapping[str, Any]:

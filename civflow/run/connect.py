@@ -1,0 +1,44 @@
+"""Open the backend a run talks to: the real API, or an emulator in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from civflow.backends.civitai import CivitaiClient
+
+# Emulated jobs take this share of their modelled duration: a demo in seconds.
+EMULATOR_TIME_SCALE = float(os.environ.get("CIVFLOW_EMULATOR_TIME_SCALE", "0.05"))
+
+
+def wants_emulator(flag: bool) -> bool:
+    return flag or os.environ.get("CIVFLOW_BACKEND", "").lower() == "emulator"
+
+
+@asynccontextmanager
+async def open_backend(emulator: bool, api_key_file: Path | None = None, *,
+                       concurrency: int | None = None) -> AsyncIterator[CivitaiClient]:
+    """A client for the real API (key from the environment or a file), or for an
+    emulator started in this process for the duration of the block."""
+    # Every workflow in flight holds one long-poll; leave room for downloads and lookups.
+    limit = concurrency + 16 if concurrency else None
+    if not emulator:
+        client = CivitaiClient.from_env(api_key_file=api_key_file, concurrency_limit=limit)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+        return
+    from civflow.backends.emulator import EmulatorConfig, start_emulator
+
+    running = await asyncio.to_thread(start_emulator,
+                                      EmulatorConfig(time_scale=EMULATOR_TIME_SCALE))
+    client = CivitaiClient(running.url, "emulator", concurrency_limit=limit)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(running.close)
