@@ -114,6 +114,8 @@ def _unknown_field_hint(variant: Variant, key: str, value: object) -> str | None
             return "comfy takes sampler and scheduler; did you mean 'scheduler'?"
     if variant.step_type == "imageGen" and key == "additionalNetworks":
         return f"imageGen takes LoRAs as loras: {{AIR: strength}}, e.g. {_loras_example(value)}"
+    if variant.step_type == "imageGen" and key == "negativePrompt":
+        return "Flux.1 on comfy takes no negativePrompt; remove it"
     if variant.step_type == "imageGen" and key == "clipSkip":
         return f"{variant.discriminators.get('ecosystem', '')} does not take clipSkip; remove it"
     if variant.step_type == "imageGen" and key == "model" and "diffuserModel" in _fields(variant):

@@ -202,6 +202,9 @@ def _image_gen(engine: str, ecosystem: str) -> list[Variant]:
             props.update(embeddings=array(AIR), uCache=enum("off", "normal"))
         if sd1:
             props["clipSkip"] = integer(default=2)
+        if flux:
+            del props["negativePrompt"]  # Flux.1 on comfy has no negative prompt
+            del extras["negativePrompt"]
         required = ("model", "prompt")
         example["model"] = {
             "sdxl": AIR_EXAMPLE, "sd1": "urn:air:sd1:checkpoint:civitai:4384@128713",
