@@ -67,7 +67,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: the only place that turns errors into exit codes."""
     try:
-        cli.main(args=argv, prog_name="civflow", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `click.exceptions.Exit`.
+        code = cli.main(args=argv, prog_name="civflow", standalone_mode=False)
     except CivflowError as exc:
         click.echo(render_error(exc), err=True)
         sys.exit(exit_code_for(exc))
@@ -79,4 +80,4 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2 if isinstance(exc, click.UsageError) else 1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

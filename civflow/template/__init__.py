@@ -151,7 +151,7 @@ class TemplateEngine:
         loader = _FolderLoader(str(base_dir)) if base_dir is not None else None
         self.env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
-            keep_trailing_newline=True)
+            keep_trailing_newline=False)
         self._compiled: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
         # lone expression -> its template line: tracebacks of compiled expressions carry
         # the line of Jinja's generated Python code, not of the template.
