@@ -112,5 +112,7 @@ def serve_forever(config: EmulatorConfig, *, host: str, port: int) -> None:
                                            lifespan="on", timeout_graceful_shutdown=2))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it already handled by shutting down cleanly
     finally:
         sock.close()
