@@ -255,7 +255,7 @@ def test_resource_airs() -> None:
     assert resource_airs("imageGen", body) == [
         "urn:air:sdxl:checkpoint:civitai:101055@128078", "urn:air:sdxl:vae:civitai:1@2",
         "urn:air:sdxl:lora:civitai:3@4", "urn:air:sd1:embedding:civitai:7808@9208"]
-    networks = {"additionalNetworks": {"urn:air:x:lora:civitai:1@1": {}}}
+    networks: dict[str, Any] = {"additionalNetworks": {"urn:air:x:lora:civitai:1@1": {}}}
     assert resource_airs("textToImage", networks) == ["urn:air:x:lora:civitai:1@1"]
     assert resource_airs("imageUpscaler", {"model": "urn:air:other:upscaler:civitai:147759@164821",
                                            "image": "https://x/y.png"}) == \
