@@ -281,7 +281,7 @@ class OpenApi:
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Union of flattened allOf parts: properties combined, required united, strictness kept."""
     merged: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
+    properties: dict[str, list[Any]] = {}
     required: list[str] = []
     strict = False
     additional: Any = None
@@ -289,10 +289,12 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for key, value in part.items():
             if key == "properties":
                 for name, sub in value.items():
-                    if name in properties and properties[name] is not sub:
-                        properties[name] = {"allOf": [properties[name], sub]}
-                    else:
-                        properties[name] = sub
+                    # Bases reached again through a mapping repeat the same subschemas;
+                    # keep each once (by identity) so chains do not grow at every level.
+                    seen = properties.setdefault(name, [])
+                    for piece in _pieces(sub):
+                        if all(piece is not old for old in seen):
+                            seen.append(piece)
             elif key == "required":
                 required.extend(r for r in value if r not in required)
             elif key == "additionalProperties":
@@ -305,7 +307,10 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             else:
                 merged[key] = value
     if properties:
-        merged["properties"] = properties
+        merged["properties"] = {
+            name: seen[0] if len(seen) == 1 else {"allOf": seen}
+            for name, seen in properties.items()
+        }
     if required:
         merged["required"] = required
     if strict:
@@ -313,6 +318,13 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     elif additional is not None:
         merged["additionalProperties"] = additional
     return merged
+
+
+def _pieces(sub: Any) -> list[Any]:
+    """The conjuncts of a property schema built by `_merge`, so merges stay flat."""
+    if isinstance(sub, dict) and set(sub) == {"allOf"}:
+        return [piece for part in sub["allOf"] for piece in _pieces(part)]
+    return [sub]
 
 
 def _intersect_types(a: str | list[str], b: str | list[str]) -> str | list[str]:
