@@ -70,7 +70,8 @@ def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
 @click.option("--force", "force", multiple=True, metavar="STEP",
               help="Plan STEP and its dependents as forced ('*' for all).")
 @click.option("--reroll", multiple=True, metavar="STEP", help="Plan new seeds for STEP.")
-@click.option("--only", multiple=True, metavar="GLOB", help="Only these steps (and what they need).")
+@click.option("--only", multiple=True, metavar="GLOB",
+              help="Only these steps (and what they need).")
 @_options
 def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
          only: tuple[str, ...], vars_: tuple[str, ...], vars_files: tuple[Path, ...],

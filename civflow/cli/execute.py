@@ -14,6 +14,7 @@ import click
 from civflow.cli.check import _check_step_names, _options, load_checked
 from civflow.errors import SpendingRefused, StepsFailed
 
+
 def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
     return shlex.join(["civflow", *extra, str(file)])
 
@@ -90,7 +91,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
                    f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
         raise click.exceptions.Exit(130) from None
     reporter.close()
-    click.echo(_summary(result, checked.spec.name, options), err=True)
+    click.echo(_summary(result), err=True)
     if result.failed:
         raise StepsFailed(failed=result.failed, resume_hint=(
             f"after fixing the cause: {_command_line(file, ['run', '--retry-failed'])}"))
@@ -98,13 +99,20 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         raise SpendingRefused(f"stopped at --max-cost after spending {result.spent:g} Buzz")
 
 
-def _summary(result: Any, pipeline: str, options: Any) -> str:
+def _summary(result: Any) -> str:
     parts = [f"{result.count(s)} {s}" for s in ("succeeded", "cached", "failed", "skipped",
                                                   "not-run") if result.count(s)]
-    out = options.out_dir or Path("out")
     return (f"run {result.run_id}: {', '.join(parts) or 'nothing to do'}; "
             f"spent {result.spent:g} Buzz\n"
-            f"  outputs:  {out / pipeline}/\n  lockfile: {result.lockfile}")
+            f"  outputs:  {_shown(result.out_dir)}/\n  lockfile: {_shown(result.lockfile)}")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @click.command()

@@ -111,7 +111,8 @@ class BlobBook:
                     self.refreshes += 1
                     url = blob.get("url")
                     if isinstance(url, str):
-                        self.learn(sha256, known.blob_id, url, _parse_time(blob.get("urlExpiresAt")))
+                        expires = _parse_time(blob.get("urlExpiresAt"))
+                        self.learn(sha256, known.blob_id, url, expires)
                         return url
                 except ApiNotFound:
                     pass  # gone from Civitai: upload our own copy below

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from civflow.backends.base import Backend, WorkflowState
-from civflow.errors import SpendingRefused
 from civflow.plan import (
     Instance,
     PlanOptions,
@@ -45,13 +44,13 @@ _FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints
 
 @dataclass(frozen=True)
 class RunOptions:
-    plan: PlanOptions = PlanOptions()
+    plan: PlanOptions = field(default_factory=PlanOptions)
     concurrency: int = 8
     max_cost: float | None = None
     fail_fast: bool = False
     retry_failed: bool = False
     out_dir: Path | None = None  # default <root>/out
-    wait_seconds: int = 60  # long-poll length per request (the API caps near 100 s)
+    wait_seconds: int = 30  # long-poll length per GET (the API caps near 100 s)
 
 
 @dataclass
@@ -73,7 +72,7 @@ class RunResult:
     interrupted: bool = False
     budget_stop: bool = False
     lockfile: Path | None = None
-    requests: int = 0
+    out_dir: Path | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -112,7 +111,8 @@ class Executor:
         self.blobs = BlobBook(backend, store)
         self.entries: dict[str, LockedInstance] = dict(lock.instances) if lock else {}
         self.priors = dict(priors)
-        self.result = RunResult(journal.run_id, lockfile=self.spec.lockfile_path)
+        self.result = RunResult(journal.run_id, lockfile=self.spec.lockfile_path,
+                                out_dir=self.out_dir / self.spec.name)
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
         self.download_slots = asyncio.Semaphore(8)
         self.stopping = False
@@ -249,7 +249,9 @@ class Executor:
                                          inst.input, self.clock()))
                 self.journal.append({"event": "intent", "instance": inst.name,
                                      "fingerprint": fp, "externalId": key, "attempt": attempt})
-                state = await self.backend.submit(body, wait=self.options.wait_seconds)
+                # wait=0: the workflow id reaches the journal at once, so a crash
+                # from here on re-attaches with a GET instead of re-sending the POST.
+                state = await self.backend.submit(body, wait=0)
                 self.journal.append({"event": "submitted", "instance": inst.name,
                                      "workflowId": state.id})
                 self.report(Event(inst.name, Phase.SUBMITTED, status=state.status,

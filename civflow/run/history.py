@@ -32,17 +32,23 @@ def last_run_status(file: Path, fmt: str) -> str:
     journal = runs[0]
     state = journal.state()
     lock = Lockfile.load(lockfile_path_for(file))
+    entries = dict(lock.instances) if lock else {}
     rows: list[dict[str, Any]] = []
-    for inst in state.instances.values():
-        entry = lock.instances.get(inst.instance) if lock else None
-        status = inst.finished_status or ("submitted" if inst.workflow_id else "not submitted")
-        rows.append({"instance": inst.instance, "status": status,
-                     "workflowId": inst.workflow_id, "cost": inst.cost,
-                     "artifacts": [a.path for a in entry.artifacts] if entry and
-                     entry.workflow_id == inst.workflow_id else []})
-    cached = [n for n in (lock.instances if lock else {}) if state.get(n) is None]
-    summary = {"run": journal.run_id, "finished": state.finished, "instances": rows,
-               "cached": sorted(cached)}
+    lock_dir = lockfile_path_for(file).parent
+    for instance in [*state.instances, *(n for n in entries if state.get(n) is None)]:
+        inst, entry = state.get(instance), entries.get(instance)
+        if inst is None:
+            status = "cached"
+        else:
+            status = inst.finished_status or ("submitted" if inst.workflow_id else "not submitted")
+        fresh = entry is not None and (inst is None or entry.workflow_id == inst.workflow_id)
+        rows.append({"instance": instance, "status": status,
+                     "workflowId": inst.workflow_id if inst else entry.workflow_id if entry
+                     else None,
+                     "cost": inst.cost if inst else entry.cost if entry else None,
+                     "artifacts": [_shown(lock_dir / a.path) for a in entry.artifacts]
+                     if fresh and entry else []})
+    summary = {"run": journal.run_id, "finished": state.finished, "instances": rows}
     if fmt == "json":
         return json.dumps(summary, indent=2) + "\n"
     lines = [f"run {journal.run_id} of {name}: "
@@ -52,8 +58,6 @@ def last_run_status(file: Path, fmt: str) -> str:
         cost = f"{r['cost']:g} Buzz" if r["cost"] is not None else ""
         lines.append(f"  {r['instance']:<{width}}  {r['status']:<13} {cost:>10}  "
                      f"{', '.join(r['artifacts'])}")
-    if cached:
-        lines.append(f"  cached from earlier runs: {len(cached)} instance(s)")
     return "\n".join(lines) + "\n"
 
 
@@ -77,3 +81,11 @@ async def cancel_unfinished(file: Path, backend: Backend) -> list[str]:
     done = [w for w in await asyncio.gather(*(one(w) for w in targets)) if w]
     journal.append({"event": "run-finished", "status": "canceled"})
     return done
+
+
+def _shown(path: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
