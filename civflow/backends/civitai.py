@@ -277,6 +277,16 @@ class CivitaiClient:
             text = text.replace(self._key.reveal(), "<redacted>")
         return text
 
+    def _redact_value(self, value: Any) -> Any:
+        """`value` with the key blanked in every string, however deep (for `detail`)."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, Mapping):
+            return {self._redact(str(k)): self._redact_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact_value(v) for v in value]
+        return value
+
     def _cause(self, exc: BaseException) -> BaseException:
         """`exc` itself, or a redacted stand-in if its text would show the key."""
         if self._key is not None:
@@ -360,7 +370,7 @@ class CivitaiClient:
                    idempotent: bool) -> Exception:
         """The civflow error for an error answer, or `_Retry` when another attempt may help."""
         status = response.status_code
-        body = self._body(response)
+        body = self._redact_value(self._body(response))
         where = f"{method} {route}"
         if status == 400:
             errors = body.get("errors") if isinstance(body, Mapping) else None
