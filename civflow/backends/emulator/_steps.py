@@ -76,12 +76,25 @@ def duration(step_type: str, data: dict[str, Any]) -> float:
             "chatCompletion": 2.0, "imageBackgroundRemoval": 2.0}.get(step_type, 5.0)
 
 
-def _seed(data: dict[str, Any]) -> int:
+def _canonical(value: Any) -> Any:
+    """The input with media references blanked: their URLs carry signatures and ids."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, str) and value.startswith(("http://", "https://", "data:")):
+        return "<media>"
+    return value
+
+
+def _seed(data: dict[str, Any], source: bytes | None = None) -> int:
     seed = data.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
         return seed
-    # The real service picks a random seed; a hash keeps the emulator deterministic.
-    return media.stable_seed(data) % 2**32
+    # The real service picks a random seed; a hash of the input and of the source bytes
+    # (not of their URLs, which differ per emulator) keeps the emulator deterministic.
+    digest = hashlib.sha256(source).hexdigest() if source is not None else None
+    return media.stable_seed(_canonical(data), digest) % 2**32
 
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,(?P<data>.*)$", re.S)
@@ -127,10 +140,10 @@ def _images(step_type: str, data: dict[str, Any], jobs: list[str], fetch: Fetch)
     width, height = _int(data.get("width"), side), _int(data.get("height"), side)
     fmt = media.normalize_format(data.get("outputFormat"), "jpeg")
     prompt, negative = _text(data.get("prompt")), _text(data.get("negativePrompt")) or None
-    seed = _seed(data)
     source_ref = _first_source(data, "sourceImage", "image", "images")
     variant = source_ref is not None and data.get("operation") != "createImage"
     source = load_source(source_ref, fetch) if variant else None
+    seed = _seed(data, source)
     strength = _num(data.get("strength", data.get("denoiseStrength",
                                                   data.get("sourceImageDenoiseStrenght"))), 0.7)
     model = _text(data.get("model") or data.get("diffuserModel") or data.get("engine"))
@@ -201,7 +214,7 @@ def _video(data: dict[str, Any], jobs: list[str], fetch: Fetch) -> Rendered:
     seconds = max(1, min(_int(data.get("duration"), 5), 20))
     fps = 8
     frames = media.video_frames(source=source, prompt=_text(data.get("prompt")),
-                                seed=_seed(data), width=width, height=height,
+                                seed=_seed(data, source), width=width, height=height,
                                 count=seconds * fps)
     raw, ext = media.encode_video(frames, fps)
     info = BlobInfo(id=blob_id(ext), content_type=CONTENT_TYPES[ext], kind="video",
