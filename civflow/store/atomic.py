@@ -12,6 +12,17 @@ from civflow.errors import FileAccessError
 __all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir"]
 
 
+def _default_mode() -> int:
+    """0o666 less the umask: the mode `open()` would give a new file (mkstemp gives 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# Read once: os.umask can only be read by setting it, which is not thread-safe later on.
+_DEFAULT_MODE = _default_mode()
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename inside `folder` durable; a no-op where directories cannot be opened."""
     try:
@@ -33,7 +44,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = path.stat().st_mode & 0o7777  # keep the mode of the file replaced
+        except FileNotFoundError:
+            mode = _DEFAULT_MODE
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if hasattr(os, "fchmod"):  # absent on Windows before 3.13, where modes barely apply
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,6 +22,17 @@ def test_write_creates_parents_and_leaves_no_temp_files(tmp_path: Path) -> None:
     atomic_write_text(target, "second\n")
     assert target.read_text() == "second\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.json"]
+
+
+def test_new_files_get_the_usual_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.json"
+    atomic_write_text(fresh, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+    os.chmod(fresh, 0o640)
+    atomic_write_text(fresh, "[]")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
 
 
 def test_text_is_utf8_without_newline_translation(tmp_path: Path) -> None:
