@@ -73,7 +73,13 @@ class FakeWorld:
         self.seen.append(Seen(request.method, request.url.path, request.url.query,
                               dict(request.headers), body))
         action = self._next(f"{request.method} {request.url.path}")
-        if action == "drop":
+        if action == "drop" or (isinstance(action, tuple) and action[0] == "partial"):
+            if action != "drop":  # promise a whole body, send a tenth of it, then die
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", str(len(action[1])).encode()),
+                                        (b"content-type", b"image/png")]})
+                await send({"type": "http.response.body", "body": action[1][:len(action[1]) // 10],
+                            "more_body": True})
             # ASGI cannot drop a connection; reach uvicorn's transport, as a dying proxy would.
             transport = getattr(getattr(receive, "__self__", None), "transport", None)
             assert transport is not None
@@ -332,6 +338,20 @@ def test_download_retries_a_drop_and_never_leaves_a_partial_file(
         _run(world, lambda c: c.download(f"{world.url}/b", tmp_path / "never.bin"),
              max_attempts=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_a_body_cut_mid_stream_is_downloaded_again(world: FakeWorld, tmp_path: Path) -> None:
+    content = b"0123456789" * 10_000
+    world.script("GET /v", ("partial", content), ("bytes", 200, content, "image/png"))
+    dest = tmp_path / "v.png"
+    got = _run(world, lambda c: c.download(f"{world.url}/v", dest))
+    assert got.size == len(content) and dest.read_bytes() == content
+    assert world.hits("GET /v") == 2
+    world.script("GET /v", ("partial", content))
+    with pytest.raises(ServiceUnavailable):
+        _run(world, lambda c: c.download(f"{world.url}/v", tmp_path / "cut.png"),
+             max_attempts=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.png"]
 
 
 def test_the_key_goes_only_to_the_api_origin(world: FakeWorld, elsewhere: FakeWorld,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -116,3 +120,36 @@ def test_find_unfinished_run_and_attempts_across_runs(tmp_path: Path) -> None:
     assert second.highest_attempt("a", "other-fingerprint") == 0
     found = find_unfinished_run(tmp_path, "p")
     assert found is not None and found.run_id == second.run_id
+
+
+_APPENDER = """
+import sys
+from pathlib import Path
+from civflow.store.journal import Journal
+journal = Journal.open(Path(sys.argv[1]))
+n = 0
+while True:
+    journal.append({"event": "intent", "instance": f"i{n}", "pad": "x" * 5000, "n": n})
+    if n == 0:
+        print("started", flush=True)
+    n += 1
+"""
+
+
+def test_sigkill_during_appends_leaves_only_whole_records(tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path, "p")
+    repo = Path(__file__).resolve().parents[2]
+    with subprocess.Popen([sys.executable, "-c", _APPENDER, str(journal.run_dir)],
+                          stdout=subprocess.PIPE, cwd=repo,
+                          env={**os.environ, "PYTHONPATH": str(repo)}) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == b"started"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+    records = journal.records()
+    assert records and [r["n"] for r in records] == list(range(len(records)))
+    journal.append({"event": "run-resumed"})
+    assert journal.records()[-1]["event"] == "run-resumed"
+    assert len(journal.records()) == len(records) + 1
