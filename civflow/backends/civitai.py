@@ -117,7 +117,13 @@ def _errors_summary(errors: Mapping[str, Any]) -> str:
 
 
 class CivitaiClient:
-    """The Civitai orchestration API (or the emulator) over one async httpx connection pool."""
+    """The Civitai orchestration API (or the emulator) over one async httpx connection pool.
+
+    `on_request(method, route, status)` is called for every HTTP attempt, retries
+    included, with the route template (`/v2/consumer/workflows/{id}`; `download` for
+    blob bytes and each redirect hop) and status 0 when no answer came back.
+    `concurrency_limit` caps requests in flight across every caller of this client.
+    """
 
     def __init__(self, base_url: str, api_key: str | None, *, max_attempts: int = 6,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, timeout: float = 120.0,
