@@ -56,7 +56,11 @@ def template_location(spec: PipelineSpec, doc_path: Path, line: int, *, key: boo
     if line <= 1 and doc_path not in spec.doc.block_scalars:
         return start
     offset = line if doc_path in spec.doc.block_scalars else line - 1
-    return Location(start.file, start.line + offset, 1 if offset else start.col)
+    if not offset:
+        return start
+    # Inside a block scalar or a multi-line string: point at the text, past its indentation.
+    text = spec.doc.line_text(start.line + offset) or ""
+    return Location(start.file, start.line + offset, len(text) - len(text.lstrip(" ")) + 1)
 
 
 def step_templates(spec: PipelineSpec, step: StepSpec) -> list[tuple[Path, str, bool]]:

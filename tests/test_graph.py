@@ -106,7 +106,7 @@ def test_template_syntax_error_is_located_in_a_block_scalar(tmp_path: Path) -> N
         second {{ subject
 """)
     text = _graph_error(spec)
-    assert text.startswith(f"{spec.path}:11:1: template syntax error")
+    assert text.startswith(f"{spec.path}:11:9: template syntax error")
     assert "        second {{ subject" in text
 
 

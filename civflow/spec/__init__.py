@@ -45,9 +45,11 @@ def read_source(path: Path) -> SourceDoc:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        shown = raw.split(b"\n")[line - 1].decode("utf-8", errors="replace")
         raise PipelineInvalid([Diagnostic(
-            "the file is not valid UTF-8", _loc(path, line, 1),
-            hint="save the file as UTF-8")]) from None
+            f"the file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})", _loc(path, line, col),
+            hint="save the file as UTF-8", source_line=shown)]) from None
     if "\x00" in text:
         raise PipelineInvalid([Diagnostic("the file contains a NUL byte", _loc(path, 1, 1),
                                           hint="is this a binary file?")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,9 @@ def _check_names(spec: PipelineSpec, engine: TemplateEngine) -> list[Diagnostic]
                 analysis = engine.analyse(text)
             except TemplateFailed:
                 continue  # reported by build_graph with its location
-            where = template_location(spec, doc_path, 1, key=is_key)
             for name in sorted(analysis.names - allowed_here):
+                where = template_location(spec, doc_path, analysis.name_lines.get(name, 1),
+                                          key=is_key)
                 if name in RESERVED_NAMES:
                     why = {"matrix": "this step has no 'matrix'",
                            "item": "only a step with 'foreach' has 'item'",
@@ -152,7 +154,9 @@ def _check_references(spec: PipelineSpec, graph: StepGraph) -> list[Diagnostic]:
                 path = path[1:]
             problem = catalog.output_path_error(upstream.type, upstream.input, path)
             if problem:
-                report(f"{ref}: {problem}")
+                # The catalog appends its suggestion after "; "; it reads better as the hint.
+                what, _, suggestion = problem.partition("; ")
+                report(f"{ref} does not exist: {what}", suggestion or None)
     return out
 
 
@@ -199,18 +203,29 @@ def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIs
     while path and not _exists(step.input, path):
         path = path[:-1]
     where_path: tuple[str | int, ...]
-    if not path and issue.path:
-        where_path = ("steps", step.name, "input")
+    if not path:
+        # A field missing from the input as a whole: point at the 'input:' key itself.
+        where_path, key = ("steps", step.name, "input"), True
     else:
         where_path = spec.input_path(step.name, path)
     severity = issue.severity
     if strict and severity is Severity.WARNING:
         severity = Severity.ERROR
-    hint = issue.hint
+    hint = issue.hint or _fallback_hint(issue.message)
     if issue.severity is Severity.WARNING and not strict:
         hint = (hint + "; " if hint else "") + "--strict makes this an error"
     return spec.doc.diagnostic(f"step '{step.name}': {issue.message}", where_path, key=key,
                                hint=hint, severity=severity)
+
+
+def _fallback_hint(message: str) -> str | None:
+    """A hint for catalog findings that come without one."""
+    missing = re.match(r"missing required field '(\w+)'", message)
+    if missing:
+        return f"add '{missing.group(1)}:' to the step's input (or to defaults: for its type)"
+    if re.search(r"must be an? (integer|number), got '", message):
+        return "write the number without quotes or units"
+    return None
 
 
 def _exists(value: Any, path: tuple[str | int, ...]) -> bool:

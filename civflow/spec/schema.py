@@ -100,22 +100,26 @@ def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
         wanted = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         words = " or ".join(str(_TYPE_WORDS.get(t, t)) for t in wanted)
         return [doc.diagnostic(f"{_where(path)} must be {words}, not {_describe(instance)}",
-                               path)]
+                               path, hint=_type_hint(path, wanted, instance))]
     if validator in ("enum", "const"):
         options = schema.get("enum", [schema.get("const")])
         listed = ", ".join(json.dumps(o) for o in options)
         close = difflib.get_close_matches(str(instance), [str(o) for o in options], n=1)
-        hint = f"did you mean {close[0]!r}?" if close else None
+        hint = f"did you mean {close[0]!r}?" if close else _ENUM_HINTS.get(str(path[-1:]))
         return [doc.diagnostic(f"{_where(path)} must be one of: {listed}; got "
                                f"{json.dumps(instance)}", path, hint=hint)]
     if validator == "pattern":
         words = _PATTERN_WORDS.get(schema["pattern"], f"the pattern {schema['pattern']}")
         return [doc.diagnostic(f"{_where(path)} {json.dumps(instance)} is not valid: "
-                               f"expected {words}", path)]
+                               f"expected {words}", path,
+                               hint=_pattern_hint(schema["pattern"], instance))]
     if validator in ("minProperties", "minItems"):
         what = "at least one entry" if error.validator_value == 1 else \
             f"at least {error.validator_value} entries"
-        return [doc.diagnostic(f"{_where(path)} needs {what}", path)]
+        hint = ("add a step: a name, then its 'type:' and 'input:'" if path == ("steps",)
+                else "list the values to sweep, e.g. seed: [1, 2, 3]"
+                if path[-2:-1] == ("matrix",) else None)
+        return [doc.diagnostic(f"{_where(path)} needs {what}", path, hint=hint)]
     if validator in ("maxItems", "maxLength"):
         return [doc.diagnostic(f"{_where(path)} is too long: at most {error.validator_value} "
                                f"{'items' if validator == 'maxItems' else 'characters'}", path,
@@ -174,6 +178,44 @@ def _required_hint(path: Path, key: str) -> str | None:
         return {"type": "e.g. 'type: imageGen'",
                 "input": "every step needs an 'input:' mapping, even an empty one: 'input: {}'"
                 }.get(key)
+    return None
+
+
+_ENUM_HINTS = {
+    "('version',)": "this civflow reads pipeline format 1: write 'version: 1'",
+    "('priority',)": "'high' is the most urgent priority Civitai offers",
+}
+
+
+def _slug(text: str, allowed: str) -> str:
+    out = "".join(c if c.isalnum() or c in allowed else allowed[0] for c in text.lower())
+    return out.strip(allowed).lstrip("0123456789" if allowed == "_" else "")[:64]
+
+
+def _pattern_hint(pattern: str, instance: Any) -> str | None:
+    if pattern.startswith("^(\\d+\\.)?"):
+        return "hours:minutes:seconds, e.g. \"00:10:00\" for ten minutes"
+    if pattern == "^https://":
+        return "Civitai only calls https:// webhooks"
+    if pattern == "^[a-z0-9][a-z0-9_-]{0,63}$" and isinstance(instance, str):
+        slug = _slug(instance, "-_")
+        return f"for example '{slug}'" if slug else None
+    return None
+
+
+def _type_hint(path: Path, wanted: list[str], instance: Any) -> str | None:
+    last = path[-1] if path else None
+    if last == "when":
+        return "write true, false, or a template such as \"{{ enabled }}\""
+    if "array" in wanted and isinstance(instance, str):
+        return f"write a list: [{instance}]"
+    if "object" in wanted and isinstance(instance, list):
+        return "write 'key: value' lines, without '- ' in front"
+    if ("integer" in wanted or "number" in wanted) and isinstance(instance, str):
+        return "write a number without quotes, e.g. 'retries: 2'" if last == "retries" \
+            else "write a number without quotes"
+    if "string" in wanted and not isinstance(instance, str):
+        return "put the value in quotes"
     return None
 
 

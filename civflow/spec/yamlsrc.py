@@ -164,7 +164,8 @@ class _Builder:
         if self.count > MAX_NODES:
             # Aliases share one node, so point at the top-level entry that expanded, not
             # at the anchor far above it.
-            top = self.keys.get(path[:1]) if path else None
+            top = next((self.keys[path[:n]] for n in range(len(path), 0, -1)
+                        if path[:n] in self.keys), None)
             mark = _Mark(top.line - 1, top.col - 1) if top else node.start_mark
             raise self.fail(f"the document expands to more than {MAX_NODES} nodes",
                             mark, "aliases of aliases multiply; write values out")
@@ -194,7 +195,10 @@ class _Builder:
                 raise self.fail("YAML merge keys (<<) are not supported", key_node.start_mark,
                                 "use 'defaults:' for shared step input, or 'vars:'")
             if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail("a mapping key must be a plain string", key_node.start_mark)
+                hint = ("quote templates: a value starting with '{' is read as a mapping"
+                        if isinstance(key_node, yaml.MappingNode) else None)
+                raise self.fail("a mapping key must be a plain string", key_node.start_mark,
+                                hint)
             key = self._scalar(key_node, path)
             if not isinstance(key, str):
                 # `1: x` or `yes: x` would silently become int/bool keys; keys are names.

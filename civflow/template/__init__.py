@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ class Analysis:
     references: tuple[Reference, ...]
     names: frozenset[str]  # undeclared names the template reads
     bad_steps_use: int | None  # line of a use of `steps` that is not steps.<name>
+    name_lines: Mapping[str, int] = field(default_factory=dict)  # first line of each name
 
 
 _LONE = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
@@ -172,15 +173,22 @@ class TemplateEngine:
         tree = self._parse(source)
         refs, bad = _references(tree)
         names = _free_names(tree)
+        lines: dict[str, int] = {}
+        for node in tree.find_all(nodes.Name):
+            if node.name in names and node.ctx == "load":
+                lines.setdefault(node.name, node.lineno)
         for included in meta.find_referenced_templates(tree):
             if included is None or included in seen:
                 continue
             seen.add(included)
             inner = self._analyse(self._include_source(included, tree), seen)
             refs.extend(inner.references)
+            include_line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)
+            for name in inner.names - names:
+                lines.setdefault(name, include_line)  # the include is what the user wrote
             names |= inner.names
             bad = bad or inner.bad_steps_use
-        return Analysis(tuple(refs), frozenset(names), bad)
+        return Analysis(tuple(refs), frozenset(names), bad, lines)
 
     def _include_source(self, name: str, tree: nodes.Template) -> str:
         line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)
@@ -199,8 +207,7 @@ class TemplateEngine:
         try:
             return self.env.parse(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateFailed(f"template syntax error: {exc.message}",
-                                 line=exc.lineno or 1) from None
+            raise _syntax_failure(exc) from None
 
     # -- rendering --------------------------------------------------------------
 
@@ -293,8 +300,7 @@ class TemplateEngine:
             try:
                 expression = self.env.compile_expression(lone.group(1), undefined_to_none=False)
             except jinja2.TemplateSyntaxError as exc:
-                raise TemplateFailed(f"template syntax error: {exc.message}",
-                                     line=exc.lineno or 1) from None
+                raise _syntax_failure(exc) from None
 
             def evaluate(context: Mapping[str, Any]) -> Any:
                 value = expression(**context)
@@ -305,9 +311,21 @@ class TemplateEngine:
         try:
             template = self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateFailed(f"template syntax error: {exc.message}",
-                                 line=exc.lineno or 1) from None
+            raise _syntax_failure(exc) from None
         return lambda context: template.render(context)
+
+
+def _syntax_failure(exc: jinja2.TemplateSyntaxError) -> TemplateFailed:
+    message = exc.message or "invalid template"
+    if "expected 'end of print statement'" in message:
+        hint = "close the expression with }}"
+    elif "expected token 'end of print statement'" in message:
+        hint = "one expression per {{ }}: join words with ~ or use an operator"
+    elif "unknown tag" in message or "end of template" in message:
+        hint = "every {% if %} needs its {% endif %}, every {% for %} its {% endfor %}"
+    else:
+        hint = "expressions go in {{ ... }}, statements in {% ... %}"
+    return TemplateFailed(f"template syntax error: {message}", line=exc.lineno or 1, hint=hint)
 
 
 def _mentions_pending(context: Mapping[str, Any]) -> bool:

@@ -121,7 +121,8 @@ def test_file_problems(tmp_path: Path) -> None:
     bad.write_bytes(b"version: 1\nname: \xff\n")
     with pytest.raises(PipelineInvalid) as info:
         read_source(bad)
-    assert str(info.value.diagnostics[0].location) == f"{bad}:2:1"
+    assert str(info.value.diagnostics[0].location) == f"{bad}:2:7"
+    assert info.value.diagnostics[0].message == "the file is not valid UTF-8 (byte 0xff)"
     nul = tmp_path / "nul.yaml"
     nul.write_bytes(b"version: 1\x00\n")
     with pytest.raises(PipelineInvalid, match="NUL byte"):
