@@ -156,6 +156,8 @@ def _check_references(spec: PipelineSpec, graph: StepGraph) -> list[Diagnostic]:
             if problem:
                 # The catalog appends its suggestion after "; "; it reads better as the hint.
                 what, _, suggestion = problem.partition("; ")
+                if suggestion.startswith("it has: "):
+                    suggestion = "the fields there are " + suggestion.removeprefix("it has: ")
                 report(f"{ref} does not exist: {what}", suggestion or None)
     return out
 
