@@ -317,6 +317,10 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
         for inst in instances:
             planned = _decide(inst, priors.get(inst.name), name in forced, name in rerolled,
                               [u for u in upstream if u in running])
+            if inst.fanout and planned.decision is Decision.NEW:
+                planned = PlannedInstance(inst, planned.decision, (
+                    f"one instance per element of {str(step.foreach).strip()}, "
+                    "known at run time",), planned.estimate)
             if verdict is None:
                 planned = PlannedInstance(planned.instance, planned.decision,
                                           (*planned.reasons, "when is evaluated at run time"),

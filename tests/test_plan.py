@@ -109,7 +109,7 @@ def test_first_plan_is_all_new_in_dependency_order(tmp_path: Path) -> None:
                                                                      "sampler": "heun"}
     fan = by["upscale[*]"]
     assert fan.instance.fanout and fan.decision is Decision.NEW
-    assert fan.reasons == ("one instance per element of steps.upscale foreach, "
+    assert fan.reasons == ("one instance per element of {{ steps.hero.output.images }}, "
                            "known at run time",)
     assert by["cutout"].reasons == ("upstream hero", "not in the lockfile")
     assert result.counts() == {"new": 8}

@@ -95,9 +95,11 @@ def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
 @_options
 def render(file: Path, vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
     """Print the exact workflow bodies that would be sent, as JSON."""
+    from civflow import catalog
     from civflow.plan import plan as make_plan
     from civflow.plan import workflow_body
     from civflow.store.journal import external_id
+    from civflow.template import is_pending
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     result = make_plan(checked, _priors(checked))
@@ -105,9 +107,19 @@ def render(file: Path, vars_: tuple[str, ...], vars_files: tuple[Path, ...], str
     for planned in result.instances:
         inst = planned.instance
         key = inst.fingerprint
-        bodies.append({"instance": inst.name, "body": workflow_body(
-            checked.spec, inst, run_id=None,
-            external_id=external_id(key, 1) if key else None)})
+        item: dict[str, Any] = {"instance": inst.name}
+        # A seed civflow has not drawn yet is not an output reference: show it as null
+        # (what the API reads as "random") and say so, so the body stays valid.
+        seed_key = catalog.seed_field(inst.type, inst.input)
+        override = None
+        if seed_key is not None and is_pending(inst.input.get(seed_key)):
+            override = {**inst.input, seed_key: None}
+            item["notes"] = [f"input.{seed_key} is drawn on the first run and recorded "
+                             "in the lockfile"]
+        item["body"] = workflow_body(checked.spec, inst, run_id=None,
+                                     external_id=external_id(key, 1) if key else None,
+                                     input_override=override)
+        bodies.append(item)
     click.echo(json.dumps(bodies, indent=2, ensure_ascii=False))
 
 

@@ -1,0 +1,194 @@
+"""`civflow validate`, `plan`, `render` and `graph` end to end, in-process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from civflow.cli import main
+from tests.openapi_support import require_openapi
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), out.out, out.err
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of pipelines/ so no lockfile of the checkout leaks into plans."""
+    target = tmp_path / "pipelines"
+    shutil.copytree(ROOT / "pipelines", target,
+                    ignore=shutil.ignore_patterns("*.lock.json"))
+    return target
+
+
+def test_every_example_pipeline_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", *map(str, PIPELINES))
+    assert (code, err) == (0, "")
+    assert out.count(": ok (") == len(PIPELINES)
+
+
+def test_validate_reports_every_file_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    broken = GOLDEN / "cycle.yaml"
+    code, out, _ = run(capsys, "validate", str(PIPELINES[0]), str(broken))
+    assert code == 2
+    assert f"{PIPELINES[0]}: ok" in out
+    assert f"{broken}:6:3: the steps form a cycle: hero -> upscale -> clip -> hero" in out
+
+
+def test_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", "--format", "json",
+                       str(GOLDEN / "output-path-typo.yaml"),
+                       str(PIPELINES[0]))
+    assert code == 2
+    bad, good = json.loads(out)
+    assert bad["valid"] is False and good["valid"] is True and good["diagnostics"] == []
+    (diag,) = bad["diagnostics"]
+    assert diag == {"severity": "error", "file": str(GOLDEN / "output-path-typo.yaml"),
+                    "line": 19, "col": 14, "hint": "did you mean 'images'?",
+                    "message": "steps.hero.output.imagez[0].url does not exist: imageGen "
+                               "output has no field 'imagez'"}
+
+
+def test_validate_github_annotations(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", "--format", "github",
+                       str(GOLDEN / "undefined-variable.yaml"))
+    assert code == 2
+    assert out == (f"::error file={GOLDEN / 'undefined-variable.yaml'},line=13,col=15::"
+                   "undefined variable 'subjet' in step 'hero' (hint: did you mean 'subject'?)\n")
+
+
+def test_missing_file_is_exit_4(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "validate", str(tmp_path / "nope.yaml"))
+    assert code == 4
+    assert "no such pipeline file" in out
+    code, _, err = run(capsys, "plan", str(tmp_path / "nope.yaml"))
+    assert code == 4 and "no such pipeline file" in err
+
+
+def test_unknown_variable_lists_the_known_ones(capsys: pytest.CaptureFixture[str],
+                                              workdir: Path) -> None:
+    for command in ("validate", "plan", "render", "graph"):
+        code, out, err = run(capsys, command, str(workdir / "hero-shot.yaml"), "--var", "subjet=x")
+        assert code == 2, command
+        assert "unknown variable 'subjet' (known: seed, style, subject)" in out + err
+        assert "did you mean 'subject'?" in out + err
+    code, _, err = run(capsys, "plan", str(workdir / "hero-shot.yaml"), "--var", "oops")
+    assert code == 2 and "expected NAME=VALUE" in err
+
+
+def test_vars_file_and_var_override(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    vars_file = workdir / "vars.yaml"
+    vars_file.write_text("subject: a paper crane\nseed: 5\n", encoding="utf-8")
+    code, out, _ = run(capsys, "render", str(workdir / "hero-shot.yaml"),
+                       "--vars-file", str(vars_file), "--var", "seed=9")
+    assert code == 0
+    hero = json.loads(out)[0]["body"]["steps"][0]["input"]
+    assert hero["prompt"].startswith("a paper crane, ")
+    assert hero["seed"] == 9
+
+
+def test_plan_text_json_markdown(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    path = str(workdir / "hero-shot.yaml")
+    code, text, _ = run(capsys, "plan", path)
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[0].startswith("hero-shot: 3 instances, 3 to run (3 new); estimated ")
+    assert lines[1].split()[:3] == ["+", "hero", "new"]
+    assert "upscale[*]" in lines[2] and "one instance per element of" in lines[2]
+    assert "upstream upscale" in lines[3]
+    code, raw, _ = run(capsys, "plan", path, "--format", "json")
+    data = json.loads(raw)
+    assert [i["instance"] for i in data["instances"]] == ["hero", "upscale[*]", "clip"]
+    assert data["counts"] == {"new": 3}
+    assert data["instances"][0]["fingerprint"].startswith("sha256:")
+    assert data["instances"][1]["fanout"] is True
+    code, md, _ = run(capsys, "plan", path, "--format", "markdown")
+    assert md.startswith("### civflow plan: `hero-shot`\n")
+    assert "| + | `hero` | imageGen | new | not in the lockfile |" in md
+
+
+def test_plan_only_and_force(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    path = str(workdir / "lora-sweep.yaml")
+    # --only selects steps (by step or instance glob) and everything they need.
+    code, raw, _ = run(capsys, "plan", path, "--format", "json", "--only", "web[*]")
+    assert code == 0
+    names = [i["instance"] for i in json.loads(raw)["instances"]]
+    assert len(names) == 13 and names[-1] == "web[*]"
+    code, raw, _ = run(capsys, "plan", path, "--format", "json", "--only", "sw*")
+    assert len(json.loads(raw)["instances"]) == 12
+    code, raw, _ = run(capsys, "plan", path, "--format", "json", "--force", "sweep")
+    assert {i["decision"] for i in json.loads(raw)["instances"]} == {"forced"}
+    code, _, err = run(capsys, "plan", path, "--force", "swep")
+    assert code == 2 and "unknown step 'swep' (steps: sweep, web)" in err
+
+
+def test_render_shows_placeholders_naming_the_reference(capsys: pytest.CaptureFixture[str],
+                                                        workdir: Path) -> None:
+    code, out, _ = run(capsys, "render", str(workdir / "hero-shot.yaml"))
+    assert code == 0
+    bodies = json.loads(out)
+    assert [b["instance"] for b in bodies] == ["hero", "upscale[*]", "clip"]
+    hero, upscale, clip = (b["body"] for b in bodies)
+    assert hero["steps"][0]["input"]["seed"] == 42  # a lone expression keeps its type
+    assert hero["externalId"]  # resolved instances carry their idempotency key
+    assert upscale["steps"][0]["input"]["image"] == "<pending: item.url>"
+    assert "externalId" not in upscale
+    assert clip["steps"][0]["input"]["images"] == [
+        "<pending: steps.upscale.outputs[0].blob.url>"]
+    assert clip["steps"][0]["timeout"] == "00:20:00"
+    assert "notes" not in bodies[0]  # hero sets its own seed
+
+
+def test_render_a_seed_not_drawn_yet(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    code, out, _ = run(capsys, "render", str(workdir / "batch-cutout.yaml"))
+    assert code == 0
+    shots = json.loads(out)[0]
+    assert shots["body"]["steps"][0]["input"]["seed"] is None
+    assert shots["notes"] == ["input.seed is drawn on the first run and recorded in the lockfile"]
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_rendered_bodies_are_accepted_by_the_official_openapi_document(
+        capsys: pytest.CaptureFixture[str], workdir: Path, path: Path) -> None:
+    openapi = require_openapi()
+    code, out, _ = run(capsys, "render", str(workdir / path.name))
+    assert code == 0
+    bodies: list[dict[str, Any]] = json.loads(out)
+    assert bodies
+    for item in bodies:
+        assert openapi.errors("WorkflowTemplate", item["body"]) == [], item["instance"]
+
+
+def test_graph_mermaid_and_dot(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    code, out, _ = run(capsys, "graph", str(workdir / "hero-shot.yaml"))
+    assert code == 0
+    assert out == ("flowchart LR\n"
+                   '  hero["hero<br/>imageGen"]\n'
+                   '  upscale["upscale[*]<br/>imageUpscaler"]\n'
+                   '  clip["clip<br/>videoGen"]\n'
+                   "  hero --> upscale\n"
+                   "  upscale --> clip\n")
+    code, out, _ = run(capsys, "graph", str(workdir / "batch-cutout.yaml"), "--format", "dot")
+    assert out.startswith('digraph "batch-cutout" {\n')
+    assert '  "shots" -> "cutout";\n' in out and '  "shots" -> "variant";\n' in out
+
+
+def test_invalid_pipeline_in_plan_is_exit_2_without_traceback(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "plan", str(GOLDEN / "engine-sdxl.yaml"))
+    assert code == 2
+    assert "imageGen has no engine 'sdxl'" in err
+    assert "Traceback" not in out + err
