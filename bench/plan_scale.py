@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from civflow.plan import plan  # noqa: E402
-from civflow.spec import load_pipeline  # noqa: E402
-from civflow.spec.check import check_pipeline  # noqa: E402
+from civflow.plan import plan
+from civflow.spec import load_pipeline
+from civflow.spec.check import check_pipeline
 
 HEAD = """\
 version: 1
@@ -61,7 +61,7 @@ def matrix_pipeline(n: int) -> str:
     foreach: "{{{{ steps.sweep.outputs }}}}"
     input:
       image: "{{{{ item.images[0].url }}}}"
-      output: {{format: webp, quality: 85}}
+      output: {{format: webp, quality: 85, lossless: false, hideMetadata: true}}
   pick:
     type: imageUpscaler
     input:

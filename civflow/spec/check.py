@@ -222,7 +222,9 @@ def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIs
 
 def _fallback_hint(message: str) -> str | None:
     """A hint for catalog findings that come without one."""
-    missing = re.match(r"missing required field '(\w+)'", message)
+    missing = re.match(r"missing required field '(\w+)'(?: in '(\w+)')?", message)
+    if missing and missing.group(2):
+        return f"add '{missing.group(1)}:' under '{missing.group(2)}:'"
     if missing:
         return f"add '{missing.group(1)}:' to the step's input (or to defaults: for its type)"
     if re.search(r"must be an? (integer|number), got '", message):
