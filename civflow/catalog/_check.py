@@ -209,6 +209,9 @@ def select(step_type: str, input: Mapping[str, object], *,
         if value is None:
             hint = f"{where} takes {name} " + " or ".join(options)
             return [InputIssue((), f"missing required field {name!r}", hint, Severity.ERROR)]
+        if not isinstance(value, str):
+            return [InputIssue((name,), f"{name!r} must be a string, got {_show(value)}",
+                               f"{where} takes {name} " + " or ".join(options), Severity.ERROR)]
         if value not in options:
             if name == "engine" and step_type == "imageGen" and value in _ENGINE_MISTAKES:
                 return [InputIssue((name,), f"imageGen has no engine {value!r}",
