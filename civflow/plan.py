@@ -315,12 +315,11 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             continue
         outputs: list[Mapping[str, Any]] = []
         for inst in instances:
-            planned = _decide(inst, priors.get(inst.name), name in forced, name in rerolled,
-                              [u for u in upstream if u in running])
-            if inst.fanout and planned.decision is Decision.NEW:
-                planned = PlannedInstance(inst, planned.decision, (
-                    f"one instance per element of {str(step.foreach).strip()}, "
-                    "known at run time",), planned.estimate)
+            prior = priors.get(inst.name)
+            if inst.fanout:  # the fan-out stands for every earlier `step[i]`
+                prior = next((p for n, p in priors.items() if n.startswith(f"{name}[")), None)
+            planned = _decide(inst, prior, name in forced, name in rerolled,
+                              [u for u in upstream if u in running], step)
             if verdict is None:
                 planned = PlannedInstance(planned.instance, planned.decision,
                                           (*planned.reasons, "when is evaluated at run time"),
@@ -338,17 +337,21 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
 
 
 def _decide(inst: Instance, prior: Prior | None, forced: bool, rerolled: bool,
-            running_upstream: Sequence[str]) -> PlannedInstance:
+            running_upstream: Sequence[str], step: StepSpec) -> PlannedInstance:
     estimate = _estimate(inst)
     if forced:
         return PlannedInstance(inst, Decision.FORCED, ("--force",), estimate)
     if rerolled:
         return PlannedInstance(inst, Decision.FORCED, ("--reroll draws a new seed",), estimate)
     if inst.fanout:
-        reasons: tuple[str, ...] = (
-            f"one instance per element of {_foreach_source(inst)}, known at run time",)
-        return PlannedInstance(inst, Decision.NEW, reasons, estimate)
+        fanout = (f"one instance per element of {str(step.foreach).strip()}, "
+                  "known at run time")
+        if prior is not None and running_upstream:
+            return PlannedInstance(inst, Decision.CHANGED,
+                                   (f"upstream {running_upstream[0]}", fanout), estimate)
+        return PlannedInstance(inst, Decision.NEW, (fanout,), estimate)
     if prior is None:
+        reasons: tuple[str, ...]
         reasons = ("not in the lockfile",)
         if not inst.resolved and running_upstream:
             reasons = (f"upstream {running_upstream[0]}", "not in the lockfile")
@@ -363,10 +366,6 @@ def _decide(inst: Instance, prior: Prior | None, forced: bool, rerolled: bool,
         return PlannedInstance(inst, Decision.CHANGED, ("artifacts missing or modified",),
                                estimate)
     return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
-
-
-def _foreach_source(inst: Instance) -> str:
-    return f"steps.{inst.step} foreach"
 
 
 def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,

@@ -145,6 +145,12 @@ def test_changed_lists_the_fields_that_changed(tmp_path: Path) -> None:
     by = _by_name(plan(_checked(tmp_path, subject="an owl"), priors))
     assert by["cutout"].decision is Decision.CHANGED
     assert by["cutout"].reasons == ("upstream hero",)
+    # So is a fan-out whose earlier instances are in the lockfile.
+    priors["upscale[0]"] = Prior(fingerprint="sha256:old", request={}, output={})
+    fan = _by_name(plan(_checked(tmp_path, subject="an owl"), priors))["upscale[*]"]
+    assert fan.decision is Decision.CHANGED
+    assert fan.reasons == ("upstream hero", "one instance per element of "
+                           "{{ steps.hero.output.images }}, known at run time")
 
 
 def test_options_and_missing_artifacts_also_change(tmp_path: Path) -> None:
