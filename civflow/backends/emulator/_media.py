@@ -14,6 +14,7 @@ import random
 import struct
 import textwrap
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
@@ -206,13 +207,21 @@ def _encode_mp4(frames: Sequence[Image.Image], fps: int) -> bytes:
 
     out = io.BytesIO()
     with av.open(out, mode="w", format="mp4") as container:
-        # One thread and fixed options: x264 is then bit-exact from run to run.
-        stream: Any = container.add_stream("libx264", rate=fps,
-                                           options={"preset": "veryfast", "threads": "1"})
+        # One thread, explicit timestamps and a constant quantizer: x264's default CRF
+        # rate control gave different bytes from run to run when called from worker
+        # threads (measured), constant QP is bit-exact.
+        stream: Any = container.add_stream("libx264", rate=fps, options={
+            "preset": "veryfast", "threads": "1", "qp": "23"})
         stream.width, stream.height = frames[0].size
         stream.pix_fmt = "yuv420p"
-        for frame in frames:
+        stream.codec_context.thread_count = 1
+        stream.codec_context.thread_type = "NONE"
+        stream.time_base = Fraction(1, fps)
+        for index, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_image(frame)  # type: ignore[no-untyped-call]
+            video_frame = video_frame.reformat(format="yuv420p")
+            video_frame.pts = index
+            video_frame.time_base = Fraction(1, fps)
             for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode(None):

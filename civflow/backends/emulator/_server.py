@@ -73,6 +73,10 @@ class RunningEmulator:
 def _bind(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_server((host, port), reuse_port=False)
+        # Accepted sockets inherit this. asyncio only sets TCP_NODELAY itself when the
+        # socket's proto is IPPROTO_TCP, which create_server's sockets do not report;
+        # without it Nagle and delayed ACKs add ~40 ms to every keep-alive request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         raise EmulatorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
