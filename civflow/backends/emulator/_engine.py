@@ -331,7 +331,9 @@ class Engine:
             return  # the render callback will call again
         try:
             rendered = step.rendered.result()
-        except _steps.StepFailure:
+        except Exception:
+            # StepFailure is the expected kind, but any renderer error must fail the
+            # job rather than leave the workflow waiting forever.
             self._finish(workflow, step, "failed")
             return
         for info, data in rendered.blobs:
@@ -400,6 +402,10 @@ class Engine:
                 workflow.status = "succeeded"
             workflow.completed_at = workflow.completed_at or now
             workflow.done.set()
+            if workflow.body.get("ephemeral") and workflow.id in self.workflows:
+                # Ephemeral workflows are answered to the waiting submit, then forgotten.
+                self._drop(workflow)
+                return
         else:
             order = ("processing", "scheduled", "preparing", "unassigned")
             running = [s for s in statuses if s not in TERMINAL]
@@ -416,6 +422,17 @@ class Engine:
         self._roll_up(workflow)
 
     def delete(self, workflow: Workflow) -> None:
+        """Soft-delete; refunds the charge when no step had reached processing yet."""
+        untouched = all(step.started_at is None for step in workflow.steps)
+        charged = sum(t["amount"] for t in workflow.transactions["list"]
+                      if t["type"] == "debit")
+        if untouched and charged:
+            workflow.transactions["list"].append(
+                {"type": "credit", "amount": charged, "id": str(uuid.uuid4()),
+                 "accountType": workflow.transactions["list"][0]["accountType"]})
+            self.counters.buzz_charged -= charged
+            if self.balance is not None:
+                self.balance += charged
         self.cancel(workflow)
         self._drop(workflow)
 

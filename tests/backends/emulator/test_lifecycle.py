@@ -167,3 +167,22 @@ def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
         assert emu.counters()["workflows_created"] == 0
         newer = api.submit({"steps": [echo_step()]})
         assert newer["id"] > made["id"]
+
+
+def test_ephemeral_workflow_is_answered_then_forgotten(api: Api) -> None:
+    body = {"steps": [echo_step("once")], "ephemeral": True}
+    assert "ephemeral" in api.submit(body, wait=0, expect=400)["errors"]
+    done = api.submit(body, wait=30)
+    assert done["status"] == "succeeded" and done["steps"][0]["output"] == {"message": "once"}
+    api.call("GET", WF, path={"workflowId": done["id"]}, expect=404)
+
+
+def test_delete_before_work_started_refunds() -> None:
+    with start_emulator(EmulatorConfig(time_scale=1000, buzz=100)) as emu, \
+            httpx.Client(base_url=emu.url, headers={"Authorization": "Bearer k"}) as client:
+        api = Api(client, openapi_or_none())
+        workflow = api.submit({"steps": [image_step(size=1024)]}, wait=0, expect=202)
+        assert emu.counters()["buzz_balance"] == 92
+        api.call("DELETE", WF, path={"workflowId": workflow["id"]}, expect=204)
+        assert emu.counters()["buzz_balance"] == 100
+        assert emu.counters()["buzz_charged"] == 0
