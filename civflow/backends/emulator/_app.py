@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from civflow.backends.emulator import _blob_routes as blobs
 from civflow.backends.emulator._config import EmulatorConfig, apply_faults
-from civflow.backends.emulator._engine import TERMINAL, Engine, Workflow
+from civflow.backends.emulator._engine import Engine
 from civflow.backends.emulator._http import (
     BadQuery,
     FaultsAndCounters,
@@ -28,6 +28,7 @@ from civflow.backends.emulator._http import (
     problem,
     validation_problem,
 )
+from civflow.backends.emulator._model import TERMINAL, Workflow
 from civflow.backends.emulator._pricing import check_steps, price
 from civflow.backends.emulator._resources import resource_info
 from civflow.backends.emulator._validate import check_template

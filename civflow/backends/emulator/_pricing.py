@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from civflow import catalog
-from civflow.backends.emulator._engine import Step
+from civflow.backends.emulator._model import Step
 
 
 def _is_ref(value: object) -> bool:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from civflow.backends.emulator._engine import Step, iter_refs, timespan_seconds
+from civflow.backends.emulator._model import Step, iter_refs, timespan_seconds
 
 _EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _CURRENCIES = frozenset({"yellow", "blue", "green", "fakeRed"})
