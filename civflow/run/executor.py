@@ -230,7 +230,9 @@ class Executor:
                 return seen.attempt + 1, None
             return seen.attempt, seen.workflow_id
         attempt = 1
-        if self.options.retry_failed:
+        # A forced instance must not reuse an earlier run's key: the API would hand back
+        # the workflow it already has instead of running it again.
+        if self.options.retry_failed or inst.step in self.forced:
             attempt = self.journal.highest_attempt(inst.name, fp) + 1 or 1
         return attempt, None
 
