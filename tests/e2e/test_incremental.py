@@ -1,0 +1,82 @@
+"""Incremental re-runs: only what changed (and what depends on it) is submitted again."""
+
+from __future__ import annotations
+
+from civflow.backends.emulator import RunningEmulator
+from tests.e2e.support import CHAIN, WORKFLOWS, Project, check_artifacts, created, requests_to
+
+
+def _workflow_ids(project: Project) -> dict[str, str]:
+    return {n: e["workflowId"] for n, e in project.lock("chain")["instances"].items()}
+
+
+def test_nothing_changed_submits_nothing(ready: tuple[Project, RunningEmulator]) -> None:
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    posts = requests_to(emulator, WORKFLOWS)
+    again = project.run("chain")
+    assert again.code == 0, again.text
+    assert requests_to(emulator, WORKFLOWS) == posts  # not even a whatif
+    assert created(emulator) == 4
+
+
+def test_changing_one_input_reruns_it_and_its_dependents_only(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    before = _workflow_ids(project)
+
+    # `motion` is read by clip alone.
+    outcome = project.run("chain", "--var", "motion=fast zoom")
+    assert outcome.code == 0, outcome.text
+    assert created(emulator) == 5
+    after = _workflow_ids(project)
+    assert {n for n in after if after[n] != before[n]} == {"clip"}
+    assert "3 cached" in outcome.err and "1 succeeded" in outcome.err
+
+    # `style` is read by hero and clip; the upscales depend on hero.
+    outcome = project.run("chain", "--var", "motion=fast zoom", "--var", "style=oil")
+    assert outcome.code == 0, outcome.text
+    assert created(emulator) == 9
+    check_artifacts(project, "chain")
+
+
+def test_force_reruns_the_step_and_its_dependents(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    before = _workflow_ids(project)
+    outcome = project.run("chain", "--force", "upscale")
+    assert outcome.code == 0, outcome.text
+    after = _workflow_ids(project)
+    assert {n for n in after if after[n] != before[n]} == {"upscale[0]", "upscale[1]", "clip"}
+    # Forcing resends the same fingerprint under a new externalId: a new workflow.
+    assert created(emulator) == 7
+    assert all(n == 1 for n in emulator.counters()["creations_by_external_id"].values())
+
+
+def test_reroll_draws_and_records_a_new_seed(ready: tuple[Project, RunningEmulator]) -> None:
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    first = project.lock("chain")["instances"]
+    seed = first["hero"]["seed"]
+    assert isinstance(seed, int) and first["hero"]["request"]["input"]["seed"] == seed
+
+    # The drawn seed is sent again on the next run: nothing changes.
+    assert project.run("chain").code == 0
+    assert project.lock("chain")["instances"]["hero"]["seed"] == seed
+
+    outcome = project.run("chain", "--reroll", "hero")
+    assert outcome.code == 0, outcome.text
+    second = project.lock("chain")["instances"]
+    assert second["hero"]["seed"] != seed
+    assert second["hero"]["request"]["input"]["seed"] == second["hero"]["seed"]
+    assert {a["sha256"] for a in second["hero"]["artifacts"]}.isdisjoint(
+        {a["sha256"] for a in first["hero"]["artifacts"]})
+    assert all(second[n]["workflowId"] != first[n]["workflowId"] for n in first)
+    assert created(emulator) == 8
+    check_artifacts(project, "chain")
