@@ -128,6 +128,14 @@ class Executor:
         self.wanted = selected_steps(checked, plan_options.only) if plan_options.only else every
         self.seeds = {name: p.seed for name, p in self.priors.items()
                       if p.seed is not None and name.split("[", 1)[0] not in plan_options.reroll}
+        # Seeds drawn by an interrupted run live only in its intents until the instance
+        # finishes; without them a resumed run would draw anew, change the fingerprint
+        # and pay for a second workflow instead of re-attaching to the first.
+        for record in journal.records():
+            name, seed = record.get("instance"), record.get("seed")
+            if record.get("event") == "intent" and isinstance(name, str) \
+                    and isinstance(seed, int) and name.split("[", 1)[0] not in plan_options.reroll:
+                self.seeds[name] = seed
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
 
@@ -250,7 +258,8 @@ class Executor:
                                      input_override=await self.blobs.substitute(
                                          inst.input, self.clock()))
                 self.journal.append({"event": "intent", "instance": inst.name,
-                                     "fingerprint": fp, "externalId": key, "attempt": attempt})
+                                     "fingerprint": fp, "externalId": key, "attempt": attempt,
+                                     "seed": inst.seed})
                 # wait=0: the workflow id reaches the journal at once, so a crash
                 # from here on re-attaches with a GET instead of re-sending the POST.
                 state = await self.backend.submit(body, wait=0)
