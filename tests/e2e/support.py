@@ -123,6 +123,19 @@ class Project:
                 if line.strip():
                     yield json.loads(line)
 
+    def journal_records_safe(self) -> Iterator[Mapping[str, Any]]:
+        """Records of journals another process is writing: a torn last line is skipped."""
+        for path in self.journals():
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:
+                continue
+            for line in lines:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
     def written_files(self) -> Iterator[Path]:
         """Every file civflow may have written (the pipelines folder included)."""
         for path in sorted(self.root.rglob("*")):
