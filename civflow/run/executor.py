@@ -167,8 +167,11 @@ class Executor:
                         failed_steps.add(step)
                     else:
                         known[step] = outcome
-        except asyncio.CancelledError:
-            self.result.interrupted = True
+        except BaseException as exc:
+            # Ctrl-C, or an error that ends the run (no funds, auth, network): stop the
+            # other instances and checkpoint what already finished, so nothing paid for
+            # waits on the journal alone. The run stays unfinished; a re-run resumes it.
+            self.result.interrupted = isinstance(exc, asyncio.CancelledError)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
