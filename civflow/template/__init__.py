@@ -63,6 +63,10 @@ class Pending:
     def __getitem__(self, key: object) -> Pending:
         return Pending(f"{self.ref}[{key!r}]" if isinstance(key, str) else f"{self.ref}[{key}]")
 
+    def __iter__(self) -> Iterator[Any]:
+        # Without this, iteration would fall back to __getitem__(0, 1, ...) forever.
+        raise TypeError(f"{self.ref} is not known yet")
+
     def __str__(self) -> str:
         return f"{PENDING_MARK}{self.ref}>"
 

@@ -177,6 +177,15 @@ def test_pending_values_propagate_with_readable_names(engine: TemplateEngine) ->
     assert is_pending(engine.render("{{ item.n + 1 }}", context))
 
 
+def test_iterating_a_pending_value_stays_pending(engine: TemplateEngine) -> None:
+    # Iteration once fell back to __getitem__(0), (1), ... and never ended.
+    context = {"steps": {"say": {"outputs": Pending("steps.say.outputs")}}}
+    for source in ("{{ steps.say.outputs | map(attribute='message') | join(', ') }}",
+                   "{% for o in steps.say.outputs %}{{ o.message }}{% endfor %}",
+                   "{{ 'x' in steps.say.outputs }}", "{{ steps.say.outputs | list }}"):
+        assert is_pending(engine.render(source, context)), source
+
+
 def test_is_template_and_walk_strings() -> None:
     assert is_template("{{ x }}") and is_template("{% if %}") and is_template("{# c #}")
     assert not is_template("plain { braces }")
