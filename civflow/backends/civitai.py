@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -53,6 +54,7 @@ _WORKFLOWS = "/v2/consumer/workflows"
 _BLOBS = "/v2/consumer/blobs"
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
+_POOL_SHARD = 32  # connections per httpx pool
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a header-safe token
 _KEY_HINT = ("set CIVITAI_API_KEY (create a key at https://civitai.com/user/account), pass "
              "--api-key-file, or try the pipeline offline with --emulator")
@@ -146,11 +148,16 @@ class CivitaiClient:
         self.on_request = on_request
         self._limit = asyncio.Semaphore(concurrency_limit) if concurrency_limit else None
         self._random = random.Random()
-        self._http = httpx.AsyncClient(
+        # httpx scans every connection of its pool on each request, so one pool of a
+        # few thousand long-polls costs O(n) per request; several small pools do not.
+        size = concurrency_limit or 100
+        shards = -(-size // _POOL_SHARD)
+        self._pools = [httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-            limits=httpx.Limits(max_connections=concurrency_limit or 100),
+            limits=httpx.Limits(max_connections=-(-size // shards)),
             headers={"User-Agent": "civflow", "Accept": "application/json"},
-            follow_redirects=False)
+            follow_redirects=False) for _ in range(shards)]
+        self._next_pool = itertools.cycle(self._pools)
 
     def __repr__(self) -> str:
         key = "set" if self._key else "none"
@@ -186,7 +193,8 @@ class CivitaiClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
     # -- the operations -------------------------------------------------------------
 
@@ -351,7 +359,7 @@ class CivitaiClient:
         request_headers = self._headers_for(url, headers)
         try:
             async with self._limit or contextlib.nullcontext():
-                response = await self._http.request(
+                response = await next(self._next_pool).request(
                     method, url, params=params, json=json_body, content=content,
                     headers=request_headers)
         except httpx.TransportError as exc:
@@ -439,11 +447,12 @@ class CivitaiClient:
         return self._redact(text[:300] + ("…" if len(text) > 300 else ""))
 
     async def _download_once(self, url: httpx.URL, dest: Path) -> Download:
+        pool = next(self._next_pool)
         for _ in range(_MAX_REDIRECTS + 1):
-            request = self._http.build_request("GET", url, headers=self._headers_for(url))
+            request = pool.build_request("GET", url, headers=self._headers_for(url))
             try:
                 async with self._limit or contextlib.nullcontext():
-                    response = await self._http.send(request, stream=True)
+                    response = await pool.send(request, stream=True)
                     try:
                         if response.is_redirect and "Location" in response.headers:
                             self._record("GET", "download", response.status_code)

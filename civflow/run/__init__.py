@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from civflow import catalog
 from civflow.backends.base import Backend
@@ -90,30 +91,38 @@ async def check_resources(prepared: Prepared, backend: Backend) -> None:
     await asyncio.gather(*(one(air, name) for air, name in sorted(airs.items())))
 
 
+# Steps priced per `whatif` request: independent steps of one template cost their sum.
+WHATIF_BATCH = 50
+
+
 async def estimate(prepared: Prepared, backend: Backend | None) -> float:
-    """Buzz for what the plan runs: `whatif` per resolved instance when a backend is given,
-    the catalog's published formulas otherwise (and for instances not resolved yet)."""
+    """Buzz for what the plan runs: `whatif` when a backend is given (instances packed as
+    independent steps of one template, WHATIF_BATCH per request), the catalog's
+    published formulas otherwise and for instances not resolved yet."""
     from civflow.plan import workflow_body
 
     total = 0.0
-    asks: list[Awaitable[float]] = []
+    steps: list[dict[str, Any]] = []
+    template: dict[str, Any] | None = None
     for planned in prepared.plan.instances:
         if not planned.decision.runs:
             continue
         inst = planned.instance
-        if backend is not None and inst.resolved:
-            body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
-            body["tags"] = [t for t in body["tags"] if "<pending" not in t]
-            asks.append(_whatif(backend, body))
-        else:
+        if backend is None or not inst.resolved:
             total += planned.estimate or 0.0
-    if asks:
-        total += sum(await asyncio.gather(*asks))
+            continue
+        body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
+        if template is None:
+            template = {k: v for k, v in body.items() if k not in ("steps", "metadata")}
+            template["tags"] = [t for t in body["tags"] if "<pending" not in t]
+        step = body["steps"][0]
+        steps.append({**step, "name": f"i{len(steps)}"})
+    if backend is not None and template is not None:
+        batches = [steps[i:i + WHATIF_BATCH] for i in range(0, len(steps), WHATIF_BATCH)]
+        priced = await asyncio.gather(*(
+            backend.submit({**template, "steps": batch}, whatif=True) for batch in batches))
+        total += sum(state.cost for state in priced)
     return total
-
-
-async def _whatif(backend: Backend, body: dict[str, object]) -> float:
-    return (await backend.submit(body, whatif=True)).cost
 
 
 async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
