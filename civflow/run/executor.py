@@ -263,9 +263,11 @@ class Executor:
                 self.journal.append({"event": "intent", "instance": inst.name,
                                      "fingerprint": fp, "externalId": key, "attempt": attempt,
                                      "seed": inst.seed})
-                # wait=0: the workflow id reaches the journal at once, so a crash
-                # from here on re-attaches with a GET instead of re-sending the POST.
-                state = await self.backend.submit(body, wait=0)
+                # The POST itself long-polls: a short job costs one request. A crash
+                # before the answer is safe: the re-sent POST carries the journaled
+                # externalId and gets the same workflow back, and `civflow cancel`
+                # finds in-flight workflows by the run's tag.
+                state = await self.backend.submit(body, wait=self.options.wait_seconds)
                 self.journal.append({"event": "submitted", "instance": inst.name,
                                      "workflowId": state.id})
                 self.report(Event(inst.name, Phase.SUBMITTED, status=state.status,

@@ -9,6 +9,7 @@ from typing import Any
 
 from civflow.backends.base import Backend
 from civflow.errors import ApiNotFound, UsageError
+from civflow.plan import CIVFLOW_TAG
 from civflow.run.state import project_root_for
 from civflow.spec import read_source
 from civflow.store.journal import Journal, _runs, find_unfinished_run
@@ -40,7 +41,7 @@ def last_run_status(file: Path, fmt: str) -> str:
         if inst is None:
             status = "cached"
         else:
-            status = inst.finished_status or ("submitted" if inst.workflow_id else "not submitted")
+            status = inst.finished_status or ("submitted" if inst.workflow_id else "sent")
         fresh = entry is not None and (inst is None or entry.workflow_id == inst.workflow_id)
         rows.append({"instance": instance, "status": status,
                      "workflowId": inst.workflow_id if inst else entry.workflow_id if entry
@@ -68,8 +69,16 @@ async def cancel_unfinished(file: Path, backend: Backend) -> list[str]:
     if journal is None:
         return []
     state = journal.state()
-    targets = [i.workflow_id for i in state.instances.values()
-               if i.workflow_id and i.finished_status is None]
+    targets = {i.workflow_id for i in state.instances.values()
+               if i.workflow_id and i.finished_status is None}
+    # Submissions whose answer never reached the journal are found by the run's tag.
+    cursor: str | None = None
+    while True:
+        page, cursor = await backend.query(tags=[f"{CIVFLOW_TAG}-run:{journal.run_id}"],
+                                           cursor=cursor)
+        targets |= {w.id for w in page if w.id and not w.is_terminal}
+        if not cursor or not page:
+            break
 
     async def one(workflow_id: str) -> str | None:
         try:
@@ -78,7 +87,7 @@ async def cancel_unfinished(file: Path, backend: Backend) -> list[str]:
             return None
         journal.append({"event": "canceled", "workflowId": workflow_id})
         return workflow_id
-    done = [w for w in await asyncio.gather(*(one(w) for w in targets)) if w]
+    done = [w for w in await asyncio.gather(*(one(w) for w in sorted(targets))) if w]
     journal.append({"event": "run-finished", "status": "canceled"})
     return done
 

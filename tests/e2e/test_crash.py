@@ -144,24 +144,29 @@ def test_cancel_stops_the_in_flight_workflows_of_a_killed_run(
         project: Project, served: RunningEmulator) -> None:
     project.write("slow", SLOW)
     served.set_faults(time_scale=1)  # a video takes 30 s: still running when we cancel
+    before = created(served)
     process = spawn(project, served, "slow", log="slow")
     end = time.monotonic() + 30
-    while time.monotonic() < end and sum(
-            r.get("event") == "submitted" for r in project.journal_records_safe()) < 2:
+    # The POSTs long-poll, so no answer reaches the journal: wait for the server instead.
+    while time.monotonic() < end and created(served) - before < 2:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    ids = [r["workflowId"] for r in project.journal_records() if r.get("event") == "submitted"]
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    runs = sorted((project.root / ".civflow" / "runs").iterdir())
+    run_id = runs[-1].name
+    listed = httpx.get(f"{served.url}/v2/consumer/workflows", headers=headers,
+                       params={"tags": f"civflow-run:{run_id}"}).json()["items"]
+    ids = [w["id"] for w in listed]
     assert len(ids) == 2
 
     status = project.cli("status", "pipelines/slow.yaml")
     assert status.code == 0, status.text
-    assert "unfinished" in status.out and "submitted" in status.out
+    assert "unfinished" in status.out and "sent" in status.out
 
     outcome = project.cli("cancel", "pipelines/slow.yaml")
     assert outcome.code == 0, outcome.text
     assert outcome.out.startswith("canceled 2 workflow(s)")
-    headers = {"Authorization": f"Bearer {SECRET}"}
     for workflow_id in ids:
         answer = httpx.get(f"{served.url}/v2/consumer/workflows/{workflow_id}", headers=headers)
         assert answer.json()["status"] == "canceled"
