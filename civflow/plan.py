@@ -258,7 +258,8 @@ def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 _MISSING = object()
 
 
-def _estimate(instance: Instance) -> float | None:
+def estimate_instance(instance: Instance) -> float | None:
+    """Buzz for one instance by the catalog's published formulas; None if unknowable."""
     try:
         return float(catalog.estimate_cost(instance.type, resolve_pending(instance.input)))
     except (TypeError, ValueError, KeyError, AttributeError):
@@ -338,7 +339,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
 
 def _decide(inst: Instance, prior: Prior | None, forced: bool, rerolled: bool,
             running_upstream: Sequence[str], step: StepSpec) -> PlannedInstance:
-    estimate = _estimate(inst)
+    estimate = estimate_instance(inst)
     if forced:
         return PlannedInstance(inst, Decision.FORCED, ("--force",), estimate)
     if rerolled:

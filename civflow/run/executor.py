@@ -23,6 +23,7 @@ from civflow.plan import (
     PlanOptions,
     Prior,
     StepResults,
+    estimate_instance,
     evaluate_when,
     resolve_step,
     selected_steps,
@@ -295,9 +296,7 @@ class Executor:
         limit = self.options.max_cost
         if limit is None:
             return
-        from civflow.plan import _estimate
-
-        nxt = _estimate(inst) or 0.0
+        nxt = estimate_instance(inst) or 0.0
         if self.result.spent + nxt > limit:
             self.result.budget_stop = True
             self.stopping = True

@@ -113,6 +113,17 @@ def _not_found(what: str) -> JSONResponse:
     return problem(404, f"{what} was not found.")
 
 
+def _authorized_workflow(request: Request) -> tuple[Engine, Workflow] | Response:
+    """The engine and the workflow in the path, or the 401/404 answer to give instead."""
+    engine = _engine(request)
+    if not bearer_ok(request, engine):
+        return problem(401)
+    workflow = _find(request)
+    if workflow is None:
+        return _not_found("The workflow")
+    return engine, workflow
+
+
 async def get_workflow(request: Request) -> Response:
     engine = _engine(request)
     if not bearer_ok(request, engine):
@@ -165,12 +176,10 @@ def _check_tags(tags: object) -> list[str] | None:
 
 
 async def update_workflow(request: Request) -> Response:
-    engine = _engine(request)
-    if not bearer_ok(request, engine):
-        return problem(401)
-    workflow = _find(request)
-    if workflow is None:
-        return _not_found("The workflow")
+    found = _authorized_workflow(request)
+    if isinstance(found, Response):
+        return found
+    engine, workflow = found
     body, bad = await _json_body(request)
     if bad is not None:
         return bad
@@ -197,12 +206,10 @@ async def update_workflow(request: Request) -> Response:
 
 async def patch_workflow(request: Request) -> Response:
     """JSON Patch, limited to what the API documents: cancel, metadata, tags."""
-    engine = _engine(request)
-    if not bearer_ok(request, engine):
-        return problem(401)
-    workflow = _find(request)
-    if workflow is None:
-        return _not_found("The workflow")
+    found = _authorized_workflow(request)
+    if isinstance(found, Response):
+        return found
+    engine, workflow = found
     ops, bad = await _json_body(request)
     if bad is not None:
         return bad
@@ -235,23 +242,19 @@ async def patch_workflow(request: Request) -> Response:
 
 
 async def delete_workflow(request: Request) -> Response:
-    engine = _engine(request)
-    if not bearer_ok(request, engine):
-        return problem(401)
-    workflow = _find(request)
-    if workflow is None:
-        return _not_found("The workflow")
+    found = _authorized_workflow(request)
+    if isinstance(found, Response):
+        return found
+    engine, workflow = found
     engine.delete(workflow)
     return Response(status_code=204)
 
 
 async def add_tag(request: Request) -> Response:
-    engine = _engine(request)
-    if not bearer_ok(request, engine):
-        return problem(401)
-    workflow = _find(request)
-    if workflow is None:
-        return _not_found("The workflow")
+    found = _authorized_workflow(request)
+    if isinstance(found, Response):
+        return found
+    engine, workflow = found
     tag, bad = await _json_body(request)
     if bad is not None:
         return bad
@@ -265,12 +268,10 @@ async def add_tag(request: Request) -> Response:
 
 
 async def remove_tags(request: Request) -> Response:
-    engine = _engine(request)
-    if not bearer_ok(request, engine):
-        return problem(401)
-    workflow = _find(request)
-    if workflow is None:
-        return _not_found("The workflow")
+    found = _authorized_workflow(request)
+    if isinstance(found, Response):
+        return found
+    engine, workflow = found
     tag = request.path_params.get("tag")
     kept = [] if tag is None else [t for t in workflow.body.get("tags") or [] if t != tag]
     engine.retag(workflow, kept)
