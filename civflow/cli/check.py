@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from civflow.cli import report
-from civflow.errors import CivflowError, PipelineInvalid, Severity
+from civflow.errors import CivflowError, PipelineInvalid
 from civflow.spec.check import Checked
 
 _var = click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
@@ -151,4 +151,4 @@ def _priors(checked: Checked) -> dict[str, Any]:
     return load_priors(checked.spec)
 
 
-__all__ = ["Severity", "graph", "load_checked", "plan", "render", "validate"]
+__all__ = ["graph", "load_checked", "plan", "render", "validate"]

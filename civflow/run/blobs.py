@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -189,13 +190,12 @@ def _relative(path: Path, base: Path) -> str:
     try:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
-        import os
-
         return os.path.relpath(path.resolve(), base.resolve())
 
 
 def _sniff(path: Path) -> str:
-    head = path.read_bytes()[:16]
+    with path.open("rb") as handle:
+        head = handle.read(16)
     if head.startswith(b"\x89PNG"):
         return "image/png"
     if head.startswith(b"\xff\xd8"):

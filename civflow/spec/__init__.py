@@ -12,6 +12,7 @@ import yaml
 from civflow.errors import (
     Diagnostic,
     FileAccessError,
+    Location,
     PipelineInvalid,
     PipelineNotFound,
     UsageError,
@@ -56,9 +57,7 @@ def read_source(path: Path) -> SourceDoc:
     return load_yaml(text.removeprefix("\ufeff"), str(path))
 
 
-def _loc(path: Path, line: int, col: int) -> Any:
-    from civflow.errors import Location
-
+def _loc(path: Path, line: int, col: int) -> Location:
     return Location(str(path), line, col)
 
 
