@@ -57,8 +57,8 @@ def load(path: str | Path, *, vars: Mapping[str, Any] | None = None,
     return check_pipeline(load_pipeline(Path(path), vars), strict=strict)
 
 
-def run(checked: Checked, *, emulator: bool = False, options: RunOptions | None = None
-        ) -> RunResult:
+def run(checked: Checked, *, emulator: bool = False, options: RunOptions | None = None,
+        plan_options: PlanOptions | None = None) -> RunResult:
     """Run a checked pipeline to the end and return what happened to every instance.
 
     Against the real API this spends Buzz without asking: the CLI is where consent
@@ -73,6 +73,6 @@ def run(checked: Checked, *, emulator: bool = False, options: RunOptions | None 
 
     async def main() -> RunResult:
         async with open_backend(emulator, None) as backend:
-            return await execute(prepare(checked, opts), backend, opts)
+            return await execute(prepare(checked, plan_options), backend, opts)
 
     return asyncio.run(main())

@@ -3,6 +3,7 @@
     CivflowError                      everything civflow raises on purpose
     ├── UsageError                    a bad command line (unknown --var, bad flag value)
     ├── FileAccessError               a file that exists but cannot be read or written
+    │   └── UnsafePath                a path civflow would write resolves outside its folder
     ├── PipelineNotFound              the pipeline file (or an include) does not exist
     ├── PipelineInvalid               one or more located Diagnostics about a pipeline file
     ├── ApiError                      the Civitai API (or the emulator) said no
@@ -12,7 +13,9 @@
     │   ├── InsufficientFunds         403 for Buzz
     │   ├── RateLimited               429 after retries
     │   └── ServiceUnavailable        5xx or network failure after retries
+    │       └── ApiProtocolError      an answer not to trust: too big/deep, redirect, no id
     ├── SpendingRefused               over --max-cost, or not confirmed
+    ├── RunLocked                     another run of the same pipeline holds its lock
     └── StepsFailed                   instances failed, expired or were canceled
 
 Exceptions never print; they build their own message from keyword-only fields.
@@ -96,6 +99,14 @@ class FileAccessError(CivflowError):
         self.path = path
 
 
+class UnsafePath(FileAccessError):
+    """A path built from names civflow was given would land outside the folder it belongs in."""
+
+    def __init__(self, *, path: str, base: str) -> None:
+        super().__init__(path=path, reason=f"resolves outside {base}; refusing to write it")
+        self.base = base
+
+
 class PipelineNotFound(CivflowError):
     def __init__(self, *, path: str) -> None:
         super().__init__(f"{path}: no such pipeline file")
@@ -151,8 +162,27 @@ class ServiceUnavailable(ApiError):
     """5xx or a network failure, still after every retry."""
 
 
+class ApiProtocolError(ServiceUnavailable):
+    """The API answered something civflow will not use: a body too big or too deeply
+    nested, a redirect, a workflow without an id, a blob URL that is not http(s).
+
+    A kind of `ServiceUnavailable` (the service is broken, the user's input is fine),
+    so it ends a run with the same exit code; it is never retried.
+    """
+
+
 class SpendingRefused(CivflowError):
     """The plan costs more than allowed, or the user did not confirm."""
+
+
+class RunLocked(CivflowError):
+    """Another `civflow run` of the same pipeline is in progress (it holds the run lock)."""
+
+    def __init__(self, *, pipeline: str, holder: str) -> None:
+        super().__init__(f"another run of pipeline '{pipeline}' is in progress ({holder})",
+                         hint="wait for it, or pass --wait to queue behind it")
+        self.pipeline = pipeline
+        self.holder = holder
 
 
 class StepsFailed(CivflowError):

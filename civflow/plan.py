@@ -1,36 +1,53 @@
-"""DAG + lockfile state -> ordered decisions: what runs, what is cached, and why.
+"""Expanded instances + lockfile + interrupted run -> ordered decisions: what runs, and why.
 
-`plan()` is pure: it takes data and returns data. The runner resolves instances
-with the same `resolve_step` as results arrive, so plan and run cannot disagree.
+`plan()` is pure: it takes data and returns data. Everything run-wide that decides
+an instance (selection, forcing, seeds, attempts, the cache check) lives in one
+`Policy`, computed once here; the executor receives the `Plan` and asks the same
+`Policy` about the instances that only become known at run time (fan-outs, inputs
+that depend on upstream outputs). So `civflow plan` and `civflow run` cannot
+disagree: there is one place that decides.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import difflib
+import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from civflow import catalog
-from civflow.graph import (
-    base_context,
-    fanout_name,
-    foreach_name,
-    matrix_instances,
-    pending_step_view,
-    render_field,
-    render_tree,
-    resolve_pending,
+from civflow.errors import UsageError
+from civflow.expand import (
+    Context,
+    Instance,
+    StepResults,
+    derive_seed,
+    evaluate_when,
+    resolve_step,
 )
-from civflow.spec.check import Checked
-from civflow.spec.model import PipelineSpec, StepSpec
-from civflow.template import Pending, is_pending
+from civflow.graph import matrix_instances, resolve_pending
 
-BLOB_TOKEN = "civflow-blob:sha256:"
-CIVFLOW_TAG = "civflow"
+# Re-exported for modules that name blobs by content (civflow.run.blobs, civflow.run.state).
+from civflow.request import BLOB_TOKEN, tokenize_output  # noqa: F401
+from civflow.spec.check import Checked
+from civflow.spec.model import StepSpec
+
+__all__ = [
+    "Decision",
+    "InFlight",
+    "Plan",
+    "PlanOptions",
+    "PlannedInstance",
+    "Policy",
+    "Prior",
+    "changed_fields",
+    "estimate_instance",
+    "glob_match",
+    "plan",
+]
 
 
 class Decision(Enum):
@@ -55,33 +72,19 @@ class Prior:
     seed: int | None = None
     artifacts_ok: bool = True
     cost: float | None = None
+    reroll: int = 0
 
 
 @dataclass(frozen=True)
-class Instance:
-    """One step instance with its input rendered as far as currently known."""
+class InFlight:
+    """An instance an interrupted run submitted (or was about to) and never saw finish."""
 
-    name: str
-    step: str
-    type: str
-    input: Mapping[str, Any]  # may hold Pending values while upstreams are unknown
-    options: Mapping[str, Any]
-    matrix: Mapping[str, Any] = field(default_factory=dict)
-    index: int | None = None
-    seed: int | None = None  # the seed civflow filled in, if it did
-    fanout: bool = False  # a foreach placeholder, expanded at run time
-
-    @property
-    def resolved(self) -> bool:
-        return not self.fanout and not _has_pending(self.input)
-
-    @property
-    def request(self) -> dict[str, Any]:
-        return {"type": self.type, "input": self.input, "options": dict(self.options)}
-
-    @property
-    def fingerprint(self) -> str | None:
-        return fingerprint(self.request) if self.resolved else None
+    instance: str
+    fingerprint: str
+    attempt: int
+    workflow_id: str | None = None
+    seed: int | None = None
+    reroll: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,148 +100,130 @@ class PlannedInstance:
 
 
 @dataclass(frozen=True)
+class PlanOptions:
+    force: frozenset[str] = frozenset()  # step names; "*" forces everything
+    reroll: frozenset[str] = frozenset()
+    only: tuple[str, ...] = ()  # step or instance globs such as 'upscale[*]'
+    retry_failed: bool = False
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    """Shell-style `*` and `?`, with brackets literal so 'upscale[*]' reads as written."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name) is not None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every run-wide rule that decides an instance; built once by `plan()`."""
+
+    pipeline: str
+    forced: frozenset[str]  # steps re-run by --force, with their dependents
+    rerolled: frozenset[str]  # steps re-run because of --reroll, with their dependents
+    reroll_steps: frozenset[str]  # steps whose unset seeds get a new salt
+    wanted: frozenset[str]  # steps this run touches
+    filtered: frozenset[str]  # wanted steps whose instances --only filters one by one
+    only: tuple[str, ...]
+    priors: Mapping[str, Prior] = field(default_factory=dict)
+    inflight: Mapping[str, InFlight] = field(default_factory=dict)
+    attempts: Mapping[tuple[str, str], int] = field(default_factory=dict)  # highest so far
+    failed: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # -> blocked?
+    retry_failed: bool = False
+    tips: float = 0.0  # the workflow's tip rates, added to every estimate
+
+    def selected(self, instance: str, step: str) -> bool:
+        if step not in self.wanted:
+            return False
+        if step not in self.filtered:
+            return True
+        return any(glob_match(instance, g) for g in self.only)
+
+    def seed(self, instance: str, step: str) -> tuple[int, int]:
+        """(seed, reroll salt) for an instance whose input leaves `seed` unset."""
+        prior = self.priors.get(instance)
+        flying = self.inflight.get(instance)
+        salt = prior.reroll if prior is not None else 0
+        if step in self.reroll_steps:
+            # The same --reroll command run again after a crash must re-attach to what the
+            # interrupted run submitted, not bump the salt and pay a second time.
+            if flying is not None and flying.reroll > salt:
+                return derive_seed(self.pipeline, instance, flying.reroll), flying.reroll
+            return derive_seed(self.pipeline, instance, salt + 1), salt + 1
+        if flying is not None and flying.seed is not None and flying.reroll > salt:
+            return flying.seed, flying.reroll  # an interrupted --reroll is resumed
+        if prior is not None and prior.seed is not None:
+            return prior.seed, salt
+        return derive_seed(self.pipeline, instance, salt), salt
+
+    def attempt(self, inst: Instance, fingerprint: str) -> tuple[int, str | None]:
+        """(attempt number, workflow id to re-attach to, if an interrupted run has one)."""
+        flying = self.inflight.get(inst.name)
+        if flying is not None and flying.fingerprint == fingerprint:
+            return flying.attempt, flying.workflow_id
+        highest = self.attempts.get((inst.name, fingerprint), 0)
+        blocked = self.failed.get((inst.name, fingerprint))
+        if inst.step in self.forced or inst.step in self.rerolled or \
+                (self.retry_failed and blocked is False):
+            # A new key, or the API hands back the workflow it already has.
+            return highest + 1, None
+        return max(highest, 1), None
+
+    def decide(self, inst: Instance, step: StepSpec,
+               running_upstream: Sequence[str] = ()) -> PlannedInstance:
+        estimate = estimate_instance(inst, self.tips)
+        prior = self.priors.get(inst.name)
+        if inst.fanout:  # the fan-out stands for every earlier `step[i]`
+            prior = next((p for n, p in self.priors.items() if n.startswith(f"{step.name}[")),
+                         None)
+        if inst.step in self.forced:
+            return PlannedInstance(inst, Decision.FORCED, ("--force",), estimate)
+        if inst.step in self.rerolled:
+            return PlannedInstance(inst, Decision.FORCED, ("--reroll draws a new seed",),
+                                   estimate)
+        if inst.fanout:
+            fanout = (f"one instance per element of {str(step.foreach).strip()}, "
+                      "known at run time")
+            if prior is not None and running_upstream:
+                return PlannedInstance(inst, Decision.CHANGED,
+                                       (f"upstream {running_upstream[0]}", fanout), estimate)
+            return PlannedInstance(inst, Decision.NEW, (fanout,), estimate)
+        if prior is None:
+            reasons: tuple[str, ...] = ("not in the lockfile",)
+            if not inst.resolved and running_upstream:
+                reasons = (f"upstream {running_upstream[0]}", "not in the lockfile")
+            return PlannedInstance(inst, Decision.NEW, reasons, estimate)
+        if not inst.resolved:
+            ups = tuple(f"upstream {u}" for u in running_upstream) or ("inputs not known yet",)
+            return PlannedInstance(inst, Decision.CHANGED, ups, estimate)
+        if inst.fingerprint != prior.fingerprint:
+            fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
+            return PlannedInstance(inst, Decision.CHANGED, tuple(fields), estimate)
+        if not prior.artifacts_ok:
+            return PlannedInstance(inst, Decision.CHANGED, ("artifacts missing or modified",),
+                                   estimate)
+        return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
+
+
+@dataclass(frozen=True)
 class Plan:
     pipeline: str
     instances: tuple[PlannedInstance, ...]
+    policy: Policy
 
     @property
     def estimate(self) -> float:
         return sum(p.estimate or 0.0 for p in self.instances if p.decision.runs)
+
+    @property
+    def unpriced(self) -> tuple[PlannedInstance, ...]:
+        """Instances that run and have no offline price (whatif or the run prices them)."""
+        return tuple(p for p in self.instances if p.decision.runs and p.estimate is None)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.instances:
             out[p.decision.value] = out.get(p.decision.value, 0) + 1
         return out
-
-
-@dataclass(frozen=True)
-class PlanOptions:
-    force: frozenset[str] = frozenset()  # step names; "*" forces everything
-    reroll: frozenset[str] = frozenset()
-    only: tuple[str, ...] = ()  # instance globs such as 'upscale[*]'
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(request: Mapping[str, Any]) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(request).encode()).hexdigest()
-
-
-def _has_pending(value: Any) -> bool:
-    if is_pending(value):
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_pending(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_pending(v) for v in value)
-    return False
-
-
-def tokenize_output(output: Mapping[str, Any], sha_by_blob: Mapping[str, str]) -> dict[str, Any]:
-    """An output with every blob URL replaced by a content token (and expiry fields dropped)."""
-    def walk(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            blob_id = value.get("id")
-            out = {k: walk(v) for k, v in value.items()
-                   if k not in ("url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt")}
-            if isinstance(blob_id, str) and blob_id in sha_by_blob:
-                out["url"] = BLOB_TOKEN + sha_by_blob[blob_id]
-            return out
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-    result: dict[str, Any] = walk(output)
-    return result
-
-
-@dataclass(frozen=True)
-class StepResults:
-    """The known outputs of one upstream step (tokenized), in instance order."""
-
-    outputs: tuple[Mapping[str, Any], ...]
-    skipped: bool = False
-
-
-def step_context(spec: PipelineSpec, known: Mapping[str, StepResults], run_id: str | None
-                 ) -> dict[str, Any]:
-    context = base_context(spec, run_id)
-    context["steps"] = {name: step_view(step, known.get(name))
-                        for name, step in spec.steps.items()}
-    return context
-
-
-def step_view(step: StepSpec, results: StepResults | None) -> dict[str, Any]:
-    """What templates see as `steps.<name>`: outputs when known, placeholders otherwise."""
-    if results is None or results.skipped:
-        return pending_step_view(step.name)
-    if step.fans_out:
-        return {"outputs": list(results.outputs)}
-    return {"output": results.outputs[0] if results.outputs else None,
-            "outputs": list(results.outputs)}
-
-
-def resolve_step(checked: Checked, step: StepSpec, context: Mapping[str, Any],
-                 seeds: Mapping[str, int], draw_seed: Callable[[], int] | None
-                 ) -> list[Instance]:
-    """The instances of `step` given what is known in `context`.
-
-    A `foreach` whose list is not known yet yields one fan-out placeholder. A step
-    that takes a seed and leaves it unset gets the recorded seed, else a drawn one
-    (or a pending placeholder when `draw_seed` is None).
-    """
-    spec, engine = checked.spec, checked.engine
-    options = step.options(spec.workflow.get("priority"))
-    if step.foreach is not None:
-        items = render_field(engine, spec, step, "foreach", step.foreach, context)
-        if is_pending(items):
-            placeholder = render_tree(engine, spec, step, step.input,
-                                      {**context, "item": Pending("item"),
-                                       "index": Pending("index")})
-            return [Instance(fanout_name(step.name), step.name, step.type, placeholder, options,
-                             fanout=True)]
-        if not isinstance(items, list | tuple):
-            from civflow.errors import PipelineInvalid
-
-            raise PipelineInvalid([spec.doc.diagnostic(
-                f"step '{step.name}': foreach must give a list, got {type(items).__name__}",
-                ("steps", step.name, "foreach"))])
-        combos: list[tuple[str, dict[str, Any], int | None]] = [
-            (foreach_name(step.name, i), {"item": item, "index": i}, i)
-                  for i, item in enumerate(items)]
-    else:
-        combos = [(name, {"matrix": values} if step.matrix else {}, None)
-                  for name, values in matrix_instances(step)]
-    out: list[Instance] = []
-    for name, extra, index in combos:
-        rendered = render_tree(engine, spec, step, step.input, {**context, **extra})
-        seed = None
-        seed_key = catalog.seed_field(step.type, rendered)
-        if seed_key is not None and rendered.get(seed_key) is None:
-            if name in seeds:
-                seed = seeds[name]
-            elif draw_seed is not None:
-                seed = draw_seed()
-            rendered = {**rendered, seed_key: seed if seed is not None else Pending("seed")}
-        out.append(Instance(name, step.name, step.type, rendered, options,
-                            matrix=extra.get("matrix", {}), index=index, seed=seed))
-    return out
-
-
-def evaluate_when(checked: Checked, step: StepSpec, context: Mapping[str, Any]) -> bool | None:
-    """True/False, or None when it depends on outputs not known yet."""
-    if step.when is None:
-        return True
-    if isinstance(step.when, bool):
-        return step.when
-    value = render_field(checked.engine, checked.spec, step, "when", step.when, context)
-    if is_pending(value):
-        return None
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "no", "0", "off", "none")
-    return bool(value)
 
 
 def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -258,69 +243,117 @@ def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 _MISSING = object()
 
 
-def estimate_instance(instance: Instance) -> float | None:
-    """Buzz for one instance by the catalog's published formulas; None if unknowable."""
+def estimate_instance(instance: Instance, tips: float = 0.0) -> float | None:
+    """Buzz for one instance by the catalog's published formulas (tips included); None if
+    the catalog cannot price it (then `whatif` must, and a cap never counts it as free)."""
     try:
-        return float(catalog.estimate_cost(instance.type, resolve_pending(instance.input)))
+        value = float(catalog.estimate_cost(instance.type, resolve_pending(instance.input)))
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value * (1.0 + tips)
 
 
-def glob_match(name: str, pattern: str) -> bool:
-    """Shell-style `*` and `?`, with brackets literal so 'upscale[*]' reads as written."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, name) is not None
+def _tip_rate(workflow: Mapping[str, Any]) -> float:
+    tips = workflow.get("tips")
+    if not isinstance(tips, Mapping):
+        return 0.0
+    rates = [v for v in tips.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return float(sum(r for r in rates if math.isfinite(r) and r > 0))
 
 
-def selected_steps(checked: Checked, only: Sequence[str]) -> set[str]:
-    """Steps matched by --only globs (by step or instance name), plus all they need."""
-    matched = {name for name in checked.spec.steps for g in only
-               if glob_match(name, g) or glob_match(name, g.split("[", 1)[0])}
-    return checked.graph.upstream_closure(matched)
+def _selection(checked: Checked, only: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(wanted steps, steps filtered instance by instance) for --only globs.
+
+    A glob names a step ('upscale', 'up*') or instances ('shot[*seed=1]'); a step whose
+    instances are known only at run time is matched by the part before '['. The steps a
+    selection needs run whole. A glob that matches nothing is a usage error: a typo in CI
+    must fail, not report "nothing to do".
+    """
+    spec, graph = checked.spec, checked.graph
+    whole: set[str] = set()
+    partial: set[str] = set()
+    for pattern in only:
+        hit = False
+        for name, step in spec.steps.items():
+            if glob_match(name, pattern):
+                whole.add(name)
+                hit = True
+            elif step.foreach is not None and glob_match(name, pattern.split("[", 1)[0]):
+                partial.add(name)
+                hit = True
+            elif step.matrix and any(glob_match(inst, pattern)
+                                     for inst, _ in matrix_instances(step)):
+                partial.add(name)
+                hit = True
+        if not hit:
+            close = difflib.get_close_matches(pattern.split("[", 1)[0], list(spec.steps), n=1)
+            raise UsageError(
+                f"--only {pattern!r} matches no step or instance of {spec.name}",
+                hint=f"did you mean '{close[0]}'?" if close else
+                f"the steps are: {', '.join(spec.steps)}")
+    chosen = whole | partial
+    # A step that another selected step needs runs whole, even if a glob also filtered it.
+    needed = {a for t in chosen for a in graph.upstream_closure({t}) - {t}}
+    return frozenset(graph.upstream_closure(chosen)), frozenset(partial - whole - needed)
+
+
+def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Prior],
+                inflight: Mapping[str, InFlight],
+                attempts: Mapping[tuple[str, str], int],
+                failed: Mapping[tuple[str, str], bool]) -> Policy:
+    spec, graph = checked.spec, checked.graph
+    every = set(spec.steps)
+    unknown = sorted(s for s in (options.force | options.reroll) - every if s != "*")
+    if unknown:
+        raise UsageError(f"no step named {unknown[0]!r} in {spec.name}",
+                         hint=f"the steps are: {', '.join(spec.steps)}")
+    if options.only:
+        wanted, filtered = _selection(checked, options.only)
+    else:
+        wanted, filtered = frozenset(every), frozenset()
+    forced = graph.downstream_closure(
+        every if "*" in options.force else set(options.force) & every)
+    return Policy(
+        pipeline=spec.name, forced=frozenset(forced),
+        rerolled=frozenset(graph.downstream_closure(set(options.reroll) & every)),
+        reroll_steps=frozenset(options.reroll & every), wanted=wanted, filtered=filtered,
+        only=options.only, priors=priors, inflight=inflight, attempts=attempts,
+        failed=failed, retry_failed=options.retry_failed, tips=_tip_rate(spec.workflow))
 
 
 def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
-         options: PlanOptions | None = None, *, run_id: str | None = None) -> Plan:
-    """Decide, for every instance in dependency order, whether it runs and why."""
+         options: PlanOptions | None = None, *, run_id: str | None = None,
+         inflight: Mapping[str, InFlight] | None = None,
+         attempts: Mapping[tuple[str, str], int] | None = None,
+         failed: Mapping[tuple[str, str], bool] | None = None) -> Plan:
+    """Decide, for every selected instance in dependency order, whether it runs and why."""
     spec, graph = checked.spec, checked.graph
-    priors = priors or {}
-    options = options or PlanOptions()
-    forced = graph.downstream_closure(
-        set(spec.steps) if "*" in options.force else set(options.force) & set(spec.steps))
-    rerolled = graph.downstream_closure(set(options.reroll) & set(spec.steps))
-    wanted = selected_steps(checked, options.only) if options.only else set(spec.steps)
-    seeds = {name: p.seed for name, p in priors.items()
-             if p.seed is not None and name.split("[", 1)[0] not in options.reroll}
-    known: dict[str, StepResults] = {}
+    policy = make_policy(checked, options or PlanOptions(), priors or {}, inflight or {},
+                         attempts or {}, failed or {})
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
     out: list[PlannedInstance] = []
-    # One context, updated as steps become known: rebuilding it per step made plan()
-    # quadratic in the number of steps (10,000 chained steps took minutes).
-    context = step_context(spec, known, run_id)
-    views: dict[str, Any] = context["steps"]
+    context = Context(spec, run_id)
     for name in graph.order:
-        if name not in wanted:
+        if name not in policy.wanted:
             continue
         step = spec.steps[name]
         upstream = graph.upstream(name)
         dead = [u for u in upstream if u in skipped]
         verdict = None if dead else evaluate_when(checked, step, context)
-        instances = resolve_step(checked, step, context, seeds, None)
+        instances = [i for i in resolve_step(checked, step, context, policy.seed)
+                     if i.fanout or policy.selected(i.name, name)]
         if dead or verdict is False:
             why = f"upstream {dead[0]} is skipped" if dead else f"when: {step.when} is false"
             skipped.add(name)
-            known[name] = StepResults((), skipped=True)
-            views[name] = step_view(step, known[name])
+            context.learn(name, StepResults((), skipped=True))
             out += [PlannedInstance(i, Decision.SKIPPED, (why,), None) for i in instances]
             continue
         outputs: list[Mapping[str, Any]] = []
         for inst in instances:
-            prior = priors.get(inst.name)
-            if inst.fanout:  # the fan-out stands for every earlier `step[i]`
-                prior = next((p for n, p in priors.items() if n.startswith(f"{name}[")), None)
-            planned = _decide(inst, prior, name in forced, name in rerolled,
-                              [u for u in upstream if u in running], step)
+            planned = policy.decide(inst, step, [u for u in upstream if u in running])
             if verdict is None:
                 planned = PlannedInstance(planned.instance, planned.decision,
                                           (*planned.reasons, "when is evaluated at run time"),
@@ -328,67 +361,9 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             out.append(planned)
             if planned.decision.runs:
                 running.add(name)
-            prior = priors.get(inst.name)
+            prior = policy.priors.get(inst.name)
             if planned.decision is Decision.CACHED and prior is not None:
                 outputs.append(prior.output)
         if name not in running and outputs and len(outputs) == len(instances):
-            known[name] = StepResults(tuple(outputs))
-            views[name] = step_view(step, known[name])
-    return Plan(spec.name, tuple(out))
-
-
-def _decide(inst: Instance, prior: Prior | None, forced: bool, rerolled: bool,
-            running_upstream: Sequence[str], step: StepSpec) -> PlannedInstance:
-    estimate = estimate_instance(inst)
-    if forced:
-        return PlannedInstance(inst, Decision.FORCED, ("--force",), estimate)
-    if rerolled:
-        return PlannedInstance(inst, Decision.FORCED, ("--reroll draws a new seed",), estimate)
-    if inst.fanout:
-        fanout = (f"one instance per element of {str(step.foreach).strip()}, "
-                  "known at run time")
-        if prior is not None and running_upstream:
-            return PlannedInstance(inst, Decision.CHANGED,
-                                   (f"upstream {running_upstream[0]}", fanout), estimate)
-        return PlannedInstance(inst, Decision.NEW, (fanout,), estimate)
-    if prior is None:
-        reasons: tuple[str, ...]
-        reasons = ("not in the lockfile",)
-        if not inst.resolved and running_upstream:
-            reasons = (f"upstream {running_upstream[0]}", "not in the lockfile")
-        return PlannedInstance(inst, Decision.NEW, reasons, estimate)
-    if not inst.resolved:
-        ups = tuple(f"upstream {u}" for u in running_upstream) or ("inputs not known yet",)
-        return PlannedInstance(inst, Decision.CHANGED, ups, estimate)
-    if inst.fingerprint != prior.fingerprint:
-        fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
-        return PlannedInstance(inst, Decision.CHANGED, tuple(fields), estimate)
-    if not prior.artifacts_ok:
-        return PlannedInstance(inst, Decision.CHANGED, ("artifacts missing or modified",),
-                               estimate)
-    return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
-
-
-def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,
-                  external_id: str | None, input_override: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """The WorkflowTemplate civflow submits for one instance."""
-    step: dict[str, Any] = {"$type": inst.type, "name": inst.step,
-                            "input": resolve_pending(input_override or inst.input)}
-    step.update(inst.options)
-    tags = [*spec.tags, f"{CIVFLOW_TAG}:{spec.name}"]
-    tags.append(f"{CIVFLOW_TAG}-run:{run_id}" if run_id else f"{CIVFLOW_TAG}-run:<pending: run.id>")
-    body: dict[str, Any] = {"steps": [step], "tags": tags, "currencies": []}
-    for key, value in spec.workflow.items():
-        if key != "priority":
-            body[key] = value
-    metadata = dict(body.get("metadata") or {})
-    metadata["civflow"] = {"pipeline": spec.name, "instance": inst.name}
-    body["metadata"] = metadata
-    if external_id is not None:
-        body["externalId"] = external_id
-    return body
-
-
-def instance_names(instances: Iterable[PlannedInstance]) -> list[str]:
-    return [p.name for p in instances]
+            context.learn(name, StepResults(tuple(outputs)))
+    return Plan(spec.name, tuple(out), policy)

@@ -7,20 +7,18 @@ from typing import Any
 
 import pytest
 
+from civflow.errors import UsageError
+from civflow.expand import Context, StepResults, derive_seed, fingerprint
 from civflow.plan import (
     Decision,
     Plan,
     PlanOptions,
     Prior,
-    StepResults,
     changed_fields,
-    fingerprint,
     glob_match,
     plan,
-    step_context,
-    tokenize_output,
-    workflow_body,
 )
+from civflow.request import tokenize_output, workflow_body
 from civflow.spec import load_pipeline
 from civflow.spec.check import Checked, check_pipeline
 
@@ -203,12 +201,21 @@ def test_when_on_an_unknown_output_is_decided_at_run_time(tmp_path: Path) -> Non
                      "sweep[strength=1.0,sampler=euler]", "sweep[strength=1.0,sampler=heun]"]),
     (("upscale[*]",), ["hero", "upscale[*]"]),
     (("aft*",), ["hero", "cutout", "after"]),
-    (("nothing",), []),
+    # Instance globs filter a matrix step instance by instance (issue: names that work).
+    (("sweep[*sampler=heun]",), ["sweep[strength=0.5,sampler=heun]",
+                                 "sweep[strength=1.0,sampler=heun]"]),
 ])
 def test_only_globs_select_steps_and_what_they_need(tmp_path: Path, only: tuple[str, ...],
                                                     expected: list[str]) -> None:
     result = plan(_checked(tmp_path), options=PlanOptions(only=only))
     assert [p.name for p in result.instances] == expected
+
+
+def test_only_glob_matching_nothing_is_a_usage_error(tmp_path: Path) -> None:
+    """Guards CI: a typo in --only fails instead of reporting "nothing to do"."""
+    with pytest.raises(UsageError, match="matches no step or instance") as caught:
+        plan(_checked(tmp_path), options=PlanOptions(only=("upscal",)))
+    assert caught.value.hint == "did you mean 'upscale'?"
 
 
 def test_glob_match_treats_brackets_literally() -> None:
@@ -218,13 +225,17 @@ def test_glob_match_treats_brackets_literally() -> None:
     assert glob_match("hero", "h?ro")
 
 
-def test_seeds_are_pending_until_drawn_then_reused_from_the_lockfile(tmp_path: Path) -> None:
+def test_unset_seeds_derive_from_identity_then_reroll_salts_them(tmp_path: Path) -> None:
+    """Guards "never paid twice": two runs anywhere send the same seed, so the same
+    body and externalId; a prompt edit keeps the seed; --reroll salts it, recorded."""
     text = PIPELINE.replace("      seed: 7\n", "")
     checked = _checked(tmp_path, text)
     hero = _by_name(plan(checked))["hero"]
-    assert str(hero.instance.input["seed"]) == "<pending: seed>"
-    assert not hero.instance.resolved and hero.instance.fingerprint is None
-    # The recorded seed makes the instance resolvable and cacheable.
+    assert hero.instance.input["seed"] == derive_seed("demo", "hero") == hero.instance.seed
+    assert hero.instance.resolved and hero.instance.reroll == 0
+    edited = _by_name(plan(_checked(tmp_path, text.replace("{{ subject }}\"", "x\""))))
+    assert edited["hero"].instance.seed == hero.instance.seed
+    # A seed recorded in the lockfile (an older civflow drew them at random) is kept.
     seeded_input = {**hero.instance.input, "seed": 1234}
     request = {**hero.instance.request, "input": seeded_input}
     prior = Prior(fingerprint=fingerprint(request), request=request, output=HERO_OUTPUT,
@@ -236,6 +247,13 @@ def test_seeds_are_pending_until_drawn_then_reused_from_the_lockfile(tmp_path: P
                              PlanOptions(reroll=frozenset({"hero"}))))["hero"]
     assert rerolled.decision is Decision.FORCED
     assert rerolled.reasons == ("--reroll draws a new seed",)
+    assert rerolled.instance.reroll == 1
+    assert rerolled.instance.seed == derive_seed("demo", "hero", 1) != 1234
+    salted = Prior(fingerprint="sha256:x", request=request, output=HERO_OUTPUT, seed=5,
+                   reroll=1)
+    twice = _by_name(plan(checked, {"hero": salted},
+                          PlanOptions(reroll=frozenset({"hero"}))))["hero"]
+    assert twice.instance.reroll == 2 and twice.instance.seed == derive_seed("demo", "hero", 2)
 
 
 def test_changed_fields_paths() -> None:
@@ -254,14 +272,17 @@ def test_tokenize_output_replaces_urls_with_content_tokens() -> None:
                    "blob": {"id": "zz"}}
 
 
-def test_step_context_exposes_known_outputs(tmp_path: Path) -> None:
+def test_context_exposes_known_outputs(tmp_path: Path) -> None:
     checked = _checked(tmp_path)
-    context = step_context(checked.spec, {"hero": StepResults(({"images": []},)),
-                                          "sweep": StepResults(({"a": 1}, {"a": 2}))}, "r1")
-    assert context["steps"]["hero"] == {"output": {"images": []}, "outputs": [{"images": []}]}
-    assert context["steps"]["sweep"] == {"outputs": [{"a": 1}, {"a": 2}]}
-    assert str(context["steps"]["cutout"]["output"]) == "<pending: steps.cutout.output>"
-    assert context["run"] == {"id": "r1"} and context["pipeline"] == {"name": "demo"}
+    context = Context(checked.spec, "r1")
+    context.learn("hero", StepResults(({"images": []},)))
+    context.learn("sweep", StepResults(({"a": 1}, {"a": 2})))
+    steps = context.values["steps"]
+    assert steps["hero"] == {"output": {"images": []}, "outputs": [{"images": []}]}
+    assert steps["sweep"] == {"outputs": [{"a": 1}, {"a": 2}]}
+    assert str(steps["cutout"]["output"]) == "<pending: steps.cutout.output>"
+    assert context.values["run"] == {"id": "r1"}
+    assert context.values["pipeline"] == {"name": "demo"}
 
 
 def test_workflow_body(tmp_path: Path) -> None:

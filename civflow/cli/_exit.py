@@ -18,6 +18,7 @@ _EXIT_CODES: tuple[tuple[type[errors.CivflowError], int], ...] = (
     (errors.StepsFailed, 7),
     (errors.InsufficientFunds, 8),
     (errors.SpendingRefused, 8),
+    (errors.RunLocked, 9),
 )
 
 

@@ -18,7 +18,9 @@ _var = click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
 _vars_file = click.option("--vars-file", "vars_files", multiple=True,
                           type=click.Path(path_type=Path), help="YAML/JSON file of variables.")
 _strict = click.option("--strict", is_flag=True,
-                       help="Treat step types and engines outside the catalog as errors.")
+                       help="Kept for old scripts: step types, engines and fields outside the "
+                            "catalog are errors by default now (a step's 'unchecked: true' "
+                            "lets them through).")
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,14 +44,19 @@ def load_checked(path: Path, vars_: Sequence[str], vars_files: Sequence[Path], *
 @_options
 def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
              vars_files: tuple[Path, ...], strict: bool) -> None:
-    """Check pipeline files: schema, templates, references, catalog, cycles."""
+    """Check pipeline files: schema, templates, references, catalog, cycles.
+
+    Every independent error of every file is reported in one run, in file order.
+    """
     from civflow.cli._exit import exit_code_for
+    from civflow.spec import parse_var_overrides
+    from civflow.spec.check import check_file
 
     results: list[dict[str, Any]] = []
     worst = 0
     for path in files:
         try:
-            checked = load_checked(path, vars_, vars_files, strict=strict)
+            checked = check_file(path, parse_var_overrides(vars_, vars_files), strict=strict)
         except PipelineInvalid as exc:
             results.append(report.file_result(path, exc.diagnostics))
             worst = worst or 2
@@ -78,13 +85,14 @@ def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
          strict: bool) -> None:
     """Show every instance in order, whether it runs or is cached, and why."""
     from civflow.plan import PlanOptions
-    from civflow.plan import plan as make_plan
+    from civflow.run import prepare
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     _check_step_names(checked, [*force, *reroll], allow_star=True)
-    priors = _priors(checked)
-    result = make_plan(checked, priors, PlanOptions(
-        force=frozenset(force), reroll=frozenset(reroll), only=only))
+    # The same preparation `civflow run` makes (lockfile, an interrupted run's journal),
+    # so what plan shows is what run does.
+    result = prepare(checked, PlanOptions(
+        force=frozenset(force), reroll=frozenset(reroll), only=only)).plan
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
     click.echo(report.plan(result, fmt), nl=False)
@@ -95,31 +103,20 @@ def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
 @_options
 def render(file: Path, vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
     """Print the exact workflow bodies that would be sent, as JSON."""
-    from civflow import catalog
-    from civflow.plan import plan as make_plan
-    from civflow.plan import workflow_body
+    from civflow.request import workflow_body
+    from civflow.run import prepare
     from civflow.store.journal import external_id
-    from civflow.template import is_pending
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
-    result = make_plan(checked, _priors(checked))
+    result = prepare(checked).plan
     bodies = []
     for planned in result.instances:
         inst = planned.instance
         key = inst.fingerprint
-        item: dict[str, Any] = {"instance": inst.name}
-        # A seed civflow has not drawn yet is not an output reference: show it as null
-        # (what the API reads as "random") and say so, so the body stays valid.
-        seed_key = catalog.seed_field(inst.type, inst.input)
-        override = None
-        if seed_key is not None and is_pending(inst.input.get(seed_key)):
-            override = {**inst.input, seed_key: None}
-            item["notes"] = [f"input.{seed_key} is drawn on the first run and recorded "
-                             "in the lockfile"]
-        item["body"] = workflow_body(checked.spec, inst, run_id=None,
-                                     external_id=external_id(key, 1) if key else None,
-                                     input_override=override)
-        bodies.append(item)
+        attempt = result.policy.attempt(inst, key)[0] if key else 1
+        bodies.append({"instance": inst.name, "body": workflow_body(
+            checked.spec, inst, run_id=None,
+            external_id=external_id(key, attempt) if key else None)})
     click.echo(json.dumps(bodies, indent=2, ensure_ascii=False))
 
 
@@ -142,13 +139,6 @@ def _check_step_names(checked: Checked, names: Sequence[str], *, allow_star: boo
         if name in checked.spec.steps or (allow_star and name == "*"):
             continue
         raise UsageError(f"unknown step '{name}' (steps: {', '.join(checked.spec.steps)})")
-
-
-def _priors(checked: Checked) -> dict[str, Any]:
-    """What the lockfile next to the pipeline says, as planning inputs."""
-    from civflow.run.state import load_priors
-
-    return load_priors(checked.spec)
 
 
 __all__ = ["graph", "load_checked", "plan", "render", "validate"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -19,23 +20,34 @@ def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
     return shlex.join(["civflow", *extra, str(file)])
 
 
+def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise click.BadParameter("a cap is a finite number of Buzz, 0 or more")
+    return value
+
+
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--only", multiple=True, metavar="GLOB",
-              help="Only these steps (and what they need); globs such as 'upscale[*]'.")
+              help="Only these steps or instances (and what they need); globs such as "
+                   "'upscale[*]' or 'shot[*seed=1]'.")
 @click.option("--force", multiple=True, metavar="STEP", is_flag=False, flag_value="*",
               help="Re-run STEP and its dependents even if cached (alone: everything).")
-@click.option("--reroll", multiple=True, metavar="STEP", help="Draw new seeds for STEP.")
+@click.option("--reroll", multiple=True, metavar="STEP",
+              help="New seeds for STEP (a salt recorded in the lockfile).")
 @click.option("--retry-failed", is_flag=True,
               help="Submit failed instances again (never those blocked by moderation).")
 @click.option("--concurrency", type=click.IntRange(1, 10_000), default=8, show_default=True,
               help="Workflows in flight at once.")
-@click.option("--max-cost", type=click.FloatRange(0), metavar="BUZZ",
-              help="Refuse a plan estimated over BUZZ; stop submitting before exceeding it.")
+@click.option("--max-cost", type=float, callback=_cap, metavar="BUZZ",
+              help="A hard cap: refuse a plan estimated over BUZZ, and never let what was "
+                   "charged plus what is in flight pass it.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before spending.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Where outputs are linked (default: out/ next to .civflow/).")
+              help="Where outputs are written (default: out/ next to .civflow/).")
 @click.option("--fail-fast", is_flag=True, help="Stop starting new work after a failure.")
+@click.option("--wait", "wait_lock", is_flag=True,
+              help="If another run of this pipeline is in progress, wait for it to end.")
 @click.option("--emulator", is_flag=True,
               help="Run against an emulator started in this process (no key, no network).")
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -43,31 +55,31 @@ def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
 @_options
 def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple[str, ...],
         retry_failed: bool, concurrency: int, max_cost: float | None, yes: bool,
-        out_dir: Path | None, fail_fast: bool, emulator: bool, api_key_file: Path | None,
-        vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
+        out_dir: Path | None, fail_fast: bool, wait_lock: bool, emulator: bool,
+        api_key_file: Path | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
+        strict: bool) -> None:
     """Execute a pipeline."""
     from civflow.cli import report
     from civflow.cli.progress import reporter_for
     from civflow.plan import Plan, PlanOptions
-    from civflow.run import RunOptions, execute, prepare
+    from civflow.run import Estimate, RunOptions, execute, prepare, run_lock
     from civflow.run.connect import open_backend, wants_emulator
+    from civflow.run.state import project_root
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
-    options = RunOptions(
-        plan=PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only),
-        concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
-        retry_failed=retry_failed, out_dir=out_dir)
-    prepared = prepare(checked, options)
+    plan_options = PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only,
+                               retry_failed=retry_failed)
+    options = RunOptions(concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
+                         out_dir=out_dir)
     local = wants_emulator(emulator)
-    if prepared.resumed is not None:
-        click.echo(f"resuming interrupted run {prepared.resumed.run_id}", err=True)
 
-    async def confirm(plan: Plan, cost: float) -> bool:
+    async def confirm(plan: Plan, cost: Estimate) -> bool:
         click.echo(report.plan(plan, "text"), err=True, nl=False)
-        click.echo(f"estimated cost (whatif): {cost:,.2f} Buzz", err=True)
+        later = f" (+ {cost.unpriced} priced at run time)" if cost.unpriced else ""
+        click.echo(f"estimated cost (whatif): {cost.total:,.2f} Buzz{later}", err=True)
         if yes:
             return True
         if not sys.stdin.isatty():
@@ -75,28 +87,42 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
                                   hint="pass --yes to confirm a non-interactive run")
         return click.confirm("Submit these workflows?", default=False, err=True)
 
+    def waiting(holder: str) -> None:
+        click.echo(f"waiting for the run in progress ({holder}) to end", err=True)
+
     reporter = reporter_for(sys.stderr)
+    with run_lock(checked.spec, project_root(checked.spec), wait=wait_lock, on_wait=waiting):
+        prepared = prepare(checked, plan_options)
+        if prepared.resumed is not None:
+            click.echo(f"resuming interrupted run {prepared.resumed.run_id}", err=True)
 
-    async def main() -> Any:
-        async with open_backend(local, api_key_file, concurrency=concurrency) as backend:
-            return await execute(prepared, backend, options, reporter=reporter,
-                                 confirm=None if local else confirm, pipeline_file=str(file))
+        async def main() -> Any:
+            async with open_backend(local, api_key_file, concurrency=concurrency) as backend:
+                return await execute(prepared, backend, options, reporter=reporter,
+                                     confirm=None if local else confirm,
+                                     pipeline_file=str(file))
 
-    try:
-        result = asyncio.run(main())
-    except KeyboardInterrupt:
-        reporter.close()
-        click.echo(f"\ninterrupted. Nothing finished is lost.\n"
-                   f"  resume:  {_command_line(file, ['run'])}\n"
-                   f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
-        raise click.exceptions.Exit(130) from None
+        try:
+            result = asyncio.run(main())
+        except KeyboardInterrupt:
+            reporter.close()
+            click.echo(f"\ninterrupted. Nothing finished is lost.\n"
+                       f"  resume:  {_command_line(file, ['run'])}\n"
+                       f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
+            raise click.exceptions.Exit(130) from None
     reporter.close()
     click.echo(_summary(result), err=True)
     if result.failed:
         raise StepsFailed(failed=result.failed, resume_hint=(
             f"after fixing the cause: {_command_line(file, ['run', '--retry-failed'])}"))
     if result.budget_stop:
-        raise SpendingRefused(f"stopped at --max-cost after spending {result.spent:g} Buzz")
+        skipped = [r.name for r in result.results.values() if r.status == "not-run"]
+        raise SpendingRefused(
+            f"stopped at the cap: {result.budget_stop}; spent {result.spent:g} Buzz, "
+            f"{len(skipped)} instance(s) not submitted"
+            + (f" ({', '.join(skipped[:10])}{', …' if len(skipped) > 10 else ''})"
+               if skipped else ""),
+            hint=f"to continue, raise the cap: {_command_line(file, ['run', '--max-cost', 'N'])}")
 
 
 def _summary(result: Any) -> str:
@@ -132,11 +158,16 @@ def status(file: Path, fmt: str) -> None:
 def cancel(file: Path, api_key_file: Path | None) -> None:
     """Cancel the workflows of an unfinished run (against CIVITAI_BASE_URL)."""
     from civflow.run.connect import open_backend
-    from civflow.run.history import cancel_unfinished
+    from civflow.run.history import cancel_unfinished, unfinished_run
+
+    journal = unfinished_run(file)
+    if journal is None:  # known before any key is asked for
+        click.echo("nothing to cancel: the last run of this pipeline finished")
+        return
 
     async def main() -> list[str]:
         async with open_backend(False, api_key_file) as backend:
-            return await cancel_unfinished(file, backend)
+            return await cancel_unfinished(journal, backend)
 
     canceled = asyncio.run(main())
     if canceled:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,16 +12,20 @@ from typing import Any
 
 from civflow import catalog
 from civflow.backends.base import Backend
-from civflow.errors import ApiNotFound, SpendingRefused
-from civflow.plan import Plan, Prior, plan
+from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
+from civflow.plan import Plan, PlanOptions, Prior, plan
+from civflow.request import workflow_body
 from civflow.run.events import Event, Phase, Reporter, ignore
 from civflow.run.executor import Executor, InstanceResult, RunOptions, RunResult
+from civflow.run.lock import run_lock
+from civflow.run.resume import History, read_history
 from civflow.run.state import object_store, prior_of, project_root
 from civflow.spec.check import Checked
-from civflow.store.journal import Journal, find_unfinished_run
-from civflow.store.lockfile import LockedInstance, Lockfile
+from civflow.store.journal import Journal
+from civflow.store.lockfile import Lockfile
 
 __all__ = [
+    "Estimate",
     "Event",
     "InstanceResult",
     "Phase",
@@ -30,6 +36,7 @@ __all__ = [
     "estimate",
     "execute",
     "prepare",
+    "run_lock",
 ]
 
 
@@ -40,35 +47,34 @@ class Prepared:
     checked: Checked
     root: Path
     lock: Lockfile | None
-    priors: Mapping[str, Prior]
+    history: History
     plan: Plan
-    resumed: Journal | None
+
+    @property
+    def resumed(self) -> Journal | None:
+        return self.history.unfinished
 
 
-def prepare(checked: Checked, options: RunOptions) -> Prepared:
-    """Read the lockfile, fold in what an interrupted run finished, and plan."""
+def prepare(checked: Checked, options: PlanOptions | None = None) -> Prepared:
+    """Read the lockfile and what earlier runs left behind, and plan.
+
+    Hold the pipeline's `run_lock` around prepare and execute: what is read here must
+    not change under the run.
+    """
     spec = checked.spec
     root = project_root(spec)
     lock = Lockfile.load(spec.lockfile_path)
-    resumed = find_unfinished_run(root / ".civflow" / "runs", spec.name)
-    if resumed is not None:
-        lock = _recover(lock, spec.name, resumed)
+    history = read_history(root / ".civflow" / "runs", spec.name)
+    if history.recovered:
+        # Entries an interrupted run finished but had not yet checkpointed.
+        lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered})
     store = object_store(spec)
     folder = spec.lockfile_path.parent
-    priors = {name: prior_of(entry, folder, store)
-              for name, entry in (lock.instances.items() if lock else ())}
-    return Prepared(checked, root, lock, priors, plan(checked, priors, options.plan), resumed)
-
-
-def _recover(lock: Lockfile | None, pipeline: str, journal: Journal) -> Lockfile:
-    """Entries an interrupted run finished but had not yet checkpointed."""
-    entries: dict[str, LockedInstance] = dict(lock.instances) if lock else {}
-    for record in journal.records():
-        if record.get("event") == "finished" and record.get("status") == "succeeded" \
-                and isinstance(record.get("entry"), Mapping):
-            entry = LockedInstance.from_dict(record["entry"])
-            entries[entry.instance] = entry
-    return Lockfile(pipeline, entries)
+    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store)
+                                   for name, entry in (lock.instances.items() if lock else ())}
+    made = plan(checked, priors, options, inflight=history.inflight,
+                attempts=history.attempts, failed=history.failed)
+    return Prepared(checked, root, lock, history, made)
 
 
 async def check_resources(prepared: Prepared, backend: Backend) -> None:
@@ -95,47 +101,77 @@ async def check_resources(prepared: Prepared, backend: Backend) -> None:
 WHATIF_BATCH = 50
 
 
-async def estimate(prepared: Prepared, backend: Backend | None) -> float:
-    """Buzz for what the plan runs: `whatif` when a backend is given (instances packed as
-    independent steps of one template, WHATIF_BATCH per request), the catalog's
-    published formulas otherwise and for instances not resolved yet."""
-    from civflow.plan import workflow_body
+@dataclass(frozen=True)
+class Estimate:
+    """Buzz for what the plan runs; `unpriced` instances can only be priced at run time
+    (their inputs depend on outputs not produced yet and no formula is known)."""
 
+    total: float
+    unpriced: int = 0
+
+
+async def estimate(prepared: Prepared, backend: Backend | None, *,
+                   whatif_all: bool = False) -> Estimate:
+    """Price the plan: the catalog's formulas, `whatif` for resolved instances that have
+    none (or for every resolved instance with `whatif_all`), packed WHATIF_BATCH steps
+    per request. Nothing unpriced is ever counted as free: it is reported in `unpriced`."""
     total = 0.0
+    unpriced = 0
     steps: list[dict[str, Any]] = []
     template: dict[str, Any] | None = None
     for planned in prepared.plan.instances:
         if not planned.decision.runs:
             continue
         inst = planned.instance
-        if backend is None or not inst.resolved:
-            total += planned.estimate or 0.0
+        offline = planned.estimate
+        if backend is None or not inst.resolved or (offline is not None and not whatif_all):
+            if offline is None:
+                unpriced += 1
+            total += offline or 0.0
             continue
         body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
         if template is None:
             template = {k: v for k, v in body.items() if k not in ("steps", "metadata")}
             template["tags"] = [t for t in body["tags"] if "<pending" not in t]
-        step = body["steps"][0]
-        steps.append({**step, "name": f"i{len(steps)}"})
+        steps.append({**body["steps"][0], "name": f"i{len(steps)}"})
     if backend is not None and template is not None:
         batches = [steps[i:i + WHATIF_BATCH] for i in range(0, len(steps), WHATIF_BATCH)]
         priced = await asyncio.gather(*(
             backend.submit({**template, "steps": batch}, whatif=True) for batch in batches))
         total += sum(state.cost for state in priced)
-    return total
+    return Estimate(total, unpriced)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """`--out` must be a folder civflow can write, found out before anything is paid for."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileAccessError(path=str(out_dir), reason="exists and is not a folder (--out)")
+    probe = out_dir / f".civflow-probe-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise FileAccessError(path=str(out_dir),
+                              reason=f"outputs cannot be written there: "
+                                     f"{exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
                   reporter: Reporter = ignore,
-                  confirm: Callable[[Plan, float], Awaitable[bool]] | None = None,
+                  confirm: Callable[[Plan, Estimate], Awaitable[bool]] | None = None,
                   pipeline_file: str = "") -> RunResult:
-    """Check resources, estimate, ask (when `confirm` is given), then run."""
+    """Check resources and the output folder, estimate, ask (when `confirm` is given),
+    then run."""
+    check_out_dir(options.out_dir or prepared.root / "out")
     await check_resources(prepared, backend)
     if confirm is not None or options.max_cost is not None:
-        cost = await estimate(prepared, backend if confirm is not None else None)
-        if options.max_cost is not None and cost > options.max_cost:
+        cost = await estimate(prepared, backend, whatif_all=confirm is not None)
+        if options.max_cost is not None and cost.total > options.max_cost:
             raise SpendingRefused(
-                f"the plan is estimated at {cost:,.0f} Buzz, over --max-cost "
+                f"the plan is estimated at {cost.total:,.0f} Buzz, over --max-cost "
                 f"{options.max_cost:,.0f}", hint="raise --max-cost or run fewer steps (--only)")
         if confirm is not None and not await confirm(prepared.plan, cost):
             raise SpendingRefused("not confirmed: nothing was submitted")
@@ -143,8 +179,8 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
                                                  prepared.checked.spec.name)
     journal.append({"event": "run-started" if prepared.resumed is None else "run-resumed",
                     "pipeline": pipeline_file or str(prepared.checked.spec.path)})
-    executor = Executor(prepared.checked, backend, journal=journal,
+    executor = Executor(prepared.checked, backend, plan=prepared.plan, journal=journal,
                         store=object_store(prepared.checked.spec), root=prepared.root,
-                        priors=prepared.priors, lock=prepared.lock, options=options,
+                        lock=prepared.lock, history=prepared.history, options=options,
                         reporter=reporter)
     return await executor.run()

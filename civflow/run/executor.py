@@ -1,16 +1,22 @@
-"""Execute a checked pipeline: schedule ready steps, submit, wait, download, record.
+"""Execute a plan: schedule ready steps, submit, follow, download, record.
 
-Every submission is journaled (with its externalId) and fsync'd before the POST,
-so a crash at any moment is followed by a re-run that re-attaches instead of
-paying again. The lockfile is a checkpoint written at most once a second; the
-journal holds everything since, and a resumed run folds it back in.
+The executor decides nothing of its own: every instance is decided by the plan's
+`Policy` (the same object `civflow plan` used), and only what is genuinely known at
+run time (fan-out, `when`, upstream outputs) is resolved here.
+
+Every submission is journaled (with its externalId) and fsync'd before the POST, so
+a crash at any moment is followed by a run that re-attaches instead of paying again.
+Journal and lockfile writes run in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import contextlib
+import random
+import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,40 +24,38 @@ from pathlib import Path
 from typing import Any
 
 from civflow.backends.base import Backend, WorkflowState
-from civflow.plan import (
-    Instance,
-    PlanOptions,
-    Prior,
-    StepResults,
-    estimate_instance,
-    evaluate_when,
-    resolve_step,
-    selected_steps,
-    step_context,
-    tokenize_output,
-    workflow_body,
-)
+from civflow.errors import ApiError, ApiNotFound, PipelineInvalid
+from civflow.expand import Context, Instance, StepResults, evaluate_when, resolve_step
+from civflow.plan import Decision, Plan, Prior
+from civflow.request import run_tag, tokenize_output, workflow_body
 from civflow.run.blobs import BlobBook
+from civflow.run.budget import Budget, OverBudget
 from civflow.run.events import Event, Phase, Reporter, ignore
+from civflow.run.resume import History
 from civflow.run.state import prior_of
 from civflow.spec.check import Checked
+from civflow.spec.model import StepSpec
 from civflow.store.journal import Journal, external_id
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
-SEED_MAX = 2**32 - 1
+__all__ = ["Executor", "InstanceResult", "RunOptions", "RunResult", "failure_of",
+           "poll_delay", "timeout_seconds"]
+
 _FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints
+DEFAULT_TIMEOUT = 3600.0  # seconds a step may take when its `timeout` is unset
+_GRACE = 120.0  # past the step's own timeout, before civflow gives up on it
+_FAST_ANSWER = 1.0  # a long-poll answered sooner than this was not a long-poll
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?$")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    plan: PlanOptions = field(default_factory=PlanOptions)
     concurrency: int = 8
     max_cost: float | None = None
     fail_fast: bool = False
-    retry_failed: bool = False
     out_dir: Path | None = None  # default <root>/out
-    wait_seconds: int = 30  # long-poll length per GET (the API caps near 100 s)
+    wait_seconds: int = 30  # long-poll length per request (the API caps near 100 s)
 
 
 @dataclass
@@ -71,7 +75,7 @@ class RunResult:
     results: dict[str, InstanceResult] = field(default_factory=dict)
     spent: float = 0.0
     interrupted: bool = False
-    budget_stop: bool = False
+    budget_stop: str | None = None  # why the cap stopped the run
     lockfile: Path | None = None
     out_dir: Path | None = None
 
@@ -88,55 +92,55 @@ class _Stop(Exception):
     """Raised inside instance tasks when the run stops starting new work."""
 
 
-class Executor:
-    """Runs one pipeline against one backend; create one per run."""
+def timeout_seconds(step: StepSpec) -> float:
+    """The step's `timeout` (a .NET TimeSpan) in seconds, or the default."""
+    match = _TIMESPAN.match(step.timeout or "")
+    if match is None:
+        return DEFAULT_TIMEOUT
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
-    def __init__(self, checked: Checked, backend: Backend, *, journal: Journal,
-                 store: ObjectStore, root: Path, priors: Mapping[str, Prior],
-                 lock: Lockfile | None, options: RunOptions,
-                 reporter: Reporter = ignore,
+
+def poll_delay(attempt: int, rng: random.Random) -> float:
+    """Backoff between GETs the server answered at once: 1 s doubling to 15 s, jittered."""
+    return float(min(15.0, 2.0 ** attempt) * (0.75 + rng.random() / 2))
+
+
+class Executor:
+    """Runs one plan against one backend; create one per run."""
+
+    def __init__(self, checked: Checked, backend: Backend, *, plan: Plan, journal: Journal,
+                 store: ObjectStore, root: Path, lock: Lockfile | None, history: History,
+                 options: RunOptions, reporter: Reporter = ignore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 draw_seed: Callable[[], int] | None = None) -> None:
+                 rng: random.Random | None = None) -> None:
         self.checked = checked
         self.spec = checked.spec
+        self.policy = plan.policy
         self.backend = backend
         self.journal = journal
         self.store = store
-        self.root = root
         self.options = options
         self.report = reporter
         self.clock = clock
-        self.draw_seed = draw_seed or (lambda: secrets.randbelow(SEED_MAX))
+        self.rng = rng or random.Random()
         self.out_dir = options.out_dir or root / "out"
         self.lock_dir = self.spec.lockfile_path.parent
         self.blobs = BlobBook(backend, store)
         self.entries: dict[str, LockedInstance] = dict(lock.instances) if lock else {}
-        self.priors = dict(priors)
+        self.priors: dict[str, Prior] = dict(self.policy.priors)
+        self.history = history
         self.result = RunResult(journal.run_id, lockfile=self.spec.lockfile_path,
                                 out_dir=self.out_dir / self.spec.name)
+        self.budget = Budget(options.max_cost)
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
         self.download_slots = asyncio.Semaphore(8)
         self.stopping = False
-        self._dirty = False
+        self.context = Context(self.spec, journal.run_id)
+        self.settled: set[str] = set()  # in-flight intents this run took over
+        self._dirty = bool(history.recovered)
         self._last_flush = 0.0
-        self._resume = journal.state()
-        graph = checked.graph
-        plan_options = options.plan
-        every = set(self.spec.steps)
-        self.forced = graph.downstream_closure(
-            every if "*" in plan_options.force else set(plan_options.force) & every)
-        self.rerolled = graph.downstream_closure(set(plan_options.reroll) & every)
-        self.wanted = selected_steps(checked, plan_options.only) if plan_options.only else every
-        self.seeds = {name: p.seed for name, p in self.priors.items()
-                      if p.seed is not None and name.split("[", 1)[0] not in plan_options.reroll}
-        # Seeds drawn by an interrupted run live only in its intents until the instance
-        # finishes; without them a resumed run would draw anew, change the fingerprint
-        # and pay for a second workflow instead of re-attaching to the first.
-        for record in journal.records():
-            name, seed = record.get("instance"), record.get("seed")
-            if record.get("event") == "intent" and isinstance(name, str) \
-                    and isinstance(seed, int) and name.split("[", 1)[0] not in plan_options.reroll:
-                self.seeds[name] = seed
+        self._flush_lock = asyncio.Lock()
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
 
@@ -145,224 +149,383 @@ class Executor:
     async def run(self) -> RunResult:
         """Run every wanted step as soon as its upstream steps are done."""
         graph = self.checked.graph
-        known: dict[str, StepResults] = {}
-        failed_steps: set[str] = set()
-        order = [s for s in graph.order if s in self.wanted]
-        waiting = set(order)
+        wanted = self.policy.wanted
+        order = [s for s in graph.order if s in wanted]
+        pending = {s: sum(1 for u in graph.upstream(s) if u in wanted) for s in order}
+        ready = deque(s for s in order if pending[s] == 0)
+        failed: set[str] = set()
         running: dict[asyncio.Task[StepResults | None], str] = {}
         try:
-            while waiting or running:
-                for step in [s for s in order if s in waiting]:
-                    ups = graph.upstream(step)
-                    if all(u in known or u in failed_steps or u not in self.wanted for u in ups):
-                        waiting.discard(step)
-                        task = asyncio.create_task(self._run_step(step, known, failed_steps))
-                        running[task] = step
-                if not running:
-                    break
+            await self._flush(force=True)  # entries an interrupted run finished
+            while ready or running:
+                while ready:
+                    step = ready.popleft()
+                    running[asyncio.create_task(self._run_step(step, failed))] = step
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     step = running.pop(task)
                     outcome = task.result()
                     if outcome is None:
-                        failed_steps.add(step)
+                        failed.add(step)
                     else:
-                        known[step] = outcome
+                        self.context.learn(step, outcome)
+                        if outcome.skipped:
+                            failed.add(step)
+                    for after in graph.graph.successors(step):
+                        if after in pending:
+                            pending[after] -= 1
+                            if pending[after] == 0:
+                                ready.append(after)
+            await self._settle_orphans()
         except BaseException as exc:
             # Ctrl-C, or an error that ends the run (no funds, auth, network): stop the
             # other instances and checkpoint what already finished, so nothing paid for
             # waits on the journal alone. The run stays unfinished; a re-run resumes it.
-            self.result.interrupted = isinstance(exc, asyncio.CancelledError)
+            self.result.interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            self._flush(force=True)
+            await asyncio.shield(self._flush(force=True))
             self.journal.append({"event": "interrupted"})
             raise
-        self._finish_lockfile()
-        self.journal.append({"event": "run-finished",
-                             "status": "failed" if self.result.failed else "succeeded"})
+        self._prune()
+        await self._flush(force=True)
+        status = "failed" if self.result.failed else "succeeded"
+        await asyncio.to_thread(self.journal.append, {"event": "run-finished", "status": status})
         return self.result
 
-    async def _run_step(self, name: str, known: dict[str, StepResults],
-                        failed_steps: set[str]) -> StepResults | None:
-        """None when the step failed or was skipped (its dependents are skipped too)."""
+    async def _run_step(self, name: str, failed: set[str]) -> StepResults | None:
+        """None when the step failed or was skipped for a failure (dependents are skipped)."""
         step = self.spec.steps[name]
-        ups = self.checked.graph.upstream(name)
-        dead = [u for u in ups if u in failed_steps or known.get(u, StepResults(())).skipped]
-        context = step_context(self.spec, known, self.journal.run_id)
+        dead = [u for u in self.checked.graph.upstream(name) if u in failed]
         if dead:
             self._skip_step(name, f"upstream {dead[0]} did not succeed")
             return None
         if self.stopping:
             self._skip_step(name, "the run stopped before this step")
             return None
-        if evaluate_when(self.checked, step, context) is False:
-            self._skip_step(name, f"when: {step.when} is false")
-            return StepResults((), skipped=True)
-        instances = resolve_step(self.checked, step, context, self.seeds, self.draw_seed)
-        tasks = [asyncio.create_task(self._run_instance(inst)) for inst in instances]
-        outputs = await asyncio.gather(*tasks)
+        try:
+            verdict = evaluate_when(self.checked, step, self.context)
+            if verdict is False:
+                self._skip_step(name, f"when: {step.when} is false")
+                return StepResults((), skipped=True)
+            if verdict is None:
+                raise PipelineInvalid([self.spec.doc.diagnostic(
+                    f"step '{name}': when could not be decided from its upstream outputs",
+                    ("steps", name, "when"))])
+            instances = [i for i in resolve_step(self.checked, step, self.context,
+                                                 self.policy.seed)
+                         if self.policy.selected(i.name, name)]
+        except PipelineInvalid as exc:
+            # A template that fails on real outputs is a located failure of this step;
+            # it never lets a guarded, paid step run.
+            self._fail_step(name, exc.render())
+            return None
+        outputs = await asyncio.gather(*(self._run_instance(i, step) for i in instances))
         if any(o is None for o in outputs):
             return None
         return StepResults(tuple(o for o in outputs if o is not None))
 
     def _skip_step(self, step: str, reason: str) -> None:
-        self.result.results[f"{step}"] = InstanceResult(step, step, "skipped", reason=reason)
+        self.result.results[step] = InstanceResult(step, step, "skipped", reason=reason)
         self.report(Event(step, Phase.SKIPPED, detail=reason))
+
+    def _fail_step(self, step: str, reason: str) -> None:
+        self.result.results[step] = InstanceResult(step, step, "failed", reason=reason)
+        self.report(Event(step, Phase.FAILED, status="failed", detail=reason))
+        if self.options.fail_fast:
+            self.stopping = True
 
     # -- one instance --------------------------------------------------------------
 
-    async def _run_instance(self, inst: Instance) -> Mapping[str, Any] | None:
+    async def _run_instance(self, inst: Instance, step: StepSpec) -> Mapping[str, Any] | None:
         """The tokenized output of the instance, or None if it did not succeed."""
+        planned = self.policy.decide(inst, step)
         fp = inst.fingerprint
-        assert fp is not None, "resolve_step gives resolved instances at run time"
-        prior = self.priors.get(inst.name)
-        forced = inst.step in self.forced or inst.step in self.rerolled
-        if prior and not forced and prior.fingerprint == fp and prior.artifacts_ok:
+        if planned.decision is Decision.CACHED:
+            entry = self.entries[inst.name]
             self.result.results[inst.name] = InstanceResult(
-                inst.name, inst.step, "cached", self.entries[inst.name].workflow_id,
-                prior.cost, artifacts=self.entries[inst.name].artifacts)
+                inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
+                artifacts=entry.artifacts)
             self.report(Event(inst.name, Phase.CACHED))
-            return prior.output
+            return self.priors[inst.name].output
+        if fp is None:
+            self._fail_step(inst.name, "its input could not be resolved from upstream outputs")
+            return None
         try:
-            return await self._submit_and_collect(inst, fp)
+            return await self._submit_and_collect(inst, step, fp, planned.estimate)
         except _Stop as stop:
             self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "not-run",
                                                             reason=str(stop))
             self.report(Event(inst.name, Phase.SKIPPED, detail=str(stop)))
             return None
 
-    def _attempt(self, inst: Instance, fp: str) -> tuple[int, str | None]:
-        """(attempt, workflow id already submitted in this run, if any)."""
-        seen = self._resume.get(inst.name)
-        if seen is not None and seen.fingerprint == fp:
-            if seen.finished_status in ("failed", "expired", "canceled") and \
-                    self.options.retry_failed and not seen.blocked:
-                return seen.attempt + 1, None
-            return seen.attempt, seen.workflow_id
-        attempt = 1
-        # A forced instance must not reuse an earlier run's key: the API would hand back
-        # the workflow it already has instead of running it again.
-        if self.options.retry_failed or inst.step in self.forced:
-            attempt = self.journal.highest_attempt(inst.name, fp) + 1 or 1
-        return attempt, None
-
-    async def _submit_and_collect(self, inst: Instance, fp: str) -> Mapping[str, Any] | None:
-        attempt, workflow_id = self._attempt(inst, fp)
+    async def _submit_and_collect(self, inst: Instance, step: StepSpec, fp: str,
+                                  estimate: float | None) -> Mapping[str, Any] | None:
+        attempt, workflow_id = self.policy.attempt(inst, fp)
         key = external_id(fp, attempt)
+        flying = self.policy.inflight.get(inst.name)
+        if flying is not None and flying.fingerprint == fp:
+            self.settled.add(inst.name)
         self.report(Event(inst.name, Phase.WAITING))
         async with self.slots:
             if self.stopping:
                 raise _Stop("the run stopped before this instance")
-            if workflow_id is None:
-                self._check_budget(inst)
-                body = workflow_body(self.spec, inst, run_id=self.journal.run_id,
-                                     external_id=key,
-                                     input_override=await self.blobs.substitute(
-                                         inst.input, self.clock()))
-                self.journal.append({"event": "intent", "instance": inst.name,
-                                     "fingerprint": fp, "externalId": key, "attempt": attempt,
-                                     "seed": inst.seed})
-                # The POST itself long-polls: a short job costs one request. A crash
-                # before the answer is safe: the re-sent POST carries the journaled
-                # externalId and gets the same workflow back, and `civflow cancel`
-                # finds in-flight workflows by the run's tag.
-                state = await self.backend.submit(body, wait=self.options.wait_seconds)
-                self.journal.append({"event": "submitted", "instance": inst.name,
-                                     "workflowId": state.id})
-                self.report(Event(inst.name, Phase.SUBMITTED, status=state.status,
-                                  workflow_id=state.id, cost=state.cost))
-            else:
-                state = await self.backend.get(workflow_id, wait=self.options.wait_seconds)
-                self.report(Event(inst.name, Phase.ATTACHED, status=state.status,
-                                  workflow_id=workflow_id))
-            while not state.is_terminal:
-                assert state.id is not None
-                step = state.steps[0] if state.steps else None
-                self.report(Event(inst.name, Phase.RUNNING, status=state.status,
-                                  workflow_id=state.id,
-                                  progress=step.progress if step else None,
-                                  queue_position=step.queue_position if step else None))
-                state = await self.backend.get(state.id, wait=self.options.wait_seconds)
-        self.result.spent += state.cost
-        if state.status != "succeeded":
-            self._failed(inst, fp, state)
+            charge = 0.0
+            if workflow_id is None and not (flying is not None and flying.fingerprint == fp):
+                charge = await self._reserve(inst, estimate)
+            try:
+                state = await self._start(inst, fp, key, attempt, workflow_id)
+            except ApiNotFound:
+                self.budget.release(charge)
+                return await self._vanished(inst, fp, workflow_id)
+            except BaseException:
+                self.budget.release(charge)
+                raise
+            state = await self._follow(inst.name, state, timeout_seconds(step) + _GRACE)
+            if self.options.fail_fast and (state.status != "succeeded" or not state.steps):
+                self.stopping = True  # before the slot is free for the next instance
+        self.budget.settle(charge, state.cost)
+        self.result.spent = self.budget.spent
+        if state.status != "succeeded" or not state.steps:
+            await self._failed(inst, fp, state)
             return None
         async with self.download_slots:
             return await self._collect(inst, fp, state)
 
-    def _check_budget(self, inst: Instance) -> None:
-        limit = self.options.max_cost
-        if limit is None:
-            return
-        nxt = estimate_instance(inst) or 0.0
-        if self.result.spent + nxt > limit:
-            self.result.budget_stop = True
+    async def _reserve(self, inst: Instance, estimate: float | None) -> float:
+        """Reserve the instance's price under --max-cost before its POST; 0 without a cap."""
+        if self.budget.limit is None:
+            return 0.0
+        if estimate is None:  # no offline formula: ask the API what it would cost
+            body = workflow_body(self.spec, inst, run_id=self.journal.run_id, external_id=None,
+                                 input_override=await self.blobs.substitute(inst.input,
+                                                                            self.clock()))
+            estimate = (await self.backend.submit(body, whatif=True)).cost
+        try:
+            self.budget.reserve(estimate)
+        except OverBudget as over:
             self.stopping = True
-            raise _Stop(f"--max-cost {limit:g}: spent {self.result.spent:g} Buzz, "
-                        f"the next workflow is estimated at {nxt:g}")
+            self.result.budget_stop = str(over)
+            raise _Stop(str(over)) from None
+        return estimate
 
-    def _failed(self, inst: Instance, fp: str, state: WorkflowState) -> None:
-        reason = _failure_reason(state)
-        blocked = "blocked" in (reason or "")
-        self.journal.append({"event": "finished", "instance": inst.name, "fingerprint": fp,
-                             "status": state.status, "workflowId": state.id,
-                             "cost": state.cost, "reason": reason, "blocked": blocked})
-        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, state.status,
+    async def _start(self, inst: Instance, fp: str, key: str, attempt: int,
+                     workflow_id: str | None) -> WorkflowState:
+        """Submit (journaling the intent first) or re-attach to an interrupted run's workflow."""
+        if workflow_id is not None:
+            state = await self.backend.get(workflow_id, wait=self.options.wait_seconds)
+            self.report(Event(inst.name, Phase.ATTACHED, status=state.status,
+                              workflow_id=workflow_id))
+            return state
+        body = workflow_body(self.spec, inst, run_id=self.journal.run_id, external_id=key,
+                             input_override=await self.blobs.substitute(inst.input,
+                                                                        self.clock()))
+        await asyncio.to_thread(self.journal.append, {
+            "event": "intent", "instance": inst.name, "step": inst.step, "type": inst.type,
+            "fingerprint": fp, "externalId": key, "attempt": attempt, "seed": inst.seed,
+            "reroll": inst.reroll, "request": _plain(inst.request)})
+        # The POST itself long-polls: a short job costs one request. A crash before the
+        # answer is safe: the re-sent POST carries the journaled externalId and gets the
+        # same workflow back.
+        state = await self.backend.submit(body, wait=self.options.wait_seconds)
+        await asyncio.to_thread(self.journal.append, {
+            "event": "submitted", "instance": inst.name, "workflowId": state.id})
+        self.report(Event(inst.name, Phase.SUBMITTED, status=state.status,
+                          workflow_id=state.id, cost=state.cost))
+        return state
+
+    async def _follow(self, name: str, state: WorkflowState, limit: float) -> WorkflowState:
+        """Long-poll until terminal; past `limit` seconds cancel the workflow (it failed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        fast = 0
+        while not state.is_terminal and state.id is not None:
+            left = deadline - loop.time()
+            if left <= 0:
+                with contextlib.suppress(ApiError):  # it may have finished meanwhile
+                    await self.backend.cancel(state.id)
+                return _timed_out(state, limit)
+            step = state.steps[0] if state.steps else None
+            self.report(Event(name, Phase.RUNNING, status=state.status, workflow_id=state.id,
+                              progress=step.progress if step else None,
+                              queue_position=step.queue_position if step else None))
+            wait = max(1, min(self.options.wait_seconds, int(left)))
+            started = loop.time()
+            state = await self.backend.get(state.id, wait=wait)
+            if not state.is_terminal and loop.time() - started < _FAST_ANSWER:
+                # The server ignored `wait`: back off instead of polling it in a tight loop.
+                await asyncio.sleep(min(poll_delay(fast, self.rng),
+                                        max(0.0, deadline - loop.time())))
+                fast += 1
+            else:
+                fast = 0
+        return state
+
+    async def _vanished(self, inst: Instance, fp: str, workflow_id: str | None
+                        ) -> Mapping[str, Any] | None:
+        """The server no longer has a journaled workflow: report it; the next run submits
+        the instance anew (with a new attempt, so a new externalId)."""
+        reason = (f"workflow {workflow_id} no longer exists on the server; "
+                  "the next run submits this instance again")
+        await asyncio.to_thread(self.journal.append, {
+            "event": "finished", "instance": inst.name, "fingerprint": fp,
+            "status": "vanished", "workflowId": workflow_id, "reason": reason})
+        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "failed",
+                                                        workflow_id, reason=reason)
+        self.report(Event(inst.name, Phase.FAILED, status="vanished", detail=reason,
+                          workflow_id=workflow_id))
+        return None
+
+    async def _failed(self, inst: Instance, fp: str, state: WorkflowState) -> None:
+        reason, blocked = failure_of(state)
+        status = state.status if state.status != "succeeded" else "failed"
+        await asyncio.to_thread(self.journal.append, {
+            "event": "finished", "instance": inst.name, "fingerprint": fp, "status": status,
+            "workflowId": state.id, "cost": state.cost, "reason": reason, "blocked": blocked})
+        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, status,
                                                         state.id, state.cost, reason)
-        self.report(Event(inst.name, Phase.FAILED, status=state.status, detail=reason,
+        self.report(Event(inst.name, Phase.FAILED, status=status, detail=reason,
                           workflow_id=state.id, cost=state.cost))
         if self.options.fail_fast:
             self.stopping = True
 
     async def _collect(self, inst: Instance, fp: str, state: WorkflowState
                        ) -> Mapping[str, Any]:
-        step_state = state.steps[0]
-        output = dict(step_state.output or {})
-        self.report(Event(inst.name, Phase.DOWNLOADING, workflow_id=state.id))
-        artifacts = await self.blobs.download_all(output, self.out_dir / self.spec.name /
-                                                  inst.name, self.lock_dir)
-        sha_by_blob = {a.blob_id: a.sha256 for a in artifacts}
-        tokenized = tokenize_output(output, sha_by_blob)
-        entry = LockedInstance(
-            instance=inst.name, step=inst.step, type=inst.type, fingerprint=fp,
-            request=_plain(inst.request), seed=inst.seed, workflow_id=state.id,
-            cost=state.cost, completed_at=_completed_at(state, self.clock),
-            output=_strip(tokenized), artifacts=artifacts)
-        self.entries[inst.name] = entry
-        self.priors[inst.name] = prior_of(entry, self.lock_dir, None)
-        self.journal.append({"event": "finished", "instance": inst.name, "fingerprint": fp,
-                             "status": "succeeded", "workflowId": state.id, "cost": state.cost,
-                             "entry": entry.to_dict()})
-        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "succeeded",
-                                                        state.id, state.cost,
-                                                        artifacts=artifacts)
+        entry = await self._download(inst.name, inst.step, inst.type, fp, inst.request,
+                                     inst.seed, inst.reroll, state)
         self.report(Event(inst.name, Phase.SUCCEEDED, workflow_id=state.id, cost=state.cost))
+        return self.priors[entry.instance].output
+
+    async def _download(self, name: str, step: str, type_: str, fp: str,
+                        request: Mapping[str, Any], seed: int | None, reroll: int,
+                        state: WorkflowState, *, event: str = "finished") -> LockedInstance:
+        """Fetch every output blob, then record the entry (journal, then lockfile)."""
+        output = dict(state.steps[0].output or {})
+        self.report(Event(name, Phase.DOWNLOADING, workflow_id=state.id))
+        artifacts = await self.blobs.download_all(output, self.out_dir / self.spec.name / name,
+                                                  self.lock_dir)
+        tokenized = tokenize_output(output, {a.blob_id: a.sha256 for a in artifacts})
+        entry = LockedInstance(
+            instance=name, step=step, type=type_, fingerprint=fp, request=_plain(request),
+            seed=seed, workflow_id=state.id, cost=state.cost,
+            completed_at=_completed_at(state, self.clock), output=_strip(tokenized),
+            artifacts=artifacts, reroll=reroll)
+        self.entries[name] = entry
+        self.priors[name] = prior_of(entry, self.lock_dir, None)
+        await asyncio.to_thread(self.journal.append, {
+            "event": event, "instance": name, "fingerprint": fp, "status": "succeeded",
+            "workflowId": state.id, "cost": state.cost, "entry": entry.to_dict()})
+        self.result.results[name] = InstanceResult(name, step, "succeeded", state.id,
+                                                   state.cost, artifacts=artifacts)
         self._dirty = True
-        self._flush()
-        return tokenized
+        await self._flush()
+        return entry
+
+    # -- what an interrupted run left in flight ---------------------------------------
+
+    async def _settle_orphans(self) -> None:
+        """Settle every intent of the interrupted run that this run did not take over.
+
+        Whatever `--only` selected, a workflow paid for before a crash is followed to
+        its end and recorded (its outputs too), so the next run never pays for it again.
+        One whose POST never reached the API is marked abandoned.
+        """
+        orphans = [f for n, f in self.policy.inflight.items() if n not in self.settled]
+        for flying in orphans:
+            intent = self.history.intents.get(flying.instance, {})
+            state: WorkflowState | None = None
+            try:
+                if flying.workflow_id is not None:
+                    state = await self.backend.get(flying.workflow_id,
+                                                   wait=self.options.wait_seconds)
+                else:
+                    state = await self._find_by_key(str(intent.get("externalId", "")))
+            except ApiNotFound:
+                state = None
+            if state is None:
+                await asyncio.to_thread(self.journal.append, {
+                    "event": "settled", "instance": flying.instance, "status": "abandoned",
+                    "fingerprint": flying.fingerprint})
+                continue
+            state = await self._follow(flying.instance, state, DEFAULT_TIMEOUT)
+            self.budget.settle(0.0, state.cost)
+            self.result.spent = self.budget.spent
+            request = intent.get("request")
+            if state.status == "succeeded" and state.steps and isinstance(request, Mapping):
+                await self._download(flying.instance, str(intent.get("step", "")),
+                                     str(intent.get("type", "")), flying.fingerprint,
+                                     request, flying.seed, flying.reroll, state,
+                                     event="settled")
+                continue
+            reason, blocked = failure_of(state)
+            await asyncio.to_thread(self.journal.append, {
+                "event": "settled", "instance": flying.instance, "status": state.status,
+                "fingerprint": flying.fingerprint, "workflowId": state.id,
+                "cost": state.cost, "reason": reason, "blocked": blocked})
+
+    async def _find_by_key(self, key: str) -> WorkflowState | None:
+        """The run's workflow submitted with `key`, found by the run's tag (bounded pages)."""
+        cursor: str | None = None
+        for _ in range(100):
+            page, cursor = await self.backend.query(tags=[run_tag(self.journal.run_id)],
+                                                    cursor=cursor)
+            for state in page:
+                if state.external_id == key:
+                    return state
+            if not cursor or not page:
+                break
+        return None
 
     # -- the lockfile ----------------------------------------------------------------
 
-    def _flush(self, *, force: bool = False) -> None:
+    async def _flush(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if not self._dirty or (not force and now - self._last_flush < _FLUSH_EVERY):
             return
-        Lockfile(self.spec.name, dict(self.entries)).save(self.spec.lockfile_path)
-        self._dirty = False
-        self._last_flush = now
+        async with self._flush_lock:
+            self._dirty = False
+            self._last_flush = now
+            snapshot = Lockfile(self.spec.name, dict(self.entries))
+            await asyncio.to_thread(snapshot.save, self.spec.lockfile_path)
 
-    def _finish_lockfile(self) -> None:
-        """Final checkpoint; a full run also forgets instances the pipeline no longer has."""
-        if not self.options.plan.only:
-            live = set(self.result.results)
-            stale = [n for n in self.entries if n not in live
-                     and n.split("[", 1)[0] not in self.spec.steps]
-            for name in stale:
-                del self.entries[name]
-                self._dirty = True
-        self._flush(force=True)
+    def _prune(self) -> None:
+        """A full run forgets instances the pipeline no longer has."""
+        if self.policy.only:
+            return
+        for name in [n for n in self.entries if n.split("[", 1)[0] not in self.spec.steps]:
+            del self.entries[name]
+            self._dirty = True
+
+
+def failure_of(state: WorkflowState) -> tuple[str | None, bool]:
+    """(reason, blocked by moderation), read from the jobs' structured fields."""
+    if state.status == "succeeded" and not state.steps:
+        return "the API reported success but returned no step output", False
+    reason: str | None = None
+    blocked = False
+    for step in state.steps:
+        for job in step.raw.get("jobs") or []:
+            if not isinstance(job, Mapping):
+                continue
+            if job.get("blockedReason"):
+                blocked = True
+                reason = reason or f"blocked: {str(job['blockedReason'])[:500]}"
+            elif job.get("reason") and reason is None:
+                reason = str(job["reason"])[:500]
+        errors = (step.output or {}).get("errors")
+        if errors and reason is None:
+            reason = "; ".join(map(str, errors))[:500]
+    return reason, blocked
+
+
+def _timed_out(state: WorkflowState, limit: float) -> WorkflowState:
+    raw = {**state.raw, "status": "canceled"}
+    reason = f"timed out: not finished after {limit:g} s; civflow canceled the workflow"
+    steps = [dict(s.raw) for s in state.steps] or [{"$type": "", "name": ""}]
+    steps[0]["jobs"] = [{"reason": reason}]
+    raw["steps"] = steps
+    return WorkflowState.from_json(raw)
 
 
 def _strip(output: Mapping[str, Any]) -> dict[str, Any]:
@@ -392,13 +555,3 @@ def _completed_at(state: WorkflowState, clock: Callable[[], datetime]) -> str:
     return clock().isoformat().replace("+00:00", "Z")
 
 
-def _failure_reason(state: WorkflowState) -> str | None:
-    for step in state.steps:
-        for job in step.raw.get("jobs") or []:
-            for key in ("blockedReason", "reason"):
-                if job.get(key):
-                    return str(job[key])
-        errors = (step.output or {}).get("errors")
-        if errors:
-            return "; ".join(map(str, errors))
-    return None

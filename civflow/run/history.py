@@ -9,10 +9,10 @@ from typing import Any
 
 from civflow.backends.base import Backend
 from civflow.errors import ApiNotFound, UsageError
-from civflow.plan import CIVFLOW_TAG
+from civflow.request import run_tag
 from civflow.run.state import project_root_for
 from civflow.spec import read_source
-from civflow.store.journal import Journal, _runs, find_unfinished_run
+from civflow.store.journal import Journal, find_unfinished_run, pipeline_runs
 from civflow.store.lockfile import Lockfile, lockfile_path_for
 
 
@@ -27,7 +27,7 @@ def _pipeline(file: Path) -> tuple[str, Path]:
 
 def last_run_status(file: Path, fmt: str) -> str:
     name, root = _pipeline(file)
-    runs = _runs(root / ".civflow" / "runs", name)
+    runs = pipeline_runs(root / ".civflow" / "runs", name)
     if not runs:
         raise UsageError(f"{file}: no run recorded yet", hint=f"civflow run {file}")
     journal = runs[0]
@@ -62,19 +62,21 @@ def last_run_status(file: Path, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def cancel_unfinished(file: Path, backend: Backend) -> list[str]:
-    """Cancel every workflow the latest unfinished run submitted and never saw finish."""
+def unfinished_run(file: Path) -> Journal | None:
+    """The pipeline's latest run if it never finished (what `cancel` acts on)."""
     name, root = _pipeline(file)
-    journal: Journal | None = find_unfinished_run(root / ".civflow" / "runs", name)
-    if journal is None:
-        return []
+    return find_unfinished_run(root / ".civflow" / "runs", name)
+
+
+async def cancel_unfinished(journal: Journal, backend: Backend) -> list[str]:
+    """Cancel every workflow the unfinished run submitted and never saw finish."""
     state = journal.state()
     targets = {i.workflow_id for i in state.instances.values()
                if i.workflow_id and i.finished_status is None}
     # Submissions whose answer never reached the journal are found by the run's tag.
     cursor: str | None = None
     while True:
-        page, cursor = await backend.query(tags=[f"{CIVFLOW_TAG}-run:{journal.run_id}"],
+        page, cursor = await backend.query(tags=[run_tag(journal.run_id)],
                                            cursor=cursor)
         targets |= {w.id for w in page if w.id and not w.is_terminal}
         if not cursor or not page:
@@ -88,6 +90,10 @@ async def cancel_unfinished(file: Path, backend: Backend) -> list[str]:
         journal.append({"event": "canceled", "workflowId": workflow_id})
         return workflow_id
     done = [w for w in await asyncio.gather(*(one(w) for w in sorted(targets))) if w]
+    for instance in state.instances.values():
+        if instance.finished_status is None:
+            journal.append({"event": "settled", "instance": instance.instance,
+                            "status": "canceled", "fingerprint": instance.fingerprint})
     journal.append({"event": "run-finished", "status": "canceled"})
     return done
 

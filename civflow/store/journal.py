@@ -37,6 +37,7 @@ __all__ = [
     "RunState",
     "external_id",
     "find_unfinished_run",
+    "pipeline_runs",
     "new_run_id",
 ]
 
@@ -284,6 +285,11 @@ def _runs(root: Path, pipeline_name: str) -> list[Journal]:
             if journal.pipeline == pipeline_name:
                 runs.append(journal)
     return runs
+
+
+def pipeline_runs(root: Path, pipeline_name: str) -> list[Journal]:
+    """Every run of the pipeline under `root`, newest first."""
+    return _runs(root, pipeline_name)
 
 
 def find_unfinished_run(root: Path, pipeline_name: str) -> Journal | None:

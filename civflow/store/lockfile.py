@@ -64,7 +64,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _Shape(Exception):
+class _Shape(ValueError):
     """A lockfile value of the wrong shape; `where` is a dotted path into the JSON."""
 
     def __init__(self, where: str, expected: str) -> None:
@@ -154,15 +154,20 @@ class LockedInstance:
     completed_at: str | None
     output: Mapping[str, Any]  # URL fields removed
     artifacts: tuple[Artifact, ...] = field(default=())
+    # How many times `--reroll` salted the seed; written only once it is not 0.
+    reroll: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "instance": self.instance, "step": self.step, "type": self.type,
             "fingerprint": self.fingerprint, "request": _plain(self.request),
             "seed": self.seed, "workflowId": self.workflow_id, "cost": self.cost,
             "completedAt": self.completed_at, "output": _plain(strip_urls(self.output)),
             "artifacts": [a.to_dict() for a in self.artifacts],
         }
+        if self.reroll:
+            data["reroll"] = self.reroll
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "entry") -> LockedInstance:
@@ -186,6 +191,7 @@ class LockedInstance:
             output=_mapping(data, "output", where),
             artifacts=tuple(Artifact.from_dict(a, f"{where}.artifacts[{i}]")
                             for i, a in enumerate(artifacts)),
+            reroll=_int(data, "reroll", where, optional=True) or 0,
         )
 
 

@@ -1,0 +1,198 @@
+"""Steps -> instances: matrix and foreach expansion, rendered inputs, seeds, fingerprints.
+
+Planning and running both expand steps with these functions and the same growing
+`Context`; the only difference is how much of the upstream output is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from civflow import catalog
+from civflow.errors import PipelineInvalid
+from civflow.graph import (
+    base_context,
+    fanout_name,
+    foreach_name,
+    matrix_instances,
+    pending_step_view,
+    render_field,
+    render_tree,
+)
+from civflow.spec.check import Checked
+from civflow.spec.model import PipelineSpec, StepSpec
+from civflow.template import Pending, is_pending
+
+__all__ = [
+    "SEED_MAX",
+    "Context",
+    "Instance",
+    "StepResults",
+    "canonical_json",
+    "derive_seed",
+    "evaluate_when",
+    "fingerprint",
+    "has_pending",
+    "resolve_step",
+]
+
+SEED_MAX = 2**32 - 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(request: Mapping[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(request).encode()).hexdigest()
+
+
+def derive_seed(pipeline: str, instance: str, reroll: int = 0) -> int:
+    """The seed of an instance that leaves `seed` unset: a function of its identity only.
+
+    Not of its other inputs, so a prompt edit keeps the seed and a before/after
+    comparison is like for like; not random, so two runs anywhere (a laptop and CI)
+    send the same body and the same externalId, and the API dedupes them. `reroll`
+    is the explicit salt `--reroll` bumps (recorded in the lockfile).
+    """
+    text = f"civflow-seed\x00{pipeline}\x00{instance}\x00{reroll}"
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") % SEED_MAX
+
+
+def has_pending(value: Any) -> bool:
+    if is_pending(value):
+        return True
+    if isinstance(value, Mapping):
+        return any(has_pending(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_pending(v) for v in value)
+    return False
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One step instance with its input rendered as far as currently known."""
+
+    name: str
+    step: str
+    type: str
+    input: Mapping[str, Any]  # may hold Pending values while upstreams are unknown
+    options: Mapping[str, Any]
+    matrix: Mapping[str, Any] = field(default_factory=dict)
+    index: int | None = None
+    seed: int | None = None  # the seed civflow filled in, if it did
+    reroll: int = 0  # the salt that seed was derived with
+    fanout: bool = False  # a foreach placeholder, expanded at run time
+
+    @property
+    def resolved(self) -> bool:
+        return not self.fanout and not has_pending(self.input)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return {"type": self.type, "input": self.input, "options": dict(self.options)}
+
+    @property
+    def fingerprint(self) -> str | None:
+        return fingerprint(self.request) if self.resolved else None
+
+
+@dataclass(frozen=True)
+class StepResults:
+    """The known outputs of one upstream step (tokenized), in instance order."""
+
+    outputs: tuple[Mapping[str, Any], ...]
+    skipped: bool = False
+
+
+class Context:
+    """The template context of one pipeline, grown step by step as outputs become known.
+
+    One object for the whole plan or run: rebuilding the context per step made both
+    quadratic in the number of steps.
+    """
+
+    def __init__(self, spec: PipelineSpec, run_id: str | None) -> None:
+        self.values: dict[str, Any] = base_context(spec, run_id)
+        self._views: dict[str, Any] = {name: pending_step_view(name) for name in spec.steps}
+        self.values["steps"] = self._views
+        self._spec = spec
+
+    def learn(self, step: str, results: StepResults) -> None:
+        """What templates see as `steps.<step>` from now on."""
+        spec_step = self._spec.steps[step]
+        if results.skipped:
+            self._views[step] = pending_step_view(step)
+        elif spec_step.fans_out:
+            self._views[step] = {"outputs": list(results.outputs)}
+        else:
+            self._views[step] = {"output": results.outputs[0] if results.outputs else None,
+                                 "outputs": list(results.outputs)}
+
+
+SeedSource = Callable[[str, str], tuple[int, int]]  # (instance, step) -> (seed, reroll)
+
+
+def resolve_step(checked: Checked, step: StepSpec, context: Context, seeds: SeedSource
+                 ) -> list[Instance]:
+    """The instances of `step` given what `context` knows.
+
+    A `foreach` whose list is not known yet yields one fan-out placeholder. A step
+    that takes a seed and leaves it unset gets the seed `seeds` gives its instance.
+    """
+    spec, engine = checked.spec, checked.engine
+    values = context.values
+    options = step.options(spec.workflow.get("priority"))
+    if step.foreach is not None:
+        items = render_field(engine, spec, step, "foreach", step.foreach, values)
+        if is_pending(items):
+            placeholder = render_tree(engine, spec, step, step.input,
+                                      {**values, "item": Pending("item"),
+                                       "index": Pending("index")})
+            return [Instance(fanout_name(step.name), step.name, step.type, placeholder, options,
+                             fanout=True)]
+        if not isinstance(items, list | tuple):
+            raise PipelineInvalid([spec.doc.diagnostic(
+                f"step '{step.name}': foreach must give a list, got {type(items).__name__}",
+                ("steps", step.name, "foreach"))])
+        combos: list[tuple[str, dict[str, Any], int | None]] = [
+            (foreach_name(step.name, i), {"item": item, "index": i}, i)
+            for i, item in enumerate(items)]
+    else:
+        combos = [(name, {"matrix": matrix} if step.matrix else {}, None)
+                  for name, matrix in matrix_instances(step)]
+    out: list[Instance] = []
+    for name, extra, index in combos:
+        rendered = render_tree(engine, spec, step, step.input, {**values, **extra})
+        seed: int | None = None
+        reroll = 0
+        seed_key = catalog.seed_field(step.type, rendered)
+        if seed_key is not None and rendered.get(seed_key) is None:
+            seed, reroll = seeds(name, step.name)
+            rendered = {**rendered, seed_key: seed}
+        out.append(Instance(name, step.name, step.type, rendered, options,
+                            matrix=extra.get("matrix", {}), index=index, seed=seed,
+                            reroll=reroll))
+    return out
+
+
+def evaluate_when(checked: Checked, step: StepSpec, context: Context) -> bool | None:
+    """True/False, or None when it depends on outputs not known yet.
+
+    A `when` that fails to evaluate raises PipelineInvalid located at the key; it is
+    never taken for "not known yet", so a broken guard can never let a paid step run.
+    """
+    if step.when is None:
+        return True
+    if isinstance(step.when, bool):
+        return step.when
+    value = render_field(checked.engine, checked.spec, step, "when", step.when, context.values)
+    if is_pending(value):
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "no", "0", "off", "none")
+    return bool(value)

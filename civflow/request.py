@@ -1,0 +1,69 @@
+"""What goes over the wire for an instance: its WorkflowTemplate, and outputs as content tokens.
+
+Inside civflow a blob is named by the sha256 of its content (`civflow-blob:sha256:…`),
+so cache keys never contain presigned URLs; only at submission are tokens replaced by
+URLs valid right then (`civflow.run.blobs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from civflow.expand import Instance
+from civflow.graph import resolve_pending
+from civflow.spec.model import PipelineSpec
+
+__all__ = [
+    "BLOB_TOKEN",
+    "CIVFLOW_TAG",
+    "URL_FIELDS",
+    "run_tag",
+    "tokenize_output",
+    "workflow_body",
+]
+
+BLOB_TOKEN = "civflow-blob:sha256:"
+CIVFLOW_TAG = "civflow"
+# Presigned URLs expire and differ on every GET: they never reach a cache key or lockfile.
+URL_FIELDS = frozenset({"url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt"})
+
+
+def run_tag(run_id: str | None) -> str:
+    return f"{CIVFLOW_TAG}-run:{run_id}" if run_id else f"{CIVFLOW_TAG}-run:<pending: run.id>"
+
+
+def tokenize_output(output: Mapping[str, Any], sha_by_blob: Mapping[str, str]) -> dict[str, Any]:
+    """An output with every blob URL replaced by a content token (and expiry fields dropped)."""
+    def walk(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            blob_id = value.get("id")
+            out = {k: walk(v) for k, v in value.items() if k not in URL_FIELDS}
+            if isinstance(blob_id, str) and blob_id in sha_by_blob:
+                out["url"] = BLOB_TOKEN + sha_by_blob[blob_id]
+            return out
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+    result: dict[str, Any] = walk(output)
+    return result
+
+
+def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,
+                  external_id: str | None, input_override: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The WorkflowTemplate civflow submits for one instance."""
+    step: dict[str, Any] = {"$type": inst.type, "name": inst.step,
+                            "input": resolve_pending(input_override or inst.input)}
+    step.update(inst.options)
+    tags = [*spec.tags, f"{CIVFLOW_TAG}:{spec.name}", run_tag(run_id)]
+    body: dict[str, Any] = {"steps": [step], "tags": tags, "currencies": []}
+    for key, value in spec.workflow.items():
+        if key != "priority":
+            body[key] = value
+    metadata = dict(body.get("metadata") or {})
+    metadata["civflow"] = {"pipeline": spec.name, "instance": inst.name}
+    body["metadata"] = metadata
+    if external_id is not None:
+        body["externalId"] = external_id
+    return body

@@ -1,0 +1,91 @@
+"""What earlier runs of a pipeline left behind, read once per run from their journals.
+
+- the latest run, if it never finished: its finished entries (not yet in the lockfile)
+  and its in-flight intents, which the next run settles whatever its `--only`;
+- for every (instance, fingerprint) ever submitted: the highest attempt number, and
+  whether the last attempt failed (and was blocked by moderation), so a new key is
+  chosen without re-reading every journal per instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from civflow.plan import InFlight
+from civflow.store.journal import Journal, find_unfinished_run, pipeline_runs
+from civflow.store.lockfile import LockedInstance
+
+__all__ = ["History", "read_history"]
+
+FAILED = frozenset({"failed", "expired", "canceled", "vanished"})
+
+
+@dataclass(frozen=True)
+class History:
+    unfinished: Journal | None = None
+    recovered: Mapping[str, LockedInstance] = field(default_factory=dict)
+    inflight: Mapping[str, InFlight] = field(default_factory=dict)
+    intents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by instance
+    attempts: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    failed: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # -> blocked
+
+
+def _int(value: object, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def read_history(runs_root: Path, pipeline: str) -> History:
+    attempts: dict[tuple[str, str], int] = {}
+    failed: dict[tuple[str, str], bool] = {}
+    for journal in reversed(pipeline_runs(runs_root, pipeline)):  # oldest first
+        last_fp: dict[str, str] = {}
+        for record in journal.records():
+            name, event = record.get("instance"), record.get("event")
+            if not isinstance(name, str):
+                continue
+            if event == "intent":
+                fp = str(record.get("fingerprint", ""))
+                last_fp[name] = fp
+                key = (name, fp)
+                attempts[key] = max(attempts.get(key, 0), _int(record.get("attempt"), 1))
+                failed.pop(key, None)
+            elif event == "finished" and name in last_fp:
+                key = (name, last_fp[name])
+                if record.get("status") in FAILED:
+                    failed[key] = record.get("blocked") is True
+                else:
+                    failed.pop(key, None)
+    unfinished = find_unfinished_run(runs_root, pipeline)
+    if unfinished is None:
+        return History(attempts=attempts, failed=failed)
+    recovered: dict[str, LockedInstance] = {}
+    inflight: dict[str, InFlight] = {}
+    intents: dict[str, Mapping[str, Any]] = {}
+    for record in unfinished.records():
+        name, event = record.get("instance"), record.get("event")
+        if not isinstance(name, str):
+            continue
+        if event == "intent":
+            intents[name] = record
+            inflight[name] = InFlight(
+                instance=name, fingerprint=str(record.get("fingerprint", "")),
+                attempt=_int(record.get("attempt"), 1),
+                seed=record.get("seed") if isinstance(record.get("seed"), int) else None,
+                reroll=_int(record.get("reroll")))
+        elif event == "submitted" and name in inflight:
+            workflow_id = record.get("workflowId")
+            if isinstance(workflow_id, str):
+                old = inflight[name]
+                inflight[name] = InFlight(old.instance, old.fingerprint, old.attempt,
+                                          workflow_id, old.seed, old.reroll)
+        elif event in ("finished", "settled"):
+            inflight.pop(name, None)
+            entry = record.get("entry")
+            if record.get("status") == "succeeded" and isinstance(entry, Mapping):
+                with contextlib.suppress(ValueError):  # a malformed entry is not recovered
+                    recovered[name] = LockedInstance.from_dict(entry)
+    return History(unfinished, recovered, inflight, intents, attempts, failed)
