@@ -1,6 +1,14 @@
 """Everything civflow keeps on disk: atomic writes, content-addressed objects, lockfile, journal."""
 
 from civflow.store.atomic import atomic_write_bytes, atomic_write_text
+from civflow.store.integrity import (
+    ArtifactState,
+    ArtifactStatus,
+    StatCache,
+    check_artifact,
+    check_artifacts,
+    restore_artifact,
+)
 from civflow.store.journal import (
     InstanceRun,
     Journal,
@@ -9,21 +17,31 @@ from civflow.store.journal import (
     find_unfinished_run,
 )
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile, lockfile_path_for, strip_urls
+from civflow.store.names import contained, safe_dirname, unsafe_name_reason
 from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = [
     "Artifact",
+    "ArtifactState",
+    "ArtifactStatus",
     "InstanceRun",
     "Journal",
     "LockedInstance",
     "Lockfile",
     "ObjectStore",
     "RunState",
+    "StatCache",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_artifact",
+    "check_artifacts",
+    "contained",
     "external_id",
     "find_unfinished_run",
     "hash_file",
     "lockfile_path_for",
+    "restore_artifact",
+    "safe_dirname",
     "strip_urls",
+    "unsafe_name_reason",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from civflow.errors import FileAccessError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "default_file_mode", "fsync_dir"]
 
 
 def _default_mode() -> int:
@@ -21,6 +21,11 @@ def _default_mode() -> int:
 
 # Read once: os.umask can only be read by setting it, which is not thread-safe later on.
 _DEFAULT_MODE = _default_mode()
+
+
+def default_file_mode() -> int:
+    """The mode a new file gets from `open()` (0o666 less the umask read at import)."""
+    return _DEFAULT_MODE
 
 
 def fsync_dir(folder: Path) -> None:

@@ -6,13 +6,18 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
 from civflow.errors import FileAccessError
-from civflow.store.atomic import fsync_dir
+
+if sys.platform != "win32":
+    import fcntl
+from civflow.store.atomic import default_file_mode, fsync_dir
 
 __all__ = ["ObjectStore", "hash_file"]
 
@@ -42,9 +47,10 @@ def _check(sha256: str) -> str:
 class ObjectStore:
     """Objects under `root/sha256/ab/cdef…`, read-only once adopted.
 
-    `root` is usually `<project>/.civflow/objects`. Output folders get hard links to
-    the objects (a copy where links are impossible), so a file is stored once however
-    many runs produced it.
+    `root` is usually `<project>/.civflow/objects`. Output folders get independent
+    copies of the objects (`materialize`: a reflink where the filesystem supports it),
+    so editing an output never touches the stored bytes and the store can restore it.
+    A corrupt object is moved to `root/corrupt/` (`quarantine`), never deleted.
     """
 
     def __init__(self, root: Path) -> None:
@@ -110,26 +116,84 @@ class ObjectStore:
                     os.unlink(tmp)
         return sha256
 
-    def link(self, sha256: str, dest: Path) -> None:
-        """Make `dest` show the object: a hard link, or a copy across filesystems.
+    def materialize(self, sha256: str, dest: Path) -> None:
+        """Make `dest` an independent copy of the object (a reflink where the filesystem
+        can share blocks copy-on-write, a plain copy elsewhere; never a hard link).
 
-        An existing `dest` is replaced atomically (link to a temp name, then rename), so
-        an output folder never holds a half-written file.
+        Editing `dest` afterwards can never change the stored object. An existing `dest`
+        is replaced atomically (copy to a temp name beside it, fsync, rename), so an
+        output folder never holds a half-written file. `dest` gets the usual mode of a
+        new file, so it can be edited; the object stays read-only. The caller checks
+        that `dest` lies where it may write (`civflow.store.names.contained`).
         """
         source = self.path_for(sha256)
         dest = Path(dest)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
+        tmp: str | None = None
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            try:
-                os.link(source, tmp)
-            except OSError:
-                # Another filesystem, or links not supported: a plain copy will do.
-                shutil.copyfile(source, tmp)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, default_file_mode())
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                if not _reflink(src.fileno(), out.fileno()):
+                    shutil.copyfileobj(src, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, dest)
+            tmp = None
+            fsync_dir(dest.parent)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise FileAccessError(path=str(dest), reason=exc.strerror or str(exc)) from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def link(self, sha256: str, dest: Path) -> None:
+        """Deprecated name of `materialize`: `dest` is a copy now, never a hard link."""
+        self.materialize(sha256, dest)
+
+    def quarantine(self, sha256: str) -> Path | None:
+        """Move a (corrupt) object aside to `root/corrupt/<sha256>.<random>`; its path there.
+
+        The bytes are kept for inspection, never deleted; the object name is free again
+        so a good copy can be adopted. None when there was no object to move.
+        """
+        source = self.path_for(sha256)
+        folder = self.root / "corrupt"
+        target = folder / f"{sha256}.{secrets.token_hex(4)}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            fsync_dir(folder)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FileAccessError(path=str(source), reason=exc.strerror or str(exc)) from exc
+        return target
+
+    def check(self, sha256: str) -> str:
+        """Re-hash the object: "ok", "missing", or "corrupt" (then it is quarantined)."""
+        path = self.path_for(sha256)
+        if not path.is_file():
+            return "missing"
+        if hash_file(path) == sha256:
+            return "ok"
+        self.quarantine(sha256)
+        return "corrupt"
+
+
+# Linux FICLONE (_IOW(0x94, 9, int)); fcntl only names it from Python 3.12 on.
+_FICLONE = 0x40049409
+
+
+def _reflink(src_fd: int, dst_fd: int) -> bool:
+    """Share the source's blocks copy-on-write (btrfs, XFS, bcachefs); False where the
+    platform or filesystem cannot, and the caller copies instead."""
+    if sys.platform != "linux":
+        return False
+    try:
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+    except OSError:
+        return False
+    return True

@@ -54,19 +54,67 @@ def test_verify_detects_corruption_and_absence(tmp_path: Path) -> None:
     assert not store.verify(_sha(b"never stored"))
 
 
-def test_link_replaces_an_existing_destination(tmp_path: Path) -> None:
+def test_materialize_replaces_an_existing_destination(tmp_path: Path) -> None:
     store = ObjectStore(tmp_path / "objects")
     first, second = tmp_path / "1", tmp_path / "2"
     first.write_bytes(b"one")
     second.write_bytes(b"two")
     sha1, sha2 = store.import_file(first), store.import_file(second)
     dest = tmp_path / "out" / "hero" / "0.png"
-    store.link(sha1, dest)
+    store.materialize(sha1, dest)
     assert dest.read_bytes() == b"one"
-    store.link(sha2, dest)
+    store.materialize(sha2, dest)
     assert dest.read_bytes() == b"two"
-    assert os.path.samefile(dest, store.path_for(sha2))
     assert sorted(p.name for p in dest.parent.iterdir()) == ["0.png"]
+
+
+def test_editing_an_output_never_changes_the_stored_object(tmp_path: Path) -> None:
+    """Trust issue case 1: out/ files were hard links, so an edit corrupted the store."""
+    store = ObjectStore(tmp_path / "objects")
+    source = tmp_path / "src"
+    source.write_bytes(b"original pixels")
+    sha = store.import_file(source)
+    dest = tmp_path / "out" / "hero" / "0.png"
+    store.link(sha, dest)  # the old name does the same as materialize now
+    assert not os.path.samefile(dest, store.path_for(sha))
+    assert stat.S_IMODE(dest.stat().st_mode) & stat.S_IWUSR  # the copy is editable
+    with open(dest, "r+b") as handle:  # edit in place, as an image editor would
+        handle.write(b"EDITED")
+    assert store.verify(sha)
+    assert store.path_for(sha).read_bytes() == b"original pixels"
+    assert not stat.S_IMODE(store.path_for(sha).stat().st_mode) & 0o222
+
+
+def test_materialize_replaces_an_old_hard_link_without_touching_the_object(
+        tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    source = tmp_path / "src"
+    source.write_bytes(b"bytes")
+    sha = store.import_file(source)
+    dest = tmp_path / "out" / "0.png"
+    dest.parent.mkdir()
+    os.link(store.path_for(sha), dest)  # what earlier versions of civflow left behind
+    store.materialize(sha, dest)
+    assert not os.path.samefile(dest, store.path_for(sha))
+    assert store.path_for(sha).stat().st_nlink == 1
+
+
+def test_check_quarantines_a_corrupt_object_and_keeps_its_bytes(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    source = tmp_path / "src"
+    source.write_bytes(b"good")
+    sha = store.import_file(source)
+    assert store.check(sha) == "ok"
+    path = store.path_for(sha)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"rotten")
+    assert store.check(sha) == "corrupt"
+    assert not path.exists()
+    moved = list((tmp_path / "objects" / "corrupt").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith(sha)
+    assert moved[0].read_bytes() == b"rotten"  # kept for inspection, never deleted
+    assert store.check(sha) == "missing"
+    assert store.import_file(source) == sha and store.check(sha) == "ok"
 
 
 def test_bad_digest_is_refused(tmp_path: Path) -> None:
