@@ -3,36 +3,57 @@
 A string that is exactly one `{{ expression }}` renders to the expression's own
 value; anything else renders to text. References to `steps.<name>` are found in
 the template's syntax tree, never with regular expressions.
+
+Every render is bounded (`Limits`): arithmetic, repetition, loops, calls, output
+and time. A render is pending only when it needed the value of a `Pending`
+placeholder; any other error is a `TemplateFailed` with the template line.
+
+The work is split across private modules: `_pending` (placeholders), `_sandbox`
+(the bounded Jinja environment) and `_analyse` (syntax-tree reading).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.loaders import split_template_path
 
 from civflow.errors import CivflowError
+from civflow.template._analyse import (
+    Analysis,
+    Reference,
+    free_names,
+    is_template,
+    references,
+    walk_strings,
+)
+from civflow.template._pending import PENDING_MARK, NotYetKnown, Pending, is_pending
+from civflow.template._sandbox import BoundedSandbox, LimitExceeded, Limits
 
 __all__ = [
+    "MAX_INCLUDE_BYTES",
     "PENDING_MARK",
     "Analysis",
+    "Limits",
     "Pending",
     "Reference",
     "TemplateEngine",
     "TemplateFailed",
     "is_pending",
     "is_template",
+    "walk_strings",
 ]
 
-PENDING_MARK = "<pending: "
+# An included template larger than this is refused before it is read.
+MAX_INCLUDE_BYTES = 1 * 2**20
 
 
 class TemplateFailed(CivflowError):
@@ -43,79 +64,10 @@ class TemplateFailed(CivflowError):
         self.line = line
 
 
-class Pending:
-    """A value that is not known yet: an upstream output or a foreach item.
-
-    Attribute and index access extend the reference, so `item.url` and
-    `steps.hero.output.images[0].url` stay pending with a readable name.
-    """
-
-    __slots__ = ("ref",)
-
-    def __init__(self, ref: str) -> None:
-        self.ref = ref
-
-    def __getattr__(self, name: str) -> Pending:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return Pending(f"{self.ref}.{name}")
-
-    def __getitem__(self, key: object) -> Pending:
-        return Pending(f"{self.ref}[{key!r}]" if isinstance(key, str) else f"{self.ref}[{key}]")
-
-    def __iter__(self) -> Iterator[Any]:
-        # Without this, iteration would fall back to __getitem__(0, 1, ...) forever.
-        raise TypeError(f"{self.ref} is not known yet")
-
-    def __str__(self) -> str:
-        return f"{PENDING_MARK}{self.ref}>"
-
-    def __repr__(self) -> str:
-        return f"Pending({self.ref!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pending) and other.ref == self.ref
-
-    def __hash__(self) -> int:
-        return hash(self.ref)
-
-
-def is_pending(value: object) -> bool:
-    """True for a placeholder, or a string with a placeholder inside it."""
-    return isinstance(value, Pending) or (isinstance(value, str) and PENDING_MARK in value)
-
-
-def is_template(text: str) -> bool:
-    return "{{" in text or "{%" in text or "{#" in text
-
-
-@dataclass(frozen=True, slots=True)
-class Reference:
-    """`steps.<step>.output<path>` or `steps.<step>.outputs<path>` found in a template."""
-
-    step: str
-    kind: str | None  # "output", "outputs", or None for a bare `steps.<step>`
-    path: tuple[str | int, ...]  # after output / outputs; stops at the first dynamic part
-    line: int
-
-    def __str__(self) -> str:
-        text = f"steps.{self.step}"
-        if self.kind:
-            text += f".{self.kind}"
-        for part in self.path:
-            text += f"[{part}]" if isinstance(part, int) else f".{part}"
-        return text
-
-
-@dataclass(frozen=True, slots=True)
-class Analysis:
-    references: tuple[Reference, ...]
-    names: frozenset[str]  # undeclared names the template reads
-    bad_steps_use: int | None  # line of a use of `steps` that is not steps.<name>
-    name_lines: Mapping[str, int] = field(default_factory=dict)  # first line of each name
-
-
 _LONE = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
+
+_RECURSION_HINT = "a macro or include that uses itself needs a condition that stops it"
+_NESTING_HINT = "split the expression; brackets and blocks this deep cannot be read"
 
 
 class _OutsideFolder(jinja2.TemplateNotFound):
@@ -126,7 +78,19 @@ _OUTSIDE_HINT = "includes may only load files in the pipeline's folder or below 
 _NOT_FOUND_HINT = "include paths are relative to the pipeline file's folder"
 
 
+class _UnreadableInclude(jinja2.TemplateNotFound):
+    """An include that exists but is not a regular file, or is too big to read."""
+
+    def __init__(self, name: str, reason: str, hint: str) -> None:
+        super().__init__(name)
+        self.reason = reason
+        self.hint = hint
+
+
 def _include_failure(name: str, exc: jinja2.TemplateNotFound, line: int) -> TemplateFailed:
+    if isinstance(exc, _UnreadableInclude):
+        return TemplateFailed(f"included template {name!r} {exc.reason}", line=line,
+                              hint=exc.hint)
     if isinstance(exc, _OutsideFolder):
         return TemplateFailed(f"include {name!r} is outside the pipeline's folder", line=line,
                               hint=_OUTSIDE_HINT)
@@ -142,6 +106,8 @@ class _FolderLoader(jinja2.FileSystemLoader):
         # Jinja itself refuses '..' as "not found"; say what really happened.
         if ".." in template.replace("\\", "/").split("/"):
             raise _OutsideFolder(template)
+        _check_include_file(os.path.join(self.searchpath[0], *split_template_path(template)),
+                            template)
         source, filename, uptodate = super().get_source(environment, template)
         root = os.path.realpath(self.searchpath[0])
         if os.path.commonpath([root, os.path.realpath(filename)]) != root:
@@ -152,10 +118,11 @@ class _FolderLoader(jinja2.FileSystemLoader):
 class TemplateEngine:
     """Renders and analyses the templates of one pipeline file."""
 
-    def __init__(self, base_dir: Path | None = None) -> None:
+    def __init__(self, base_dir: Path | None = None, *, limits: Limits | None = None) -> None:
         loader = _FolderLoader(str(base_dir)) if base_dir is not None else None
-        self.env = ImmutableSandboxedEnvironment(
-            undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
+        self.limits = limits or Limits()
+        self.env = BoundedSandbox(
+            self.limits, undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,
             keep_trailing_newline=False)
         self._compiled: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
         # lone expression -> its template line: tracebacks of compiled expressions carry
@@ -169,14 +136,18 @@ class TemplateEngine:
         """References, free names and misuse of `steps` in `source` and its includes."""
         cached = self._analysed.get(source)
         if cached is None:
-            cached = self._analyse(source, seen=set())
+            try:
+                cached = self._analyse(source, seen=set())
+            except RecursionError:
+                raise TemplateFailed("the template is nested too deeply to read",
+                                     hint=_NESTING_HINT) from None
             self._analysed[source] = cached
         return cached
 
     def _analyse(self, source: str, seen: set[str]) -> Analysis:
         tree = self._parse(source)
-        refs, bad = _references(tree)
-        names = _free_names(tree)
+        refs, bad = references(tree)
+        names = free_names(tree)
         lines: dict[str, int] = {}
         for node in tree.find_all(nodes.Name):
             if node.name in names and node.ctx == "load":
@@ -216,16 +187,37 @@ class TemplateEngine:
     # -- rendering --------------------------------------------------------------
 
     def render(self, source: str, context: Mapping[str, Any]) -> Any:
-        """Render one string: a lone `{{ expr }}` keeps its type, anything else is text."""
+        """Render one string: a lone `{{ expr }}` keeps its type, anything else is text.
+
+        Returns a `Pending` when the template needed a value that is not known yet;
+        raises TemplateFailed for every other error, and when a limit is exceeded.
+        """
         run = self._compiled.get(source)
         if run is None:
-            run = self._compile(source)
+            try:
+                run = self._compile(source)
+            except RecursionError:
+                raise TemplateFailed("the template is nested too deeply to read",
+                                     hint=_NESTING_HINT) from None
             self._compiled[source] = run
         lone_line = self._lone_line.get(source)
         try:
-            return run(context)
+            with self.env.metered():
+                return run(context)
         except TemplateFailed:
             raise
+        except NotYetKnown:
+            return Pending(f"template {source.strip()!r}")
+        except LimitExceeded as exc:
+            raise TemplateFailed(f"template limit: {exc.message}",
+                                 line=lone_line or _error_line(exc), hint=exc.hint) from None
+        except RecursionError as exc:
+            raise TemplateFailed("template error: recursion too deep",
+                                 line=lone_line or _error_line(exc), hint=_RECURSION_HINT
+                                 ) from None
+        except MemoryError:
+            raise TemplateFailed("template error: out of memory", line=lone_line or 1,
+                                 hint="build smaller values") from None
         except jinja2.UndefinedError as exc:
             raise TemplateFailed(_undefined_message(exc),
                                  line=lone_line or _error_line(exc)) from None
@@ -239,9 +231,7 @@ class TemplateEngine:
         except jinja2.TemplateError as exc:
             raise TemplateFailed(f"template error: {exc.message}",
                                  line=lone_line or _error_line(exc)) from None
-        except Exception as exc:  # errors raised by expressions: 1/0, int('x'), ...
-            if _mentions_pending(context):
-                return Pending(f"template {source.strip()!r}")
+        except Exception as exc:  # errors raised by expressions: 1/0, int('x'), 'a' > 1, ...
             raise TemplateFailed(f"template error: {type(exc).__name__}: {exc}",
                                  line=lone_line or _error_line(exc)) from None
 
@@ -332,20 +322,6 @@ def _syntax_failure(exc: jinja2.TemplateSyntaxError) -> TemplateFailed:
     return TemplateFailed(f"template syntax error: {message}", line=exc.lineno or 1, hint=hint)
 
 
-def _mentions_pending(context: Mapping[str, Any]) -> bool:
-    def walk(value: Any, depth: int) -> bool:
-        if isinstance(value, Pending):
-            return True
-        if depth > 4:
-            return False
-        if isinstance(value, Mapping):
-            return any(walk(v, depth + 1) for v in value.values())
-        if isinstance(value, list | tuple):
-            return any(walk(v, depth + 1) for v in value[:50])
-        return False
-    return walk(context, 0)
-
-
 def _undefined_message(exc: jinja2.UndefinedError) -> str:
     text = exc.message or "undefined value"
     match = re.match(r"'(\w+)' is undefined", text)
@@ -371,76 +347,19 @@ def _error_line(exc: BaseException) -> int:
     return found
 
 
-# Statements that bind names; without them every loaded name is free.
-_BINDING = (nodes.For, nodes.Assign, nodes.AssignBlock, nodes.Macro, nodes.CallBlock,
-            nodes.With, nodes.Import, nodes.FromImport)
 
 
-def _free_names(tree: nodes.Template) -> set[str]:
-    """Names a template reads from its context.
+def _check_include_file(path: str, name: str) -> None:
+    """Refuse an include that is not a regular file, or is too big, before reading it.
 
-    Jinja's own `meta.find_undeclared_variables` runs the whole code generator, about
-    half a millisecond per template; most templates bind nothing, and for them the
-    loaded names of the syntax tree are the answer.
+    A FIFO or a device in the pipeline's folder would otherwise block or never end.
     """
-    if any(True for _ in tree.find_all(_BINDING)):
-        return set(meta.find_undeclared_variables(tree))
-    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
-
-
-def _chain(node: nodes.Node) -> tuple[nodes.Node, list[str | int | None]]:
-    parts: list[str | int | None] = []
-    while True:
-        if isinstance(node, nodes.Getattr):
-            parts.append(node.attr)
-            node = node.node
-        elif isinstance(node, nodes.Getitem):
-            arg = node.arg
-            parts.append(arg.value if isinstance(arg, nodes.Const)
-                         and isinstance(arg.value, str | int) else None)
-            node = node.node
-        else:
-            return node, parts[::-1]
-
-
-def _references(tree: nodes.Template) -> tuple[list[Reference], int | None]:
-    accesses: list[Any] = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
-    inner = {id(a.node) for a in accesses}
-    refs: list[Reference] = []
-    in_chain: set[int] = set()
-    for access in accesses:
-        if id(access) in inner:
-            continue
-        root, parts = _chain(access)
-        if not (isinstance(root, nodes.Name) and root.name == "steps"):
-            continue
-        in_chain.add(id(root))
-        if not parts or not isinstance(parts[0], str):
-            continue
-        step, rest = parts[0], parts[1:]
-        kind = rest[0] if rest and isinstance(rest[0], str) else None
-        path: list[str | int] = []
-        for part in rest[1:]:
-            if part is None:
-                break
-            path.append(part)
-        refs.append(Reference(step, kind, tuple(path), access.lineno))
-    bad = next((n.lineno for n in tree.find_all(nodes.Name)
-                if n.name == "steps" and n.ctx == "load" and id(n) not in in_chain), None)
-    return refs, bad
-
-
-def walk_strings(value: Any) -> Iterator[tuple[tuple[str | int, ...], str, bool]]:
-    """Every string in a JSON-like value: (path, text, is_key)."""
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
-    while stack:
-        path, item = stack.pop()
-        if isinstance(item, str):
-            yield path, item, False
-        elif isinstance(item, Mapping):
-            for key, inner in item.items():
-                if isinstance(key, str) and is_template(key):
-                    yield (*path, key), key, True
-                stack.append(((*path, key), inner))
-        elif isinstance(item, list):
-            stack.extend(((*path, i), inner) for i, inner in enumerate(item))
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # Jinja reports it as not found
+    if not stat.S_ISREG(info.st_mode):
+        raise _UnreadableInclude(name, "is not a regular file", "include ordinary text files")
+    if info.st_size > MAX_INCLUDE_BYTES:
+        raise _UnreadableInclude(name, f"is larger than {MAX_INCLUDE_BYTES:,} bytes",
+                                 "an include is a prompt fragment, not a data file")
