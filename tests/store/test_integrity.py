@@ -68,7 +68,7 @@ def test_a_deleted_output_is_restored(tmp_path: Path) -> None:
 
 
 def test_a_lost_store_is_refilled_from_an_intact_output(tmp_path: Path) -> None:
-    store, artifact, out, cache = _setup(tmp_path)
+    store, artifact, _, cache = _setup(tmp_path)
     object_path = store.path_for(artifact.sha256)
     os.chmod(object_path, 0o644)
     object_path.write_bytes(b"bit rot!!")
