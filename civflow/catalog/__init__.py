@@ -6,17 +6,30 @@ copied from the OpenAPI document). Used by pipeline validation, the planner, the
 
 `check_input` rules: a value for which `opaque(value)` is true is a placeholder whose real
 value is only known at run time; it counts as present for `required`, and nothing is
-checked on or inside it. An unknown step type, engine or ecosystem yields one WARNING
-("passed through"); the caller decides whether `--strict` makes it an error. Messages are
-sorted by path and word-stable: golden tests pin them.
+checked on or inside it. An unknown step type, engine, ecosystem or operation yields one
+ERROR of kind UNKNOWN_TYPE or UNKNOWN_VARIANT and nothing about the fields (they cannot be
+checked); the caller decides whether a pipeline's `unchecked: true` lets it through. A
+discriminator only known at run time yields one WARNING. Every issue carries its finding
+as data (kind, field, expected, got, suggestions) beside its words. Messages are sorted by
+path and word-stable: golden tests pin them.
+
+`output_path_issue` says whether a path can exist in a step's output, and marks a path
+through a field the step sets only sometimes (kind OPTIONAL), so a template can be required
+to guard it.
 """
 
 from __future__ import annotations
 
 from civflow.catalog._air import AIR_PATTERN, Air, parse_air
-from civflow.catalog._check import InputIssue, check_input, known_types
+from civflow.catalog._check import InputIssue, IssueKind, check_input, known_types
 from civflow.catalog._cost import estimate_cost, resource_airs, seed_field
-from civflow.catalog._outputs import blob_paths, output_path_error
+from civflow.catalog._outputs import (
+    OutputIssue,
+    OutputIssueKind,
+    blob_paths,
+    output_path_error,
+    output_path_issue,
+)
 from civflow.catalog._schemas import Variant, all_variants
 
 Path = tuple[str | int, ...]
@@ -31,6 +44,9 @@ __all__ = [
     "AIR_PATTERN",
     "Air",
     "InputIssue",
+    "IssueKind",
+    "OutputIssue",
+    "OutputIssueKind",
     "Path",
     "Variant",
     "blob_paths",
@@ -39,6 +55,7 @@ __all__ = [
     "input_variants",
     "known_types",
     "output_path_error",
+    "output_path_issue",
     "parse_air",
     "resource_airs",
     "seed_field",

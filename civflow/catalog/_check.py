@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +25,48 @@ if TYPE_CHECKING:
 Path = tuple[str | int, ...]
 
 
+class IssueKind(Enum):
+    """What sort of finding an InputIssue is, so callers never parse its message."""
+
+    UNKNOWN_TYPE = "unknown-type"  # the step type is not in the catalog
+    UNKNOWN_VARIANT = "unknown-variant"  # an engine, ecosystem, operation... it does not know
+    RUN_TIME_VARIANT = "run-time-variant"  # a discriminator only known at run time
+    NOT_AN_OBJECT = "not-an-object"  # the input as a whole is not a mapping
+    MISSING_FIELD = "missing-field"  # `field` is missing from the object at `path`
+    UNKNOWN_FIELD = "unknown-field"  # `path` ends with a key the variant does not take
+    WRONG_TYPE = "wrong-type"
+    NOT_ALLOWED = "not-allowed"  # not one of the allowed values (enum, const)
+    OUT_OF_RANGE = "out-of-range"  # minimum, maximum, multipleOf
+    BAD_SIZE = "bad-size"  # string length, list length
+    BAD_FORMAT = "bad-format"  # an AIR pattern
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class InputIssue:
-    """One finding about a step input: where inside `input`, what, and how to fix it."""
+    """One finding about a step input: where inside `input`, what, and how to fix it.
+
+    `message` and `hint` are the words; the rest is the same finding as data:
+    `path` is where inside the input (the unknown key itself for UNKNOWN_FIELD, the
+    object that lacks it for MISSING_FIELD), `field` the key concerned, `expected` the
+    values, types or bound allowed, `got` the value found, and `suggestions` the
+    close matches the hint offers.
+    """
 
     path: Path
     message: str
     hint: str | None
     severity: Severity
+    kind: IssueKind = IssueKind.OTHER
+    field: str | None = None
+    expected: tuple[str, ...] = ()
+    got: object = None
+    suggestions: tuple[str, ...] = ()
+
+    @property
+    def is_unknown_name(self) -> bool:
+        """An unknown step type or discriminator value: a typo, or newer than the catalog."""
+        return self.kind in (IssueKind.UNKNOWN_TYPE, IssueKind.UNKNOWN_VARIANT)
 
 
 # -- known mistakes (§12, §14) -------------------------------------------------------------
@@ -167,13 +202,24 @@ def _enum_values(variant: Variant, field: str) -> tuple[str, ...]:
 
 
 def _did_you_mean(word: object, choices: tuple[str, ...] | list[str]) -> str | None:
+    close = _closest(word, choices)
+    return f"did you mean {close!r}?" if close else None
+
+
+def _closest(word: object, choices: tuple[str, ...] | list[str]) -> str | None:
+    """The choice `word` is most likely a misspelling of, if any."""
     if not isinstance(word, str):
         return None
     folded = {c.casefold(): c for c in choices}
     if word.casefold() in folded and folded[word.casefold()] != word:
-        return f"did you mean {folded[word.casefold()]!r}?"
+        return folded[word.casefold()]
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
+    return close[0] if close else None
+
+
+def _also(word: object, choices: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    close = _closest(word, choices)
+    return (close,) if close else ()
 
 
 def _fields(variant: Variant) -> tuple[str, ...]:
@@ -193,9 +239,11 @@ def select(step_type: str, input: Mapping[str, object], *,
     """The variant `input` asks for, or the issues that stop civflow from knowing it."""
     candidates = [v for v in all_variants() if v.step_type == step_type]
     if not candidates:
-        hint = _did_you_mean(step_type, known_types())
-        return [InputIssue((), f"step type {step_type!r} is not in civflow's catalog; "
-                               "passed through unchecked", hint, Severity.WARNING)]
+        known = known_types()
+        return [InputIssue((), f"step type {step_type!r} is not in civflow's catalog",
+                           _did_you_mean(step_type, known), Severity.ERROR,
+                           IssueKind.UNKNOWN_TYPE, expected=known, got=step_type,
+                           suggestions=_also(step_type, known))]
     chosen: dict[str, str] = {}
     for name in DISCRIMINATOR_ORDER.get(step_type, ()):
         options = sorted({v.discriminators[name] for v in candidates if name in v.discriminators})
@@ -203,27 +251,35 @@ def select(step_type: str, input: Mapping[str, object], *,
             continue
         value = input.get(name)
         where = f"{step_type} {' '.join(f'{k} {v}' for k, v in chosen.items())}".strip()
+        expected = tuple(options)
         if name in input and opaque(value):
             return [InputIssue((name,), f"{where}: {name!r} is only known at run time; "
-                                        "input passed through unchecked", None, Severity.WARNING)]
+                                        "input passed through unchecked", None, Severity.WARNING,
+                               IssueKind.RUN_TIME_VARIANT, name, expected)]
         if value is None:
             hint = f"{where} takes {name} " + " or ".join(options)
-            return [InputIssue((), f"missing required field {name!r}", hint, Severity.ERROR)]
+            return [InputIssue((), f"missing required field {name!r}", hint, Severity.ERROR,
+                               IssueKind.MISSING_FIELD, name, expected)]
         if not isinstance(value, str):
             return [InputIssue((name,), f"{name!r} must be a string, got {_show(value)}",
-                               f"{where} takes {name} " + " or ".join(options), Severity.ERROR)]
+                               f"{where} takes {name} " + " or ".join(options), Severity.ERROR,
+                               IssueKind.WRONG_TYPE, name, expected, value)]
         if value not in options:
             if name == "engine" and step_type == "imageGen" and value in _ENGINE_MISTAKES:
                 return [InputIssue((name,), f"imageGen has no engine {value!r}",
-                                   _ENGINE_MISTAKES[str(value)], Severity.ERROR)]
+                                   _ENGINE_MISTAKES[str(value)], Severity.ERROR,
+                                   IssueKind.NOT_ALLOWED, name, expected, value)]
             hint = _did_you_mean(value, options) or f"civflow knows {name} " + ", ".join(options)
             if (step_type, name) in STRICT_DISCRIMINATORS:
+                # civflow knows every value here: a value outside them is simply wrong.
                 return [InputIssue((name,), f"{name!r} of {where} must be one of: "
                                             f"{', '.join(options)}; got {_show(value)}",
-                                   hint, Severity.ERROR)]
+                                   hint, Severity.ERROR, IssueKind.NOT_ALLOWED, name, expected,
+                                   value, _also(value, options))]
             return [InputIssue((name,), f"{where} {name} {_show(value)} is not in civflow's "
-                                        "catalog; passed through unchecked", hint,
-                               Severity.WARNING)]
+                                        "catalog", hint, Severity.ERROR,
+                               IssueKind.UNKNOWN_VARIANT, name, expected, value,
+                               _also(value, options))]
         chosen[name] = str(value)
         candidates = [v for v in candidates if v.discriminators.get(name) == value]
     return candidates[0]
@@ -266,17 +322,49 @@ def check_input(step_type: str, input: Mapping[str, object], *,
         return []
     if not isinstance(input, Mapping):
         return [InputIssue((), f"the input of a {step_type} step must be an object, "
-                               f"got {_show(input)}", None, Severity.ERROR)]
+                               f"got {_show(input)}", None, Severity.ERROR,
+                           IssueKind.NOT_AN_OBJECT, got=input)]
     chosen = select(step_type, input, opaque=opaque)
     if isinstance(chosen, list):
-        return chosen
+        return _as_if_corrected(step_type, input, chosen, opaque)
     variant = chosen
     masked = _mask(dict(input), opaque)
     issues: list[InputIssue] = []
     for error in _validator(all_variants().index(variant)).iter_errors(masked):
         issues.extend(_translate(variant, error))
-    unique = {(tuple(str(p) for p in i.path), i.message): i for i in issues}
+    return _sorted(issues)
+
+
+def _sorted(issues: list[InputIssue]) -> list[InputIssue]:
+    # A misspelt required field is one mistake: reported as unknown, with a did-you-mean.
+    misspelt = {(i.path[:-1], i.suggestions[0]) for i in issues
+                if i.kind is IssueKind.UNKNOWN_FIELD and len(i.suggestions) == 1}
+    unique = {(tuple(str(p) for p in i.path), i.message): i for i in issues
+              if not (i.kind is IssueKind.MISSING_FIELD and (i.path, i.field) in misspelt)}
     return [unique[k] for k in sorted(unique)]
+
+
+def _as_if_corrected(step_type: str, input: Mapping[str, object], issues: list[InputIssue],
+                     opaque: Callable[[object], bool]) -> list[InputIssue]:
+    """A misspelt type or discriminator with one close match, plus what the rest would get.
+
+    The name is most likely a typo of its suggestion, so the input is checked as if it
+    were corrected: one run then shows every other mistake too (say `widht` beside
+    `engine: sdccp`). Without a single suggestion nothing else can be checked.
+    """
+    if len(issues) != 1 or len(issues[0].suggestions) != 1:
+        return issues
+    issue, fix = issues[0], issues[0].suggestions[0]
+    if issue.kind is IssueKind.UNKNOWN_TYPE and fix != step_type:
+        return _sorted([issue, *check_input(fix, input, opaque=opaque)])
+    discriminators = DISCRIMINATOR_ORDER.get(step_type, ())
+    if issue.field in discriminators and issue.path == (issue.field,) and \
+            issue.kind in (IssueKind.UNKNOWN_VARIANT, IssueKind.NOT_ALLOWED):
+        corrected = {**input, issue.field: fix}
+        rest = [i for i in check_input(step_type, corrected, opaque=opaque)
+                if i.path != (issue.field,)]
+        return _sorted([issue, *rest])
+    return issues
 
 
 def _display(path: Path) -> str:
@@ -310,29 +398,37 @@ def _translate(variant: Variant, error: ValidationError) -> list[InputIssue]:
         return []
     path: Path = tuple(error.absolute_path)
     name = _display(path) or "input"
+    field = str(path[-1]) if path else None
     # jsonschema types these as "maybe unset"; for an error it yielded they are always set.
     keyword: Any = error.validator
     expected: Any = error.validator_value
     value: Any = error.instance
     schema: Any = error.schema
 
-    def issue(message: str, hint: str | None = None, at: Path = path) -> list[InputIssue]:
-        return [InputIssue(at, message, hint, Severity.ERROR)]
+    def issue(kind: IssueKind, message: str, hint: str | None = None, *,
+              wanted: tuple[str, ...] = (), suggestions: tuple[str, ...] = ()
+              ) -> list[InputIssue]:
+        return [InputIssue(path, message, hint, Severity.ERROR, kind, field, wanted, value,
+                           suggestions)]
 
     if keyword == "required":
         return [InputIssue(path, f"missing required field {r!r}" if not path
-                           else f"missing required field {r!r} in {name!r}", None, Severity.ERROR)
+                           else f"missing required field {r!r} in {name!r}", None, Severity.ERROR,
+                           IssueKind.MISSING_FIELD, str(r))
                 for r in expected if isinstance(value, Mapping) and r not in value]
     if keyword == "additionalProperties":
         known = tuple(schema.get("properties", {}))
         out: list[InputIssue] = []
         for key in sorted(k for k in value if k not in known):
             if path:
-                out += issue(f"{key!r} is not a field of {name!r} in {variant.label}",
-                             _did_you_mean(key, known), (*path, key))
+                message = f"{key!r} is not a field of {name!r} in {variant.label}"
+                hint = _did_you_mean(key, known)
             else:
-                out += issue(f"{key!r} is not a field of {variant.label}",
-                             _unknown_field_hint(variant, key, value[key]), (key,))
+                message = f"{key!r} is not a field of {variant.label}"
+                hint = _unknown_field_hint(variant, key, value[key])
+            out.append(InputIssue((*path, key), message, hint, Severity.ERROR,
+                                  IssueKind.UNKNOWN_FIELD, str(key), tuple(sorted(known)),
+                                  value[key], _also(key, known)))
         return out
     if keyword == "type":
         types = [expected] if isinstance(expected, str) else list(expected)
@@ -341,38 +437,55 @@ def _translate(variant: Variant, error: ValidationError) -> list[InputIssue]:
         if name == "additionalNetworks" and isinstance(value, list):
             wanted = "an object keyed by AIR"
             hint = f"write {_networks_example(value)}"
-        return issue(f"{name!r} must be {wanted}, got {_show(value)}", hint)
+        elif any(t in ("integer", "number") for t in types) and isinstance(value, str):
+            hint = "write the number without quotes or units"
+        return issue(IssueKind.WRONG_TYPE, f"{name!r} must be {wanted}, got {_show(value)}", hint,
+                     wanted=tuple(types))
     if keyword in ("enum", "const"):
         options = [expected] if keyword == "const" else list(expected)
-        field = str(path[-1]) if path else ""
-        return issue(f"{name!r} must be one of: {', '.join(map(str, options))}; got {_show(value)}",
-                     _enum_hint(variant, field, value) if len(path) == 1 else
-                     _did_you_mean(value, [str(o) for o in options]))
+        shown = tuple(map(str, options))
+        return issue(IssueKind.NOT_ALLOWED,
+                     f"{name!r} must be one of: {', '.join(shown)}; got {_show(value)}",
+                     _enum_hint(variant, field or "", value) if len(path) == 1 else
+                     _did_you_mean(value, list(shown)), wanted=shown,
+                     suggestions=_also(value, shown))
+    bound = (_num(expected),)
     if keyword == "maximum":
-        return issue(f"{name!r} must be at most {_num(expected)}, got {_show(value)}")
+        return issue(IssueKind.OUT_OF_RANGE,
+                     f"{name!r} must be at most {_num(expected)}, got {_show(value)}", wanted=bound)
     if keyword == "minimum":
-        return issue(f"{name!r} must be at least {_num(expected)}, got {_show(value)}")
+        return issue(IssueKind.OUT_OF_RANGE,
+                     f"{name!r} must be at least {_num(expected)}, got {_show(value)}",
+                     wanted=bound)
     if keyword == "multipleOf":
         low = int(value // expected * expected)
-        return issue(f"{name!r} must be divisible by {_num(expected)}, got {_show(value)}",
-                     f"use {low} or {low + int(expected)}")
+        return issue(IssueKind.OUT_OF_RANGE,
+                     f"{name!r} must be divisible by {_num(expected)}, got {_show(value)}",
+                     f"use {low} or {low + int(expected)}", wanted=bound,
+                     suggestions=(str(low), str(low + int(expected))))
     if keyword == "maxLength":
-        return issue(f"{name!r} must be at most {expected} characters, got {len(value)}")
+        return issue(IssueKind.BAD_SIZE,
+                     f"{name!r} must be at most {expected} characters, got {len(value)}",
+                     wanted=bound)
     if keyword == "minLength":
-        return issue(f"{name!r} must not be empty" if expected == 1
-                     else f"{name!r} must be at least {expected} characters, got {len(value)}")
+        return issue(IssueKind.BAD_SIZE, f"{name!r} must not be empty" if expected == 1
+                     else f"{name!r} must be at least {expected} characters, got {len(value)}",
+                     wanted=bound)
     if keyword == "maxItems":
-        return issue(f"{name!r} must have at most {expected} items, got {len(value)}")
+        return issue(IssueKind.BAD_SIZE,
+                     f"{name!r} must have at most {expected} items, got {len(value)}",
+                     wanted=bound)
     if keyword == "minItems":
-        return issue(f"{name!r} must have at least {expected} item"
-                     f"{'s' if expected != 1 else ''}, got {len(value)}")
+        return issue(IssueKind.BAD_SIZE, f"{name!r} must have at least {expected} item"
+                     f"{'s' if expected != 1 else ''}, got {len(value)}", wanted=bound)
     if keyword == "pattern" and "propertyNames" in error.schema_path:
         # jsonschema reports the offending key itself as the instance, at the object's path.
-        return issue(f"key {value!r} of {name!r} is not an AIR", f"an AIR looks like {AIR_EXAMPLE}")
-    if keyword == "pattern":
-        return issue(f"{name!r} is not an AIR: {_show(value)}",
+        return issue(IssueKind.BAD_FORMAT, f"key {value!r} of {name!r} is not an AIR",
                      f"an AIR looks like {AIR_EXAMPLE}")
-    return issue(f"{name!r}: {error.message}")
+    if keyword == "pattern":
+        return issue(IssueKind.BAD_FORMAT, f"{name!r} is not an AIR: {_show(value)}",
+                     f"an AIR looks like {AIR_EXAMPLE}")
+    return issue(IssueKind.OTHER, f"{name!r}: {error.message}")
 
 
 def _num(value: object) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 Path = tuple[str | int, ...]
@@ -33,6 +35,13 @@ class _MapOf:
         self.value = value
 
 
+class _Optional:
+    """A field the step sets only sometimes, even when it succeeds (`field?` in §6)."""
+
+    def __init__(self, shape: object) -> None:
+        self.shape = shape
+
+
 LEAF, OPEN = _Leaf(), _Open()
 _BLOB_FIELDS = ("type", "id", "available", "url", "urlExpiresAt", "jobId", "nsfwLevel",
                 "blockedReason", "tier")
@@ -47,17 +56,20 @@ OUTPUTS: dict[str, dict[str, object]] = {
     "imageUpscaler": {"blob": IMAGE_BLOB},
     "convertImage": {"blob": IMAGE_BLOB},
     "imageBackgroundRemoval": {"image": IMAGE_BLOB},
-    "videoGen": {"video": VIDEO_BLOB, "additionalVideos": _ListOf(VIDEO_BLOB), "draftCache": BLOB},
+    "videoGen": {"video": VIDEO_BLOB, "additionalVideos": _Optional(_ListOf(VIDEO_BLOB)),
+                 "draftCache": _Optional(BLOB)},
     "promptEnhancement": {"issues": _ListOf(OPEN), "recommendations": _ListOf(LEAF),
-                          "enhancedPrompt": LEAF, "enhancedNegativePrompt": LEAF},
+                          "enhancedPrompt": LEAF,
+                          # only when the input had a negativePrompt (§6.6)
+                          "enhancedNegativePrompt": _Optional(LEAF)},
     "chatCompletion": {
         "id": LEAF, "object": LEAF, "created": LEAF, "model": LEAF, "systemFingerprint": LEAF,
         "choices": _ListOf({"index": LEAF, "finishReason": LEAF, "logprobs": OPEN,
                             "message": {"role": LEAF, "content": OPEN, "name": LEAF,
                                         "toolCalls": OPEN}}),
-        "usage": OPEN, "parsed": OPEN,
+        "usage": OPEN, "parsed": _Optional(OPEN),  # parsed: only for a json_schema response
     },
-    "wdTagging": {"tags": _MapOf(LEAF), "rating": _MapOf(LEAF)},
+    "wdTagging": {"tags": _MapOf(LEAF), "rating": _Optional(_MapOf(LEAF))},
     "echo": {"message": LEAF},
 }
 
@@ -75,38 +87,99 @@ def _index(part: str | int) -> int | None:
     return int(part) if part.isdigit() else None
 
 
-def output_path_error(step_type: str, input: Mapping[str, object], path: Path) -> str | None:
-    """None if `path` can exist in the step's output, else a message saying why not."""
+class OutputIssueKind(Enum):
+    NO_FIELD = "no-field"  # an object without that field
+    NOT_A_LIST = "not-a-list"  # an index or a name used on a list needing an index
+    NOT_AN_OBJECT = "not-an-object"  # an index on an object
+    SINGLE_VALUE = "single-value"  # a field of a scalar
+    OPTIONAL = "optional"  # the path exists, but through a field set only sometimes
+
+
+@dataclass(frozen=True)
+class OutputIssue:
+    """Why a path into a step's output may not exist, as data and as words.
+
+    `at` is the part of the path that is fine (the object or list concerned), `part` the
+    offending step of the path (for OPTIONAL: the optional field, whose prefix is `at`),
+    `fields` the fields of the object at `at`, `suggestions` the close matches of `part`.
+    """
+
+    kind: OutputIssueKind
+    step_type: str
+    at: Path
+    part: str | int
+    message: str
+    fields: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = ()
+
+    @property
+    def is_error(self) -> bool:
+        """OPTIONAL is fine when guarded; every other kind is a path that cannot exist."""
+        return self.kind is not OutputIssueKind.OPTIONAL
+
+
+def output_path_issue(step_type: str, input: Mapping[str, object], path: Path
+                      ) -> OutputIssue | None:
+    """None if `path` always exists in the step's output once it succeeded, else why not.
+
+    A path through an optional field gives an OPTIONAL issue, unless a later part of the
+    path cannot exist at all, which is the issue then.
+    """
     del input  # the output shape does not depend on the input for any catalogued type
     shape: object = OUTPUTS.get(step_type)
     if shape is None:
         return None
     done: Path = ()
+    optional: OutputIssue | None = None
     for part in path:
         where = f"{step_type} output" + (f" '{_show(done)}'" if done else "")
         if isinstance(shape, _Open):
-            return None
+            break
         if isinstance(shape, _ListOf):
             index = _index(part)
             if index is None:
-                return f"{where} is a list; use an index like [0], not '{part}'"
+                return OutputIssue(OutputIssueKind.NOT_A_LIST, step_type, done, part,
+                                   f"{where} is a list; use an index like [0], not '{part}'")
             shape, done = shape.item, (*done, index)
-            continue
-        if isinstance(shape, _MapOf):
+        elif isinstance(shape, _MapOf):
             shape, done = shape.value, (*done, part)
-            continue
-        if isinstance(shape, dict):
+        elif isinstance(shape, dict):
             if isinstance(part, int):
-                return f"{where} is an object, not a list; index [{part}] does not apply"
+                return OutputIssue(OutputIssueKind.NOT_AN_OBJECT, step_type, done, part,
+                                   f"{where} is an object, not a list; index [{part}] does not "
+                                   "apply", tuple(sorted(shape)))
             if part not in shape:
                 close = difflib.get_close_matches(part, sorted(shape), n=1, cutoff=0.6)
-                tail = f"; did you mean '{close[0]}'?" if close else \
-                    f"; it has: {', '.join(sorted(shape))}"
-                return f"{where} has no field '{part}'{tail}"
-            shape, done = shape[part], (*done, part)
-            continue
-        return f"{where} is a single value; it has no field '{part}'"
-    return None
+                return OutputIssue(OutputIssueKind.NO_FIELD, step_type, done, part,
+                                   f"{where} has no field '{part}'", tuple(sorted(shape)),
+                                   tuple(close))
+            shape = shape[part]
+            if isinstance(shape, _Optional):
+                if optional is None:
+                    optional = OutputIssue(OutputIssueKind.OPTIONAL, step_type, done, part,
+                                           f"{where} has '{part}' only sometimes")
+                shape = shape.shape
+            done = (*done, part)
+        else:
+            return OutputIssue(OutputIssueKind.SINGLE_VALUE, step_type, done, part,
+                               f"{where} is a single value; it has no field '{part}'")
+    return optional
+
+
+def output_path_error(step_type: str, input: Mapping[str, object], path: Path) -> str | None:
+    """None if `path` can exist in the step's output, else a message saying why not.
+
+    The words of `output_path_issue`, with its suggestion appended; optional fields count
+    as existing here.
+    """
+    issue = output_path_issue(step_type, input, path)
+    if issue is None or not issue.is_error:
+        return None
+    if issue.kind is OutputIssueKind.NO_FIELD:
+        tail = f"; did you mean '{issue.suggestions[0]}'?" if issue.suggestions else \
+            f"; it has: {', '.join(issue.fields)}"
+        return issue.message + tail
+    return issue.message
 
 
 def blob_paths(step_type: str, input: Mapping[str, object],
@@ -117,6 +190,8 @@ def blob_paths(step_type: str, input: Mapping[str, object],
     shape = OUTPUTS.get(step_type)
 
     def walk(value: object, shape: object, path: Path) -> None:
+        if isinstance(shape, _Optional):
+            shape = shape.shape
         if isinstance(shape, _Blob):
             if isinstance(value, Mapping) and "id" in value:
                 found.append(path)

@@ -10,11 +10,14 @@ import civflow.catalog as catalog
 from civflow.catalog import (
     Air,
     InputIssue,
+    IssueKind,
+    OutputIssueKind,
     blob_paths,
     check_input,
     estimate_cost,
     known_types,
     output_path_error,
+    output_path_issue,
     parse_air,
     resource_airs,
     seed_field,
@@ -26,6 +29,12 @@ SDXL: dict[str, Any] = {"engine": "sdcpp", "ecosystem": "sdxl", "operation": "cr
                         "prompt": "a cat"}
 COMFY = {**SDXL, "engine": "comfy"}
 T2I: dict[str, Any] = {"prompt": "a cat", "cfgScale": 7, "seed": 1}
+FIELDS_SDCPP_SDXL = tuple(sorted(next(
+    v.schema["properties"] for v in catalog.input_variants()
+    if v.discriminators == {"engine": "sdcpp", "ecosystem": "sdxl", "operation": "createImage"})))
+FIELDS_COMFY_SDXL = tuple(sorted(next(
+    v.schema["properties"] for v in catalog.input_variants()
+    if v.discriminators == {"engine": "comfy", "ecosystem": "sdxl", "operation": "createImage"})))
 LORA_LIST = [{"air": "urn:air:sdxl:lora:civitai:200000@250000", "strength": 0.8}]
 
 
@@ -61,7 +70,8 @@ def test_valid_input_has_no_issues() -> None:
 def test_engine_sdxl_points_at_sdcpp_or_comfy() -> None:
     assert one("imageGen", {**SDXL, "engine": "sdxl"}) == InputIssue(
         ("engine",), "imageGen has no engine 'sdxl'",
-        "SDXL runs on engine sdcpp or comfy with ecosystem sdxl", Severity.ERROR)
+        "SDXL runs on engine sdcpp or comfy with ecosystem sdxl", Severity.ERROR,
+        IssueKind.NOT_ALLOWED, "engine", ("comfy", "sdcpp"), "sdxl")
 
 
 def test_engine_flux_on_image_gen() -> None:
@@ -75,7 +85,8 @@ def test_sampler_on_sdcpp_maps_the_ui_name() -> None:
     assert one("imageGen", {**SDXL, "sampler": "DPM++ 2M Karras"}) == InputIssue(
         ("sampler",), "'sampler' is not a field of imageGen (engine sdcpp, ecosystem sdxl)",
         "sdcpp takes sampleMethod and schedule: use sampleMethod: dpm++2m and schedule: karras",
-        Severity.ERROR)
+        Severity.ERROR, IssueKind.UNKNOWN_FIELD, "sampler", FIELDS_SDCPP_SDXL, "DPM++ 2M Karras",
+        ("sampleMethod",))
 
 
 def test_sampler_on_sdcpp_without_a_known_value() -> None:
@@ -87,7 +98,9 @@ def test_sample_method_on_comfy() -> None:
     assert one("imageGen", {**COMFY, "sampleMethod": "dpm++2m"}) == InputIssue(
         ("sampleMethod",),
         "'sampleMethod' is not a field of imageGen (engine comfy, ecosystem sdxl)",
-        "comfy takes sampler and scheduler: use sampler: dpmpp_2m", Severity.ERROR)
+        "comfy takes sampler and scheduler: use sampler: dpmpp_2m", Severity.ERROR,
+        IssueKind.UNKNOWN_FIELD, "sampleMethod", FIELDS_COMFY_SDXL, "dpm++2m",
+        ("sampler",))
 
 
 def test_comfy_sampler_given_a_ui_name() -> None:
@@ -110,14 +123,15 @@ def test_additional_networks_list_on_image_gen() -> None:
         ("additionalNetworks",),
         "'additionalNetworks' is not a field of imageGen (engine sdcpp, ecosystem sdxl)",
         "imageGen takes LoRAs as loras: {AIR: strength}, e.g. "
-        "loras: {urn:air:sdxl:lora:civitai:200000@250000: 0.8}", Severity.ERROR)
+        "loras: {urn:air:sdxl:lora:civitai:200000@250000: 0.8}", Severity.ERROR,
+        IssueKind.UNKNOWN_FIELD, "additionalNetworks", FIELDS_SDCPP_SDXL, LORA_LIST)
 
 
 def test_additional_networks_list_on_text_to_image() -> None:
     assert one("textToImage", {**T2I, "additionalNetworks": LORA_LIST}) == InputIssue(
         ("additionalNetworks",), "'additionalNetworks' must be an object keyed by AIR, got a list",
         "write additionalNetworks: {urn:air:sdxl:lora:civitai:200000@250000: {strength: 0.8}}",
-        Severity.ERROR)
+        Severity.ERROR, IssueKind.WRONG_TYPE, "additionalNetworks", ("object",), LORA_LIST)
 
 
 def test_text_to_image_scheduler_ui_name() -> None:
@@ -128,7 +142,8 @@ def test_text_to_image_scheduler_ui_name() -> None:
 
 def test_width_not_divisible_by_16() -> None:
     assert one("imageGen", {**SDXL, "width": 1000}) == InputIssue(
-        ("width",), "'width' must be divisible by 16, got 1000", "use 992 or 1008", Severity.ERROR)
+        ("width",), "'width' must be divisible by 16, got 1000", "use 992 or 1008", Severity.ERROR,
+        IssueKind.OUT_OF_RANGE, "width", ("16",), 1000, ("992", "1008"))
 
 
 def test_ranges_types_and_missing_fields() -> None:
@@ -178,18 +193,67 @@ def test_opaque_discriminator_passes_through_with_a_warning() -> None:
     issues = check_input("imageGen", {**SDXL, "engine": {"$ref": "x"}}, opaque=is_ref)
     assert issues == [InputIssue(
         ("engine",), "imageGen: 'engine' is only known at run time; input passed through unchecked",
-        None, Severity.WARNING)]
+        None, Severity.WARNING, IssueKind.RUN_TIME_VARIANT, "engine", ("comfy", "sdcpp"))]
 
 
-def test_unknown_type_and_engine_are_warnings() -> None:
-    assert one("imagegen", {}) == InputIssue(
-        (), "step type 'imagegen' is not in civflow's catalog; passed through unchecked",
-        "did you mean 'imageGen'?", Severity.WARNING)
+def test_unknown_type_and_engine_are_errors_with_what_is_known() -> None:
+    """Promise: an unknown name is an error, and says as data what would have been right."""
+    issue = one("imagegen", {"engine": "sdcpp", "ecosystem": "sdxl", "operation": "createImage",
+                             "model": "urn:air:sdxl:checkpoint:civitai:101055@128078",
+                             "prompt": "x"})
+    assert issue == InputIssue(
+        (), "step type 'imagegen' is not in civflow's catalog", "did you mean 'imageGen'?",
+        Severity.ERROR, IssueKind.UNKNOWN_TYPE, None, known_types(), "imagegen", ("imageGen",))
+    assert issue.is_unknown_name
     assert one("imageGen", {"engine": "openai", "prompt": "x"}) == InputIssue(
-        ("engine",),
-        "imageGen engine 'openai' is not in civflow's catalog; passed through unchecked",
-        "civflow knows engine comfy, sdcpp", Severity.WARNING)
-    assert one("imageGen", {"engine": "sdcpp", "ecosystem": "qwen"}).severity is Severity.WARNING
+        ("engine",), "imageGen engine 'openai' is not in civflow's catalog",
+        "civflow knows engine comfy, sdcpp", Severity.ERROR, IssueKind.UNKNOWN_VARIANT,
+        "engine", ("comfy", "sdcpp"), "openai")
+    typo = one("imageGen", {**SDXL, "engine": "sdccp"})
+    assert (typo.kind, typo.suggestions, typo.hint) == (
+        IssueKind.UNKNOWN_VARIANT, ("sdcpp",), "did you mean 'sdcpp'?")
+
+
+def test_a_misspelt_name_is_checked_as_if_corrected() -> None:
+    """Promise (issue 13): `engine: sdccp` does not hide `widht`; one run shows both."""
+    issues = check_input("imageGen", {**SDXL, "engine": "sdccp", "widht": 1024})
+    assert [(i.kind, i.path) for i in issues] == [
+        (IssueKind.UNKNOWN_VARIANT, ("engine",)), (IssueKind.UNKNOWN_FIELD, ("widht",))]
+    typed = check_input("imagegen", {**SDXL, "widht": 1024})
+    assert [(i.kind, i.path) for i in typed] == [
+        (IssueKind.UNKNOWN_TYPE, ()), (IssueKind.UNKNOWN_FIELD, ("widht",))]
+    # Without one close match there is nothing to assume: only the unknown name.
+    assert [i.kind for i in check_input("imageGen", {**SDXL, "engine": "openai",
+                                                     "widht": 1024})] == [
+        IssueKind.UNKNOWN_VARIANT]
+
+
+def test_a_misspelt_required_field_is_one_mistake() -> None:
+    """Promise: 'mesage' is reported as unknown with a did-you-mean, not also as missing."""
+    assert [(i.kind, i.suggestions) for i in check_input("echo", {"mesage": "hi"})] == [
+        (IssueKind.UNKNOWN_FIELD, ("message",))]
+    ecosystem_typo = check_input("imageGen", {**SDXL, "ecosystem": "sdlx"})
+    assert [(i.kind, i.suggestions) for i in ecosystem_typo] == [
+        (IssueKind.UNKNOWN_VARIANT, ("sdxl",))]
+    ecosystem = one("imageGen", {"engine": "sdcpp", "ecosystem": "qwen"})
+    assert (ecosystem.severity, ecosystem.kind) == (Severity.ERROR, IssueKind.UNKNOWN_VARIANT)
+
+
+def test_every_issue_carries_its_finding_as_data() -> None:
+    """Promise: callers place and explain issues from fields, never by parsing messages."""
+    body = {k: v for k, v in SDXL.items() if k != "prompt"}
+    issues = check_input("imageGen", {**body, "quantity": "2", "negativPrompt": "x"})
+    assert [(i.kind, i.path, i.field, i.got, i.suggestions) for i in issues] == [
+        (IssueKind.MISSING_FIELD, (), "prompt", None, ()),
+        (IssueKind.UNKNOWN_FIELD, ("negativPrompt",), "negativPrompt", "x",
+         ("negativePrompt",)),
+        (IssueKind.WRONG_TYPE, ("quantity",), "quantity", "2", ()),
+    ]
+    nested = check_input("convertImage", {"image": "x", "output": {"format": "bmp"}})
+    assert [(i.kind, i.path, i.field) for i in nested] == [
+        (IssueKind.MISSING_FIELD, ("output",), "hideMetadata"),
+        (IssueKind.NOT_ALLOWED, ("output", "format"), "format"),
+    ]
 
 
 def test_unknown_operation_is_an_error_and_missing_engine_too() -> None:
@@ -198,7 +262,7 @@ def test_unknown_operation_is_an_error_and_missing_engine_too() -> None:
     assert issue.hint == "did you mean 'createImage'?"
     assert one("imageGen", {"prompt": "x"}) == InputIssue(
         (), "missing required field 'engine'", "imageGen takes engine comfy or sdcpp",
-        Severity.ERROR)
+        Severity.ERROR, IssueKind.MISSING_FIELD, "engine", ("comfy", "sdcpp"))
 
 
 def test_messages_are_deterministic() -> None:
@@ -226,6 +290,36 @@ def test_output_path_error() -> None:
         "height, id, jobId, nsfwLevel, previewUrl, previewUrlExpiresAt, tier, type, url, "
         "urlExpiresAt, width")
     assert output_path_error("somethingNew", {}, ("anything",)) is None
+
+
+def test_optional_output_fields_are_marked() -> None:
+    """Promise (trust item 17): a field a step sets only sometimes is known as optional."""
+    issue = output_path_issue("promptEnhancement", {}, ("enhancedNegativePrompt",))
+    assert issue is not None and not issue.is_error
+    assert (issue.kind, issue.at, issue.part) == (OutputIssueKind.OPTIONAL, (),
+                                                  "enhancedNegativePrompt")
+    assert output_path_issue("promptEnhancement", {}, ("enhancedPrompt",)) is None
+    deeper = output_path_issue("videoGen", {}, ("additionalVideos", 0, "url"))
+    assert deeper is not None and (deeper.kind, deeper.part) == (OutputIssueKind.OPTIONAL,
+                                                                 "additionalVideos")
+    # A path that cannot exist at all is that error, optional field or not.
+    wrong = output_path_issue("videoGen", {}, ("additionalVideos", 0, "nope"))
+    assert wrong is not None and wrong.kind is OutputIssueKind.NO_FIELD
+    # output_path_error answers "can it exist": optional fields can.
+    assert output_path_error("promptEnhancement", {}, ("enhancedNegativePrompt",)) is None
+
+
+def test_output_issue_data() -> None:
+    issue = output_path_issue("imageGen", SDXL, ("imagez", 0))
+    assert issue is not None
+    assert (issue.kind, issue.at, issue.part, issue.suggestions) == (
+        OutputIssueKind.NO_FIELD, (), "imagez", ("images",))
+    assert issue.fields == ("errors", "images")
+
+
+def test_blob_paths_through_optional_fields() -> None:
+    output = {"video": {"id": "v", "url": "u"}, "additionalVideos": [{"id": "w", "url": "u"}]}
+    assert blob_paths("videoGen", {}, output) == [("video",), ("additionalVideos", 0)]
 
 
 def test_blob_paths() -> None:
