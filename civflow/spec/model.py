@@ -34,6 +34,8 @@ class StepSpec:
     order: int = 0
     # input paths whose value came from `defaults:` rather than the step itself
     defaulted: frozenset[Path] = frozenset()
+    # `unchecked: true`: the input is sent as written, not checked against the catalog
+    unchecked: bool = False
 
     @property
     def fans_out(self) -> bool:

@@ -60,6 +60,20 @@ def schema_diagnostics(doc: SourceDoc) -> list[Diagnostic]:
     return found
 
 
+def schema_error_paths(doc: SourceDoc) -> frozenset[Path]:
+    """The document path of every schema violation of `doc` (a bad name: the entry's path).
+
+    `civflow validate` uses them to leave out what is broken and still check the rest.
+    """
+    paths: set[Path] = set()
+    for error in _validator().iter_errors(doc.data):
+        path: Path = tuple(error.absolute_path)
+        if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+            path = (*path, error.instance)
+        paths.add(path)
+    return frozenset(paths)
+
+
 def _where(path: Path) -> str:
     if not path:
         return "the top level"

@@ -106,12 +106,36 @@ def _mark_location(path: str, mark: Any) -> Location:
     return Location(path, mark.line + 1, mark.column + 1)
 
 
+# Constructs whose error is found far from where they start (often at the end of the file):
+# an unclosed quote, bracket or brace. The error points at their start instead.
+_OPENED_CONSTRUCTS = {"while scanning a quoted scalar": "a quoted string",
+                      "while parsing a flow sequence": "a list in [ ]",
+                      "while parsing a flow mapping": "a mapping in { }"}
+
+
 def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, path: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    opened = _OPENED_CONSTRUCTS.get(context)
+    if opened and exc.context_mark is not None and \
+            (exc.problem_mark is None or exc.problem_mark.line != exc.context_mark.line):
+        mark = exc.context_mark
+        found_at = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        problem = f"{opened} starts here and is not closed" + (
+            f" ({problem} on line {found_at})" if found_at else "")
+    elif context == "while scanning a simple key" and exc.context_mark is not None:
+        mark = exc.context_mark  # the key without a colon, not the line after it
+    elif exc.problem_mark is not None and (runaway := _runaway_quote(text, exc.problem_mark)):
+        mark = runaway
+        problem = (f"this quoted string is not closed on its line and runs on to line "
+                   f"{exc.problem_mark.line + 1} ({problem} there)")
+        context = "while scanning a quoted scalar"
     where = _mark_location(path, mark) if mark is not None else Location(path, 1, 1)
     lines = text.splitlines()
     line = lines[where.line - 1] if 0 < where.line <= len(lines) else None
-    problem = exc.problem or "invalid YAML"
+    if "cannot start any token" in problem and line is not None and where.col <= len(line):
+        problem = f"found character {line[where.col - 1]!r} that cannot start any token"
     hint = None
     if "'\\t'" in problem or (line is not None and "\t" in line[: max(where.col, 1)]):
         problem = "a tab character is not allowed in YAML indentation"
@@ -122,14 +146,38 @@ def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, path: str) -> Diagn
         hint = "define the anchor (&name) before using it (*name)"
     elif "could not find expected ':'" in problem:
         hint = "a key needs a colon and a space after it, e.g. 'key: value'"
-    elif "found unexpected end of stream" in problem or "quoted scalar" in (exc.context or ""):
+    elif "flow sequence" in context:
+        hint = "a list written [ ... ] needs its closing ']'; quote strings that hold '[' or ','"
+    elif "'{'" in problem or "flow mapping" in context:
+        hint = "quote strings that start with '{', such as templates: \"{{ ... }}\""
+    elif "found unexpected end of stream" in problem or "quoted scalar" in context:
         hint = "a quoted string is not closed"
     elif "found character '%'" in problem or "found character '@'" in problem or \
             "found character '`'" in problem:
         hint = "quote values that start with % @ or `"
-    elif "'{'" in problem or "flow mapping" in (exc.context or ""):
-        hint = "quote strings that start with '{', such as templates: \"{{ ... }}\""
+    if context == "while scanning a quoted scalar" and hint != "indent with spaces":
+        hint = "a quoted string is not closed"
     return Diagnostic(f"invalid YAML: {problem}", where, hint, source_line=line)
+
+
+def _runaway_quote(text: str, problem: Any) -> Any:
+    """The start of a quoted string that spans lines and ends where parsing failed.
+
+    An unclosed quote swallows the lines after it up to the next quote character; the
+    parser then fails there, far from the mistake. Returns None when that is not the case.
+    """
+    found = None
+    try:
+        for token in yaml.scan(text, Loader=_Loader):
+            start, end = token.start_mark, token.end_mark
+            if start.line > problem.line:
+                break
+            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") and \
+                    start.line < end.line == problem.line:
+                found = start
+    except yaml.YAMLError:
+        pass
+    return found
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,126 @@ def test_invalid_pipeline_in_plan_is_exit_2_without_traceback(
     assert code == 2
     assert "imageGen has no engine 'sdxl'" in err
     assert "Traceback" not in out + err
+
+
+_RENDER_AFTER_ENHANCE = """\
+version: 1
+name: guarded
+steps:
+  enhance:
+    type: promptEnhancement
+    input: {{ecosystem: sdxl, prompt: a lighthouse}}
+  render:
+    type: imageGen
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: urn:air:sdxl:checkpoint:civitai:101055@128078
+      prompt: "{{{{ steps.enhance.output.enhancedPrompt }}}}"
+      negativePrompt: {negative}
+"""
+
+
+@pytest.mark.parametrize("negative", [
+    "\"{{ steps.enhance.output.enhancedNegativePrompt | default('blurry') }}\"",
+    "\"{{ steps.enhance.output.enhancedNegativePrompt | d('blurry', true) }}\"",
+    "\"{% if steps.enhance.output.enhancedNegativePrompt is defined %}"
+    "{{ steps.enhance.output.enhancedNegativePrompt }}{% else %}blurry{% endif %}\"",
+])
+def test_an_optional_output_field_is_fine_when_guarded(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, negative: str) -> None:
+    """Promise (trust item 17): a guarded optional output validates."""
+    path = tmp_path / "guarded.yaml"
+    path.write_text(_RENDER_AFTER_ENHANCE.format(negative=negative), encoding="utf-8")
+    code, out, _ = run(capsys, "validate", str(path))
+    assert (code, out) == (0, f"{path}: ok (2 steps)\n")
+
+
+@pytest.mark.parametrize("negative", [
+    "\"{{ steps.enhance.output.enhancedNegativePrompt or 'blurry' }}\"",
+    "\"{{ steps.enhance.output.enhancedNegativePrompt }}\"",
+])
+def test_an_unguarded_optional_output_field_is_an_error_before_anything_is_paid(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, negative: str) -> None:
+    """Promise (trust item 17): the reference that failed at run time fails validate, and
+    `run` stops before submitting the first step."""
+    path = tmp_path / "unguarded.yaml"
+    path.write_text(_RENDER_AFTER_ENHANCE.format(negative=negative), encoding="utf-8")
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 2
+    assert (f"{path}:15:23: steps.enhance.output.enhancedNegativePrompt may be missing: "
+            "promptEnhancement sets 'enhancedNegativePrompt' only sometimes") in out
+    code, _, err = run(capsys, "plan", str(path))
+    assert code == 2 and "may be missing" in err
+
+
+_UNKNOWN_ENGINE = """\
+version: 1
+name: newer
+steps:
+  hero:
+    type: imageGen
+{unchecked}    input:
+      engine: hidream
+      prompt: a fox
+"""
+
+
+def test_unknown_engine_is_an_error_that_names_the_escape(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Promise (issue 13): an unknown engine fails validate (exit 2), even without --strict."""
+    path = tmp_path / "newer.yaml"
+    path.write_text(_UNKNOWN_ENGINE.format(unchecked=""), encoding="utf-8")
+    for extra in ([], ["--strict"]):
+        code, out, _ = run(capsys, "validate", *extra, str(path))
+        assert code == 2
+        assert "step 'hero': imageGen engine 'hidream' is not in civflow's catalog" in out
+        assert ("hint: civflow knows engine comfy, sdcpp; if it is newer than civflow, add "
+                "'unchecked: true' to the step") in out
+
+
+def test_unchecked_step_validates_with_a_note_and_plan_can_mark_it(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Promise (issue 13): 'unchecked: true' lets a newer engine through, visibly."""
+    from civflow.spec import load_pipeline
+    from civflow.spec.check import check_pipeline
+
+    path = tmp_path / "newer.yaml"
+    path.write_text(_UNKNOWN_ENGINE.format(unchecked="    unchecked: true\n"), encoding="utf-8")
+    code, out, _ = run(capsys, "validate", "--format", "json", str(path))
+    assert code == 0
+    (result,) = json.loads(out)
+    assert result["valid"] is True
+    (note,) = result["diagnostics"]
+    assert (note["severity"], note["line"], note["col"]) == ("warning", 6, 5)
+    assert note["message"] == "step 'hero' is unchecked: its input is sent as written"
+    checked = check_pipeline(load_pipeline(path))
+    assert checked.spec.steps["hero"].unchecked is True
+    assert [w.message for w in checked.warnings] == [note["message"]]
+
+
+def test_one_run_reports_schema_template_and_catalog_errors_of_every_step(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Promise (issue 13): a schema error in one step hides nothing in another step."""
+    path = tmp_path / "mixed.yaml"
+    path.write_text("""\
+version: 1
+name: mixed
+steps:
+  hero:
+    type: imageGen
+    retries: many
+    input: {engine: sdcpp, prompt: "{{ nope }}"}
+  upscale:
+    type: imageUpscaler
+    input:
+      image: "{{ steps.hero.output.images[0].url }}"
+      numberOfRepeats: "{{ repeats }}"
+      scale: 2
+""", encoding="utf-8")
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 2
+    located = [line.split(": ", 1)[0] for line in out.splitlines()
+               if line.startswith(str(path))]
+    assert located == [f"{path}:6:14", f"{path}:12:24", f"{path}:13:7"]

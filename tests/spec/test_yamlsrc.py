@@ -118,3 +118,27 @@ def test_several_documents_are_refused() -> None:
     message, where, _ = _error("a: 1\n---\nb: 2\n")
     assert message.startswith("invalid YAML:")
     assert where.line >= 1
+
+
+def test_unclosed_quote_points_where_the_quote_opens() -> None:
+    """Promise (issue 13): a scanner error points at the start of the broken construct."""
+    message, where, hint = _error("version: 1\nname: \"open\nsteps: {}\n")
+    assert (where.line, where.col) == (2, 7)
+    assert message.startswith("invalid YAML: a quoted string starts here and is not closed")
+    assert hint == "a quoted string is not closed"
+
+
+def test_quote_that_runs_on_to_a_later_quote_points_where_it_opens() -> None:
+    text = "a: 1\nb: \"open\nc: 2\nd: \"x\" y\n"
+    message, where, hint = _error(text)
+    assert (where.line, where.col) == (2, 4)
+    assert "runs on to line 4" in message
+    assert hint == "a quoted string is not closed"
+
+
+def test_unclosed_bracket_and_colonless_key_point_at_their_start() -> None:
+    _, where, hint = _error("a: 1\nb: [1, 2\nc: 3\n")
+    assert (where.line, where.col) == (2, 4) and hint is not None and "']'" in hint
+    _, where, hint = _error("a: 1\nb c\nd: 2\n")
+    assert (where.line, where.col) == (2, 1)
+    assert hint == "a key needs a colon and a space after it, e.g. 'key: value'"
