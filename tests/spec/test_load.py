@@ -108,8 +108,9 @@ def test_vars_file_errors(tmp_path: Path) -> None:
         parse_var_overrides([], [tmp_path / "missing.yaml"])
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n", encoding="utf-8")
-    with pytest.raises(UsageError, match="expected a mapping"):
+    with pytest.raises(PipelineInvalid, match="expected a mapping") as info:
         parse_var_overrides([], [listed])
+    assert str(info.value.diagnostics[0].location) == f"{listed}:1:1"
 
 
 def test_file_problems(tmp_path: Path) -> None:
