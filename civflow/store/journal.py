@@ -37,10 +37,12 @@ __all__ = [
     "RunState",
     "external_id",
     "find_unfinished_run",
-    "pipeline_runs",
     "new_run_id",
+    "pipeline_runs",
 ]
 
+# A record nesting deeper than this is damage: records are flat but for outputs.
+MAX_DEPTH = 64
 JOURNAL = "journal.jsonl"
 META = "run.json"
 _RUN_ID = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]+$")
@@ -131,6 +133,19 @@ class RunState:
         return cls(instances, finished)
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if lists and objects in `value` nest more than `limit` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _read_lines(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
     try:
         data = path.read_bytes()
@@ -151,6 +166,14 @@ def _read_lines(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FileAccessError(
                 path=str(path), reason=f"line {number} is not a JSON record") from exc
+        except RecursionError:
+            record = None
+            too_deep = True
+        else:
+            too_deep = _deeper_than(record, MAX_DEPTH)
+        if too_deep:
+            raise FileAccessError(
+                path=str(path), reason=f"line {number} nests more than {MAX_DEPTH} levels deep")
         if isinstance(record, Mapping):
             yield number, record
 
@@ -191,7 +214,7 @@ class Journal:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise FileAccessError(path=str(meta_path), reason="no such run") from exc
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise FileAccessError(path=str(meta_path), reason="unreadable run metadata") \
                 from exc
         pipeline = meta.get("pipeline") if isinstance(meta, Mapping) else None

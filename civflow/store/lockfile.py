@@ -32,6 +32,8 @@ SCHEMA = 1
 # Presigned URLs expire and differ on every GET: they never reach the lockfile.
 URL_FIELDS = frozenset({"url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Deeper JSON than this is damage, not a lockfile: outputs nest a few levels.
+MAX_DEPTH = 64
 _HINT = ("the lockfile is written by `civflow run`; fix the entry by hand, or delete the "
          "file to start afresh (every step then runs again)")
 
@@ -62,6 +64,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if lists and objects in `value` nest more than `limit` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class _Shape(ValueError):
@@ -229,6 +244,16 @@ class Lockfile:
             raise PipelineInvalid([Diagnostic(
                 f"broken lockfile: {exc.msg}", Location(where, exc.lineno, exc.colno),
                 hint=_HINT, source_line=_line(text, exc.lineno))]) from exc
+        except RecursionError:
+            document = None
+            too_deep = True
+        else:
+            too_deep = _deeper_than(document, MAX_DEPTH)
+        if too_deep:
+            # Code that walks outputs recurses; refuse before it can overflow the stack.
+            raise PipelineInvalid([Diagnostic(
+                f"broken lockfile: values nest more than {MAX_DEPTH} levels deep",
+                Location(where, 1, 1), hint=_HINT, source_line=_line(text, 1))])
         try:
             return cls._from_document(document)
         except _Shape as exc:
