@@ -127,7 +127,8 @@ class Policy:
     priors: Mapping[str, Prior] = field(default_factory=dict)
     inflight: Mapping[str, InFlight] = field(default_factory=dict)
     attempts: Mapping[tuple[str, str], int] = field(default_factory=dict)  # highest so far
-    failed: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # -> blocked?
+    # How the last attempt ended when it did not succeed: failed | blocked | vanished.
+    failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     retry_failed: bool = False
     tips: float = 0.0  # the workflow's tip rates, added to every estimate
 
@@ -161,10 +162,11 @@ class Policy:
         if flying is not None and flying.fingerprint == fingerprint:
             return flying.attempt, flying.workflow_id
         highest = self.attempts.get((inst.name, fingerprint), 0)
-        blocked = self.failed.get((inst.name, fingerprint))
-        if inst.step in self.forced or inst.step in self.rerolled or \
-                (self.retry_failed and blocked is False):
-            # A new key, or the API hands back the workflow it already has.
+        ended = self.failed.get((inst.name, fingerprint))
+        if inst.step in self.forced or inst.step in self.rerolled or ended == "vanished" or \
+                (self.retry_failed and ended == "failed"):
+            # A new key, or the API hands back the workflow it already has. A workflow
+            # blocked by moderation is never resubmitted automatically.
             return highest + 1, None
         return max(highest, 1), None
 
@@ -302,7 +304,7 @@ def _selection(checked: Checked, only: Sequence[str]) -> tuple[frozenset[str], f
 def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Prior],
                 inflight: Mapping[str, InFlight],
                 attempts: Mapping[tuple[str, str], int],
-                failed: Mapping[tuple[str, str], bool]) -> Policy:
+                failed: Mapping[tuple[str, str], str]) -> Policy:
     spec, graph = checked.spec, checked.graph
     every = set(spec.steps)
     unknown = sorted(s for s in (options.force | options.reroll) - every if s != "*")
@@ -327,7 +329,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
          options: PlanOptions | None = None, *, run_id: str | None = None,
          inflight: Mapping[str, InFlight] | None = None,
          attempts: Mapping[tuple[str, str], int] | None = None,
-         failed: Mapping[tuple[str, str], bool] | None = None) -> Plan:
+         failed: Mapping[tuple[str, str], str] | None = None) -> Plan:
     """Decide, for every selected instance in dependency order, whether it runs and why."""
     spec, graph = checked.spec, checked.graph
     policy = make_policy(checked, options or PlanOptions(), priors or {}, inflight or {},

@@ -56,6 +56,7 @@ class RunOptions:
     fail_fast: bool = False
     out_dir: Path | None = None  # default <root>/out
     wait_seconds: int = 30  # long-poll length per request (the API caps near 100 s)
+    timeout_grace: float = _GRACE  # past a step's own timeout, before civflow cancels it
 
 
 @dataclass
@@ -282,7 +283,8 @@ class Executor:
             except BaseException:
                 self.budget.release(charge)
                 raise
-            state = await self._follow(inst.name, state, timeout_seconds(step) + _GRACE)
+            state = await self._follow(inst.name, state,
+                                       timeout_seconds(step) + self.options.timeout_grace)
             if self.options.fail_fast and (state.status != "succeeded" or not state.steps):
                 self.stopping = True  # before the slot is free for the next instance
         self.budget.settle(charge, state.cost)

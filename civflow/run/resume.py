@@ -31,7 +31,9 @@ class History:
     inflight: Mapping[str, InFlight] = field(default_factory=dict)
     intents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by instance
     attempts: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    failed: Mapping[tuple[str, str], bool] = field(default_factory=dict)  # -> blocked
+    # How the last attempt of (instance, fingerprint) ended, when it did not succeed:
+    # "failed", "blocked" (by moderation) or "vanished" (the server lost it).
+    failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -40,7 +42,7 @@ def _int(value: object, default: int = 0) -> int:
 
 def read_history(runs_root: Path, pipeline: str) -> History:
     attempts: dict[tuple[str, str], int] = {}
-    failed: dict[tuple[str, str], bool] = {}
+    failed: dict[tuple[str, str], str] = {}
     for journal in reversed(pipeline_runs(runs_root, pipeline)):  # oldest first
         last_fp: dict[str, str] = {}
         for record in journal.records():
@@ -55,8 +57,10 @@ def read_history(runs_root: Path, pipeline: str) -> History:
                 failed.pop(key, None)
             elif event == "finished" and name in last_fp:
                 key = (name, last_fp[name])
-                if record.get("status") in FAILED:
-                    failed[key] = record.get("blocked") is True
+                status = record.get("status")
+                if status in FAILED:
+                    failed[key] = ("blocked" if record.get("blocked") is True else
+                                   "vanished" if status == "vanished" else "failed")
                 else:
                     failed.pop(key, None)
     unfinished = find_unfinished_run(runs_root, pipeline)
