@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from civflow.backends.base import Backend, WorkflowState
-from civflow.errors import ApiError, ApiNotFound, PipelineInvalid
+from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid
 from civflow.expand import Context, Instance, StepResults, evaluate_when, resolve_step
 from civflow.plan import Decision, Plan, Prior
 from civflow.request import run_tag, tokenize_output, workflow_body
@@ -342,6 +342,11 @@ class Executor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         fast = 0
+        if not state.is_terminal and state.id is None:
+            # Nothing to follow; the intent stays unsettled, so the next run re-sends the
+            # same externalId and gets the workflow back instead of paying again.
+            raise ApiProtocolError("the API accepted a workflow but sent no id for it",
+                                   hint="run again: civflow re-attaches by its externalId")
         while not state.is_terminal and state.id is not None:
             left = deadline - loop.time()
             if left <= 0:
