@@ -60,7 +60,10 @@ def free_names(tree: nodes.Template) -> set[str]:
     """
     if any(True for _ in tree.find_all(_BINDING)):
         return set(meta.find_undeclared_variables(tree))
-    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    # Like Jinja's answer, the environment's globals (range, dict, ...) are not free.
+    known = tree.environment.globals if tree.environment is not None else {}
+    return {n.name for n in tree.find_all(nodes.Name)
+            if n.ctx == "load" and n.name not in known}
 
 
 def _chain(node: nodes.Node) -> tuple[nodes.Node, list[str | int | None]]:

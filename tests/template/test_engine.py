@@ -192,3 +192,10 @@ def test_is_template_and_walk_strings() -> None:
     found = sorted(walk_strings({"a": ["x", {"{{ k }}": 1}], "b": 2}), key=str)
     assert found == sorted([(("a", 0), "x", False), (("a", 1, "{{ k }}"), "{{ k }}", True)],
                            key=str)
+
+
+def test_globals_are_not_free_names_with_or_without_bindings(engine: TemplateEngine) -> None:
+    # validate reported `range` as an undefined variable unless the template bound a name.
+    assert engine.analyse("{{ range(3) | list }}").names == frozenset()
+    assert engine.analyse("{% set x = 3 %}{{ range(x) | list }}").names == frozenset()
+    assert engine.analyse("{{ lipsum(3) }}").names == {"lipsum"}  # removed from the sandbox
