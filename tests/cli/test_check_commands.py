@@ -152,12 +152,18 @@ def test_render_shows_placeholders_naming_the_reference(capsys: pytest.CaptureFi
     assert "notes" not in bodies[0]  # hero sets its own seed
 
 
-def test_render_a_seed_not_drawn_yet(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+def test_render_shows_the_seed_derived_for_an_unset_seed(
+        capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    """An unset seed is a function of the pipeline and instance names, so render shows
+    exactly what run sends (and what any other checkout would send)."""
+    from civflow.expand import derive_seed
+
     code, out, _ = run(capsys, "render", str(workdir / "batch-cutout.yaml"))
     assert code == 0
     shots = json.loads(out)[0]
-    assert shots["body"]["steps"][0]["input"]["seed"] is None
-    assert shots["notes"] == ["input.seed is drawn on the first run and recorded in the lockfile"]
+    assert shots["body"]["steps"][0]["input"]["seed"] == derive_seed("batch-cutout",
+                                                                     shots["instance"])
+    assert "notes" not in shots
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)

@@ -425,3 +425,28 @@ def test_a_workflow_that_never_finishes_is_canceled_at_its_timeout(
     assert "timed out" in (result.results["ping"].reason or "")
     assert app.cancels == 1
     assert app.gets <= 5  # backoff, not ~20 requests a second
+
+
+def test_an_interrupted_runs_finished_entries_reach_the_lockfile(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Promise: nothing produced is lost. A run killed between an instance finishing and
+    the lockfile checkpoint left the entry only in its journal: the next plan counts it
+    as cached, and the next run writes it to the lockfile without submitting."""
+    project, emulator = ready
+    project.write("clip", CLIP)
+    assert project.run("clip").code == 0
+    entry = project.lock("clip")["instances"]["clip"]
+    project.lock_path("clip").unlink()
+    journal = Journal.create(project.root / ".civflow" / "runs", "clip")
+    journal.append({"event": "run-started", "pipeline": "clip"})
+    journal.append({"event": "intent", "instance": "clip", "fingerprint": entry["fingerprint"],
+                    "externalId": external_id(entry["fingerprint"], 1), "attempt": 1})
+    journal.append({"event": "finished", "instance": "clip", "status": "succeeded",
+                    "fingerprint": entry["fingerprint"], "workflowId": entry["workflowId"],
+                    "cost": entry["cost"], "entry": {**entry, "instance": "clip"}})
+    shown = project.cli("plan", "pipelines/clip.yaml")
+    assert "1 cached" in shown.out, shown.text
+    again = project.run("clip")
+    assert again.code == 0 and "1 cached" in again.err, again.text
+    assert project.lock("clip")["instances"]["clip"] == entry
+    assert created(emulator) == 1

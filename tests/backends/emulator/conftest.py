@@ -7,6 +7,7 @@ assertions are skipped but the behavioural ones still run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,16 @@ from tests.openapi_support import OPENAPI_PATH, OpenApi, require_openapi
 PREFIX = "/v2/consumer"
 
 
+UNCHECKED: list[str] = []  # emulator tests whose answers went unchecked (no document)
+
+
 def openapi_or_none() -> OpenApi | None:
-    return require_openapi() if OPENAPI_PATH.is_file() else None
+    """The document's validator; without it (never under CI=true) answers go unchecked,
+    and the run's summary says how many tests that was."""
+    if OPENAPI_PATH.is_file() or os.environ.get("CI", "").lower() == "true":
+        return require_openapi()
+    UNCHECKED.append(os.environ.get("PYTEST_CURRENT_TEST", "?"))
+    return None
 
 
 @dataclass

@@ -265,4 +265,5 @@ def test_rate_limit_429_with_retry_after(emulator: RunningEmulator, api: Api) ->
     assert 429 in statuses and statuses[0] == 200
     counters = emulator.counters()["requests"]["GET /v2/consumer/workflows"]
     assert counters["429"] >= 2
-    assert api.checked  # at least the 429 body was schema-checked (when the spec exists)
+    if api.spec is not None:  # the 429 body was schema-checked against the document
+        assert api.checked
