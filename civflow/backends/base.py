@@ -2,26 +2,46 @@
 
 Everything above this module (the runner, the CLI) sees `WorkflowState` and
 `StepState`, never raw httpx responses; each keeps the raw JSON in `raw` for the
-fields civflow does not model.
+fields civflow does not model. The client hands `from_json` JSON already stripped of
+the API key; texts meant for printing or journaling (`WorkflowState.failure`) are
+further cleaned of control characters and capped in length here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from civflow.errors import ApiProtocolError
+
 __all__ = [
+    "REASON_LIMIT",
     "TERMINAL",
     "Backend",
     "Download",
+    "Failure",
     "StepState",
     "WorkflowState",
+    "clean_text",
 ]
 
 # Statuses after which a workflow, step or job never changes again (civitai-api.md §4.1).
 TERMINAL = frozenset({"succeeded", "failed", "expired", "canceled"})
+
+
+# The longest failure reason handed on for printing or journaling.
+REASON_LIMIT = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def clean_text(text: str, limit: int = REASON_LIMIT) -> str:
+    """A server-sent text made safe to print on one line: control characters (terminal
+    escapes, newlines) become spaces, runs of spaces one, and it is cut at `limit`."""
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _number(value: object) -> float | None:
@@ -70,6 +90,41 @@ def _queue_position(jobs: object) -> int | None:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why a workflow did not succeed, ready to print or journal.
+
+    `reason` is the first job reason (or a step's output `errors`) the API gave,
+    cleaned and at most `REASON_LIMIT` characters; `blocked` is True only when the
+    API said so in structure, a job's `blockedReason`, a job `reason` that is exactly
+    the code `blocked`, or a `blockedReason` on an output blob (civitai-api.md §4.3,
+    §7, §10): never because some message happens to contain the word.
+    """
+
+    reason: str | None
+    blocked: bool
+
+
+def _jobs(step: StepState) -> Iterator[Mapping[str, Any]]:
+    jobs = step.raw.get("jobs")
+    if isinstance(jobs, list):
+        yield from (job for job in jobs if isinstance(job, Mapping))
+
+
+def _blob_blocked(output: object) -> bool:
+    """Whether any blob object in a step output carries a non-empty `blockedReason`."""
+    stack = [output]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            if value.get("blockedReason"):
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+@dataclass(frozen=True)
 class WorkflowState:
     """A snapshot of one workflow: its status, Buzz cost and steps."""
 
@@ -84,15 +139,71 @@ class WorkflowState:
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def malformed(self) -> str | None:
+        """What makes this answer self-contradictory, or None when it is coherent.
+
+        A workflow reported `succeeded` must have steps, and every one of them must
+        have succeeded (the API rolls step statuses up into the workflow's). The
+        executor treats a malformed terminal answer as a failed instance with this
+        text as its reason, instead of collecting outputs that are not there.
+        """
+        if self.status != "succeeded":
+            return None
+        if not self.steps:
+            return "the API reported the workflow succeeded but sent no steps"
+        for step in self.steps:
+            if step.status != "succeeded":
+                name = clean_text(step.name, 100) or "?"
+                return (f"the API reported the workflow succeeded but its step {name} is "
+                        f"{clean_text(step.status, 40)}")
+        return None
+
+    def failure(self) -> Failure:
+        """Why this workflow did not succeed (see `Failure`); `reason` is None when the
+        API gave none. The texts come from JSON the client has already redacted."""
+        reason: str | None = None
+        blocked = False
+        for step in self.steps:
+            for job in _jobs(step):
+                why = job.get("blockedReason")
+                if why:
+                    blocked = True
+                    reason = reason or str(why)
+                code = job.get("reason")
+                if code:
+                    blocked = blocked or code == "blocked"
+                    reason = reason or str(code)
+            output = step.output or {}
+            blocked = blocked or _blob_blocked(output)
+            errors = output.get("errors")
+            if reason is None and errors:
+                reason = "; ".join(map(str, errors)) if isinstance(errors, list) else str(errors)
+        if reason is None:
+            reason = self.malformed
+        cleaned = clean_text(reason) if reason is not None else ""
+        return Failure(cleaned or None, blocked)
+
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> WorkflowState:
+    def from_json(cls, data: Mapping[str, Any], *, require_id: bool = True) -> WorkflowState:
+        """The typed form of a `Workflow` answer.
+
+        Raises `ApiProtocolError` when `require_id` and the answer has no string id:
+        every real workflow has one, only a `whatif` answer may lack it
+        (civitai-api.md §2.2), and without it civflow could neither poll nor cancel.
+        """
         cost = data.get("cost")
         total = _number(cost.get("total")) if isinstance(cost, Mapping) else _number(cost)
         steps = data.get("steps")
         workflow_id = data.get("id")
         external = data.get("externalId")
+        if require_id and not (isinstance(workflow_id, str) and workflow_id):
+            raise ApiProtocolError(
+                "the API answered a workflow without an id; civflow cannot follow it",
+                hint="the service may be misbehaving; check the workflow list on civitai.com "
+                     "before running again")
         return cls(
-            id=workflow_id if isinstance(workflow_id, str) else None,
+            id=workflow_id if isinstance(workflow_id, str) and workflow_id else None,
             status=str(data.get("status") or "unassigned"),
             cost=total or 0.0,
             steps=tuple(StepState.from_json(s) for s in steps if isinstance(s, Mapping))

@@ -12,7 +12,18 @@ a `whatif` (which charges nothing) is always retried.
 Secrets. The API key is sent only to the API's own origin, never appears in a
 message, log line, repr or chained exception text: every text the client builds
 is passed through `_redact`, and a foreign exception whose text would carry the key
-is replaced, as the `__cause__`, by a redacted stand-in.
+is replaced, as the `__cause__`, by a redacted stand-in. Every JSON answer is
+redacted as a whole before it is returned, so the `raw` of a state, a failure
+reason or a blob record can be printed or journaled as is.
+
+Bounds. A hostile or broken server cannot hang or bloat civflow: every API request
+must be answered in full within `wait + deadline` seconds, its body is read as a
+stream and refused past `max_json_bytes` or past `_MAX_DEPTH` levels of nesting; a
+download must keep up `download_seconds_per_mb` after a `download_deadline` grace
+and stops at `max_download_bytes`. The client never follows a redirect from the API
+itself (a 3xx is named as such), downloads only http(s) URLs, and a long-poll `get`
+that comes back at once without a terminal status is followed by a growing, jittered
+pause (`poll_delay`), so a server ignoring `wait` is not polled in a tight loop.
 """
 
 from __future__ import annotations
@@ -22,12 +33,15 @@ import contextlib
 import email.utils
 import hashlib
 import itertools
+import json
 import logging
 import os
 import random
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,10 +49,11 @@ from urllib.parse import quote
 
 import httpx
 
-from civflow.backends.base import Download, WorkflowState
+from civflow.backends.base import Download, WorkflowState, clean_text
 from civflow.errors import (
     ApiError,
     ApiNotFound,
+    ApiProtocolError,
     ApiRejected,
     AuthenticationError,
     FileAccessError,
@@ -54,6 +69,9 @@ _WORKFLOWS = "/v2/consumer/workflows"
 _BLOBS = "/v2/consumer/blobs"
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
+_MB = 1024 * 1024
+_MAX_DEPTH = 100  # nesting levels of a JSON answer; real workflows use about fifteen
+_ERROR_BODY_CAP = 64 * 1024  # bytes of an error answer kept for its message
 _POOL_SHARD = 32  # connections per httpx pool
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a header-safe token
 _KEY_HINT = ("set CIVITAI_API_KEY (create a key at https://civitai.com/user/account), pass "
@@ -115,7 +133,55 @@ def _errors_summary(errors: Mapping[str, Any]) -> str:
     for path, messages in errors.items():
         text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else messages
         parts.append(f"{path}: {text}" if text else str(path))
-    return ", ".join(parts)
+    return clean_text(", ".join(parts), 1000)
+
+
+class _TooDeep(ValueError):
+    """A JSON text nested deeper than `_MAX_DEPTH`."""
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` containers deep (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        children = current.values() if isinstance(current, dict) else current
+        if depth > limit:
+            return False
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return True
+
+
+def _loads(content: bytes) -> Any:
+    """Parse a JSON answer; `ValueError` if it is not JSON, `_TooDeep` if it nests too far.
+
+    Python's parser recurses once per level, so a hostile `[[[[…` raises
+    RecursionError there; that and an answer merely too deep for the code that walks
+    it later are both refused here."""
+    try:
+        data = json.loads(content)
+    except RecursionError as exc:
+        raise _TooDeep("nested too deeply") from exc
+    if isinstance(data, dict | list) and not _depth_at_most(data, _MAX_DEPTH):
+        raise _TooDeep("nested too deeply")
+    return data
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer read in full (within its cap): what `_translate` and `_json` use."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+def _origin_text(url: httpx.URL) -> str:
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}" if url.host else f"{url.scheme}:"
 
 
 class CivitaiClient:
@@ -125,12 +191,26 @@ class CivitaiClient:
     included, with the route template (`/v2/consumer/workflows/{id}`; `download` for
     blob bytes and each redirect hop) and status 0 when no answer came back.
     `concurrency_limit` caps requests in flight across every caller of this client.
+
+    Bounds (see the module docstring): `timeout` is per network read; `deadline` is
+    the whole of one API request attempt, on top of the `wait` it asks for;
+    `max_json_bytes` caps an API answer; a download may take `download_deadline`
+    plus `download_seconds_per_mb` for every MiB received so far, and at most
+    `max_download_bytes`. A long-poll answered early is followed by `poll_delay`:
+    from about `poll_floor` doubling to `poll_cap` seconds. `rng` (jitter of
+    retries and polls) and `sleep` can be given for tests.
     """
 
     def __init__(self, base_url: str, api_key: str | None, *, max_attempts: int = 6,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, timeout: float = 120.0,
+                 deadline: float = 60.0, max_json_bytes: int = 16 * _MB,
+                 download_deadline: float = 300.0, download_seconds_per_mb: float = 5.0,
+                 max_download_bytes: int = 8 * 1024 * _MB,
+                 poll_floor: float = 1.0, poll_cap: float = 10.0,
                  concurrency_limit: int | None = None,
-                 on_request: OnRequest | None = None) -> None:
+                 on_request: OnRequest | None = None,
+                 rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         if api_key is not None:
             api_key = api_key.strip()
             if not api_key:
@@ -146,8 +226,17 @@ class CivitaiClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.on_request = on_request
+        self.deadline = deadline
+        self.max_json_bytes = max_json_bytes
+        self.download_deadline = download_deadline
+        self.download_seconds_per_mb = download_seconds_per_mb
+        self.max_download_bytes = max_download_bytes
+        self.poll_floor = poll_floor
+        self.poll_cap = poll_cap
         self._limit = asyncio.Semaphore(concurrency_limit) if concurrency_limit else None
-        self._random = random.Random()
+        self._random = rng or random.Random()
+        self._sleep_for = sleep or asyncio.sleep
+        self._early: dict[str, int] = {}  # workflow id -> long-polls answered at once in a row
         # httpx scans every connection of its pool on each request, so one pool of a
         # few thousand long-polls costs O(n) per request; several small pools do not.
         size = concurrency_limit or 100
@@ -205,15 +294,43 @@ class CivitaiClient:
         params = {"wait": str(wait), "whatif": "true" if whatif else "false"}
         safe = whatif or bool(template.get("externalId"))
         data = await self._json("POST", _WORKFLOWS, _WORKFLOWS, params=params,
-                                json_body=dict(template), idempotent=safe, what="workflow")
-        return WorkflowState.from_json(data)
+                                json_body=dict(template), idempotent=safe, what="workflow",
+                                wait=wait)
+        # Only a whatif may come back without an id; a real submit without one could
+        # be neither polled nor canceled.
+        return WorkflowState.from_json(data, require_id=not whatif)
 
     async def get(self, workflow_id: str, *, wait: int = 0) -> WorkflowState:
+        """The workflow, held by the server up to `wait` seconds until it is terminal.
+
+        A server that ignores `wait` and answers a non-terminal snapshot at once would
+        make a caller's poll loop spin; such an answer is returned only after
+        `poll_delay(n)` for the n-th early answer in a row for this workflow.
+        """
         path = f"{_WORKFLOWS}/{quote(workflow_id, safe='')}"
+        started = time.monotonic()
         data = await self._json("GET", path, f"{_WORKFLOWS}/{{id}}",
                                 params={"wait": str(wait), "hideMatureContent": "false"},
-                                what=f"workflow {workflow_id}")
-        return WorkflowState.from_json(data)
+                                what=f"workflow {workflow_id}", wait=wait)
+        state = WorkflowState.from_json(data)
+        if wait > 0:
+            early = time.monotonic() - started < min(wait / 2, 2.0)
+            if early and not state.is_terminal:
+                count = self._early.get(workflow_id, 0) + 1
+                self._early[workflow_id] = count
+                delay = self.poll_delay(count)
+                _log.debug("the API answered a %ss long-poll at once; pausing %.2fs",
+                           wait, delay)
+                await self._sleep_for(delay)
+            else:
+                self._early.pop(workflow_id, None)
+        return state
+
+    def poll_delay(self, attempt: int) -> float:
+        """The pause after the `attempt`-th (1-based) early long-poll answer in a row:
+        `poll_floor` doubling up to `poll_cap`, drawn uniformly from its upper half."""
+        ceiling = min(self.poll_cap, self.poll_floor * 2.0 ** min(max(attempt, 1) - 1, 30))
+        return ceiling * (0.5 + self._random.random() / 2)
 
     async def query(self, *, tags: Sequence[str], take: int = 100,
                     cursor: str | None = None) -> tuple[list[WorkflowState], str | None]:
@@ -224,8 +341,10 @@ class CivitaiClient:
         data = await self._json("GET", _WORKFLOWS, _WORKFLOWS, params=params,
                                 what="workflows")
         items = data.get("items")
-        states = [WorkflowState.from_json(w) for w in items if isinstance(w, Mapping)] \
-            if isinstance(items, list) else []
+        # A listed workflow without an id cannot be acted on: leave it out.
+        states = [WorkflowState.from_json(w, require_id=False) for w in items
+                  if isinstance(w, Mapping)] if isinstance(items, list) else []
+        states = [s for s in states if s.id is not None]
         following = data.get("next")
         return states, following if isinstance(following, str) and following else None
 
@@ -249,9 +368,11 @@ class CivitaiClient:
             content = Path(path).read_bytes()
         except OSError as exc:
             raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
-        # A duplicate upload costs nothing, so the POST is safe to repeat.
+        # A duplicate upload costs nothing, so the POST is safe to repeat. Sending the
+        # bytes gets the same allowance per MiB as receiving them.
         return await self._json("POST", _BLOBS, _BLOBS, content=content,
-                                headers={"Content-Type": media_type}, what="blob upload")
+                                headers={"Content-Type": media_type}, what="blob upload",
+                                extra_time=len(content) / _MB * self.download_seconds_per_mb)
 
     async def resource(self, air: str) -> Mapping[str, Any]:
         path = f"/v2/resources/{quote(air, safe=':@+')}"
@@ -264,9 +385,21 @@ class CivitaiClient:
         Content-Length, and only then renamed: a partial download never carries the
         final name. A refused signed URL (expired) raises `AuthenticationError` with
         `status=403`; the caller refreshes the blob and downloads the new URL.
+
+        Only http(s) URLs are fetched (also after a redirect): anything else, a
+        `file://` URL above all, is refused with `ApiProtocolError` before any request.
+        Each attempt must finish within `download_deadline` plus
+        `download_seconds_per_mb` per MiB received, and may not exceed
+        `max_download_bytes` (refused, not retried).
         """
         dest = Path(dest)
-        target = self.base_url.join(url)
+        try:
+            target = self.base_url.join(url)
+        except httpx.InvalidURL as exc:
+            raise ApiProtocolError(self._redact(
+                f"the API gave a blob URL civflow cannot parse: {clean_text(url, 200)}"),
+                ) from self._cause(exc)
+        self._check_scheme(target, "the API gave a blob URL")
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return await self._download_once(target, dest)
@@ -320,33 +453,53 @@ class CivitaiClient:
             delay = self._random.uniform(0, min(self.backoff_cap,
                                                 self.backoff_base * 2 ** (attempt - 1)))
         _log.debug("retrying in %.3fs after: %s", delay, self._redact(retry.error.message))
-        await asyncio.sleep(delay)
+        await self._sleep_for(delay)
+
+    def _check_scheme(self, url: httpx.URL, what: str) -> None:
+        """Refuse a URL civflow must not fetch: anything but http(s) (`file:` above all)."""
+        if url.scheme not in ("http", "https"):
+            raise ApiProtocolError(self._redact(
+                f"{what} with scheme '{clean_text(url.scheme, 20)}:'; civflow downloads "
+                "only http and https URLs and never opens local files for the API"),
+                hint="the service may be misbehaving; nothing was fetched")
 
     async def _json(self, method: str, path: str, route: str, **kwargs: Any
                     ) -> Mapping[str, Any]:
-        response = await self._call(method, path, route, **kwargs)
+        """The JSON object an API call answered, with the key blanked in every string."""
+        answer = await self._call(method, path, route, **kwargs)
         try:
-            data = response.json()
+            data = _loads(answer.content)
+        except _TooDeep as exc:
+            raise ApiProtocolError(
+                f"{method} {route}: the API answered JSON nested more than {_MAX_DEPTH} "
+                "levels deep; civflow does not read it",
+                status=answer.status, hint="the service may be misbehaving") from exc
         except ValueError as exc:
             raise ServiceUnavailable(
-                f"{method} {route}: the API answered {response.status_code} with a body "
-                "that is not JSON", status=response.status_code) from exc
+                f"{method} {route}: the API answered {answer.status} with a body "
+                "that is not JSON", status=answer.status) from exc
         if not isinstance(data, Mapping):
             raise ServiceUnavailable(f"{method} {route}: the API answered {type(data).__name__}"
                                      " where an object was expected",
-                                     status=response.status_code)
-        return data
+                                     status=answer.status)
+        redacted: Mapping[str, Any] = self._redact_value(data)
+        return redacted
 
     async def _call(self, method: str, path: str, route: str, *, what: str,
                     params: Any = None, json_body: Any = None, content: bytes | None = None,
                     headers: Mapping[str, str] | None = None,
-                    idempotent: bool = True) -> httpx.Response:
+                    idempotent: bool = True, wait: int = 0,
+                    extra_time: float = 0.0) -> _Answer:
         url = self.base_url.join(path.lstrip("/"))
+        # The server may hold the request for `wait` seconds by design; beyond that
+        # the whole exchange, body included, gets `deadline` seconds.
+        budget = max(0, wait) + self.deadline + extra_time
         for attempt in range(1, self.max_attempts + 1):
             try:
                 return await self._attempt(method, url, route, what=what, params=params,
                                            json_body=json_body, content=content,
-                                           headers=headers, idempotent=idempotent)
+                                           headers=headers, idempotent=idempotent,
+                                           budget=budget)
             except _Retry as retry:
                 if attempt == self.max_attempts:
                     raise retry.error from retry.__cause__
@@ -355,19 +508,29 @@ class CivitaiClient:
 
     async def _attempt(self, method: str, url: httpx.URL, route: str, *, what: str,
                        params: Any, json_body: Any, content: bytes | None,
-                       headers: Mapping[str, str] | None, idempotent: bool) -> httpx.Response:
+                       headers: Mapping[str, str] | None, idempotent: bool,
+                       budget: float) -> _Answer:
         request_headers = self._headers_for(url, headers)
+        pool = next(self._next_pool)
         try:
             async with self._limit or contextlib.nullcontext():
-                response = await next(self._next_pool).request(
-                    method, url, params=params, json=json_body, content=content,
-                    headers=request_headers)
-        except httpx.TransportError as exc:
+                request = pool.build_request(method, url, params=params, json=json_body,
+                                             content=content, headers=request_headers)
+                async with asyncio.timeout(budget):
+                    response = await pool.send(request, stream=True)
+                    try:
+                        answer = await self._read_answer(method, route, response)
+                    finally:
+                        await response.aclose()
+        except (httpx.TransportError, TimeoutError) as exc:
             self._record(method, route, 0)
-            error = ServiceUnavailable(self._redact(
-                f"{method} {route}: could not reach the API ({type(exc).__name__}"
-                f"{': ' + str(exc) if str(exc) else ''})"),
-                hint="check the network and CIVITAI_BASE_URL; the service may be down")
+            if isinstance(exc, TimeoutError):
+                text = f"{method} {route}: the API did not answer in full within {budget:g} s"
+            else:
+                text = (f"{method} {route}: could not reach the API ({type(exc).__name__}"
+                        f"{': ' + str(exc) if str(exc) else ''})")
+            error = ServiceUnavailable(self._redact(text), hint=(
+                "check the network and CIVITAI_BASE_URL; the service may be down"))
             # A connection that never opened sent nothing: always safe to try again.
             never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             if idempotent or never_sent:
@@ -375,16 +538,63 @@ class CivitaiClient:
             error.hint = ("the request may have reached the API; check the workflow list "
                           "before submitting again")
             raise error from self._cause(exc)
-        self._record(method, route, response.status_code)
-        if response.status_code < 400:
-            return response
-        raise self._translate(method, route, what, response, idempotent)
+        self._record(method, route, answer.status)
+        if 300 <= answer.status < 400:
+            raise self._redirect_error(method, route, url, answer)
+        if answer.status < 300:
+            return answer
+        raise self._translate(method, route, what, answer, idempotent)
 
-    def _translate(self, method: str, route: str, what: str, response: httpx.Response,
+    async def _read_answer(self, method: str, route: str, response: httpx.Response
+                           ) -> _Answer:
+        """The body of `response`, read as a stream: a success answer larger than
+        `max_json_bytes` is refused, an error answer is cut at `_ERROR_BODY_CAP`, and a
+        redirect's body is not read at all."""
+        status = response.status_code
+        if 300 <= status < 400:
+            return _Answer(status, response.headers, b"")
+        success = status < 300
+        cap = self.max_json_bytes if success else _ERROR_BODY_CAP
+        declared = response.headers.get("Content-Length", "")
+        if success and declared.isdigit() and int(declared) > cap:
+            raise self._too_big(method, route, status)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes(_CHUNK):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                if success:
+                    raise self._too_big(method, route, status)
+                break
+        return _Answer(status, response.headers, b"".join(chunks)[:cap])
+
+    def _too_big(self, method: str, route: str, status: int) -> ApiProtocolError:
+        return ApiProtocolError(
+            f"{method} {route}: the API answered more than {self.max_json_bytes:,} bytes; "
+            "civflow stopped reading", status=status,
+            hint="the service may be misbehaving; try again later")
+
+    def _redirect_error(self, method: str, route: str, url: httpx.URL,
+                        answer: _Answer) -> ApiProtocolError:
+        """A 3xx from the API itself: named, never followed (the key would go along)."""
+        location = answer.headers.get("Location")
+        try:
+            where = _origin_text(url.join(location)) if location else "nowhere"
+        except httpx.InvalidURL:
+            where = "an unparsable location"
+        return ApiProtocolError(self._redact(
+            f"{method} {route}: the API answered {answer.status} redirect to "
+            f"{clean_text(where, 200)}; civflow does not follow redirects from the API"),
+            status=answer.status,
+            hint="check CIVITAI_BASE_URL: it should name the API itself "
+                 f"({DEFAULT_BASE_URL})")
+
+    def _translate(self, method: str, route: str, what: str, answer: _Answer,
                    idempotent: bool) -> Exception:
         """The civflow error for an error answer, or `_Retry` when another attempt may help."""
-        status = response.status_code
-        body = self._redact_value(self._body(response))
+        status = answer.status
+        body = self._redact_value(self._body(answer))
         where = f"{method} {route}"
         if status == 400:
             errors = body.get("errors") if isinstance(body, Mapping) else None
@@ -399,7 +609,7 @@ class CivitaiClient:
                                        status=401, hint=_KEY_HINT)
         if status == 403:
             text = self._summary(body)
-            if re.search(r"fund|buzz", text, re.IGNORECASE):
+            if _is_funds_refusal(body, text):
                 return InsufficientFunds(self._redact(f"not enough Buzz for the {what}: {text}"),
                                          status=403, detail=body,
                                          hint="top up Buzz on civitai.com, or run fewer steps")
@@ -409,7 +619,7 @@ class CivitaiClient:
             return ApiNotFound(self._redact(f"{what} not found ({status})"), status=status,
                                detail=body)
         if status == 429:
-            delay = _retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+            delay = _retry_after(answer.headers.get("Retry-After"), datetime.now(UTC))
             return _Retry(RateLimited(f"{where}: still rate limited (429) after "
                                       f"{self.max_attempts} attempts", status=429,
                                       hint="lower --concurrency or try again later"), delay)
@@ -424,11 +634,11 @@ class CivitaiClient:
                                      f"{self._summary(body)}"), status=status, detail=body)
 
     @staticmethod
-    def _body(response: httpx.Response) -> Any:
+    def _body(answer: _Answer) -> Any:
         try:
-            return response.json()
-        except ValueError:
-            return response.text
+            return _loads(answer.content)
+        except ValueError:  # not JSON, or nested too deep to be worth reading
+            return answer.text()
 
     def _summary(self, body: Any) -> str:
         """A one-line description of an error body; an HTML error page is not dumped."""
@@ -443,37 +653,46 @@ class CivitaiClient:
                 text = stripped.strip('"') or "no details"
         else:
             text = str(body)
-        text = " ".join(text.split())
-        return self._redact(text[:300] + ("…" if len(text) > 300 else ""))
+        return self._redact(clean_text(text, 300))
 
     async def _download_once(self, url: httpx.URL, dest: Path) -> Download:
         pool = next(self._next_pool)
-        for _ in range(_MAX_REDIRECTS + 1):
-            request = pool.build_request("GET", url, headers=self._headers_for(url))
-            try:
-                async with self._limit or contextlib.nullcontext():
-                    response = await pool.send(request, stream=True)
-                    try:
-                        if response.is_redirect and "Location" in response.headers:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(None) as deadline:
+                deadline.reschedule(asyncio.get_running_loop().time() + self.download_deadline)
+                for _ in range(_MAX_REDIRECTS + 1):
+                    request = pool.build_request("GET", url, headers=self._headers_for(url))
+                    async with self._limit or contextlib.nullcontext():
+                        response = await pool.send(request, stream=True)
+                        try:
                             self._record("GET", "download", response.status_code)
-                            url = url.join(response.headers["Location"])
-                            continue
-                        self._record("GET", "download", response.status_code)
-                        if response.status_code >= 400:
-                            await response.aread()
-                            raise self._download_error(response)
-                        return await self._stream_to(response, dest)
-                    finally:
-                        await response.aclose()
-            except httpx.TransportError as exc:
-                self._record("GET", "download", 0)
-                raise _Retry(ServiceUnavailable(self._redact(
-                    f"download of a blob failed: {type(exc).__name__}"),
-                    hint="check the network; the service may be down")) from self._cause(exc)
+                            if response.is_redirect and "Location" in response.headers:
+                                url = url.join(response.headers["Location"])
+                                self._check_scheme(url, "a blob download was redirected to a URL")
+                                continue
+                            if response.status_code >= 400:
+                                raise self._download_error(await self._read_answer(
+                                    "GET", "download", response))
+                            return await self._stream_to(response, dest, deadline)
+                        finally:
+                            await response.aclose()
+        except httpx.TransportError as exc:
+            self._record("GET", "download", 0)
+            raise _Retry(ServiceUnavailable(self._redact(
+                f"download of a blob failed: {type(exc).__name__}"),
+                hint="check the network; the service may be down")) from self._cause(exc)
+        except TimeoutError as exc:
+            self._record("GET", "download", 0)
+            raise _Retry(ServiceUnavailable(
+                f"download of a blob too slow: not done after {time.monotonic() - started:.0f} s "
+                f"(allowed: {self.download_deadline:g} s plus "
+                f"{self.download_seconds_per_mb:g} s per MiB received)",
+                hint="check the network; the service may be overloaded")) from exc
         raise ServiceUnavailable(f"download: more than {_MAX_REDIRECTS} redirects")
 
-    def _download_error(self, response: httpx.Response) -> Exception:
-        status = response.status_code
+    def _download_error(self, answer: _Answer) -> Exception:
+        status = answer.status
         if status in (401, 403):
             return AuthenticationError(
                 f"the blob URL was refused ({status}): its signature has probably expired",
@@ -481,23 +700,40 @@ class CivitaiClient:
                 hint="refresh the blob (POST /v2/consumer/blobs/{id}/refresh) and retry")
         if status in (404, 410):
             return ApiNotFound(f"the blob is gone ({status})", status=status)
-        error = self._translate("GET", "download", "blob", response, True)
+        error = self._translate("GET", "download", "blob", answer, True)
         return error
 
-    async def _stream_to(self, response: httpx.Response, dest: Path) -> Download:
+    def _too_big_download(self) -> ApiProtocolError:
+        return ApiProtocolError(
+            f"a blob download is larger than the {self.max_download_bytes:,} bytes allowed; "
+            "civflow stopped it",
+            hint="raise max_download_bytes if outputs this large are expected")
+
+    async def _stream_to(self, response: httpx.Response, dest: Path,
+                         deadline: asyncio.Timeout) -> Download:
+        """Write the body to a temp file beside `dest`, then rename it; every MiB that
+        arrives pushes the deadline `download_seconds_per_mb` further."""
+        expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and \
+                int(expected) > self.max_download_bytes:
+            raise self._too_big_download()
         tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
         digest = hashlib.sha256()
         size = 0
+        first = deadline.when()
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as handle:
                 async for chunk in response.aiter_bytes(_CHUNK):
-                    digest.update(chunk)
                     size += len(chunk)
+                    if size > self.max_download_bytes:
+                        raise self._too_big_download()
+                    if first is not None:
+                        deadline.reschedule(first + size / _MB * self.download_seconds_per_mb)
+                    digest.update(chunk)
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
-            expected = response.headers.get("Content-Length")
             if expected is not None and expected.isdigit() and \
                     int(expected) != response.num_bytes_downloaded:
                 raise _Retry(ServiceUnavailable(
@@ -512,3 +748,34 @@ class CivitaiClient:
         return Download(sha256=digest.hexdigest(), size=size,
                         media_type=media_type.split(";")[0].strip() if media_type else None,
                         path=dest)
+
+
+def _insufficient_flag(body: Mapping[str, Any]) -> bool | None:
+    """The API's own yes/no on missing Buzz, when the body carries one: an
+    `insufficientBuzz` boolean at the top or under `transactions` (the field a whatif
+    answer uses, civitai-api.md §2.2, §8)."""
+    for holder in (body, body.get("transactions")):
+        if isinstance(holder, Mapping) and isinstance(holder.get("insufficientBuzz"), bool):
+            return bool(holder["insufficientBuzz"])
+    return None
+
+
+_FUNDS_CODE = re.compile(r"^\W*insufficient[\W_]*(funds|buzz|balance)\W*$", re.IGNORECASE)
+
+
+def _is_funds_refusal(body: Any, text: str) -> bool:
+    """Whether a 403 is about money. Structure decides where the body has it: an
+    `insufficientBuzz` flag (true or false), or a `code`/`errorCode`/`reason`/`type`
+    field whose whole value (or last URI segment) is an insufficient-funds code.
+    Only without any of these is the text read: the plain-string body the API
+    documents for a submit 403 (civitai-api.md §10), or a ProblemDetails' title and
+    detail (`text`, the one-line summary)."""
+    if isinstance(body, Mapping):
+        flag = _insufficient_flag(body)
+        if flag is not None:
+            return flag
+        for key in ("code", "errorCode", "reason", "type"):
+            value = body.get(key)
+            if isinstance(value, str) and _FUNDS_CODE.match(value.rstrip("/").rsplit("/", 1)[-1]):
+                return True
+    return bool(re.search(r"fund|buzz", text, re.IGNORECASE))
