@@ -211,6 +211,7 @@ class Plan:
     pipeline: str
     instances: tuple[PlannedInstance, ...]
     policy: Policy
+    unchecked: frozenset[str] = frozenset()  # steps sent as written (`unchecked: true`)
 
     @property
     def estimate(self) -> float:
@@ -368,4 +369,5 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
                 outputs.append(prior.output)
         if name not in running and outputs and len(outputs) == len(instances):
             context.learn(name, StepResults(tuple(outputs)))
-    return Plan(spec.name, tuple(out), policy)
+    unchecked = frozenset(n for n, s in spec.steps.items() if s.unchecked)
+    return Plan(spec.name, tuple(out), policy, unchecked)

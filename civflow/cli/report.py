@@ -64,7 +64,7 @@ def validation(results: Sequence[dict[str, Any]], fmt: str) -> str:
 
 def _buzz(value: float | None) -> str:
     if value is None:
-        return "?"
+        return "priced at run time"
     return f"{value:,.0f}" if value >= 10 else f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
@@ -74,18 +74,25 @@ def _summary(p: Plan) -> str:
     parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     fanout = " (+ fan-outs decided at run time)" if any(
         i.instance.fanout for i in p.instances) else ""
+    unpriced = len(p.unpriced)
+    later = f" + {unpriced} priced at run time" if unpriced else ""
     return (f"{p.pipeline}: {len(p.instances)} instances, {runs} to run ({parts}); "
-            f"estimated {_buzz(p.estimate)} Buzz{fanout}")
+            f"estimated {_buzz(p.estimate)} Buzz{later}{fanout}")
 
 
 def _estimate_text(i: PlannedInstance) -> str:
     if not i.decision.runs:
         return ""
+    if i.estimate is None:
+        return "priced at run time"
     each = " each" if i.instance.fanout else ""
     return f"~{_buzz(i.estimate)} Buzz{each}"
 
 
 def plan(p: Plan, fmt: str) -> str:
+    """The plan as text, JSON or Markdown. Steps marked `unchecked: true` (sent as
+    written) are flagged, so a reviewer sees what civflow did not check."""
+    unchecked = p.unchecked
     if fmt == "json":
         return json.dumps({
             "pipeline": p.pipeline, "estimate": p.estimate, "counts": p.counts(),
@@ -93,14 +100,16 @@ def plan(p: Plan, fmt: str) -> str:
                            "type": i.instance.type, "decision": i.decision.value,
                            "reasons": list(i.reasons), "estimate": i.estimate,
                            "fingerprint": i.instance.fingerprint,
-                           "fanout": i.instance.fanout} for i in p.instances]},
+                           "fanout": i.instance.fanout,
+                           "unchecked": i.instance.step in unchecked} for i in p.instances]},
             indent=2) + "\n"
     if fmt == "markdown":
         rows = [f"### civflow plan: `{p.pipeline}`", "", _summary(p), "",
                 "| | instance | type | decision | why | estimate |",
                 "|---|---|---|---|---|---|"]
         for i in p.instances:
-            why = "; ".join(i.reasons).replace("|", "\\|")
+            why = "; ".join(i.reasons).replace("|", "\\|") + \
+                (" (unchecked)" if i.instance.step in unchecked else "")
             rows.append(f"| {_MARK[i.decision]} | `{i.name}` | {i.instance.type} | "
                         f"{i.decision.value} | {why} | {_estimate_text(i)} |")
         return "\n".join(rows) + "\n"
@@ -109,7 +118,8 @@ def plan(p: Plan, fmt: str) -> str:
     for i in p.instances:
         lines.append(f"  {_MARK[i.decision]} {i.name:<{width}}  {i.decision.value:<8}  "
                      f"{'; '.join(i.reasons)}"
-                     + (f"  ({_estimate_text(i)})" if i.decision.runs else ""))
+                     + (f"  ({_estimate_text(i)})" if i.decision.runs else "")
+                     + ("  [unchecked]" if i.instance.step in unchecked else ""))
     return "\n".join(lines) + "\n"
 
 

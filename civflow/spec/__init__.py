@@ -151,6 +151,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
             priority=raw.get("priority"),
             order=order,
             defaulted=frozenset(from_defaults),
+            unchecked=raw.get("unchecked", False) is True,
         )
     return PipelineSpec(
         path=path,

@@ -29,6 +29,7 @@ from civflow.graph import (
     build_graph,
     matrix_instances,
     pending_step_view,
+    render_field,
     render_tree,
     template_location,
 )
@@ -160,6 +161,9 @@ def _collect(spec: PipelineSpec, scope: _Scope
     templates, found = _scan(spec, engine)
     bad: set[tuple[str, Path]] = {(t.step, t.input_path) for t in templates
                                   if t.analysis is None and t.input_path is not None}
+    # Broken `foreach`/`when` templates, so they are not rendered (and reported) again.
+    bad |= {(t.step, (f"<{t.field}>",)) for t in templates
+            if t.analysis is None and t.input_path is None}
     if scope.names_known:
         found += _check_names(spec, templates, bad)
     found += _check_needs(spec, scope.blocked)
@@ -448,6 +452,7 @@ def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str
             context_step = {**context, "item": Pending("item"), "index": Pending("index")}
         else:
             context_step = context
+        out.extend(_check_guards(spec, engine, step, context, bad))
         masked = _masked(step.input, step.name, bad)
         issues: dict[tuple[Path, str], catalog.InputIssue] = {}
         for _name, values in matrix_instances(step):
@@ -467,6 +472,21 @@ def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str
             out.append(_unchecked_note(spec, step, list(issues.values())))
         else:
             out.extend(_issue_diagnostic(spec, step, issue) for issue in issues.values())
+    return out
+
+
+def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
+                  context: Mapping[str, Any], bad: set[tuple[str, Path]]) -> list[Diagnostic]:
+    """Render `foreach` and `when` with what is known now: `{{ 1/0 }}` in a guard is an
+    error here, not a surprise after the steps before it were paid for."""
+    out: list[Diagnostic] = []
+    for field, text in (("foreach", step.foreach), ("when", step.when)):
+        if not isinstance(text, str) or (step.name, (f"<{field}>",)) in bad:
+            continue
+        try:
+            render_field(engine, spec, step, field, text, context)
+        except PipelineInvalid as exc:
+            out.extend(exc.diagnostics)
     return out
 
 

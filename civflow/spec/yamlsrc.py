@@ -19,6 +19,7 @@ Path = tuple[str | int, ...]
 
 # A document may reuse anchors, but expanding them may not produce more than this
 # many nodes: a few aliases of aliases otherwise make gigabytes (billion laughs).
+MAX_DEPTH = 100  # deeper values are refused with their location, not a stack overflow
 MAX_NODES = 200_000
 
 _PLAIN_TAGS = {
@@ -217,6 +218,9 @@ class _Builder:
             mark = _Mark(top.line - 1, top.col - 1) if top else node.start_mark
             raise self.fail(f"the document expands to more than {MAX_NODES} nodes",
                             mark, "aliases of aliases multiply; write values out")
+        if len(path) > MAX_DEPTH:
+            raise self.fail(f"the document is nested more than {MAX_DEPTH} levels deep",
+                            node.start_mark, "pipeline files are shallow: flatten this value")
         if id(node) in self.active:
             raise self.fail("an alias refers to a node that contains it", node.start_mark,
                             "recursive anchors are not allowed")

@@ -321,3 +321,40 @@ steps:
     located = [line.split(": ", 1)[0] for line in out.splitlines()
                if line.startswith(str(path))]
     assert located == [f"{path}:6:14", f"{path}:12:24", f"{path}:13:7"]
+
+
+def test_a_guard_or_fan_out_that_raises_fails_validate(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Promise (trust issue, case 11): `{{ 1/0 }}` in `when`/`foreach` is a located error
+    at validate, not a crash after the steps before it were paid for; a guard that only
+    waits for an upstream output still validates."""
+    path = tmp_path / "guards.yaml"
+    path.write_text("""\
+version: 1
+name: guards
+steps:
+  a:
+    type: echo
+    input:
+      message: hi
+  b:
+    type: echo
+    when: "{{ 1/0 }}"
+    input:
+      message: "{{ steps.a.output.message }}"
+  c:
+    type: echo
+    foreach: "{{ [1, 2] * 'x' }}"
+    input:
+      message: "{{ item }}"
+  d:
+    type: echo
+    when: "{{ steps.a.output.message == 'hi' }}"
+    input:
+      message: ok
+""", encoding="utf-8")
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 2
+    assert f"{path}:10:11: in step 'b' when: template error: ZeroDivisionError" in out
+    assert f"{path}:15:14: in step 'c' foreach: template error: TypeError" in out
+    assert "step 'd'" not in out

@@ -142,3 +142,13 @@ def test_unclosed_bracket_and_colonless_key_point_at_their_start() -> None:
     _, where, hint = _error("a: 1\nb c\nd: 2\n")
     assert (where.line, where.col) == (2, 1)
     assert hint == "a key needs a colon and a space after it, e.g. 'key: value'"
+
+
+def test_a_value_nested_too_deeply_is_located() -> None:
+    """Promise: hostile input gets a located error, never a RecursionError."""
+    text = "a: " + "[" * 150 + "]" * 150 + "\n"
+    with pytest.raises(PipelineInvalid) as caught:
+        load_yaml(text, "deep.yaml")
+    (diag,) = caught.value.diagnostics
+    assert diag.message == "the document is nested more than 100 levels deep"
+    assert diag.location is not None and diag.location.line == 1
