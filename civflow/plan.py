@@ -70,9 +70,10 @@ class Prior:
     request: Mapping[str, Any]  # {"type", "input", "options"} as fingerprinted
     output: Mapping[str, Any]  # blob URLs replaced by blob tokens
     seed: int | None = None
-    artifacts_ok: bool = True
+    artifacts_ok: bool = True  # every artifact intact in the store and in out/
     cost: float | None = None
     reroll: int = 0
+    damaged: int = 0  # artifacts to restore from the store or re-download by blob id
 
 
 @dataclass(frozen=True)
@@ -156,15 +157,19 @@ class Policy:
             return prior.seed, salt
         return derive_seed(self.pipeline, instance, salt), salt
 
-    def attempt(self, inst: Instance, fingerprint: str) -> tuple[int, str | None]:
-        """(attempt number, workflow id to re-attach to, if an interrupted run has one)."""
+    def attempt(self, inst: Instance, fingerprint: str, *, fresh: bool = False
+                ) -> tuple[int, str | None]:
+        """(attempt number, workflow id to re-attach to, if an interrupted run has one).
+
+        `fresh`: the earlier workflow's outputs are gone for good, so a new key is needed.
+        """
         flying = self.inflight.get(inst.name)
-        if flying is not None and flying.fingerprint == fingerprint:
+        if flying is not None and flying.fingerprint == fingerprint and not fresh:
             return flying.attempt, flying.workflow_id
         highest = self.attempts.get((inst.name, fingerprint), 0)
         ended = self.failed.get((inst.name, fingerprint))
-        if inst.step in self.forced or inst.step in self.rerolled or ended == "vanished" or \
-                (self.retry_failed and ended == "failed"):
+        if fresh or inst.step in self.forced or inst.step in self.rerolled or \
+                ended == "vanished" or (self.retry_failed and ended == "failed"):
             # A new key, or the API hands back the workflow it already has. A workflow
             # blocked by moderation is never resubmitted automatically.
             return highest + 1, None
@@ -201,8 +206,12 @@ class Policy:
             fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
             return PlannedInstance(inst, Decision.CHANGED, tuple(fields), estimate)
         if not prior.artifacts_ok:
-            return PlannedInstance(inst, Decision.CHANGED, ("artifacts missing or modified",),
-                                   estimate)
+            # Paid for already: the files come back from the store or by blob id, never
+            # by submitting (and paying for) the workflow again.
+            return PlannedInstance(inst, Decision.CACHED, (
+                "fingerprint matches the lockfile",
+                f"{prior.damaged or 'some'} file(s) missing or modified: restored from the "
+                "store or downloaded again, not re-submitted"), 0.0)
         return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
 
 

@@ -151,17 +151,18 @@ def test_changed_lists_the_fields_that_changed(tmp_path: Path) -> None:
                            "{{ steps.hero.output.images }}, known at run time")
 
 
-def test_options_and_missing_artifacts_also_change(tmp_path: Path) -> None:
+def test_options_change_and_missing_artifacts_are_restored_not_repaid(tmp_path: Path) -> None:
     checked = _checked(tmp_path)
     first = plan(checked)
     prior = _prior_of(first, "hero", HERO_OUTPUT)
     old_request = {**prior.request, "options": {"timeout": "00:01:00"}}
     moved = Prior(fingerprint=fingerprint(old_request), request=old_request, output={})
     assert _by_name(plan(checked, {"hero": moved}))["hero"].reasons == ("options.timeout",)
-    gone = _prior_of(first, "hero", HERO_OUTPUT, artifacts_ok=False)
+    gone = _prior_of(first, "hero", HERO_OUTPUT, artifacts_ok=False, damaged=2)
     planned = _by_name(plan(checked, {"hero": gone}))["hero"]
-    assert planned.decision is Decision.CHANGED
-    assert planned.reasons == ("artifacts missing or modified",)
+    # Paid for already: the files come back from the store or by blob id.
+    assert planned.decision is Decision.CACHED and planned.estimate == 0.0
+    assert planned.reasons[1].startswith("2 file(s) missing or modified: restored")
 
 
 def test_forced_step_and_its_dependents(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from civflow.run.events import Event, Phase, Reporter, ignore
 from civflow.run.executor import Executor, InstanceResult, RunOptions, RunResult
 from civflow.run.lock import run_lock
 from civflow.run.resume import History, read_history
-from civflow.run.state import object_store, prior_of, project_root
+from civflow.run.state import object_store, prior_of, project_root, stat_cache
 from civflow.spec.check import Checked
 from civflow.store.journal import Journal
 from civflow.store.lockfile import Lockfile
@@ -70,8 +70,10 @@ def prepare(checked: Checked, options: PlanOptions | None = None) -> Prepared:
         lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered})
     store = object_store(spec)
     folder = spec.lockfile_path.parent
-    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store)
+    cache = stat_cache(store)
+    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache)
                                    for name, entry in (lock.instances.items() if lock else ())}
+    cache.save()
     made = plan(checked, priors, options, inflight=history.inflight,
                 attempts=history.attempts, failed=history.failed)
     return Prepared(checked, root, lock, history, made)

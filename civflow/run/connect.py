@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,9 +35,12 @@ async def open_backend(emulator: bool, api_key_file: Path | None = None, *,
         return
     from civflow.backends.emulator import EmulatorConfig, start_emulator
 
+    # A random key: the client redacts its key from every answer, so a word like
+    # "emulator" would be cut out of any output text that happened to contain it.
+    key = secrets.token_urlsafe(24)
     running = await asyncio.to_thread(start_emulator,
-                                      EmulatorConfig(time_scale=EMULATOR_TIME_SCALE))
-    client = CivitaiClient(running.url, "emulator", concurrency_limit=limit)
+                                      EmulatorConfig(time_scale=EMULATOR_TIME_SCALE, api_key=key))
+    client = CivitaiClient(running.url, key, concurrency_limit=limit)
     try:
         yield client
     finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from civflow.backends.base import Backend, WorkflowState
-from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid
+from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid, UnsafePath
 from civflow.expand import Context, Instance, StepResults, evaluate_when, resolve_step
 from civflow.plan import Decision, Plan, Prior
 from civflow.request import run_tag, tokenize_output, workflow_body
@@ -32,20 +31,18 @@ from civflow.run.blobs import BlobBook
 from civflow.run.budget import Budget, OverBudget
 from civflow.run.events import Event, Phase, Reporter, ignore
 from civflow.run.resume import History
-from civflow.run.state import prior_of
+from civflow.run.state import artifact_health, prior_of, stat_cache
 from civflow.spec.check import Checked
 from civflow.spec.model import StepSpec
 from civflow.store.journal import Journal, external_id
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
-__all__ = ["Executor", "InstanceResult", "RunOptions", "RunResult", "failure_of",
-           "poll_delay", "timeout_seconds"]
+__all__ = ["Executor", "InstanceResult", "RunOptions", "RunResult", "timeout_seconds"]
 
 _FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints
 DEFAULT_TIMEOUT = 3600.0  # seconds a step may take when its `timeout` is unset
 _GRACE = 120.0  # past the step's own timeout, before civflow gives up on it
-_FAST_ANSWER = 1.0  # a long-poll answered sooner than this was not a long-poll
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?$")
 
 
@@ -102,19 +99,13 @@ def timeout_seconds(step: StepSpec) -> float:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
-def poll_delay(attempt: int, rng: random.Random) -> float:
-    """Backoff between GETs the server answered at once: 1 s doubling to 15 s, jittered."""
-    return float(min(15.0, 2.0 ** attempt) * (0.75 + rng.random() / 2))
-
-
 class Executor:
     """Runs one plan against one backend; create one per run."""
 
     def __init__(self, checked: Checked, backend: Backend, *, plan: Plan, journal: Journal,
                  store: ObjectStore, root: Path, lock: Lockfile | None, history: History,
                  options: RunOptions, reporter: Reporter = ignore,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 rng: random.Random | None = None) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.checked = checked
         self.spec = checked.spec
         self.policy = plan.policy
@@ -124,7 +115,6 @@ class Executor:
         self.options = options
         self.report = reporter
         self.clock = clock
-        self.rng = rng or random.Random()
         self.out_dir = options.out_dir or root / "out"
         self.lock_dir = self.spec.lockfile_path.parent
         self.blobs = BlobBook(backend, store)
@@ -138,6 +128,7 @@ class Executor:
         self.download_slots = asyncio.Semaphore(8)
         self.stopping = False
         self.context = Context(self.spec, journal.run_id)
+        self.stats = stat_cache(store)
         self.settled: set[str] = set()  # in-flight intents this run took over
         self._dirty = bool(history.recovered)
         self._last_flush = 0.0
@@ -191,6 +182,7 @@ class Executor:
             raise
         self._prune()
         await self._flush(force=True)
+        await asyncio.to_thread(self.stats.save)
         status = "failed" if self.result.failed else "succeeded"
         await asyncio.to_thread(self.journal.append, {"event": "run-finished", "status": status})
         return self.result
@@ -243,37 +235,59 @@ class Executor:
         """The tokenized output of the instance, or None if it did not succeed."""
         planned = self.policy.decide(inst, step)
         fp = inst.fingerprint
+        fresh = False
         if planned.decision is Decision.CACHED:
             entry = self.entries[inst.name]
-            self.result.results[inst.name] = InstanceResult(
-                inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
-                artifacts=entry.artifacts)
-            self.report(Event(inst.name, Phase.CACHED))
-            return self.priors[inst.name].output
+            prior = self.priors[inst.name]
+            if prior.artifacts_ok or await self._repair(entry):
+                self.result.results[inst.name] = InstanceResult(
+                    inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
+                    artifacts=entry.artifacts)
+                self.report(Event(inst.name, Phase.CACHED))
+                return prior.output
+            fresh = True  # the outputs are gone for good: run it again, with a new key
         if fp is None:
             self._fail_step(inst.name, "its input could not be resolved from upstream outputs")
             return None
         try:
-            return await self._submit_and_collect(inst, step, fp, planned.estimate)
+            return await self._submit_and_collect(inst, step, fp, planned.estimate, fresh)
         except _Stop as stop:
             self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "not-run",
                                                             reason=str(stop))
             self.report(Event(inst.name, Phase.SKIPPED, detail=str(stop)))
             return None
 
+    async def _repair(self, entry: LockedInstance) -> bool:
+        """Bring back an instance's missing or modified files from the store, or by blob
+        id; True when all are whole again. Nothing is submitted, nothing is charged."""
+        self.report(Event(entry.instance, Phase.DOWNLOADING, detail="restoring files"))
+        health = artifact_health(entry, self.lock_dir, self.store, self.stats)
+        try:
+            done = await self.blobs.repair(health.statuses, lock_dir=self.lock_dir,
+                                           out_dir=self.out_dir / self.spec.name,
+                                           cache=self.stats)
+        except UnsafePath:
+            return False  # recorded outside this run's out/ (an earlier --out): run again
+        if all(status.ok for status in done):
+            return True
+        reasons = "; ".join(s.detail for s in done if not s.ok and s.detail)
+        self.report(Event(entry.instance, Phase.WAITING, detail=reasons or None))
+        return False
+
     async def _submit_and_collect(self, inst: Instance, step: StepSpec, fp: str,
-                                  estimate: float | None) -> Mapping[str, Any] | None:
-        attempt, workflow_id = self.policy.attempt(inst, fp)
+                                  estimate: float | None, fresh: bool = False
+                                  ) -> Mapping[str, Any] | None:
+        attempt, workflow_id = self.policy.attempt(inst, fp, fresh=fresh)
         key = external_id(fp, attempt)
         flying = self.policy.inflight.get(inst.name)
-        if flying is not None and flying.fingerprint == fp:
+        if flying is not None and flying.fingerprint == fp and not fresh:
             self.settled.add(inst.name)
         self.report(Event(inst.name, Phase.WAITING))
         async with self.slots:
             if self.stopping:
                 raise _Stop("the run stopped before this instance")
             charge = 0.0
-            if workflow_id is None and not (flying is not None and flying.fingerprint == fp):
+            if workflow_id is None and (fresh or flying is None or flying.fingerprint != fp):
                 charge = await self._reserve(inst, estimate)
             try:
                 state = await self._start(inst, fp, key, attempt, workflow_id)
@@ -285,11 +299,11 @@ class Executor:
                 raise
             state = await self._follow(inst.name, state,
                                        timeout_seconds(step) + self.options.timeout_grace)
-            if self.options.fail_fast and (state.status != "succeeded" or not state.steps):
+            if self.options.fail_fast and not _succeeded(state):
                 self.stopping = True  # before the slot is free for the next instance
         self.budget.settle(charge, state.cost)
         self.result.spent = self.budget.spent
-        if state.status != "succeeded" or not state.steps:
+        if not _succeeded(state):
             await self._failed(inst, fp, state)
             return None
         async with self.download_slots:
@@ -341,7 +355,6 @@ class Executor:
         """Long-poll until terminal; past `limit` seconds cancel the workflow (it failed)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        fast = 0
         if not state.is_terminal and state.id is None:
             # Nothing to follow; the intent stays unsettled, so the next run re-sends the
             # same externalId and gets the workflow back instead of paying again.
@@ -357,16 +370,10 @@ class Executor:
             self.report(Event(name, Phase.RUNNING, status=state.status, workflow_id=state.id,
                               progress=step.progress if step else None,
                               queue_position=step.queue_position if step else None))
-            wait = max(1, min(self.options.wait_seconds, int(left)))
-            started = loop.time()
-            state = await self.backend.get(state.id, wait=wait)
-            if not state.is_terminal and loop.time() - started < _FAST_ANSWER:
-                # The server ignored `wait`: back off instead of polling it in a tight loop.
-                await asyncio.sleep(min(poll_delay(fast, self.rng),
-                                        max(0.0, deadline - loop.time())))
-                fast += 1
-            else:
-                fast = 0
+            # A long-poll; the client pauses before answering when the server ignores
+            # `wait`, so a server that answers at once is never polled in a tight loop.
+            state = await self.backend.get(state.id,
+                                           wait=max(1, min(self.options.wait_seconds, int(left))))
         return state
 
     async def _vanished(self, inst: Instance, fp: str, workflow_id: str | None
@@ -385,7 +392,8 @@ class Executor:
         return None
 
     async def _failed(self, inst: Instance, fp: str, state: WorkflowState) -> None:
-        reason, blocked = failure_of(state)
+        failure = state.failure()
+        reason, blocked = failure.reason, failure.blocked
         status = state.status if state.status != "succeeded" else "failed"
         await asyncio.to_thread(self.journal.append, {
             "event": "finished", "instance": inst.name, "fingerprint": fp, "status": status,
@@ -410,8 +418,9 @@ class Executor:
         """Fetch every output blob, then record the entry (journal, then lockfile)."""
         output = dict(state.steps[0].output or {})
         self.report(Event(name, Phase.DOWNLOADING, workflow_id=state.id))
-        artifacts = await self.blobs.download_all(output, self.out_dir / self.spec.name / name,
-                                                  self.lock_dir)
+        artifacts = await self.blobs.download_all(output, out_dir=self.out_dir / self.spec.name,
+                                                  instance=name, lock_dir=self.lock_dir,
+                                                  cache=self.stats)
         tokenized = tokenize_output(output, {a.blob_id: a.sha256 for a in artifacts})
         entry = LockedInstance(
             instance=name, step=step, type=type_, fingerprint=fp, request=_plain(request),
@@ -459,13 +468,14 @@ class Executor:
             self.budget.settle(0.0, state.cost)
             self.result.spent = self.budget.spent
             request = intent.get("request")
-            if state.status == "succeeded" and state.steps and isinstance(request, Mapping):
+            if _succeeded(state) and isinstance(request, Mapping):
                 await self._download(flying.instance, str(intent.get("step", "")),
                                      str(intent.get("type", "")), flying.fingerprint,
                                      request, flying.seed, flying.reroll, state,
                                      event="settled")
                 continue
-            reason, blocked = failure_of(state)
+            failure = state.failure()
+            reason, blocked = failure.reason, failure.blocked
             await asyncio.to_thread(self.journal.append, {
                 "event": "settled", "instance": flying.instance, "status": state.status,
                 "fingerprint": flying.fingerprint, "workflowId": state.id,
@@ -505,25 +515,9 @@ class Executor:
             self._dirty = True
 
 
-def failure_of(state: WorkflowState) -> tuple[str | None, bool]:
-    """(reason, blocked by moderation), read from the jobs' structured fields."""
-    if state.status == "succeeded" and not state.steps:
-        return "the API reported success but returned no step output", False
-    reason: str | None = None
-    blocked = False
-    for step in state.steps:
-        for job in step.raw.get("jobs") or []:
-            if not isinstance(job, Mapping):
-                continue
-            if job.get("blockedReason"):
-                blocked = True
-                reason = reason or f"blocked: {str(job['blockedReason'])[:500]}"
-            elif job.get("reason") and reason is None:
-                reason = str(job["reason"])[:500]
-        errors = (step.output or {}).get("errors")
-        if errors and reason is None:
-            reason = "; ".join(map(str, errors))[:500]
-    return reason, blocked
+def _succeeded(state: WorkflowState) -> bool:
+    """Succeeded, and coherent about it (steps that all succeeded)."""
+    return state.status == "succeeded" and state.malformed is None
 
 
 def _timed_out(state: WorkflowState, limit: float) -> WorkflowState:

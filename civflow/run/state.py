@@ -103,16 +103,18 @@ def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
     restoring and which a download). With `store=None` artifacts are taken as they are.
     """
     sha_by_blob = {a.blob_id: a.sha256 for a in entry.artifacts}
-    ok = True
+    damaged = 0
     if store is not None and entry.artifacts:
-        ok = artifact_health(entry, lock_dir, store, cache).ok
+        damaged = sum(not s.ok for s in artifact_health(entry, lock_dir, store, cache).statuses)
     return Prior(
         fingerprint=entry.fingerprint,
         request=entry.request,
         output=tokenize_output(entry.output, sha_by_blob),
         seed=entry.seed,
-        artifacts_ok=ok,
+        artifacts_ok=not damaged,
         cost=entry.cost,
+        reroll=entry.reroll,
+        damaged=damaged,
     )
 
 

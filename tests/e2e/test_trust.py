@@ -8,7 +8,9 @@ charged.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -450,3 +452,41 @@ def test_an_interrupted_runs_finished_entries_reach_the_lockfile(
     assert again.code == 0 and "1 cached" in again.err, again.text
     assert project.lock("clip")["instances"]["clip"] == entry
     assert created(emulator) == 1
+
+
+# -- lost or corrupt data, trusted as cached ----------------------------------------------
+
+
+def test_deleted_or_edited_outputs_come_back_without_paying(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Promise: nothing produced is lost, nothing is paid twice. out/ files are copies:
+    editing one leaves the store intact; deleting out/ or editing a file is repaired
+    from the store; a store object lost too is downloaded again by blob id. Not once is
+    a workflow submitted or a charge reported."""
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    spent, made = charged(emulator), created(emulator)
+    lock = project.lock("chain")["instances"]
+    hero = lock["hero"]["artifacts"][0]
+    out_file = project.lock_path("chain").parent / hero["path"]
+    stored = project.root / ".civflow" / "objects" / "sha256" / hero["sha256"][:2] / \
+        hero["sha256"][2:]
+    assert out_file.stat().st_ino != stored.stat().st_ino  # a copy, not a hard link
+    out_file.write_bytes(b"edited by hand")
+    assert stored.read_bytes() != b"edited by hand"
+    shown = project.cli("plan", "pipelines/chain.yaml")
+    assert "restored from the store" in shown.out and "4 cached" in shown.out, shown.text
+    again = project.run("chain")
+    assert again.code == 0 and "4 cached" in again.err and "spent 0 Buzz" in again.err
+    assert hashlib.sha256(out_file.read_bytes()).hexdigest() == hero["sha256"]
+
+    shutil.rmtree(project.root / "out")
+    stored.chmod(0o644)
+    stored.unlink()  # the store copy is gone too: only the blob id can bring it back
+    third = project.run("chain")
+    assert third.code == 0 and "spent 0 Buzz" in third.err, third.text
+    assert hashlib.sha256(out_file.read_bytes()).hexdigest() == hero["sha256"]
+    assert all((project.lock_path("chain").parent / a["path"]).is_file()
+               for entry in lock.values() for a in entry["artifacts"])
+    assert (charged(emulator), created(emulator)) == (spent, made)

@@ -41,8 +41,6 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
         yield running
 
 
-@pytest.mark.xfail(strict=True, reason="the executor still passes out/<p>/<instance name> "
-                   "to download_all; passes once it calls download_all(instance=...)")
 def test_odd_matrix_values_stay_inside_out(project: Project, emulator: RunningEmulator
                                            ) -> None:
     project.write("odd", PIPELINE)
