@@ -21,6 +21,7 @@ from typing import Any
 
 from civflow.backends.base import Backend, Download
 from civflow.errors import ApiNotFound, ApiProtocolError, AuthenticationError, UnsafePath
+from civflow.names import blob_id_ok, check_blob_id, contained, safe_dirname, safe_extension
 from civflow.request import BLOB_TOKEN
 from civflow.store.integrity import (
     ArtifactState,
@@ -29,7 +30,6 @@ from civflow.store.integrity import (
     restore_artifact,
 )
 from civflow.store.lockfile import Artifact
-from civflow.store.names import blob_id_ok, check_blob_id, contained, safe_dirname, safe_extension
 from civflow.store.objects import ObjectStore
 
 _TOKEN = re.compile(re.escape(BLOB_TOKEN) + r"([0-9a-f]{64})")

@@ -33,6 +33,7 @@ from civflow.graph import (
     render_tree,
     template_location,
 )
+from civflow.names import unsafe_name_reason
 from civflow.spec.model import RESERVED_NAMES, PipelineSpec, StepSpec, deep_merge
 from civflow.spec.yamlsrc import Path, SourceDoc
 from civflow.template import (
@@ -167,6 +168,7 @@ def _collect(spec: PipelineSpec, scope: _Scope
     if scope.names_known:
         found += _check_names(spec, templates, bad)
     found += _check_needs(spec, scope.blocked)
+    found += _check_matrix_values(spec)
     found += _check_references(spec, engine, templates, scope.blocked, bad)
     graph: StepGraph | None = None
     if all(t.analysis is not None for t in templates):
@@ -255,6 +257,23 @@ def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[
                 hint="write steps.<name>.output or steps.<name>.outputs"))
         if len(out) > before and template.input_path is not None:
             bad.add((template.step, template.input_path))
+    return out
+
+
+def _check_matrix_values(spec: PipelineSpec) -> list[Diagnostic]:
+    """A matrix value names an instance and its output folder: a NUL or control character
+    would crash after the workflow is paid, so it is refused here."""
+    out: list[Diagnostic] = []
+    for step in spec.steps.values():
+        for key, values in step.matrix:
+            for i, value in enumerate(values):
+                reason = unsafe_name_reason(value) if isinstance(value, str) else None
+                if reason is not None:
+                    out.append(spec.doc.diagnostic(
+                        f"matrix value of '{key}' in step '{step.name}' {reason}",
+                        ("steps", step.name, "matrix", key, i),
+                        hint="matrix values name instances and folders: remove control "
+                             "characters (use a var for the text and a short key here)"))
     return out
 
 

@@ -17,7 +17,6 @@ from civflow.store.journal import (
     find_unfinished_run,
 )
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile, lockfile_path_for, strip_urls
-from civflow.store.names import contained, safe_dirname, unsafe_name_reason
 from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = [
@@ -35,13 +34,10 @@ __all__ = [
     "atomic_write_text",
     "check_artifact",
     "check_artifacts",
-    "contained",
     "external_id",
     "find_unfinished_run",
     "hash_file",
     "lockfile_path_for",
     "restore_artifact",
-    "safe_dirname",
     "strip_urls",
-    "unsafe_name_reason",
 ]

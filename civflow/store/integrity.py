@@ -19,9 +19,9 @@ from enum import Enum
 from pathlib import Path
 
 from civflow.errors import FileAccessError
+from civflow.names import contained
 from civflow.store.atomic import atomic_write_text
 from civflow.store.lockfile import Artifact
-from civflow.store.names import contained
 from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = [

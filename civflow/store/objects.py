@@ -124,7 +124,7 @@ class ObjectStore:
         is replaced atomically (copy to a temp name beside it, fsync, rename), so an
         output folder never holds a half-written file. `dest` gets the usual mode of a
         new file, so it can be edited; the object stays read-only. The caller checks
-        that `dest` lies where it may write (`civflow.store.names.contained`).
+        that `dest` lies where it may write (`civflow.names.contained`).
         """
         source = self.path_for(sha256)
         dest = Path(dest)

@@ -18,10 +18,10 @@ import pytest
 
 from civflow.backends.civitai import CivitaiClient
 from civflow.errors import ApiProtocolError
+from civflow.names import safe_dirname
 from civflow.run.blobs import BlobBook
 from civflow.store.integrity import ArtifactState, StatCache, check_artifacts
 from civflow.store.lockfile import Artifact
-from civflow.store.names import safe_dirname
 from civflow.store.objects import ObjectStore
 from tests.backends.test_civitai_retry import FakeWorld, serve_fake
 

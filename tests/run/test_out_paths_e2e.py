@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from civflow.backends.emulator import EmulatorConfig, RunningEmulator, start_emulator
-from civflow.store.names import safe_dirname
+from civflow.names import safe_dirname
 from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts
 from tests.e2e.support import project as project  # re-exported as a fixture
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from civflow.errors import ApiProtocolError, UnsafePath
-from civflow.store.names import (
+from civflow.names import (
     MAX_DIRNAME,
     blob_id_ok,
     check_blob_id,
