@@ -40,7 +40,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,15 @@ _KEY_HINT = ("set CIVITAI_API_KEY (create a key at https://civitai.com/user/acco
 _log = logging.getLogger(__name__)
 
 OnRequest = Callable[[str, str, int], None]
+
+
+# A request body: bytes, or a factory of a fresh byte stream for each attempt.
+_Content = bytes | Callable[[], AsyncIterator[bytes]] | None
+
+
+def _sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 class _Secret:
@@ -363,16 +372,30 @@ class CivitaiClient:
                                 what=f"blob {blob_id}")
 
     async def upload_blob(self, path: Path, media_type: str) -> Mapping[str, Any]:
-        """Upload a local file (an input image, or an output Civitai has forgotten)."""
+        """Upload a local file (an input image, or an output Civitai has forgotten),
+        streamed from disk in chunks read off the event loop, never held whole."""
         try:
-            content = Path(path).read_bytes()
+            size = Path(path).stat().st_size
         except OSError as exc:
             raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
-        # A duplicate upload costs nothing, so the POST is safe to repeat. Sending the
-        # bytes gets the same allowance per MiB as receiving them.
-        return await self._json("POST", _BLOBS, _BLOBS, content=content,
-                                headers={"Content-Type": media_type}, what="blob upload",
-                                extra_time=len(content) / _MB * self.download_seconds_per_mb)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                handle = await asyncio.to_thread(open, path, "rb")
+            except OSError as exc:
+                raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
+            try:
+                while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+                    yield chunk
+            finally:
+                handle.close()
+        # A duplicate upload costs nothing, so the POST is safe to repeat (each attempt
+        # reads the file anew). Sending gets the same allowance per MiB as receiving.
+        return await self._json("POST", _BLOBS, _BLOBS, content=chunks,
+                                headers={"Content-Type": media_type,
+                                         "Content-Length": str(size)},
+                                what="blob upload",
+                                extra_time=size / _MB * self.download_seconds_per_mb)
 
     async def resource(self, air: str) -> Mapping[str, Any]:
         path = f"/v2/resources/{quote(air, safe=':@+')}"
@@ -486,7 +509,7 @@ class CivitaiClient:
         return redacted
 
     async def _call(self, method: str, path: str, route: str, *, what: str,
-                    params: Any = None, json_body: Any = None, content: bytes | None = None,
+                    params: Any = None, json_body: Any = None, content: _Content = None,
                     headers: Mapping[str, str] | None = None,
                     idempotent: bool = True, wait: int = 0,
                     extra_time: float = 0.0) -> _Answer:
@@ -507,15 +530,17 @@ class CivitaiClient:
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def _attempt(self, method: str, url: httpx.URL, route: str, *, what: str,
-                       params: Any, json_body: Any, content: bytes | None,
+                       params: Any, json_body: Any, content: _Content,
                        headers: Mapping[str, str] | None, idempotent: bool,
                        budget: float) -> _Answer:
         request_headers = self._headers_for(url, headers)
         pool = next(self._next_pool)
         try:
             async with self._limit or contextlib.nullcontext():
-                request = pool.build_request(method, url, params=params, json=json_body,
-                                             content=content, headers=request_headers)
+                request = pool.build_request(
+                    method, url, params=params, json=json_body,
+                    content=content() if callable(content) else content,
+                    headers=request_headers)
                 async with asyncio.timeout(budget):
                     response = await pool.send(request, stream=True)
                     try:
@@ -731,9 +756,10 @@ class CivitaiClient:
                     if first is not None:
                         deadline.reschedule(first + size / _MB * self.download_seconds_per_mb)
                     digest.update(chunk)
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+                    # Disk writes and the fsync run in a worker thread: a slow disk must
+                    # not stall every other request on the event loop.
+                    await asyncio.to_thread(handle.write, chunk)
+                await asyncio.to_thread(_sync, handle)
             if expected is not None and expected.isdigit() and \
                     int(expected) != response.num_bytes_downloaded:
                 raise _Retry(ServiceUnavailable(

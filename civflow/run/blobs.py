@@ -210,7 +210,7 @@ class BlobBook:
             download = await self._download(blob_id, url)
             ext = extension_for(blob, download.media_type)
             dest = contained(base, folder / f"{n}.{ext}")
-            self.store.materialize(download.sha256, dest)
+            await asyncio.to_thread(self.store.materialize, download.sha256, dest)
             stats.record(dest, download.sha256)
             stats.record(self.store.path_for(download.sha256), download.sha256)
             self.learn(download.sha256, blob_id, url, _parse_time(blob.get("urlExpiresAt")))
@@ -243,7 +243,7 @@ class BlobBook:
         own_cache = cache is None
         stats = cache if cache is not None else StatCache.for_store(self.store)
         try:
-            if not self.store.verify(artifact.sha256):
+            if not await asyncio.to_thread(self.store.verify, artifact.sha256):
                 self.store.quarantine(artifact.sha256)  # no-op when simply missing
                 fresh = await self.backend.refresh_blob(blob_id)
                 self.refreshes += 1
@@ -259,13 +259,13 @@ class BlobBook:
                         f"blob {blob_id} now has sha256 {download.sha256}, not the "
                         f"recorded {artifact.sha256}; not adopted")
                 try:
-                    self.store.adopt(download.path, download.sha256)
+                    await asyncio.to_thread(self.store.adopt, download.path, download.sha256)
                 finally:
                     _discard(download.path)  # already moved when adopted
                 self.learn(artifact.sha256, blob_id, url,
                            _parse_time(fresh.get("urlExpiresAt")))
             stats.record(self.store.path_for(artifact.sha256), artifact.sha256)
-            self.store.materialize(artifact.sha256, out_path)
+            await asyncio.to_thread(self.store.materialize, artifact.sha256, out_path)
             stats.record(out_path, artifact.sha256)
         finally:
             if own_cache:
@@ -289,7 +289,8 @@ class BlobBook:
         try:
             for status in statuses:
                 if status.restorable:
-                    status = restore_artifact(status, self.store, stats, out_dir=out_dir)
+                    status = await asyncio.to_thread(restore_artifact, status, self.store,
+                                                     stats, out_dir=out_dir)
                 if status.needs_download:
                     try:
                         status = await self.redownload(status.artifact, lock_dir=lock_dir,
@@ -327,7 +328,7 @@ class BlobBook:
             if download.path != target:
                 raise UnsafePath(path=str(download.path), base=str(target))
             if adopt:
-                self.store.adopt(download.path, download.sha256)
+                await asyncio.to_thread(self.store.adopt, download.path, download.sha256)
         except BaseException:
             _discard(target)
             raise
