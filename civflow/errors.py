@@ -6,6 +6,7 @@
     │   └── UnsafePath                a path civflow would write resolves outside its folder
     ├── PipelineNotFound              the pipeline file (or an include) does not exist
     ├── PipelineInvalid               one or more located Diagnostics about a pipeline file
+    ├── TemplateFailed                a template did not parse or render (placed by the caller)
     ├── ApiError                      the Civitai API (or the emulator) said no
     │   ├── ApiRejected               400: the body is invalid
     │   ├── AuthenticationError       401, 403 other than funds, or no key at all
@@ -124,6 +125,18 @@ class PipelineInvalid(CivflowError):
 
     def render(self) -> str:
         return "\n".join(d.render() for d in self.diagnostics)
+
+
+class TemplateFailed(CivflowError):
+    """A template could not be parsed or rendered; `line` is 1-based inside the template.
+
+    Raised by `civflow.template`; the checks that know where the template stands in the
+    pipeline file turn it into a located `PipelineInvalid`.
+    """
+
+    def __init__(self, message: str, *, line: int = 1, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.line = line
 
 
 class ApiError(CivflowError):

@@ -11,8 +11,8 @@ from typing import Any
 import networkx as nx
 
 from civflow.errors import Diagnostic, Location, PipelineInvalid
+from civflow.keys import KeyPath
 from civflow.spec.model import PipelineSpec, StepSpec
-from civflow.spec.yamlsrc import Path
 from civflow.template import Pending, Reference, TemplateEngine, TemplateFailed, walk_strings
 
 
@@ -21,7 +21,7 @@ class LocatedRef:
     """A reference found in a step, with the document path of the template holding it."""
 
     ref: Reference
-    doc_path: Path
+    doc_path: KeyPath
     location: Location
 
 
@@ -49,7 +49,7 @@ class StepGraph:
         return out
 
 
-def template_location(spec: PipelineSpec, doc_path: Path, line: int, *, key: bool = False
+def template_location(spec: PipelineSpec, doc_path: KeyPath, line: int, *, key: bool = False
                       ) -> Location:
     """Where line `line` of the template at `doc_path` is in the YAML file."""
     start = spec.doc.location(doc_path, key=key)
@@ -63,9 +63,9 @@ def template_location(spec: PipelineSpec, doc_path: Path, line: int, *, key: boo
     return Location(start.file, start.line + offset, len(text) - len(text.lstrip(" ")) + 1)
 
 
-def step_templates(spec: PipelineSpec, step: StepSpec) -> list[tuple[Path, str, bool]]:
+def step_templates(spec: PipelineSpec, step: StepSpec) -> list[tuple[KeyPath, str, bool]]:
     """Every template-bearing string of a step: (document path, text, is_key)."""
-    found: list[tuple[Path, str, bool]] = []
+    found: list[tuple[KeyPath, str, bool]] = []
     for path, text, is_key in walk_strings(step.input):
         found.append((spec.input_path(step.name, path), text, is_key))
     if step.foreach is not None:
@@ -163,7 +163,7 @@ def pending_step_view(step: str) -> dict[str, Any]:
 
 
 def render_tree(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, value: Any,
-                context: Mapping[str, Any], path: Path = ()) -> Any:
+                context: Mapping[str, Any], path: KeyPath = ()) -> Any:
     """Render every string in `value` (mapping keys too); errors point into the YAML file."""
     if isinstance(value, str):
         return _render_one(engine, spec, step, value, context, path, key=False)
@@ -181,7 +181,7 @@ def render_tree(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, valu
 
 
 def _render_one(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, text: str,
-                context: Mapping[str, Any], path: Path, *, key: bool) -> Any:
+                context: Mapping[str, Any], path: KeyPath, *, key: bool) -> Any:
     try:
         return engine.render(text, context)
     except TemplateFailed as exc:

@@ -12,17 +12,22 @@ import hashlib
 import os
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from civflow.errors import ApiProtocolError, UnsafePath
 
 __all__ = [
     "MAX_DIRNAME",
+    "URL_FIELDS",
     "blob_id_ok",
     "check_blob_id",
     "contained",
+    "lockfile_path_for",
     "safe_dirname",
     "safe_extension",
+    "strip_urls",
     "unsafe_name_reason",
 ]
 
@@ -154,3 +159,28 @@ def contained(base: Path, path: Path) -> Path:
     if target == root or not target.is_relative_to(root):
         raise UnsafePath(path=str(path), base=str(base))
     return path
+
+
+# -- the files and fields that name things ---------------------------------------------
+
+# Presigned URLs expire and differ on every GET: they never reach a lockfile or a key.
+URL_FIELDS = frozenset({"url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt"})
+
+
+def strip_urls(output: Any) -> Any:
+    """A copy of an API output without the fields that hold presigned URLs, at any depth."""
+    if isinstance(output, Mapping):
+        return {k: strip_urls(v) for k, v in output.items() if k not in URL_FIELDS}
+    if isinstance(output, list | tuple):
+        return [strip_urls(v) for v in output]
+    return output
+
+
+def lockfile_path_for(pipeline: Path) -> Path:
+    """`x/hero-shot.yaml` → `x/hero-shot.lock.json`."""
+    name = pipeline.name
+    for suffix in (".yaml", ".yml"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return pipeline.with_name(f"{name}.lock.json")

@@ -12,12 +12,12 @@ from typing import Any
 
 from civflow.expand import Instance
 from civflow.graph import resolve_pending
+from civflow.names import URL_FIELDS
 from civflow.spec.model import PipelineSpec
 
 __all__ = [
     "BLOB_TOKEN",
     "CIVFLOW_TAG",
-    "URL_FIELDS",
     "run_tag",
     "tokenize_output",
     "workflow_body",
@@ -25,8 +25,6 @@ __all__ = [
 
 BLOB_TOKEN = "civflow-blob:sha256:"
 CIVFLOW_TAG = "civflow"
-# Presigned URLs expire and differ on every GET: they never reach a cache key or lockfile.
-URL_FIELDS = frozenset({"url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt"})
 
 
 def run_tag(run_id: str | None) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 from civflow.backends.base import Backend, WorkflowState
 from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid, UnsafePath
 from civflow.expand import Context, Instance, StepResults, evaluate_when, resolve_step
+from civflow.names import strip_urls
 from civflow.plan import Decision, Plan, Prior
 from civflow.request import run_tag, tokenize_output, workflow_body
 from civflow.run.blobs import BlobBook
@@ -425,7 +426,7 @@ class Executor:
         entry = LockedInstance(
             instance=name, step=step, type=type_, fingerprint=fp, request=_plain(request),
             seed=seed, workflow_id=state.id, cost=state.cost,
-            completed_at=_completed_at(state, self.clock), output=_strip(tokenized),
+            completed_at=_completed_at(state, self.clock), output=strip_urls(tokenized),
             artifacts=artifacts, reroll=reroll)
         self.entries[name] = entry
         self.priors[name] = prior_of(entry, self.lock_dir, None)
@@ -527,18 +528,6 @@ def _timed_out(state: WorkflowState, limit: float) -> WorkflowState:
     steps[0]["jobs"] = [{"reason": reason}]
     raw["steps"] = steps
     return WorkflowState.from_json(raw)
-
-
-def _strip(output: Mapping[str, Any]) -> dict[str, Any]:
-    """The lockfile keeps no URL at all, not even a content token."""
-    def walk(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: walk(v) for k, v in value.items() if k != "url"}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-    stripped: dict[str, Any] = walk(output)
-    return stripped
 
 
 def _plain(value: Any) -> Any:

@@ -9,11 +9,12 @@ from typing import Any
 
 from civflow.backends.base import Backend
 from civflow.errors import ApiNotFound, UsageError
+from civflow.names import lockfile_path_for
 from civflow.request import run_tag
 from civflow.run.state import project_root_for
 from civflow.spec import read_source
 from civflow.store.journal import Journal, find_unfinished_run, pipeline_runs
-from civflow.store.lockfile import Lockfile, lockfile_path_for
+from civflow.store.lockfile import Lockfile
 
 
 def _pipeline(file: Path) -> tuple[str, Path]:

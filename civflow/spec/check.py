@@ -33,9 +33,10 @@ from civflow.graph import (
     render_tree,
     template_location,
 )
+from civflow.keys import KeyPath, key_text
 from civflow.names import unsafe_name_reason
 from civflow.spec.model import RESERVED_NAMES, PipelineSpec, StepSpec, deep_merge
-from civflow.spec.yamlsrc import Path, SourceDoc
+from civflow.spec.yamlsrc import SourceDoc
 from civflow.template import (
     Analysis,
     Pending,
@@ -77,8 +78,8 @@ class _Template:
     """One template-bearing string of a step and what analysing it found."""
 
     step: str
-    doc_path: Path
-    input_path: Path | None  # None for `foreach` and `when`
+    doc_path: KeyPath
+    input_path: KeyPath | None  # None for `foreach` and `when`
     text: str
     is_key: bool
     analysis: Analysis | None  # None: it did not parse (reported once, not analysed)
@@ -160,7 +161,7 @@ def _collect(spec: PipelineSpec, scope: _Scope
     """Every phase after the schema, each on what the earlier ones left intact."""
     engine = TemplateEngine(spec.base_dir)
     templates, found = _scan(spec, engine)
-    bad: set[tuple[str, Path]] = {(t.step, t.input_path) for t in templates
+    bad: set[tuple[str, KeyPath]] = {(t.step, t.input_path) for t in templates
                                   if t.analysis is None and t.input_path is not None}
     # Broken `foreach`/`when` templates, so they are not rendered (and reported) again.
     bad |= {(t.step, (f"<{t.field}>",)) for t in templates
@@ -194,7 +195,7 @@ def _scan(spec: PipelineSpec, engine: TemplateEngine) -> tuple[list[_Template], 
     templates: list[_Template] = []
     found: list[Diagnostic] = []
     for step in spec.steps.values():
-        strings: list[tuple[Path, Path | None, str, bool]] = [
+        strings: list[tuple[KeyPath, KeyPath | None, str, bool]] = [
             (spec.input_path(step.name, path), path, text, is_key)
             for path, text, is_key in walk_strings(step.input)]
         if step.foreach is not None:
@@ -213,7 +214,7 @@ def _scan(spec: PipelineSpec, engine: TemplateEngine) -> tuple[list[_Template], 
     return templates, found
 
 
-def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[str, Path]]
+def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[str, KeyPath]]
                  ) -> list[Diagnostic]:
     """Every name a template reads must be a variable or a context name of that step."""
     out: list[Diagnostic] = []
@@ -293,7 +294,7 @@ def _check_needs(spec: PipelineSpec, blocked: frozenset[str]) -> list[Diagnostic
 
 
 def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: list[_Template],
-                      blocked: frozenset[str], bad: set[tuple[str, Path]]) -> list[Diagnostic]:
+                      blocked: frozenset[str], bad: set[tuple[str, KeyPath]]) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for template in templates:
         if template.analysis is None:
@@ -379,10 +380,7 @@ def _optional_part(spec: PipelineSpec, ref: TemplateRef) -> tuple[str | int, ...
 
 
 def _chain_text(chain: tuple[str | int, ...]) -> str:
-    text = "steps"
-    for part in chain:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
+    return key_text(("steps", *chain))
 
 
 _GUARD_FILTERS = frozenset({"default", "d"})
@@ -446,7 +444,7 @@ def _opaque(value: object) -> bool:
 _UNKNOWN = Pending("a template with an error")
 
 
-def _masked(value: Any, step: str, bad: set[tuple[str, Path]], path: Path = ()) -> Any:
+def _masked(value: Any, step: str, bad: set[tuple[str, KeyPath]], path: KeyPath = ()) -> Any:
     """The input with every template that has an error replaced by an unknown value."""
     if (step, path) in bad:
         return _UNKNOWN
@@ -460,7 +458,7 @@ def _masked(value: Any, step: str, bad: set[tuple[str, Path]], path: Path = ()) 
     return value
 
 
-def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str, Path]],
+def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str, KeyPath]],
                   blocked: frozenset[str]) -> list[Diagnostic]:
     """Render each instance with what is known now and check it against the catalog."""
     out: list[Diagnostic] = []
@@ -473,7 +471,7 @@ def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str
             context_step = context
         out.extend(_check_guards(spec, engine, step, context, bad))
         masked = _masked(step.input, step.name, bad)
-        issues: dict[tuple[Path, str], catalog.InputIssue] = {}
+        issues: dict[tuple[KeyPath, str], catalog.InputIssue] = {}
         for _name, values in matrix_instances(step):
             ctx = {**context_step, "matrix": values} if step.matrix else context_step
             if is_pending(masked):
@@ -495,7 +493,7 @@ def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str
 
 
 def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
-                  context: Mapping[str, Any], bad: set[tuple[str, Path]]) -> list[Diagnostic]:
+                  context: Mapping[str, Any], bad: set[tuple[str, KeyPath]]) -> list[Diagnostic]:
     """Render `foreach` and `when` with what is known now: `{{ 1/0 }}` in a guard is an
     error here, not a surprise after the steps before it were paid for."""
     out: list[Diagnostic] = []
@@ -532,7 +530,7 @@ def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIs
     key = issue.kind is IssueKind.UNKNOWN_FIELD and bool(path) and _exists(step.input, path)
     while path and not _exists(step.input, path):
         path = path[:-1]
-    where_path: Path
+    where_path: KeyPath
     if issue.kind is IssueKind.UNKNOWN_TYPE:
         where_path, key = ("steps", step.name, "type"), False
     elif not path:
@@ -559,7 +557,7 @@ def _fallback_hint(issue: catalog.InputIssue) -> str | None:
     return None
 
 
-def _exists(value: Any, path: Path) -> bool:
+def _exists(value: Any, path: KeyPath) -> bool:
     for part in path:
         if isinstance(value, Mapping) and part in value:
             value = value[part]

@@ -8,7 +8,9 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from civflow.errors import Location
-from civflow.spec.yamlsrc import Path, SourceDoc
+from civflow.keys import KeyPath
+from civflow.names import lockfile_path_for
+from civflow.spec.yamlsrc import SourceDoc
 
 RESERVED_NAMES = frozenset({"steps", "matrix", "item", "index", "run", "pipeline"})
 
@@ -33,7 +35,7 @@ class StepSpec:
     priority: str | None = None
     order: int = 0
     # input paths whose value came from `defaults:` rather than the step itself
-    defaulted: frozenset[Path] = frozenset()
+    defaulted: frozenset[KeyPath] = frozenset()
     # `unchecked: true`: the input is sent as written, not checked against the catalog
     unchecked: bool = False
 
@@ -73,14 +75,9 @@ class PipelineSpec:
 
     @property
     def lockfile_path(self) -> FsPath:
-        stem = self.path.name
-        for suffix in (".yaml", ".yml"):
-            if stem.endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        return self.path.with_name(f"{stem}.lock.json")
+        return lockfile_path_for(self.path)
 
-    def input_path(self, step: str, path: Path) -> Path:
+    def input_path(self, step: str, path: KeyPath) -> KeyPath:
         """The document path of an input value: the step's own, or the defaults entry."""
         spec = self.steps[step]
         for cut in range(len(path), 0, -1):
@@ -88,18 +85,18 @@ class PipelineSpec:
                 return ("defaults", spec.type, *path)
         return ("steps", step, "input", *path)
 
-    def input_location(self, step: str, path: Path, *, key: bool = False) -> Location:
+    def input_location(self, step: str, path: KeyPath, *, key: bool = False) -> Location:
         return self.doc.location(self.input_path(step, path), key=key)
 
 
-def deep_merge(base: Mapping[str, Any], own: Mapping[str, Any], path: Path = ()
-               ) -> tuple[dict[str, Any], set[Path]]:
+def deep_merge(base: Mapping[str, Any], own: Mapping[str, Any], path: KeyPath = ()
+               ) -> tuple[dict[str, Any], set[KeyPath]]:
     """Merge `own` over `base` (mappings merge, everything else is replaced).
 
     Returns the merged mapping and the paths whose value came from `base` alone.
     """
     merged: dict[str, Any] = {}
-    from_base: set[Path] = set()
+    from_base: set[KeyPath] = set()
     for key, value in base.items():
         if key not in own:
             merged[key] = value

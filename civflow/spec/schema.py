@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path as FsPath
 from typing import Any
 
 from civflow.errors import Diagnostic
-from civflow.spec.yamlsrc import Path, SourceDoc
+from civflow.keys import KeyPath, key_text
+from civflow.spec.model import RESERVED_NAMES
+from civflow.spec.yamlsrc import SourceDoc
 
 _TYPE_WORDS = {
     "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
@@ -60,31 +63,26 @@ def schema_diagnostics(doc: SourceDoc) -> list[Diagnostic]:
     return found
 
 
-def schema_error_paths(doc: SourceDoc) -> frozenset[Path]:
+def schema_error_paths(doc: SourceDoc) -> frozenset[KeyPath]:
     """The document path of every schema violation of `doc` (a bad name: the entry's path).
 
     `civflow validate` uses them to leave out what is broken and still check the rest.
     """
-    paths: set[Path] = set()
+    paths: set[KeyPath] = set()
     for error in _validator().iter_errors(doc.data):
-        path: Path = tuple(error.absolute_path)
+        path: KeyPath = tuple(error.absolute_path)
         if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
             path = (*path, error.instance)
         paths.add(path)
     return frozenset(paths)
 
 
-def _where(path: Path) -> str:
-    if not path:
-        return "the top level"
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return f"'{text}'"
+def _where(path: KeyPath) -> str:
+    return f"'{key_text(path)}'" if path else "the top level"
 
 
 def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
-    path: Path = tuple(error.absolute_path)
+    path: KeyPath = tuple(error.absolute_path)
     validator = error.validator
     schema = error.schema
     instance = error.instance
@@ -151,25 +149,27 @@ def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
     return [doc.diagnostic(f"{_where(path)}: {error.message}", path)]
 
 
-def _explain_names(doc: SourceDoc, error: Any, path: Path) -> list[Diagnostic]:
+def _explain_names(doc: SourceDoc, error: Any, path: KeyPath) -> list[Diagnostic]:
     # jsonschema reports the offending name as the instance of the sub-error.
     bad = error.instance if isinstance(error.instance, str) else None
     names = [bad] if bad is not None else []
     if not names:
         return [doc.diagnostic(f"{_where(path)}: {error.message}", path)]
     name = names[0]
-    if path == ("vars",) and name in {"steps", "matrix", "item", "index", "run", "pipeline"}:
+    if path == ("vars",) and name in RESERVED_NAMES:
         return [doc.diagnostic(f"'{name}' is a reserved name and cannot be a variable",
                                (*path, name), key=True, hint="rename the variable")]
-    kinds: dict[Path, tuple[str, str]] = {("steps",): ("step name", "^[a-z][a-z0-9_]{0,63}$"),
-             ("vars",): ("variable name", "^[A-Za-z_][A-Za-z0-9_]*$")}
-    kind, pattern = kinds.get(path, ("matrix name" if path[-1:] == ("matrix",) else "name",
-                                     "^[A-Za-z_][A-Za-z0-9_]*$"))
+    kinds: dict[KeyPath, str] = {("steps",): "step name", ("vars",): "variable name"}
+    kind = kinds.get(path, "matrix name" if path[-1:] == ("matrix",) else "name")
+    # The pattern comes from the schema itself, so the two cannot drift apart.
+    rule = error.schema if isinstance(error.schema, Mapping) else {}
+    pattern = str(rule.get("pattern", ""))
     hint = None
     if kind == "step name":
         suggestion = "".join(c if c.isalnum() else "_" for c in name.lower()).lstrip("_0123456789")
         hint = f"for example '{suggestion}'" if suggestion else None
-    return [doc.diagnostic(f"{kind} '{name}' is not valid: expected {_PATTERN_WORDS[pattern]}",
+    words = _PATTERN_WORDS.get(pattern, f"the pattern {pattern}")
+    return [doc.diagnostic(f"{kind} '{name}' is not valid: expected {words}",
                            (*path, name), key=True, hint=hint)]
 
 
@@ -183,7 +183,7 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _required_hint(path: Path, key: str) -> str | None:
+def _required_hint(path: KeyPath, key: str) -> str | None:
     if path == ():
         return {"version": "add 'version: 1' at the top of the file",
                 "name": "add 'name: my-pipeline'",
@@ -217,7 +217,7 @@ def _pattern_hint(pattern: str, instance: Any) -> str | None:
     return None
 
 
-def _type_hint(path: Path, wanted: list[str], instance: Any) -> str | None:
+def _type_hint(path: KeyPath, wanted: list[str], instance: Any) -> str | None:
     last = path[-1] if path else None
     if last == "when":
         return "write true, false, or a template such as \"{{ enabled }}\""
@@ -233,7 +233,7 @@ def _type_hint(path: Path, wanted: list[str], instance: Any) -> str | None:
     return None
 
 
-def _max_hint(path: Path) -> str | None:
+def _max_hint(path: KeyPath) -> str | None:
     if path == ("workflow", "tags"):
         return "civflow adds 2 tags of its own and the API allows 10"
     return None

@@ -14,8 +14,7 @@ from typing import Any
 import yaml
 
 from civflow.errors import Diagnostic, Location, PipelineInvalid
-
-Path = tuple[str | int, ...]
+from civflow.keys import KeyPath
 
 # A document may reuse anchors, but expanding them may not produce more than this
 # many nodes: a few aliases of aliases otherwise make gigabytes (billion laughs).
@@ -45,12 +44,12 @@ class SourceDoc:
     text: str
     data: Any
     # path of a value -> where the value starts; path of a mapping entry -> where its key is
-    value_locations: Mapping[Path, Location] = field(repr=False)
-    key_locations: Mapping[Path, Location] = field(repr=False)
+    value_locations: Mapping[KeyPath, Location] = field(repr=False)
+    key_locations: Mapping[KeyPath, Location] = field(repr=False)
     # paths of scalars written in block style (| or >): their text starts on the next line
-    block_scalars: frozenset[Path] = field(default=frozenset(), repr=False)
+    block_scalars: frozenset[KeyPath] = field(default=frozenset(), repr=False)
 
-    def location(self, path: Path, *, key: bool = False) -> Location:
+    def location(self, path: KeyPath, *, key: bool = False) -> Location:
         """Where `path` is, or its nearest ancestor that has a location."""
         table = self.key_locations if key else self.value_locations
         probe = path
@@ -66,7 +65,7 @@ class SourceDoc:
         lines = self.text.splitlines()
         return lines[line - 1] if 0 < line <= len(lines) else None
 
-    def diagnostic(self, message: str, path: Path = (), *, key: bool = False,
+    def diagnostic(self, message: str, path: KeyPath = (), *, key: bool = False,
                    hint: str | None = None, location: Location | None = None,
                    **kwargs: Any) -> Diagnostic:
         """A Diagnostic at `path` (or at an explicit location), with the source line."""
@@ -193,9 +192,9 @@ class _Builder:
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.text = text
-        self.values: dict[Path, Location] = {}
-        self.keys: dict[Path, Location] = {}
-        self.blocks: set[Path] = set()
+        self.values: dict[KeyPath, Location] = {}
+        self.keys: dict[KeyPath, Location] = {}
+        self.blocks: set[KeyPath] = set()
         self.count = 0
         self.active: set[int] = set()
 
@@ -208,7 +207,7 @@ class _Builder:
         line = lines[where.line - 1] if 0 < where.line <= len(lines) else None
         return PipelineInvalid([Diagnostic(message, where, hint, source_line=line)])
 
-    def build(self, node: yaml.Node, path: Path) -> Any:
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
             # Aliases share one node, so point at the top-level entry that expanded, not
@@ -240,7 +239,7 @@ class _Builder:
         finally:
             self.active.discard(id(node))
 
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> Iterator[tuple[str, Any]]:
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> Iterator[tuple[str, Any]]:
         seen: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -264,7 +263,7 @@ class _Builder:
             self.keys[(*path, key)] = where
             yield key, self.build(value_node, (*path, key))
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
         if node.style in ("|", ">"):
             self.blocks.add(path)
         tag = node.tag

@@ -16,7 +16,7 @@ from civflow.store.journal import (
     external_id,
     find_unfinished_run,
 )
-from civflow.store.lockfile import Artifact, LockedInstance, Lockfile, lockfile_path_for, strip_urls
+from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = [
@@ -37,7 +37,5 @@ __all__ = [
     "external_id",
     "find_unfinished_run",
     "hash_file",
-    "lockfile_path_for",
     "restore_artifact",
-    "strip_urls",
 ]

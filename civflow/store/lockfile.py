@@ -11,50 +11,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from civflow.errors import Diagnostic, FileAccessError, Location, PipelineInvalid
+from civflow.names import strip_urls
 from civflow.store.atomic import atomic_write_text
 
 __all__ = [
     "SCHEMA",
-    "URL_FIELDS",
     "Artifact",
     "LockedInstance",
     "Lockfile",
-    "lockfile_path_for",
-    "strip_urls",
 ]
 
 SCHEMA = 1
-# Presigned URLs expire and differ on every GET: they never reach the lockfile.
-URL_FIELDS = frozenset({"url", "urlExpiresAt", "previewUrl", "previewUrlExpiresAt"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Deeper JSON than this is damage, not a lockfile: outputs nest a few levels.
 MAX_DEPTH = 64
 _HINT = ("the lockfile is written by `civflow run`; fix the entry by hand, or delete the "
          "file to start afresh (every step then runs again)")
-
-
-def lockfile_path_for(pipeline: Path) -> Path:
-    """`x/hero-shot.yaml` → `x/hero-shot.lock.json`."""
-    name = pipeline.name
-    for suffix in (".yaml", ".yml"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return pipeline.with_name(f"{name}.lock.json")
-
-
-def strip_urls(output: Any) -> Any:
-    """A copy of an output without the fields that hold presigned URLs, at any depth."""
-    if isinstance(output, Mapping):
-        return {k: strip_urls(v) for k, v in output.items() if k not in URL_FIELDS}
-    if isinstance(output, list | tuple):
-        return [strip_urls(v) for v in output]
-    return output
 
 
 def _plain(value: Any) -> Any:
@@ -216,14 +193,6 @@ class Lockfile:
 
     pipeline: str
     instances: Mapping[str, LockedInstance] = field(default_factory=dict)
-
-    def with_instance(self, entry: LockedInstance) -> Lockfile:
-        return replace(self, instances={**self.instances, entry.instance: entry})
-
-    def without(self, *names: str) -> Lockfile:
-        drop = set(names)
-        return replace(self, instances={k: v for k, v in self.instances.items()
-                                        if k not in drop})
 
     def to_json(self) -> str:
         document = {

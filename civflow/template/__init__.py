@@ -26,7 +26,7 @@ from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.loaders import split_template_path
 
-from civflow.errors import CivflowError
+from civflow.errors import TemplateFailed
 from civflow.template._analyse import (
     Analysis,
     Reference,
@@ -54,14 +54,6 @@ __all__ = [
 
 # An included template larger than this is refused before it is read.
 MAX_INCLUDE_BYTES = 1 * 2**20
-
-
-class TemplateFailed(CivflowError):
-    """A template could not be parsed or rendered; `line` is 1-based inside the template."""
-
-    def __init__(self, message: str, *, line: int = 1, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.line = line
 
 
 _LONE = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)

@@ -12,6 +12,8 @@ from typing import Any
 
 from jinja2 import meta, nodes
 
+from civflow.keys import key_text
+
 
 def is_template(text: str) -> bool:
     """True if `text` holds any Jinja markup at all."""
@@ -28,12 +30,8 @@ class Reference:
     line: int
 
     def __str__(self) -> str:
-        text = f"steps.{self.step}"
-        if self.kind:
-            text += f".{self.kind}"
-        for part in self.path:
-            text += f"[{part}]" if isinstance(part, int) else f".{part}"
-        return text
+        return key_text(("steps", self.step, *((self.kind,) if self.kind else ()),
+                         *self.path))
 
 
 @dataclass(frozen=True, slots=True)

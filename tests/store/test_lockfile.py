@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from civflow.errors import FileAccessError, PipelineInvalid
+from civflow.names import lockfile_path_for, strip_urls
 from civflow.store.lockfile import (
     Artifact,
     LockedInstance,
     Lockfile,
-    lockfile_path_for,
-    strip_urls,
 )
 
 SHA = "ab" * 32
@@ -63,13 +62,6 @@ def test_same_data_in_any_key_order_gives_the_same_bytes() -> None:
                                     "input": {"width": 1024, "seed": 42, "prompt": "a fox"}})
     two = Lockfile("p", {"b": _entry("b"), "a": shuffled})
     assert one.to_json() == two.to_json()
-
-
-def test_with_instance_and_without_are_pure() -> None:
-    empty = Lockfile("p", {})
-    one = empty.with_instance(_entry("a"))
-    assert set(one.instances) == {"a"} and not empty.instances
-    assert one.without("a").instances == {}
 
 
 def test_urls_never_reach_the_file() -> None:
