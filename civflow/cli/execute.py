@@ -59,22 +59,17 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         api_key_file: Path | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
         strict: bool) -> None:
     """Execute a pipeline."""
+    from civflow import arun
     from civflow.cli import report
     from civflow.cli.progress import reporter_for
-    from civflow.plan import Plan, PlanOptions
-    from civflow.run import Estimate, RunOptions, execute, prepare, run_lock
-    from civflow.run.connect import open_backend, wants_emulator
-    from civflow.run.state import project_root
+    from civflow.plan import Plan
+    from civflow.run import Estimate
+    from civflow.run.connect import wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
-    plan_options = PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only,
-                               retry_failed=retry_failed)
-    options = RunOptions(concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
-                         out_dir=out_dir)
-    local = wants_emulator(emulator)
 
     async def confirm(plan: Plan, cost: Estimate) -> bool:
         click.echo(report.plan(plan, "text"), err=True, nl=False)
@@ -87,29 +82,23 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
                                   hint="pass --yes to confirm a non-interactive run")
         return click.confirm("Submit these workflows?", default=False, err=True)
 
-    def waiting(holder: str) -> None:
-        click.echo(f"waiting for the run in progress ({holder}) to end", err=True)
-
     reporter = reporter_for(sys.stderr)
-    with run_lock(checked.spec, project_root(checked.spec), wait=wait_lock, on_wait=waiting):
-        prepared = prepare(checked, plan_options)
-        if prepared.resumed is not None:
-            click.echo(f"resuming interrupted run {prepared.resumed.run_id}", err=True)
-
-        async def main() -> Any:
-            async with open_backend(local, api_key_file, concurrency=concurrency) as backend:
-                return await execute(prepared, backend, options, reporter=reporter,
-                                     confirm=None if local else confirm,
-                                     pipeline_file=str(file))
-
-        try:
-            result = asyncio.run(main())
-        except KeyboardInterrupt:
-            reporter.close()
-            click.echo(f"\ninterrupted. Nothing finished is lost.\n"
-                       f"  resume:  {_command_line(file, ['run'])}\n"
-                       f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
-            raise click.exceptions.Exit(130) from None
+    try:
+        result = asyncio.run(arun(
+            checked, emulator=wants_emulator(emulator), confirm=confirm, max_cost=max_cost,
+            force=force, reroll=reroll, only=only, retry_failed=retry_failed,
+            concurrency=concurrency, fail_fast=fail_fast, out_dir=out_dir, wait=wait_lock,
+            api_key_file=api_key_file, reporter=reporter, pipeline_file=str(file),
+            on_wait=lambda holder: click.echo(
+                f"waiting for the run in progress ({holder}) to end", err=True),
+            on_resume=lambda run_id: click.echo(f"resuming interrupted run {run_id}",
+                                                err=True)))
+    except KeyboardInterrupt:
+        reporter.close()
+        click.echo(f"\ninterrupted. Nothing finished is lost.\n"
+                   f"  resume:  {_command_line(file, ['run'])}\n"
+                   f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
+        raise click.exceptions.Exit(130) from None
     reporter.close()
     click.echo(_summary(result), err=True)
     if result.failed:

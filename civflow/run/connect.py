@@ -12,7 +12,16 @@ from pathlib import Path
 from civflow.backends.civitai import CivitaiClient
 
 # Emulated jobs take this share of their modelled duration: a demo in seconds.
-EMULATOR_TIME_SCALE = float(os.environ.get("CIVFLOW_EMULATOR_TIME_SCALE", "0.05"))
+EMULATOR_TIME_SCALE = 0.05
+
+
+def emulator_time_scale() -> float:
+    """CIVFLOW_EMULATOR_TIME_SCALE, read when an emulator starts (tests set it to 0)."""
+    try:
+        value = float(os.environ.get("CIVFLOW_EMULATOR_TIME_SCALE", EMULATOR_TIME_SCALE))
+    except ValueError:
+        return EMULATOR_TIME_SCALE
+    return value if 0 <= value < 1e6 else EMULATOR_TIME_SCALE
 
 
 def wants_emulator(flag: bool) -> bool:
@@ -39,7 +48,7 @@ async def open_backend(emulator: bool, api_key_file: Path | None = None, *,
     # "emulator" would be cut out of any output text that happened to contain it.
     key = secrets.token_urlsafe(24)
     running = await asyncio.to_thread(start_emulator,
-                                      EmulatorConfig(time_scale=EMULATOR_TIME_SCALE, api_key=key))
+                                      EmulatorConfig(time_scale=emulator_time_scale(), api_key=key))
     client = CivitaiClient(running.url, key, concurrency_limit=limit)
     try:
         yield client

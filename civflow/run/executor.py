@@ -86,6 +86,27 @@ class RunResult:
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
 
+    @property
+    def files(self) -> dict[str, tuple[Path, ...]]:
+        """Each instance's output files (absolute paths), for opening or display."""
+        folder = self.lockfile.parent if self.lockfile else Path()
+        return {name: tuple((folder / a.path).resolve() for a in r.artifacts)
+                for name, r in self.results.items() if r.artifacts}
+
+    def table(self) -> str:
+        """One line per instance: status, cost and files; then the total spent."""
+        width = max((len(n) for n in self.results), default=8)
+        files = self.files
+        lines = [f"{r.name:<{width}}  {r.status:<9} "
+                 f"{'' if r.cost is None else f'{r.cost:g} Buzz':>10}  "
+                 f"{', '.join(p.name for p in files.get(r.name, ())) or (r.reason or '')}"
+                 for r in self.results.values()]
+        lines.append(f"run {self.run_id}: spent {self.spent:g} Buzz")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
 
 class _Stop(Exception):
     """Raised inside instance tasks when the run stops starting new work."""

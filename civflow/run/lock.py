@@ -26,7 +26,7 @@ from civflow.errors import CivflowError, FileAccessError, PipelineInvalid, RunLo
 from civflow.spec.model import PipelineSpec
 from civflow.store.atomic import atomic_write_text
 
-__all__ = ["run_lock"]
+__all__ = ["RunLock", "acquire_run_lock", "run_lock"]
 
 _POLL = 0.5
 
@@ -68,10 +68,22 @@ def _declares(path: Path, name: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
-             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the pipeline's run lock for the block; RunLocked when busy and not `wait`."""
+class RunLock:
+    """The held lock of one pipeline; `release()` (or closing the process) frees it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
+                     on_wait: Callable[[str], None] | None = None) -> RunLock:
+    """Take the pipeline's run lock; RunLocked when busy and not `wait` (then it polls,
+    blocking: call it from a worker thread inside an event loop)."""
     folder = root / ".civflow" / "locks"
     path = folder / f"{spec.name}.lock"
     try:
@@ -79,6 +91,7 @@ def run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
+    held = RunLock(fd)
     try:
         told = False
         while True:
@@ -99,6 +112,18 @@ def run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
                 "file": os.path.relpath(spec.path.resolve(), root)}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+@contextlib.contextmanager
+def run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the pipeline's run lock for the block (see `acquire_run_lock`)."""
+    held = acquire_run_lock(spec, root, wait=wait, on_wait=on_wait)
+    try:
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        held.release()

@@ -1,0 +1,157 @@
+"""The public functions behind `civflow.load/plan/estimate/run/arun`; the CLI uses them too.
+
+`run` works in scripts and in notebooks: inside a running event loop (Jupyter) it
+runs `arun` on a worker thread with a loop of its own, so it never trips over
+`asyncio.run`'s "cannot be called from a running event loop".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from civflow.errors import SpendingRefused
+from civflow.plan import Plan, PlanOptions
+from civflow.run import Estimate, RunOptions, RunResult
+from civflow.run.events import Reporter, ignore
+from civflow.spec.check import Checked
+
+T = TypeVar("T")
+Confirm = Callable[[Plan, Estimate], Awaitable[bool] | bool]
+
+
+def load(path: str | Path, *, vars: Mapping[str, Any] | None = None,
+         vars_files: Iterable[str | Path] = ()) -> Checked:
+    """Parse and check a pipeline file; raise PipelineInvalid with located errors.
+
+        >>> checked = civflow.load("pipelines/hero-shot.yaml", vars={"style": "oil"})
+    """
+    from civflow.spec import load_pipeline, parse_var_overrides
+    from civflow.spec.check import check_pipeline
+
+    overrides = dict(parse_var_overrides((), [Path(f) for f in vars_files]))
+    overrides.update(vars or {})
+    return check_pipeline(load_pipeline(Path(path), overrides))
+
+
+def _options(force: Iterable[str], reroll: Iterable[str], only: Iterable[str],
+             retry_failed: bool) -> PlanOptions:
+    return PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=tuple(only),
+                       retry_failed=retry_failed)
+
+
+def plan(checked: Checked, *, force: Iterable[str] = (), reroll: Iterable[str] = (),
+         only: Iterable[str] = (), retry_failed: bool = False) -> Plan:
+    """What a run would do now and why, reading the lockfile and any interrupted run
+    exactly as `civflow plan` does. No network.
+
+        >>> civflow.plan(checked).counts()
+        {'cached': 3, 'changed': 1}
+    """
+    from civflow.run import prepare
+
+    return prepare(checked, _options(force, reroll, only, retry_failed)).plan
+
+
+async def aestimate(checked: Checked, *, emulator: bool = False, whatif: bool = False,
+                    api_key_file: Path | None = None, force: Iterable[str] = (),
+                    reroll: Iterable[str] = (), only: Iterable[str] = ()) -> Estimate:
+    """Buzz for what a run would submit. Offline by the catalog's formulas; with
+    `whatif=True` the API (or the emulator) prices every instance it can.
+
+        >>> (await civflow.aestimate(checked, whatif=True, emulator=True)).total
+    """
+    from civflow.run import estimate, prepare
+    from civflow.run.connect import open_backend
+
+    prepared = prepare(checked, _options(force, reroll, only, False))
+    if not whatif:
+        return await estimate(prepared, None)
+    async with open_backend(emulator, api_key_file) as backend:
+        return await estimate(prepared, backend, whatif_all=True)
+
+
+def estimate(checked: Checked, **options: Any) -> Estimate:
+    """`aestimate`, from synchronous code (a notebook cell too).
+
+        >>> civflow.estimate(checked).total
+        678.0
+    """
+    return _sync(aestimate(checked, **options))
+
+
+async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
+               confirm: Confirm | None = None, max_cost: float | None = None,
+               force: Iterable[str] = (), reroll: Iterable[str] = (),
+               only: Iterable[str] = (), retry_failed: bool = False, concurrency: int = 8,
+               fail_fast: bool = False, out_dir: Path | None = None, wait: bool = False,
+               api_key_file: Path | None = None, reporter: Reporter = ignore,
+               on_wait: Callable[[str], None] | None = None,
+               on_resume: Callable[[str], None] | None = None,
+               pipeline_file: str = "") -> RunResult:
+    """Run a checked pipeline to the end; the same steps as `civflow run`.
+
+    Against the real API nothing is submitted without consent: pass `yes=True`, or a
+    `confirm(plan, estimate)` that returns True; `max_cost` caps the charge. The
+    pipeline's run lock is held throughout (RunLocked when another run holds it,
+    unless `wait=True`).
+
+        >>> result = await civflow.arun(checked, emulator=True)
+        >>> result.files["hero"]
+    """
+    from civflow.run import execute, prepare
+    from civflow.run.connect import open_backend
+    from civflow.run.lock import acquire_run_lock
+    from civflow.run.state import project_root
+
+    if not emulator and not yes and confirm is None:
+        raise SpendingRefused("a run against the real API needs consent",
+                              hint="pass yes=True, or confirm=… to be asked with the "
+                                   "plan and its estimate")
+    options = RunOptions(concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
+                         out_dir=out_dir)
+    held = await asyncio.to_thread(acquire_run_lock, checked.spec, project_root(checked.spec),
+                                   wait=wait, on_wait=on_wait)
+    try:
+        prepared = prepare(checked, _options(force, reroll, only, retry_failed))
+        if prepared.resumed is not None and on_resume is not None:
+            on_resume(prepared.resumed.run_id)
+
+        async def asked(plan: Plan, cost: Estimate) -> bool:
+            if yes:
+                return True
+            assert confirm is not None
+            answer = confirm(plan, cost)
+            return bool(await answer) if isinstance(answer, Awaitable) else bool(answer)
+
+        async with open_backend(emulator, api_key_file, concurrency=concurrency) as backend:
+            return await execute(prepared, backend, options, reporter=reporter,
+                                 confirm=None if emulator else asked,
+                                 pipeline_file=pipeline_file)
+    finally:
+        held.release()
+
+
+def run(checked: Checked, **options: Any) -> RunResult:
+    """`arun` from synchronous code: a script, or a notebook cell (whose event loop is
+    already running). Same keyword arguments.
+
+        >>> result = civflow.run(checked, emulator=True)
+        >>> print(result.table())
+    """
+    return _sync(arun(checked, **options))
+
+
+def _sync(work: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await work
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
