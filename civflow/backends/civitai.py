@@ -282,6 +282,9 @@ class CivitaiClient:
             raise AuthenticationError(f"no Civitai API key: {where} is empty or unset",
                                       hint=_KEY_HINT)
         base_url = os.environ.get("CIVITAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        seed = os.environ.get("CIVFLOW_JITTER_SEED", "").strip()
+        if seed.isdigit() and "rng" not in options:  # reproducible retry timing in tests
+            options["rng"] = random.Random(int(seed))
         return cls(base_url, key, **options)
 
     async def __aenter__(self) -> CivitaiClient:

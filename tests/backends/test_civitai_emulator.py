@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ def _run(emu: RunningEmulator, use: Callable[[CivitaiClient], Awaitable[T]], *,
     async def main() -> T:
         options.setdefault("backoff_base", 0.001)
         options.setdefault("backoff_cap", 0.005)
+        options.setdefault("rng", random.Random(20241125))  # seeded retry jitter
         record = (lambda m, r, s: seen.append((m, r, s))) if seen is not None else None
         async with CivitaiClient(emu.url, key, on_request=record, **options) as client:
             return await use(client)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -156,6 +157,7 @@ def _run(world: FakeWorld, use: Callable[[CivitaiClient], Awaitable[T]],
     async def main() -> T:
         options.setdefault("backoff_base", 0.001)
         options.setdefault("backoff_cap", 0.01)
+        options.setdefault("rng", random.Random(20241125))  # seeded retry jitter
         client = CivitaiClient(world.url, KEY, on_request=(
             (lambda m, r, s: seen.append((m, r, s))) if seen is not None else None), **options)
         async with client:

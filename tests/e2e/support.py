@@ -149,6 +149,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CIVFLOW_BACKEND", raising=False)
     monkeypatch.setenv("CIVFLOW_EMULATOR_TIME_SCALE", "0")
+    monkeypatch.setenv("CIVFLOW_JITTER_SEED", "20241125")  # retry jitter, seeded
     return Project(tmp_path, capsys)
 
 
@@ -188,7 +189,7 @@ def check_artifacts(project: Project, name: str) -> dict[str, Any]:
 def subprocess_env(emulator: RunningEmulator, key: str = SECRET) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CIVITAI_", "CIVFLOW_", "PYTEST_"))}
-    env.update(CIVITAI_BASE_URL=emulator.url, CIVITAI_API_KEY=key,
+    env.update(CIVITAI_BASE_URL=emulator.url, CIVITAI_API_KEY=key, CIVFLOW_JITTER_SEED="7",
                PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     return env
 
