@@ -490,3 +490,13 @@ def test_deleted_or_edited_outputs_come_back_without_paying(
     assert all((project.lock_path("chain").parent / a["path"]).is_file()
                for entry in lock.values() for a in entry["artifacts"])
     assert (charged(emulator), created(emulator)) == (spent, made)
+
+
+def test_an_out_folder_that_cannot_be_written_fails_before_paying(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Promise: problems with the output folder are found before anything is paid."""
+    project, emulator = ready
+    project.write("clip", CLIP)
+    outcome = project.run("clip", "--out", "/proc/civflow-out")
+    assert outcome.code == 1 and "outputs cannot be written there" in outcome.err, outcome.text
+    assert created(emulator) == 0
