@@ -41,7 +41,8 @@ from civflow.store.objects import ObjectStore
 
 __all__ = ["Executor", "InstanceResult", "RunOptions", "RunResult", "timeout_seconds"]
 
-_FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints
+_FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints, at least
+_FLUSH_SHARE = 10  # ... and at least this many times as long as the last one took
 DEFAULT_TIMEOUT = 3600.0  # seconds a step may take when its `timeout` is unset
 _GRACE = 120.0  # past the step's own timeout, before civflow gives up on it
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?$")
@@ -154,6 +155,7 @@ class Executor:
         self.settled: set[str] = set()  # in-flight intents this run took over
         self._dirty = bool(history.recovered)
         self._last_flush = 0.0
+        self._flush_cost = 0.0
         self._flush_lock = asyncio.Lock()
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
@@ -520,13 +522,17 @@ class Executor:
 
     async def _flush(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not self._dirty or (not force and now - self._last_flush < _FLUSH_EVERY):
+        # A checkpoint rewrites the whole lockfile; spacing them by their own cost keeps
+        # a run of 10,000 instances linear (the journal holds everything in between).
+        gap = max(_FLUSH_EVERY, _FLUSH_SHARE * self._flush_cost)
+        if not self._dirty or (not force and now - self._last_flush < gap):
             return
         async with self._flush_lock:
             self._dirty = False
             self._last_flush = now
             snapshot = Lockfile(self.spec.name, dict(self.entries))
             await asyncio.to_thread(snapshot.save, self.spec.lockfile_path)
+            self._flush_cost = time.monotonic() - now
 
     def _prune(self) -> None:
         """A full run forgets instances the pipeline no longer has."""
