@@ -6,7 +6,10 @@ A key path is a tuple of mapping keys and list indexes, `("steps", "hero", "inpu
 
 from __future__ import annotations
 
-__all__ = ["KeyPath", "key_text"]
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["KeyPath", "key_text", "nested_deeper_than"]
 
 KeyPath = tuple[str | int, ...]
 
@@ -20,3 +23,17 @@ def key_text(path: KeyPath, *, leading_dot: bool = False) -> str:
         else:
             text += f".{part}" if text or leading_dot else str(part)
     return text
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True if lists and mappings in `value` nest more than `limit` levels; iterative, so
+    a hostile document cannot exhaust the stack while being measured."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False

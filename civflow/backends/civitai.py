@@ -61,6 +61,7 @@ from civflow.errors import (
     RateLimited,
     ServiceUnavailable,
 )
+from civflow.keys import nested_deeper_than
 
 __all__ = ["DEFAULT_BASE_URL", "CivitaiClient"]
 
@@ -149,18 +150,6 @@ class _TooDeep(ValueError):
     """A JSON text nested deeper than `_MAX_DEPTH`."""
 
 
-def _depth_at_most(value: Any, limit: int) -> bool:
-    """Whether `value` nests at most `limit` containers deep (iteratively: no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        children = current.values() if isinstance(current, dict) else current
-        if depth > limit:
-            return False
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return True
-
-
 def _loads(content: bytes) -> Any:
     """Parse a JSON answer; `ValueError` if it is not JSON, `_TooDeep` if it nests too far.
 
@@ -171,7 +160,7 @@ def _loads(content: bytes) -> Any:
         data = json.loads(content)
     except RecursionError as exc:
         raise _TooDeep("nested too deeply") from exc
-    if isinstance(data, dict | list) and not _depth_at_most(data, _MAX_DEPTH):
+    if isinstance(data, dict | list) and nested_deeper_than(data, _MAX_DEPTH):
         raise _TooDeep("nested too deeply")
     return data
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from civflow.errors import FileAccessError
+from civflow.keys import nested_deeper_than
 from civflow.store.atomic import atomic_write_text
 
 __all__ = [
@@ -133,19 +134,6 @@ class RunState:
         return cls(instances, finished)
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """True if lists and objects in `value` nest more than `limit` levels (no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping | list):
-            if depth >= limit:
-                return True
-            children = item.values() if isinstance(item, Mapping) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 def _read_lines(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
     try:
         data = path.read_bytes()
@@ -170,7 +158,7 @@ def _read_lines(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
             record = None
             too_deep = True
         else:
-            too_deep = _deeper_than(record, MAX_DEPTH)
+            too_deep = nested_deeper_than(record, MAX_DEPTH)
         if too_deep:
             raise FileAccessError(
                 path=str(path), reason=f"line {number} nests more than {MAX_DEPTH} levels deep")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from civflow.errors import Diagnostic, FileAccessError, Location, PipelineInvalid
+from civflow.keys import nested_deeper_than
 from civflow.names import strip_urls
 from civflow.store.atomic import atomic_write_text
 
@@ -41,19 +42,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """True if lists and objects in `value` nest more than `limit` levels (no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping | list):
-            if depth >= limit:
-                return True
-            children = item.values() if isinstance(item, Mapping) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 class _Shape(ValueError):
@@ -217,7 +205,7 @@ class Lockfile:
             document = None
             too_deep = True
         else:
-            too_deep = _deeper_than(document, MAX_DEPTH)
+            too_deep = nested_deeper_than(document, MAX_DEPTH)
         if too_deep:
             # Code that walks outputs recurses; refuse before it can overflow the stack.
             raise PipelineInvalid([Diagnostic(
