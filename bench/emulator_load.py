@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from civflow.backends.emulator import EmulatorConfig, start_emulator
+from civflow.emulator import EmulatorConfig, start_emulator
 
 ECHO = {"steps": [{"$type": "echo", "input": {"message": "load"}}]}
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from civflow.check import check_pipeline
+from civflow.load import load_pipeline
 from civflow.plan import plan
-from civflow.spec import load_pipeline
-from civflow.spec.check import check_pipeline
 
 HEAD = """\
 version: 1

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from civflow.backends.emulator import EmulatorConfig, start_emulator
+from civflow.emulator import EmulatorConfig, start_emulator
 
 JOB_SECONDS = 1.0
 ECHO_SECONDS = 0.5  # the emulator's modelled duration of an echo job

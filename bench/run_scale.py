@@ -24,10 +24,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from civflow.backends.base import Download, WorkflowState
-from civflow.run import RunOptions, execute, prepare, run_lock
-from civflow.spec import load_pipeline
-from civflow.spec.check import check_pipeline
+from civflow.check import check_pipeline
+from civflow.client.base import Download, WorkflowState
+from civflow.load import load_pipeline
+from civflow.runner import RunOptions, execute, prepare, run_lock
 
 
 class InstantApi:

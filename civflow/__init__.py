@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from civflow._api import aestimate, arun, estimate, load, plan, run
+from civflow.check import Checked
 from civflow.errors import (
     ApiError,
     CivflowError,
@@ -27,8 +28,7 @@ from civflow.errors import (
     StepsFailed,
 )
 from civflow.plan import Decision, Plan, PlannedInstance
-from civflow.run import Estimate, InstanceResult, RunResult
-from civflow.spec.check import Checked
+from civflow.runner import Estimate, InstanceResult, RunResult
 
 __all__ = [
     "ApiError",

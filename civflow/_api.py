@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from civflow.check import Checked
 from civflow.errors import SpendingRefused
 from civflow.plan import Plan, PlanOptions
-from civflow.run import Estimate, RunOptions, RunResult
-from civflow.run.events import Reporter, ignore
-from civflow.spec.check import Checked
+from civflow.runner import Estimate, RunOptions, RunResult
+from civflow.runner.events import Reporter, ignore
 
 T = TypeVar("T")
 Confirm = Callable[[Plan, Estimate], Awaitable[bool] | bool]
@@ -29,8 +29,8 @@ def load(path: str | Path, *, vars: Mapping[str, Any] | None = None,
 
         >>> checked = civflow.load("pipelines/hero-shot.yaml", vars={"style": "oil"})
     """
-    from civflow.spec import load_pipeline, parse_var_overrides
-    from civflow.spec.check import check_pipeline
+    from civflow.check import check_pipeline
+    from civflow.load import load_pipeline, parse_var_overrides
 
     overrides = dict(parse_var_overrides((), [Path(f) for f in vars_files]))
     overrides.update(vars or {})
@@ -51,7 +51,7 @@ def plan(checked: Checked, *, force: Iterable[str] = (), reroll: Iterable[str] =
         >>> civflow.plan(checked).counts()
         {'cached': 3, 'changed': 1}
     """
-    from civflow.run import prepare
+    from civflow.runner import prepare
 
     return prepare(checked, _options(force, reroll, only, retry_failed)).plan
 
@@ -64,8 +64,8 @@ async def aestimate(checked: Checked, *, emulator: bool = False, whatif: bool = 
 
         >>> (await civflow.aestimate(checked, whatif=True, emulator=True)).total
     """
-    from civflow.run import estimate, prepare
-    from civflow.run.connect import open_backend
+    from civflow.runner import estimate, prepare
+    from civflow.runner.connect import open_backend
 
     prepared = prepare(checked, _options(force, reroll, only, False))
     if not whatif:
@@ -102,10 +102,10 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
         >>> result = await civflow.arun(checked, emulator=True)
         >>> result.files["hero"]
     """
-    from civflow.run import execute, prepare
-    from civflow.run.connect import open_backend
-    from civflow.run.lock import acquire_run_lock
-    from civflow.run.state import project_root
+    from civflow.runner import execute, prepare
+    from civflow.runner.connect import open_backend
+    from civflow.runner.lock import acquire_run_lock
+    from civflow.runner.state import project_root
 
     if not emulator and not yes and confirm is None:
         raise SpendingRefused("a run against the real API needs consent",

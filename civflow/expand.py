@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from civflow import catalog
-from civflow.errors import PipelineInvalid
-from civflow.graph import (
+from civflow.check import Checked
+from civflow.check.render import (
     base_context,
     fanout_name,
     foreach_name,
@@ -23,8 +23,8 @@ from civflow.graph import (
     render_field,
     render_tree,
 )
-from civflow.spec.check import Checked
-from civflow.spec.model import PipelineSpec, StepSpec
+from civflow.errors import PipelineInvalid
+from civflow.load.model import PipelineSpec, StepSpec
 from civflow.template import Pending, is_pending
 
 __all__ = [

@@ -19,6 +19,8 @@ from enum import Enum
 from typing import Any
 
 from civflow import catalog
+from civflow.check import Checked
+from civflow.check.render import matrix_instances, resolve_pending
 from civflow.errors import UsageError
 from civflow.expand import (
     Context,
@@ -28,12 +30,7 @@ from civflow.expand import (
     evaluate_when,
     resolve_step,
 )
-from civflow.graph import matrix_instances, resolve_pending
-
-# Re-exported for modules that name blobs by content (civflow.run.blobs, civflow.run.state).
-from civflow.request import BLOB_TOKEN, tokenize_output  # noqa: F401
-from civflow.spec.check import Checked
-from civflow.spec.model import StepSpec
+from civflow.load.model import StepSpec
 
 __all__ = [
     "Decision",

@@ -2,7 +2,7 @@
 
 Inside civflow a blob is named by the sha256 of its content (`civflow-blob:sha256:…`),
 so cache keys never contain presigned URLs; only at submission are tokens replaced by
-URLs valid right then (`civflow.run.blobs`).
+URLs valid right then (`civflow.runner.blobs`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from civflow.check.render import resolve_pending
 from civflow.expand import Instance
-from civflow.graph import resolve_pending
+from civflow.load.model import PipelineSpec
 from civflow.names import URL_FIELDS
-from civflow.spec.model import PipelineSpec
 
 __all__ = [
     "BLOB_TOKEN",

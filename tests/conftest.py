@@ -10,7 +10,7 @@ from tests.openapi_support import ABSENT, OPENAPI_PATH
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     skipped = [r for r in terminalreporter.stats.get("skipped", [])
                if ABSENT in str(getattr(r, "longrepr", ""))]
-    from tests.backends.emulator.conftest import UNCHECKED
+    from tests.emulator.conftest import UNCHECKED
 
     if skipped or UNCHECKED:
         terminalreporter.write_line(

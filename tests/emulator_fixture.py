@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from civflow.backends.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 
 
 @pytest.fixture

@@ -60,6 +60,15 @@ def require_openapi() -> OpenApi:
     return _openapi()
 
 
+def require_shared(path: Path) -> None:
+    """Skip when a file of ../shared is absent (a contributor's clone); fail under CI=true."""
+    if path.is_file():
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must have {path}")
+    pytest.skip(f"{ABSENT} ({path})")
+
+
 def skip_without_openapi() -> None:
     """Skip the calling test when the document is absent; fail under CI=true."""
     if OPENAPI_PATH.is_file():

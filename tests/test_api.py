@@ -66,7 +66,7 @@ def test_a_notebook_session_runs_twice_and_inside_a_running_loop(folder: Path) -
     (image,) = first.files["hero"]
     assert image.is_file() and image.is_relative_to(folder / "out")
     assert "hero" in first.table() and "spent" in str(first)
-    # A second call (civflow.run used to be shadowed by the civflow.run package) and
+    # A second call (civflow.runner used to be shadowed by the civflow.runner package) and
     # the plan reads the lockfile: everything is cached.
     assert civflow.plan(checked).counts() == {"cached": 2}
     again = civflow.run(checked, emulator=True)

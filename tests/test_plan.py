@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from civflow.check import Checked, check_pipeline
 from civflow.errors import UsageError
 from civflow.expand import Context, StepResults, derive_seed, fingerprint
+from civflow.load import load_pipeline
 from civflow.plan import (
     Decision,
     Plan,
@@ -19,8 +21,6 @@ from civflow.plan import (
     plan,
 )
 from civflow.request import tokenize_output, workflow_body
-from civflow.spec import load_pipeline
-from civflow.spec.check import Checked, check_pipeline
 
 PIPELINE = """\
 version: 1

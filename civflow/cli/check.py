@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
+from civflow.check import Checked
 from civflow.cli import report
 from civflow.errors import CivflowError, PipelineInvalid
-from civflow.spec.check import Checked
 
 _var = click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
                     help="Override a variable (repeatable).")
@@ -30,8 +30,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 def load_checked(path: Path, vars_: Sequence[str], vars_files: Sequence[Path], *,
                  strict: bool = False) -> Checked:
     """Load, schema-check and statically check one pipeline file."""
-    from civflow.spec import load_pipeline, parse_var_overrides
-    from civflow.spec.check import check_pipeline
+    from civflow.check import check_pipeline
+    from civflow.load import load_pipeline, parse_var_overrides
 
     overrides = parse_var_overrides(vars_, vars_files)
     return check_pipeline(load_pipeline(path, overrides), strict=strict)
@@ -48,9 +48,9 @@ def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
 
     Every independent error of every file is reported in one run, in file order.
     """
+    from civflow.check import check_file
     from civflow.cli._exit import exit_code_for
-    from civflow.spec import parse_var_overrides
-    from civflow.spec.check import check_file
+    from civflow.load import parse_var_overrides
 
     results: list[dict[str, Any]] = []
     worst = 0
@@ -85,7 +85,7 @@ def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
          strict: bool) -> None:
     """Show every instance in order, whether it runs or is cached, and why."""
     from civflow.plan import PlanOptions
-    from civflow.run import prepare
+    from civflow.runner import prepare
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     _check_step_names(checked, [*force, *reroll], allow_star=True)
@@ -104,7 +104,7 @@ def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
 def render(file: Path, vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
     """Print the exact workflow bodies that would be sent, as JSON."""
     from civflow.request import workflow_body
-    from civflow.run import prepare
+    from civflow.runner import prepare
     from civflow.store.journal import external_id
 
     checked = load_checked(file, vars_, vars_files, strict=strict)

@@ -56,7 +56,7 @@ def emulator(host: str, port: int, time_scale: float, buzz: float | None, api_ke
              drop_rate: float, step_failure_rate: float, step_expiry_rate: float,
              fault_seed: int) -> None:
     """Serve the local Civitai emulator (v2 consumer API) on HOST:PORT."""
-    from civflow.backends.emulator import EmulatorConfig, serve_forever
+    from civflow.emulator import EmulatorConfig, serve_forever
 
     config = EmulatorConfig(
         time_scale=time_scale, buzz=buzz, api_key=api_key, state_dir=state_dir,

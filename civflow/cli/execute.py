@@ -63,8 +63,8 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.cli import report
     from civflow.cli.progress import reporter_for
     from civflow.plan import Plan
-    from civflow.run import Estimate
-    from civflow.run.connect import wants_emulator
+    from civflow.runner import Estimate
+    from civflow.runner.connect import wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
@@ -136,7 +136,7 @@ def _shown(path: Path) -> str:
               show_default=True)
 def status(file: Path, fmt: str) -> None:
     """Show the last run of a pipeline: each instance, its status, cost and artifacts."""
-    from civflow.run.history import last_run_status
+    from civflow.runner.history import last_run_status
 
     click.echo(last_run_status(file, fmt), nl=False)
 
@@ -146,8 +146,8 @@ def status(file: Path, fmt: str) -> None:
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False))
 def cancel(file: Path, api_key_file: Path | None) -> None:
     """Cancel the workflows of an unfinished run (against CIVITAI_BASE_URL)."""
-    from civflow.run.connect import open_backend
-    from civflow.run.history import cancel_unfinished, unfinished_run
+    from civflow.runner.connect import open_backend
+    from civflow.runner.history import cancel_unfinished, unfinished_run
 
     journal = unfinished_run(file)
     if journal is None:  # known before any key is asked for

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from civflow.run.events import Event, Phase
+from civflow.runner.events import Event, Phase
 
 _STYLE = {Phase.CACHED: "dim", Phase.SKIPPED: "yellow", Phase.SUCCEEDED: "green",
           Phase.FAILED: "bold red", Phase.RUNNING: "cyan", Phase.SUBMITTED: "cyan",

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from civflow.check import Checked
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid
 from civflow.plan import Decision, Plan, PlannedInstance
-from civflow.spec.check import Checked
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
          Decision.CACHED: "=", Decision.SKIPPED: "-"}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from civflow.catalog import Variant, check_input, input_variants
-from tests.openapi_support import OpenApi, require_openapi
+from tests.openapi_support import OpenApi, require_openapi, require_shared
 
 SEED_REQUEST = Path(__file__).resolve().parents[3] / "shared" / "seed-request.json"
 VARIANTS = input_variants()
@@ -111,8 +111,7 @@ def test_missing_required_field_is_rejected_by_both(api: OpenApi, variant: Varia
 
 
 def test_seed_request_is_rejected_by_both(api: OpenApi) -> None:
-    if not SEED_REQUEST.is_file():
-        pytest.skip("seed-request.json is absent")
+    require_shared(SEED_REQUEST)
     body = json.loads(SEED_REQUEST.read_text(encoding="utf-8"))["request"]["body"]
     step = body["steps"][0]
     issues = check_input(step["$type"], step["input"])

@@ -280,8 +280,8 @@ def test_unknown_engine_is_an_error_that_names_the_escape(
 def test_unchecked_step_validates_with_a_note_and_plan_can_mark_it(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Promise (issue 13): 'unchecked: true' lets a newer engine through, visibly."""
-    from civflow.spec import load_pipeline
-    from civflow.spec.check import check_pipeline
+    from civflow.check import check_pipeline
+    from civflow.load import load_pipeline
 
     path = tmp_path / "newer.yaml"
     path.write_text(_UNKNOWN_ENGINE.format(unchecked="    unchecked: true\n"), encoding="utf-8")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from civflow.backends.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from tests.e2e.support import SECRET, Project, aim
 from tests.e2e.support import project as project  # re-exported as a fixture
 

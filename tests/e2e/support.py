@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from civflow.backends.emulator import RunningEmulator
 from civflow.cli import main
+from civflow.emulator import RunningEmulator
 
 SECRET = "sk-test-SECRET-7f3a9c2e51d04b8c"
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from civflow.backends.emulator import RunningEmulator
+from civflow.emulator import RunningEmulator
 from tests.e2e.support import CHAIN, WORKFLOWS, Project, check_artifacts, created, requests_to
 
 MATRIX = """\

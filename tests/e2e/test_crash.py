@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from civflow.backends.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, created, spawn
 
 FAN = f"""\

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civflow.backends.emulator import RunningEmulator
+from civflow.emulator import RunningEmulator
 from tests.e2e.support import CHAIN, MODEL, Project, check_artifacts, created, requests_to
 
 # `bad` gets bytes that are no image: its job fails on the worker, deterministically.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civflow.backends.emulator import RunningEmulator
+from civflow.emulator import RunningEmulator
 from tests.e2e.support import CHAIN, WORKFLOWS, Project, check_artifacts, created, requests_to
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from civflow.backends.emulator import RunningEmulator
-from civflow.spec import load_pipeline
-from civflow.spec.check import check_pipeline
+from civflow.check import check_pipeline
+from civflow.emulator import RunningEmulator
+from civflow.load import load_pipeline
 from civflow.store.journal import Journal, external_id
 from tests.e2e.support import CHAIN, Project, created
 
@@ -73,7 +73,7 @@ def test_plan_and_run_agree_on_a_resumed_run(ready: tuple[Project, RunningEmulat
     by its journaled externalId (the API returns the workflow, nothing new is paid)."""
     project, emulator = ready
     path = project.write("chain", CHAIN)
-    from civflow.run import prepare
+    from civflow.runner import prepare
 
     hero = prepare(check_pipeline(load_pipeline(path))).plan.instances[0]
     fp = hero.instance.fingerprint

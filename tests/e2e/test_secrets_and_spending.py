@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from civflow.backends.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from tests.e2e.support import (
     CHAIN,
     MODEL,

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from civflow.backends.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.check import check_pipeline
+from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.expand import derive_seed
-from civflow.run.lock import run_lock
-from civflow.spec import load_pipeline
-from civflow.spec.check import check_pipeline
+from civflow.load import load_pipeline
+from civflow.runner.lock import run_lock
 from civflow.store.journal import Journal, external_id
 from tests.e2e.support import CHAIN, MODEL, SECRET, Project, aim, created, spawn
 
@@ -280,7 +280,7 @@ def test_a_cap_that_is_not_a_finite_amount_is_a_usage_error(
 def _journal_intent(project: Project, name: str, workflow_id: str) -> None:
     """A run that submitted `name`'s only instance and died before it finished."""
     checked = check_pipeline(load_pipeline(project.root / "pipelines" / f"{name}.yaml"))
-    from civflow.run import prepare
+    from civflow.runner import prepare
 
     planned = prepare(checked).plan.instances[0]
     fp = planned.instance.fingerprint
@@ -399,8 +399,8 @@ def test_a_workflow_that_never_finishes_is_canceled_at_its_timeout(
     polled in a tight loop; at the step's timeout the workflow is canceled and fails."""
     import uvicorn
 
-    from civflow.backends.civitai import CivitaiClient
-    from civflow.run import RunOptions, execute, prepare
+    from civflow.client.civitai import CivitaiClient
+    from civflow.runner import RunOptions, execute, prepare
 
     app = _Stuck()
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off")

@@ -1,0 +1,638 @@
+"""Everything `civflow validate` checks beyond the schema: names, references, catalog, cycles.
+
+Every phase runs and its findings are collected: a schema error in one step does not hide
+a template error in another. What follows from an earlier error is not reported again: a
+template that does not parse is not analysed further, a template with an error is left
+out of the catalog check (its value counts as unknown), a step with a schema error is left
+out of the later phases (and references to it are not reported), cycles are looked for
+only when every template parsed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+from jinja2 import TemplateNotFound, TemplateSyntaxError, nodes
+from jinja2 import meta as jinja_meta
+
+from civflow import catalog
+from civflow.catalog import IssueKind, OutputIssueKind
+from civflow.check.graph import StepGraph, build_graph
+from civflow.check.render import (
+    base_context,
+    matrix_instances,
+    pending_step_view,
+    render_field,
+    render_tree,
+    template_location,
+)
+from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
+from civflow.keys import KeyPath, key_text
+from civflow.load.model import RESERVED_NAMES, PipelineSpec, StepSpec, deep_merge
+from civflow.load.yamlsrc import SourceDoc
+from civflow.names import unsafe_name_reason
+from civflow.template import (
+    Analysis,
+    Pending,
+    TemplateEngine,
+    TemplateFailed,
+    is_pending,
+    walk_strings,
+)
+from civflow.template import Reference as TemplateRef
+
+# More than this many findings in one file are summed up in one line: past a point, the
+# rest is noise until the first ones are fixed.
+MAX_DIAGNOSTICS = 50
+
+UNCHECKED_HINT = "if it is newer than civflow, add 'unchecked: true' to the step"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A pipeline that passed every check, ready to plan; warnings ride along."""
+
+    spec: PipelineSpec
+    engine: TemplateEngine
+    graph: StepGraph
+    warnings: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What the schema phase left intact for the later phases."""
+
+    blocked: frozenset[str] = frozenset()  # steps left out because of schema errors
+    names_known: bool = True  # the variables are known, so undefined names can be found
+    catalog: bool = True  # `defaults:` is intact, so step inputs are complete
+
+
+@dataclass(frozen=True)
+class _Template:
+    """One template-bearing string of a step and what analysing it found."""
+
+    step: str
+    doc_path: KeyPath
+    input_path: KeyPath | None  # None for `foreach` and `when`
+    text: str
+    is_key: bool
+    analysis: Analysis | None  # None: it did not parse (reported once, not analysed)
+
+    @property
+    def field(self) -> str:
+        return "input" if self.input_path is not None else str(self.doc_path[2])
+
+
+def check_pipeline(spec: PipelineSpec, *, strict: bool = False) -> Checked:
+    """Run every static check; raise PipelineInvalid with all errors (and warnings).
+
+    `strict` is accepted for compatibility: unknown step types, engines, ecosystems,
+    operations and fields are errors by default now, and `unchecked: true` on a step is the
+    one way to let them through.
+    """
+    del strict
+    spec = _with_unchecked_flags(spec)
+    found, graph, engine = _collect(spec, _Scope())
+    errors = [d for d in found if d.is_error]
+    if errors or graph is None:
+        raise PipelineInvalid(conclude(spec.path, found))
+    return Checked(spec, engine, graph, tuple(_ordered(found)))
+
+
+def check_file(path: FsPath, overrides: Mapping[str, Any] | None = None, *,
+               strict: bool = False) -> Checked:
+    """Load and check one pipeline file, reporting every independent error in one go.
+
+    When the schema finds errors, the parts it left intact (the other steps, the
+    variables) are still checked, and all findings are raised together.
+    """
+    from civflow.load import load_pipeline, read_source
+
+    try:
+        spec = load_pipeline(path, overrides)
+    except PipelineInvalid as exc:
+        try:
+            doc = read_source(path)
+        except CivflowError:
+            raise exc from None  # YAML itself is broken: nothing else can be read
+        partial = _partial_spec(path, doc, overrides)
+        if partial is None:
+            raise PipelineInvalid(conclude(path, exc.diagnostics)) from None
+        spec, scope = partial
+        more, _graph, _engine = _collect(spec, scope)
+        raise PipelineInvalid(conclude(path, [*exc.diagnostics, *more])) from None
+    return check_pipeline(spec, strict=strict)
+
+
+def conclude(path: FsPath, found: list[Diagnostic] | tuple[Diagnostic, ...]
+             ) -> list[Diagnostic]:
+    """Findings in file order, each once, at most MAX_DIAGNOSTICS and a count of the rest."""
+    ordered = _ordered(found)
+    if len(ordered) <= MAX_DIAGNOSTICS:
+        return ordered
+    rest = ordered[MAX_DIAGNOSTICS:]
+    errors = sum(d.is_error for d in rest)
+    words = f"{errors} more error{'s' if errors != 1 else ''}"
+    if len(rest) > errors:
+        warnings = len(rest) - errors
+        words += f" and {warnings} more warning{'s' if warnings != 1 else ''}"
+    return [*ordered[:MAX_DIAGNOSTICS], Diagnostic(
+        f"{path}: {words} not shown", None,
+        "fix the ones above and run civflow validate again",
+        Severity.ERROR if errors else Severity.WARNING)]
+
+
+def _ordered(found: list[Diagnostic] | tuple[Diagnostic, ...]) -> list[Diagnostic]:
+    unique: dict[tuple[object, str], Diagnostic] = {}
+    for diag in found:
+        unique.setdefault((diag.location, diag.message), diag)
+    return sorted(unique.values(), key=lambda d: (d.location.line, d.location.col)
+                  if d.location else (0, 0))
+
+
+def _collect(spec: PipelineSpec, scope: _Scope
+             ) -> tuple[list[Diagnostic], StepGraph | None, TemplateEngine]:
+    """Every phase after the schema, each on what the earlier ones left intact."""
+    engine = TemplateEngine(spec.base_dir)
+    templates, found = _scan(spec, engine)
+    bad: set[tuple[str, KeyPath]] = {(t.step, t.input_path) for t in templates
+                                  if t.analysis is None and t.input_path is not None}
+    # Broken `foreach`/`when` templates, so they are not rendered (and reported) again.
+    bad |= {(t.step, (f"<{t.field}>",)) for t in templates
+            if t.analysis is None and t.input_path is None}
+    if scope.names_known:
+        found += _check_names(spec, templates, bad)
+    found += _check_needs(spec, scope.blocked)
+    found += _check_matrix_values(spec)
+    found += _check_references(spec, engine, templates, scope.blocked, bad)
+    graph: StepGraph | None = None
+    if all(t.analysis is not None for t in templates):
+        try:
+            graph = build_graph(spec, engine)
+        except PipelineInvalid as exc:  # a cycle: every template parsed
+            found += exc.diagnostics
+    if scope.catalog:
+        found += _check_inputs(spec, engine, bad, scope.blocked)
+    return found, graph, engine
+
+
+def _did_you_mean(name: str, known: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+# -- templates ---------------------------------------------------------------------------
+
+
+def _scan(spec: PipelineSpec, engine: TemplateEngine) -> tuple[list[_Template], list[Diagnostic]]:
+    """Analyse every template of every step once; report those that do not parse."""
+    templates: list[_Template] = []
+    found: list[Diagnostic] = []
+    for step in spec.steps.values():
+        strings: list[tuple[KeyPath, KeyPath | None, str, bool]] = [
+            (spec.input_path(step.name, path), path, text, is_key)
+            for path, text, is_key in walk_strings(step.input)]
+        if step.foreach is not None:
+            strings.append((("steps", step.name, "foreach"), None, step.foreach, False))
+        if isinstance(step.when, str):
+            strings.append((("steps", step.name, "when"), None, step.when, False))
+        for doc_path, input_path, text, is_key in strings:
+            analysis: Analysis | None
+            try:
+                analysis = engine.analyse(text)
+            except TemplateFailed as exc:
+                where = template_location(spec, doc_path, exc.line, key=is_key)
+                found.append(spec.doc.diagnostic(exc.message, location=where, hint=exc.hint))
+                analysis = None
+            templates.append(_Template(step.name, doc_path, input_path, text, is_key, analysis))
+    return templates, found
+
+
+def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[str, KeyPath]]
+                 ) -> list[Diagnostic]:
+    """Every name a template reads must be a variable or a context name of that step."""
+    out: list[Diagnostic] = []
+    for template in templates:
+        analysis = template.analysis
+        if analysis is None:
+            continue
+        step = spec.steps[template.step]
+        allowed = set(spec.vars) | {"steps", "pipeline", "run"}
+        if step.matrix:
+            allowed.add("matrix")
+        field = template.field
+        if field != "foreach" and step.foreach is not None:
+            allowed |= {"item", "index"}
+        before = len(out)
+        for name in sorted(analysis.names - allowed):
+            where = template_location(spec, template.doc_path, analysis.name_lines.get(name, 1),
+                                      key=template.is_key)
+            if name in RESERVED_NAMES:
+                why = {"matrix": "this step has no 'matrix'",
+                       "item": "only a step with 'foreach' has 'item'",
+                       "index": "only a step with 'foreach' has 'index'"}.get(name)
+                if field == "foreach" and name in ("item", "index"):
+                    why = "'foreach' itself cannot use 'item' or 'index'"
+                out.append(spec.doc.diagnostic(
+                    f"'{name}' is not available in step '{step.name}'", location=where,
+                    hint=why))
+                continue
+            known = sorted(spec.vars)
+            hint = _did_you_mean(name, known) or (
+                f"known variables: {', '.join(known)}" if known else
+                "declare it under 'vars:'")
+            out.append(spec.doc.diagnostic(
+                f"undefined variable '{name}' in step '{step.name}'", location=where,
+                hint=hint))
+        if analysis.bad_steps_use is not None:
+            out.append(spec.doc.diagnostic(
+                f"'steps' must be followed by a step name in step '{step.name}'",
+                location=template_location(spec, template.doc_path, analysis.bad_steps_use,
+                                           key=template.is_key),
+                hint="write steps.<name>.output or steps.<name>.outputs"))
+        if len(out) > before and template.input_path is not None:
+            bad.add((template.step, template.input_path))
+    return out
+
+
+def _check_matrix_values(spec: PipelineSpec) -> list[Diagnostic]:
+    """A matrix value names an instance and its output folder: a NUL or control character
+    would crash after the workflow is paid, so it is refused here."""
+    out: list[Diagnostic] = []
+    for step in spec.steps.values():
+        for key, values in step.matrix:
+            for i, value in enumerate(values):
+                reason = unsafe_name_reason(value) if isinstance(value, str) else None
+                if reason is not None:
+                    out.append(spec.doc.diagnostic(
+                        f"matrix value of '{key}' in step '{step.name}' {reason}",
+                        ("steps", step.name, "matrix", key, i),
+                        hint="matrix values name instances and folders: remove control "
+                             "characters (use a var for the text and a short key here)"))
+    return out
+
+
+def _check_needs(spec: PipelineSpec, blocked: frozenset[str]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for step in spec.steps.values():
+        for i, need in enumerate(step.needs):
+            path = ("steps", step.name, "needs", i)
+            if need == step.name:
+                out.append(spec.doc.diagnostic(f"step '{step.name}' needs itself", path))
+            elif need not in spec.steps and need not in blocked:
+                out.append(spec.doc.diagnostic(
+                    f"step '{step.name}' needs unknown step '{need}'", path,
+                    hint=_did_you_mean(need, list(spec.steps)) or
+                    f"steps: {', '.join(spec.steps)}"))
+    return out
+
+
+def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: list[_Template],
+                      blocked: frozenset[str], bad: set[tuple[str, KeyPath]]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for template in templates:
+        if template.analysis is None:
+            continue
+        guards: frozenset[tuple[str | int, ...]] | None = None
+        before = len(out)
+        for ref in template.analysis.references:
+            where = template_location(spec, template.doc_path, ref.line, key=template.is_key)
+            problem = _reference_problem(spec, template.step, ref, blocked)
+            if problem is not None:
+                message, hint = problem
+                out.append(spec.doc.diagnostic(message, location=where, hint=hint))
+                continue
+            optional = _optional_part(spec, ref)
+            if optional is None:
+                continue
+            if guards is None:
+                guards = _guarded_chains(engine, template.text)
+            if optional not in guards:
+                shown = _chain_text(optional)
+                out.append(spec.doc.diagnostic(
+                    f"{shown} may be missing: {spec.steps[ref.step].type} sets "
+                    f"'{optional[-1]}' only sometimes", location=where,
+                    hint=f"write {{{{ {shown} | default(...) }}}}, or test "
+                         f"'{shown} is defined' first"))
+        if len(out) > before and template.input_path is not None:
+            bad.add((template.step, template.input_path))
+    return out
+
+
+def _reference_problem(spec: PipelineSpec, step: str, ref: TemplateRef,
+                       blocked: frozenset[str]) -> tuple[str, str | None] | None:
+    """(message, hint) when `ref` cannot work, else None."""
+    if ref.step == step:
+        return (f"step '{step}' refers to its own output",
+                "a step can only use the outputs of other steps")
+    upstream = spec.steps.get(ref.step)
+    if upstream is None:
+        if ref.step in blocked:
+            return None  # that step has a schema error of its own
+        return (f"unknown step '{ref.step}' in {ref}",
+                _did_you_mean(ref.step, list(spec.steps)) or f"steps: {', '.join(spec.steps)}")
+    if ref.kind is None:
+        return None
+    if ref.kind not in ("output", "outputs"):
+        return (f"'{ref}' is not valid: a step has '.output' and '.outputs'",
+                _did_you_mean(ref.kind, ["output", "outputs"]))
+    if ref.kind == "output" and upstream.fans_out:
+        return (f"step '{ref.step}' has several instances, so it has no single '.output'",
+                f"use steps.{ref.step}.outputs (a list, one per instance)")
+    path = ref.path
+    if ref.kind == "outputs":
+        if path and not isinstance(path[0], int):
+            if not upstream.fans_out:
+                single = TemplateRef(ref.step, "output", path, ref.line)
+                return (f"'{ref}' is not valid: '.outputs' is a list",
+                        f"step '{ref.step}' has one instance: write {single}")
+            return (f"'{ref}' is not valid: '.outputs' is a list",
+                    f"index it first: steps.{ref.step}.outputs[0]...")
+        path = path[1:]
+    issue = catalog.output_path_issue(upstream.type, upstream.input, path)
+    if issue is None or not issue.is_error:
+        return None
+    hint: str | None = None
+    if issue.suggestions:
+        hint = f"did you mean '{issue.suggestions[0]}'?"
+    elif issue.kind is OutputIssueKind.NO_FIELD and issue.fields:
+        hint = f"the fields there are {', '.join(issue.fields)}"
+    return f"{ref} does not exist: {issue.message}", hint
+
+
+def _optional_part(spec: PipelineSpec, ref: TemplateRef) -> tuple[str | int, ...] | None:
+    """The reference up to an output field the upstream sets only sometimes, if any."""
+    upstream = spec.steps.get(ref.step)
+    if upstream is None or ref.kind not in ("output", "outputs"):
+        return None
+    skip = 1 if ref.kind == "outputs" else 0
+    issue = catalog.output_path_issue(upstream.type, upstream.input, ref.path[skip:])
+    if issue is None or issue.kind is not OutputIssueKind.OPTIONAL:
+        return None
+    assert ref.kind is not None
+    return (ref.step, ref.kind, *ref.path[:skip], *issue.at, issue.part)
+
+
+def _chain_text(chain: tuple[str | int, ...]) -> str:
+    return key_text(("steps", *chain))
+
+
+_GUARD_FILTERS = frozenset({"default", "d"})
+_GUARD_TESTS = frozenset({"defined", "undefined"})
+_MAX_INCLUDES = 50
+
+
+def _guarded_chains(engine: TemplateEngine, text: str) -> frozenset[tuple[str | int, ...]]:
+    """`steps.…` chains a template guards with `| default(…)` or `is defined` (includes too).
+
+    A reference through an optional output field is safe when exactly the chain that ends
+    at that field is guarded: Jinja fails on an attribute of an undefined value before any
+    filter sees it.
+    """
+    found: set[tuple[str | int, ...]] = set()
+    sources, seen = [text], set[str]()
+    while sources and len(seen) <= _MAX_INCLUDES:
+        try:
+            tree = engine.env.parse(sources.pop())
+        except TemplateSyntaxError:
+            continue  # reported where the template is analysed
+        for node in tree.find_all((nodes.Filter, nodes.Test)):
+            names = _GUARD_FILTERS if isinstance(node, nodes.Filter) else _GUARD_TESTS
+            if node.name in names and node.node is not None:
+                chain = _static_chain(node.node)
+                if chain is not None:
+                    found.add(chain)
+        for name in jinja_meta.find_referenced_templates(tree):
+            if name is None or name in seen or engine.env.loader is None:
+                continue
+            seen.add(name)
+            try:
+                sources.append(engine.env.loader.get_source(engine.env, name)[0])
+            except (TemplateNotFound, OSError):
+                continue  # reported where the template is analysed
+    return frozenset(found)
+
+
+def _static_chain(node: nodes.Node) -> tuple[str | int, ...] | None:
+    """`steps.a.output.x[0]` as ('a', 'output', 'x', 0), or None for anything else."""
+    parts: list[str | int] = []
+    while not isinstance(node, nodes.Name):
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and isinstance(node.arg.value, str | int) and not isinstance(node.arg.value, bool):
+            parts.append(node.arg.value)
+        else:
+            return None
+        node = node.node
+    return tuple(parts[::-1]) if node.name == "steps" else None
+
+
+# -- catalog -----------------------------------------------------------------------------
+
+
+def _opaque(value: object) -> bool:
+    return is_pending(value) or (isinstance(value, str) and "{{" in value)
+
+
+_UNKNOWN = Pending("a template with an error")
+
+
+def _masked(value: Any, step: str, bad: set[tuple[str, KeyPath]], path: KeyPath = ()) -> Any:
+    """The input with every template that has an error replaced by an unknown value."""
+    if (step, path) in bad:
+        return _UNKNOWN
+    if isinstance(value, Mapping):
+        if any((step, (*path, key)) in bad and isinstance(key, str) and "{" in key
+               for key in value):
+            return _UNKNOWN  # a key with an error: nothing here can be checked
+        return {k: _masked(v, step, bad, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, step, bad, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str, KeyPath]],
+                  blocked: frozenset[str]) -> list[Diagnostic]:
+    """Render each instance with what is known now and check it against the catalog."""
+    out: list[Diagnostic] = []
+    context = base_context(spec, None)
+    context["steps"] = {name: pending_step_view(name) for name in [*spec.steps, *blocked]}
+    for step in spec.steps.values():
+        if step.foreach is not None:
+            context_step = {**context, "item": Pending("item"), "index": Pending("index")}
+        else:
+            context_step = context
+        out.extend(_check_guards(spec, engine, step, context, bad))
+        masked = _masked(step.input, step.name, bad)
+        issues: dict[tuple[KeyPath, str], catalog.InputIssue] = {}
+        for _name, values in matrix_instances(step):
+            ctx = {**context_step, "matrix": values} if step.matrix else context_step
+            if is_pending(masked):
+                break
+            try:
+                rendered = render_tree(engine, spec, step, masked, ctx)
+            except PipelineInvalid as exc:
+                out.extend(exc.diagnostics)
+                break
+            if not isinstance(rendered, Mapping):
+                continue
+            for issue in catalog.check_input(step.type, rendered, opaque=_opaque):
+                issues.setdefault((issue.path, issue.message), issue)
+        if step.unchecked:
+            out.append(_unchecked_note(spec, step, list(issues.values())))
+        else:
+            out.extend(_issue_diagnostic(spec, step, issue) for issue in issues.values())
+    return out
+
+
+def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
+                  context: Mapping[str, Any], bad: set[tuple[str, KeyPath]]) -> list[Diagnostic]:
+    """Render `foreach` and `when` with what is known now: `{{ 1/0 }}` in a guard is an
+    error here, not a surprise after the steps before it were paid for."""
+    out: list[Diagnostic] = []
+    for field, text in (("foreach", step.foreach), ("when", step.when)):
+        if not isinstance(text, str) or (step.name, (f"<{field}>",)) in bad:
+            continue
+        try:
+            render_field(engine, spec, step, field, text, context)
+        except PipelineInvalid as exc:
+            out.extend(exc.diagnostics)
+    return out
+
+
+def _unchecked_note(spec: PipelineSpec, step: StepSpec, issues: list[catalog.InputIssue]
+                    ) -> Diagnostic:
+    """The one visible line for a step whose input is sent as written."""
+    where = ("steps", step.name, "unchecked")
+    if not issues:
+        return spec.doc.diagnostic(
+            f"step '{step.name}' is marked unchecked, but civflow's catalog knows its input "
+            "and finds no problem", where, key=True,
+            hint="remove 'unchecked: true' so that validate checks this step",
+            severity=Severity.WARNING)
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return spec.doc.diagnostic(
+        f"step '{step.name}' is unchecked: its input is sent as written", where, key=True,
+        hint=f"civflow's catalog says: {issues[0].message}{more}", severity=Severity.WARNING)
+
+
+def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIssue
+                      ) -> Diagnostic:
+    path = tuple(issue.path)
+    # Point at the key for unknown fields, at the value otherwise.
+    key = issue.kind is IssueKind.UNKNOWN_FIELD and bool(path) and _exists(step.input, path)
+    while path and not _exists(step.input, path):
+        path = path[:-1]
+    where_path: KeyPath
+    if issue.kind is IssueKind.UNKNOWN_TYPE:
+        where_path, key = ("steps", step.name, "type"), False
+    elif not path:
+        # A field missing from the input as a whole: point at the 'input:' key itself.
+        where_path, key = ("steps", step.name, "input"), True
+    else:
+        where_path = spec.input_path(step.name, path)
+    hint = issue.hint or _fallback_hint(issue)
+    if issue.is_unknown_name and not issue.suggestions:
+        hint = f"{hint}; {UNCHECKED_HINT}" if hint else UNCHECKED_HINT
+    if issue.kind is IssueKind.RUN_TIME_VARIANT:
+        hint = "the API checks this input when the step runs"
+    return spec.doc.diagnostic(f"step '{step.name}': {issue.message}", where_path, key=key,
+                               hint=hint, severity=issue.severity)
+
+
+def _fallback_hint(issue: catalog.InputIssue) -> str | None:
+    """A hint for catalog findings that come without one, from the finding's data."""
+    if issue.kind is IssueKind.MISSING_FIELD and issue.field:
+        parent = next((p for p in reversed(issue.path) if isinstance(p, str)), None)
+        if parent is not None:
+            return f"add '{issue.field}:' under '{parent}:'"
+        return f"add '{issue.field}:' to the step's input (or to defaults: for its type)"
+    return None
+
+
+def _exists(value: Any, path: KeyPath) -> bool:
+    for part in path:
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        else:
+            return False
+    return True
+
+
+# -- steps as written --------------------------------------------------------------------
+
+
+def _unchecked_names(doc: SourceDoc) -> frozenset[str]:
+    steps = doc.data.get("steps") if isinstance(doc.data, Mapping) else None
+    if not isinstance(steps, Mapping):
+        return frozenset()
+    return frozenset(name for name, raw in steps.items()
+                     if isinstance(raw, Mapping) and raw.get("unchecked") is True)
+
+
+def _with_unchecked_flags(spec: PipelineSpec) -> PipelineSpec:
+    """`spec` with `StepSpec.unchecked` set from the document (idempotent)."""
+    names = _unchecked_names(spec.doc)
+    if not any(spec.steps[n].unchecked is not True for n in names if n in spec.steps):
+        return spec
+    steps = {name: dataclasses.replace(step, unchecked=True) if name in names else step
+             for name, step in spec.steps.items()}
+    return dataclasses.replace(spec, steps=steps)
+
+
+def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | None
+                  ) -> tuple[PipelineSpec, _Scope] | None:
+    """The pipeline without the parts that have schema errors, to check the rest.
+
+    None when nothing can be checked: no usable `steps:` mapping, or no step without
+    an error of its own.
+    """
+    from civflow.load.schema import schema_error_paths
+
+    broken = schema_error_paths(doc)
+    data = doc.data
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, Mapping) or ("steps",) in broken:
+        return None
+    raw_vars = data.get("vars")
+    declared: dict[str, Any] = dict(raw_vars) if isinstance(raw_vars, Mapping) else {}
+    for name, value in (overrides or {}).items():
+        if name in declared:
+            declared[name] = value
+    raw_defaults = data.get("defaults")
+    defaults_ok = (raw_defaults is None or isinstance(raw_defaults, Mapping)) and not any(
+        p[:1] == ("defaults",) for p in broken)
+    defaults: Mapping[str, Any] = raw_defaults if defaults_ok and raw_defaults else {}
+    blocked: set[str] = set()
+    steps: dict[str, StepSpec] = {}
+    unchecked = _unchecked_names(doc)
+    for order, (name, raw) in enumerate(raw_steps.items()):
+        if not isinstance(raw, Mapping) or any(p[:2] == ("steps", name) for p in broken):
+            blocked.add(name)
+            continue
+        base = defaults.get(raw["type"]) or {}
+        merged, from_defaults = deep_merge(base, raw["input"])
+        steps[name] = StepSpec(
+            name=name, type=raw["type"], input=merged, needs=tuple(raw.get("needs", ())),
+            matrix=tuple((k, tuple(v)) for k, v in (raw.get("matrix") or {}).items()),
+            foreach=raw.get("foreach"), when=raw.get("when"), timeout=raw.get("timeout"),
+            retries=raw.get("retries"), priority=raw.get("priority"), order=order,
+            defaulted=frozenset(from_defaults), unchecked=name in unchecked)
+    if not steps:
+        return None
+    name = data.get("name")
+    spec = PipelineSpec(path=path, name=name if isinstance(name, str) else "",
+                        description=None, vars=declared, steps=steps, workflow={}, tags=(),
+                        doc=doc)
+    scope = _Scope(blocked=frozenset(blocked),
+                   names_known=raw_vars is None or isinstance(raw_vars, Mapping),
+                   catalog=defaults_ok)
+    return spec, scope

@@ -1,0 +1,122 @@
+"""Serving the emulator with uvicorn: in a background thread for tests, or in the foreground."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+
+from civflow.emulator._app import create_app
+from civflow.emulator._config import EmulatorConfig
+from civflow.errors import CivflowError
+
+
+class EmulatorError(CivflowError):
+    """The emulator could not start, or its admin API refused a request."""
+
+
+class RunningEmulator:
+    """An emulator serving on loopback from a background thread; a context manager."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, url: str) -> None:
+        self._server = server
+        self._thread = thread
+        self.url = url
+        self._admin = httpx.Client(base_url=url, timeout=30.0)
+
+    def __enter__(self) -> RunningEmulator:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._admin.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise EmulatorError(f"emulator admin {method} {path} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise EmulatorError(f"emulator admin {method} {path}: {response.text}")
+        return response
+
+    def counters(self) -> dict[str, Any]:
+        """Requests by route and status, workflows created, externalId hits, Buzz charged."""
+        data: dict[str, Any] = self._call("GET", "/_emulator/counters").json()
+        return data
+
+    def set_faults(self, **faults: float | None) -> dict[str, Any]:
+        """Change fault settings (see EmulatorConfig); returns the settings now in force."""
+        data: dict[str, Any] = self._call("PUT", "/_emulator/faults", json=faults).json()
+        return data
+
+    def reset(self) -> None:
+        self._call("POST", "/_emulator/reset")
+
+    def forget_blob(self, blob_id: str) -> None:
+        self._call("DELETE", f"/_emulator/blobs/{blob_id}")
+
+    def expire_urls(self) -> None:
+        self._call("POST", "/_emulator/expire-urls")
+
+    def close(self) -> None:
+        """Stop serving and wait for the thread; safe to call twice."""
+        self._admin.close()
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+        # Accepted sockets inherit this. asyncio only sets TCP_NODELAY itself when the
+        # socket's proto is IPPROTO_TCP, which create_server's sockets do not report;
+        # without it Nagle and delayed ACKs add ~40 ms to every keep-alive request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        raise EmulatorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def start_emulator(config: EmulatorConfig | None = None, *, host: str = "127.0.0.1",
+                   port: int = 0) -> RunningEmulator:
+    """Serve an emulator from a background thread; returns once it accepts connections."""
+    sock = _bind(host, port)
+    actual = sock.getsockname()[1]
+    app = create_app(config or EmulatorConfig())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=2))
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported to the caller below
+            failure.append(exc)
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=serve, name=f"civflow-emulator-{actual}", daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(timeout=0.01)
+        if not thread.is_alive():
+            raise EmulatorError(f"the emulator did not start: {failure[0] if failure else '?'}")
+    return RunningEmulator(server, thread, f"http://{host}:{actual}")
+
+
+def serve_forever(config: EmulatorConfig, *, host: str, port: int) -> None:
+    """Serve in the foreground until Ctrl-C (uvicorn handles the signal and shuts down)."""
+    sock = _bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="info",
+                                           lifespan="on", timeout_graceful_shutdown=2))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it already handled by shutting down cleanly
+    finally:
+        sock.close()

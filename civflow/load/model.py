@@ -1,0 +1,110 @@
+"""The typed, immutable form of a pipeline file, built once it has passed the schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from civflow.errors import Location
+from civflow.keys import KeyPath
+from civflow.load.yamlsrc import SourceDoc
+from civflow.names import lockfile_path_for
+
+RESERVED_NAMES = frozenset({"steps", "matrix", "item", "index", "run", "pipeline"})
+
+# Workflow options in the pipeline file -> the WorkflowTemplate field they fill.
+WORKFLOW_FIELDS = ("metadata", "callbacks", "allowMatureContent", "nsfwLevel", "currencies",
+                   "tips", "upgradeMode")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step as written, with `defaults` already merged under its input."""
+
+    name: str
+    type: str
+    input: Mapping[str, Any]
+    needs: tuple[str, ...] = ()
+    matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    foreach: str | None = None
+    when: str | bool | None = None
+    timeout: str | None = None
+    retries: int | None = None
+    priority: str | None = None
+    order: int = 0
+    # input paths whose value came from `defaults:` rather than the step itself
+    defaulted: frozenset[KeyPath] = frozenset()
+    # `unchecked: true`: the input is sent as written, not checked against the catalog
+    unchecked: bool = False
+
+    @property
+    def fans_out(self) -> bool:
+        return bool(self.matrix) or self.foreach is not None
+
+    def options(self, default_priority: str | None = None) -> dict[str, Any]:
+        """The step-template fields besides the input, as sent to the API."""
+        out: dict[str, Any] = {}
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.retries is not None:
+            out["retries"] = self.retries
+        priority = self.priority or default_priority
+        if priority is not None:
+            out["priority"] = priority
+        return out
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated pipeline: its steps in file order, its variables after overrides."""
+
+    path: FsPath
+    name: str
+    description: str | None
+    vars: Mapping[str, Any]
+    steps: Mapping[str, StepSpec]
+    workflow: Mapping[str, Any]
+    tags: tuple[str, ...]
+    doc: SourceDoc = field(repr=False)
+
+    @property
+    def base_dir(self) -> FsPath:
+        return self.path.parent
+
+    @property
+    def lockfile_path(self) -> FsPath:
+        return lockfile_path_for(self.path)
+
+    def input_path(self, step: str, path: KeyPath) -> KeyPath:
+        """The document path of an input value: the step's own, or the defaults entry."""
+        spec = self.steps[step]
+        for cut in range(len(path), 0, -1):
+            if path[:cut] in spec.defaulted:
+                return ("defaults", spec.type, *path)
+        return ("steps", step, "input", *path)
+
+    def input_location(self, step: str, path: KeyPath, *, key: bool = False) -> Location:
+        return self.doc.location(self.input_path(step, path), key=key)
+
+
+def deep_merge(base: Mapping[str, Any], own: Mapping[str, Any], path: KeyPath = ()
+               ) -> tuple[dict[str, Any], set[KeyPath]]:
+    """Merge `own` over `base` (mappings merge, everything else is replaced).
+
+    Returns the merged mapping and the paths whose value came from `base` alone.
+    """
+    merged: dict[str, Any] = {}
+    from_base: set[KeyPath] = set()
+    for key, value in base.items():
+        if key not in own:
+            merged[key] = value
+            from_base.add((*path, key))
+    for key, value in own.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merged[key], inner = deep_merge(base[key], value, (*path, key))
+            from_base |= inner
+        else:
+            merged[key] = value
+    return merged, from_base

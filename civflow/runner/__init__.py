@@ -1,0 +1,188 @@
+"""Execute a planned pipeline: resume, check resources, estimate, ask, run, record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from civflow import catalog
+from civflow.check import Checked
+from civflow.client.base import Backend
+from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
+from civflow.plan import Plan, PlanOptions, Prior, plan
+from civflow.request import workflow_body
+from civflow.runner.events import Event, Phase, Reporter, ignore
+from civflow.runner.executor import Executor, InstanceResult, RunOptions, RunResult
+from civflow.runner.lock import run_lock
+from civflow.runner.resume import History, read_history
+from civflow.runner.state import object_store, prior_of, project_root, stat_cache
+from civflow.store.journal import Journal
+from civflow.store.lockfile import Lockfile
+
+__all__ = [
+    "Estimate",
+    "Event",
+    "InstanceResult",
+    "Phase",
+    "Prepared",
+    "RunOptions",
+    "RunResult",
+    "check_resources",
+    "estimate",
+    "execute",
+    "prepare",
+    "run_lock",
+]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before the first request: state on disk and the plan."""
+
+    checked: Checked
+    root: Path
+    lock: Lockfile | None
+    history: History
+    plan: Plan
+
+    @property
+    def resumed(self) -> Journal | None:
+        return self.history.unfinished
+
+
+def prepare(checked: Checked, options: PlanOptions | None = None) -> Prepared:
+    """Read the lockfile and what earlier runs left behind, and plan.
+
+    Hold the pipeline's `run_lock` around prepare and execute: what is read here must
+    not change under the run.
+    """
+    spec = checked.spec
+    root = project_root(spec)
+    lock = Lockfile.load(spec.lockfile_path)
+    history = read_history(root / ".civflow" / "runs", spec.name)
+    if history.recovered:
+        # Entries an interrupted run finished but had not yet checkpointed.
+        lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered})
+    store = object_store(spec)
+    folder = spec.lockfile_path.parent
+    cache = stat_cache(store)
+    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache)
+                                   for name, entry in (lock.instances.items() if lock else ())}
+    cache.save()
+    made = plan(checked, priors, options, inflight=history.inflight,
+                attempts=history.attempts, failed=history.failed)
+    return Prepared(checked, root, lock, history, made)
+
+
+async def check_resources(prepared: Prepared, backend: Backend) -> None:
+    """GET every AIR the plan names before anything is spent; a typo is an error."""
+    airs: dict[str, str] = {}
+    for planned in prepared.plan.instances:
+        if not planned.decision.runs:
+            continue
+        inst = planned.instance
+        for air in catalog.resource_airs(inst.type, inst.input):
+            if isinstance(air, str) and "<pending" not in air and "{{" not in air:
+                airs.setdefault(air, inst.name)
+
+    async def one(air: str, instance: str) -> None:
+        try:
+            await backend.resource(air)
+        except ApiNotFound as exc:
+            raise ApiNotFound(f"instance {instance}: resource {air} does not exist on Civitai",
+                              status=404, hint="check the model or LoRA AIR for typos") from exc
+    await asyncio.gather(*(one(air, name) for air, name in sorted(airs.items())))
+
+
+# Steps priced per `whatif` request: independent steps of one template cost their sum.
+WHATIF_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Buzz for what the plan runs; `unpriced` instances can only be priced at run time
+    (their inputs depend on outputs not produced yet and no formula is known)."""
+
+    total: float
+    unpriced: int = 0
+
+
+async def estimate(prepared: Prepared, backend: Backend | None, *,
+                   whatif_all: bool = False) -> Estimate:
+    """Price the plan: the catalog's formulas, `whatif` for resolved instances that have
+    none (or for every resolved instance with `whatif_all`), packed WHATIF_BATCH steps
+    per request. Nothing unpriced is ever counted as free: it is reported in `unpriced`."""
+    total = 0.0
+    unpriced = 0
+    steps: list[dict[str, Any]] = []
+    template: dict[str, Any] | None = None
+    for planned in prepared.plan.instances:
+        if not planned.decision.runs:
+            continue
+        inst = planned.instance
+        offline = planned.estimate
+        if backend is None or not inst.resolved or (offline is not None and not whatif_all):
+            if offline is None:
+                unpriced += 1
+            total += offline or 0.0
+            continue
+        body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
+        if template is None:
+            template = {k: v for k, v in body.items() if k not in ("steps", "metadata")}
+            template["tags"] = [t for t in body["tags"] if "<pending" not in t]
+        steps.append({**body["steps"][0], "name": f"i{len(steps)}"})
+    if backend is not None and template is not None:
+        batches = [steps[i:i + WHATIF_BATCH] for i in range(0, len(steps), WHATIF_BATCH)]
+        priced = await asyncio.gather(*(
+            backend.submit({**template, "steps": batch}, whatif=True) for batch in batches))
+        total += sum(state.cost for state in priced)
+    return Estimate(total, unpriced)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """`--out` must be a folder civflow can write, found out before anything is paid for."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileAccessError(path=str(out_dir), reason="exists and is not a folder (--out)")
+    probe = out_dir / f".civflow-probe-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise FileAccessError(path=str(out_dir),
+                              reason=f"outputs cannot be written there: "
+                                     f"{exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
+                  reporter: Reporter = ignore,
+                  confirm: Callable[[Plan, Estimate], Awaitable[bool]] | None = None,
+                  pipeline_file: str = "") -> RunResult:
+    """Check resources and the output folder, estimate, ask (when `confirm` is given),
+    then run."""
+    check_out_dir(options.out_dir or prepared.root / "out")
+    await check_resources(prepared, backend)
+    if confirm is not None or options.max_cost is not None:
+        cost = await estimate(prepared, backend, whatif_all=confirm is not None)
+        if options.max_cost is not None and cost.total > options.max_cost:
+            raise SpendingRefused(
+                f"the plan is estimated at {cost.total:,.0f} Buzz, over --max-cost "
+                f"{options.max_cost:,.0f}", hint="raise --max-cost or run fewer steps (--only)")
+        if confirm is not None and not await confirm(prepared.plan, cost):
+            raise SpendingRefused("not confirmed: nothing was submitted")
+    journal = prepared.resumed or Journal.create(prepared.root / ".civflow" / "runs",
+                                                 prepared.checked.spec.name)
+    journal.append({"event": "run-started" if prepared.resumed is None else "run-resumed",
+                    "pipeline": pipeline_file or str(prepared.checked.spec.path)})
+    executor = Executor(prepared.checked, backend, plan=prepared.plan, journal=journal,
+                        store=object_store(prepared.checked.spec), root=prepared.root,
+                        lock=prepared.lock, history=prepared.history, options=options,
+                        reporter=reporter)
+    return await executor.run()

@@ -1,0 +1,133 @@
+"""What the lockfile and the object store say about earlier results, as planning inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from civflow.load.model import PipelineSpec
+from civflow.plan import Prior
+from civflow.request import tokenize_output
+from civflow.store.integrity import ArtifactStatus, StatCache, check_artifacts
+from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
+from civflow.store.objects import ObjectStore
+
+
+def project_root(spec: PipelineSpec) -> Path:
+    return project_root_for(spec.path)
+
+
+def project_root_for(pipeline_file: Path) -> Path:
+    """Where `.civflow/` and `out/` live: the nearest ancestor of the pipeline file that
+    has a `.civflow` folder or is a git checkout, else the pipeline's own folder."""
+    here = pipeline_file.resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / ".civflow").is_dir() or (folder / ".git").exists():
+            return folder
+    return here
+
+
+def object_store(spec: PipelineSpec) -> ObjectStore:
+    return ObjectStore(project_root(spec) / ".civflow" / "objects")
+
+
+@dataclass(frozen=True)
+class ArtifactHealth:
+    """What a lock entry's artifacts need: nothing, local restores, or downloads.
+
+    `restore` can be repaired from bytes on this machine (`restore_artifact`, or
+    `BlobBook.repair`), `redownload` only by fetching the blob id again
+    (`BlobBook.redownload`, no workflow is submitted); if Civitai forgot the blob the
+    instance has to run again.
+    """
+
+    statuses: tuple[ArtifactStatus, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(status.ok for status in self.statuses)
+
+    @property
+    def restore(self) -> tuple[Artifact, ...]:
+        return tuple(s.artifact for s in self.statuses if s.restorable)
+
+    @property
+    def redownload(self) -> tuple[Artifact, ...]:
+        return tuple(s.artifact for s in self.statuses if s.needs_download)
+
+
+def stat_cache(store: ObjectStore) -> StatCache:
+    """The project's stat cache, shared within this process; call `.save()` when done.
+
+    Loaded once per process and again only when the file on disk changed, so that
+    checking thousands of lock entries one `prior_of` at a time parses it once.
+    """
+    path = store.root.parent / "statcache.json"
+    try:
+        st = path.stat()
+        stamp: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        stamp = None
+    known = _CACHES.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    cache = StatCache.load(path)
+    _CACHES[path] = (stamp, cache)
+    while len(_CACHES) > _MAX_CACHES:
+        del _CACHES[next(iter(_CACHES))]
+    return cache
+
+
+_CACHES: dict[Path, tuple[tuple[int, int, int] | None, StatCache]] = {}
+_MAX_CACHES = 8
+
+
+def artifact_health(entry: LockedInstance, lock_dir: Path, store: ObjectStore,
+                    cache: StatCache | None = None) -> ArtifactHealth:
+    """Check every artifact of a lock entry against the store and out/, changing nothing.
+
+    Unchanged files cost a stat each (see `StatCache`); moved ones are re-hashed. Pass
+    the same `cache` for all entries of a plan and `cache.save()` after; without one the
+    process-wide `stat_cache(store)` is used and not saved.
+    """
+    stats = cache if cache is not None else stat_cache(store)
+    return ArtifactHealth(check_artifacts(entry.artifacts, lock_dir, store, stats))
+
+
+def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
+             cache: StatCache | None = None) -> Prior:
+    """Planning view of one lock entry; `artifacts_ok` only if every artifact is intact.
+
+    Intact means the store object and the out/ file both hash to the recorded sha256
+    (checked through the stat cache, see `artifact_health` for which ones need
+    restoring and which a download). With `store=None` artifacts are taken as they are.
+    """
+    sha_by_blob = {a.blob_id: a.sha256 for a in entry.artifacts}
+    damaged = 0
+    if store is not None and entry.artifacts:
+        damaged = sum(not s.ok for s in artifact_health(entry, lock_dir, store, cache).statuses)
+    return Prior(
+        fingerprint=entry.fingerprint,
+        request=entry.request,
+        output=tokenize_output(entry.output, sha_by_blob),
+        seed=entry.seed,
+        artifacts_ok=not damaged,
+        cost=entry.cost,
+        reroll=entry.reroll,
+        damaged=damaged,
+    )
+
+
+def load_priors(spec: PipelineSpec, *, check_artifacts: bool = True) -> dict[str, Prior]:
+    lock = Lockfile.load(spec.lockfile_path)
+    if lock is None:
+        return {}
+    store = object_store(spec) if check_artifacts else None
+    folder = spec.lockfile_path.parent
+    cache = stat_cache(store) if store is not None else None
+    priors = {name: prior_of(entry, folder, store, cache)
+              for name, entry in lock.instances.items()}
+    if cache is not None:
+        cache.save()
+    return priors
+

@@ -1,0 +1,69 @@
+"""The package's layers, as the folder list reads: no import runs upward.
+
+load -> check -> expand -> plan -> request -> runner -> cli, with catalog, template,
+client, store and the base modules (errors, keys, names) below, and the emulator
+beside (a product of its own that shares only the catalog and the error tree).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "civflow"
+BASE = {"errors", "keys", "names"}
+# What each part may import besides itself and the base modules.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(), "keys": set(), "names": {"errors"},
+    "load": set(),
+    "template": set(),
+    "catalog": set(),
+    "check": {"load", "template", "catalog"},
+    "expand": {"load", "check", "template", "catalog"},
+    "plan": {"load", "check", "expand", "template", "catalog"},
+    "request": {"load", "check", "expand"},
+    "client": set(),
+    "store": set(),
+    "runner": {"load", "check", "expand", "plan", "request", "client", "store", "catalog",
+               "template", "emulator"},
+    "emulator": {"catalog", "client"},
+    "_api": {"load", "check", "plan", "runner"},
+    "__init__": {"_api", "check", "plan", "runner"},
+    "__main__": {"cli"},
+}
+
+
+def _part(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "civflow" or len(parts) < 2:
+                continue
+            if (PACKAGE / parts[1]).is_dir() or (PACKAGE / f"{parts[1]}.py").is_file():
+                found.add(parts[1])
+    return found
+
+
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if _part(p) != "cli")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_import_runs_upward(path: Path) -> None:
+    part = _part(path)
+    allowed = ALLOWED[part] | BASE | {part}
+    upward = _imports(path) - allowed
+    assert not upward, f"{path.relative_to(PACKAGE)} ({part}) imports {sorted(upward)}"
