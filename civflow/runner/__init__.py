@@ -17,8 +17,9 @@ from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
 from civflow.plan import Plan, PlanOptions, Prior, plan
 from civflow.request import workflow_body
 from civflow.runner.events import Event, Phase, Reporter, ignore
-from civflow.runner.executor import Executor, InstanceResult, RunOptions, RunResult
+from civflow.runner.executor import Executor
 from civflow.runner.lock import run_lock
+from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History, read_history
 from civflow.runner.state import object_store, prior_of, project_root, stat_cache
 from civflow.store.journal import Journal

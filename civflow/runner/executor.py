@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,94 +30,24 @@ from civflow.plan import Decision, Plan, Prior
 from civflow.request import run_tag, tokenize_output, workflow_body
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget, OverBudget
+from civflow.runner.deadlines import DEFAULT_TIMEOUT, timed_out, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter, ignore
+from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.journal import Journal, external_id
-from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
+from civflow.store.lockfile import LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
-__all__ = ["Executor", "InstanceResult", "RunOptions", "RunResult", "timeout_seconds"]
+__all__ = ["Executor"]
 
 _FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints, at least
 _FLUSH_SHARE = 10  # ... and at least this many times as long as the last one took
-DEFAULT_TIMEOUT = 3600.0  # seconds a step may take when its `timeout` is unset
-_GRACE = 120.0  # past the step's own timeout, before civflow gives up on it
-_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?$")
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    concurrency: int = 8
-    max_cost: float | None = None
-    fail_fast: bool = False
-    out_dir: Path | None = None  # default <root>/out
-    wait_seconds: int = 30  # long-poll length per request (the API caps near 100 s)
-    timeout_grace: float = _GRACE  # past a step's own timeout, before civflow cancels it
-
-
-@dataclass
-class InstanceResult:
-    name: str
-    step: str
-    status: str  # succeeded | cached | failed | expired | canceled | skipped | not-run
-    workflow_id: str | None = None
-    cost: float | None = None
-    reason: str | None = None
-    artifacts: tuple[Artifact, ...] = ()
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    results: dict[str, InstanceResult] = field(default_factory=dict)
-    spent: float = 0.0
-    interrupted: bool = False
-    budget_stop: str | None = None  # why the cap stopped the run
-    lockfile: Path | None = None
-    out_dir: Path | None = None
-
-    @property
-    def failed(self) -> list[str]:
-        return [r.name for r in self.results.values()
-                if r.status in ("failed", "expired", "canceled")]
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results.values() if r.status == status)
-
-    @property
-    def files(self) -> dict[str, tuple[Path, ...]]:
-        """Each instance's output files (absolute paths), for opening or display."""
-        folder = self.lockfile.parent if self.lockfile else Path()
-        return {name: tuple((folder / a.path).resolve() for a in r.artifacts)
-                for name, r in self.results.items() if r.artifacts}
-
-    def table(self) -> str:
-        """One line per instance: status, cost and files; then the total spent."""
-        width = max((len(n) for n in self.results), default=8)
-        files = self.files
-        lines = [f"{r.name:<{width}}  {r.status:<9} "
-                 f"{'' if r.cost is None else f'{r.cost:g} Buzz':>10}  "
-                 f"{', '.join(p.name for p in files.get(r.name, ())) or (r.reason or '')}"
-                 for r in self.results.values()]
-        lines.append(f"run {self.run_id}: spent {self.spent:g} Buzz")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
 
 
 class _Stop(Exception):
     """Raised inside instance tasks when the run stops starting new work."""
-
-
-def timeout_seconds(step: StepSpec) -> float:
-    """The step's `timeout` (a .NET TimeSpan) in seconds, or the default."""
-    match = _TIMESPAN.match(step.timeout or "")
-    if match is None:
-        return DEFAULT_TIMEOUT
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 class Executor:
@@ -389,7 +317,7 @@ class Executor:
             if left <= 0:
                 with contextlib.suppress(ApiError):  # it may have finished meanwhile
                     await self.backend.cancel(state.id)
-                return _timed_out(state, limit)
+                return timed_out(state, limit)
             step = state.steps[0] if state.steps else None
             self.report(Event(name, Phase.RUNNING, status=state.status, workflow_id=state.id,
                               progress=step.progress if step else None,
@@ -546,15 +474,6 @@ class Executor:
 def _succeeded(state: WorkflowState) -> bool:
     """Succeeded, and coherent about it (steps that all succeeded)."""
     return state.status == "succeeded" and state.malformed is None
-
-
-def _timed_out(state: WorkflowState, limit: float) -> WorkflowState:
-    raw = {**state.raw, "status": "canceled"}
-    reason = f"timed out: not finished after {limit:g} s; civflow canceled the workflow"
-    steps = [dict(s.raw) for s in state.steps] or [{"$type": "", "name": ""}]
-    steps[0]["jobs"] = [{"reason": reason}]
-    raw["steps"] = steps
-    return WorkflowState.from_json(raw)
 
 
 def _plain(value: Any) -> Any:

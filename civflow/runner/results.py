@@ -1,0 +1,72 @@
+"""What a run is told (RunOptions) and what it reports (RunResult, one InstanceResult each)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from civflow.runner.deadlines import GRACE
+from civflow.store.lockfile import Artifact
+
+__all__ = ["InstanceResult", "RunOptions", "RunResult"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    concurrency: int = 8
+    max_cost: float | None = None
+    fail_fast: bool = False
+    out_dir: Path | None = None  # default <root>/out
+    wait_seconds: int = 30  # long-poll length per request (the API caps near 100 s)
+    timeout_grace: float = GRACE  # past a step's own timeout, before civflow cancels it
+
+
+@dataclass
+class InstanceResult:
+    name: str
+    step: str
+    status: str  # succeeded | cached | failed | expired | canceled | skipped | not-run
+    workflow_id: str | None = None
+    cost: float | None = None
+    reason: str | None = None
+    artifacts: tuple[Artifact, ...] = ()
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    results: dict[str, InstanceResult] = field(default_factory=dict)
+    spent: float = 0.0
+    interrupted: bool = False
+    budget_stop: str | None = None  # why the cap stopped the run
+    lockfile: Path | None = None
+    out_dir: Path | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.name for r in self.results.values()
+                if r.status in ("failed", "expired", "canceled")]
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results.values() if r.status == status)
+
+    @property
+    def files(self) -> dict[str, tuple[Path, ...]]:
+        """Each instance's output files (absolute paths), for opening or display."""
+        folder = self.lockfile.parent if self.lockfile else Path()
+        return {name: tuple((folder / a.path).resolve() for a in r.artifacts)
+                for name, r in self.results.items() if r.artifacts}
+
+    def table(self) -> str:
+        """One line per instance: status, cost and files; then the total spent."""
+        width = max((len(n) for n in self.results), default=8)
+        files = self.files
+        lines = [f"{r.name:<{width}}  {r.status:<9} "
+                 f"{'' if r.cost is None else f'{r.cost:g} Buzz':>10}  "
+                 f"{', '.join(p.name for p in files.get(r.name, ())) or (r.reason or '')}"
+                 for r in self.results.values()]
+        lines.append(f"run {self.run_id}: spent {self.spent:g} Buzz")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
