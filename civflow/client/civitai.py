@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -65,6 +65,7 @@ from civflow.keys import nested_deeper_than
 
 __all__ = ["DEFAULT_BASE_URL", "CivitaiClient"]
 
+T = TypeVar("T")
 DEFAULT_BASE_URL = "https://orchestration.civitai.com"
 _WORKFLOWS = "/v2/consumer/workflows"
 _BLOBS = "/v2/consumer/blobs"
@@ -415,13 +416,18 @@ class CivitaiClient:
                 f"the API gave a blob URL civflow cannot parse: {clean_text(url, 200)}"),
                 ) from self._cause(exc)
         self._check_scheme(target, "the API gave a blob URL")
-        for attempt in range(1, self.max_attempts + 1):
+        return await self._retrying(lambda: self._download_once(target, dest))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` until it returns, retrying what it marks retryable (`_Retry`)
+        with backoff, `max_attempts` times at most: the one retry loop of the client."""
+        for number in range(1, self.max_attempts + 1):
             try:
-                return await self._download_once(target, dest)
+                return await attempt()
             except _Retry as retry:
-                if attempt == self.max_attempts:
+                if number == self.max_attempts:
                     raise retry.error from retry.__cause__
-                await self._sleep(attempt, retry)
+                await self._sleep(number, retry)
         raise AssertionError("unreachable: the loop returns or raises")
 
     # -- the transport ----------------------------------------------------------------
@@ -509,17 +515,9 @@ class CivitaiClient:
         # The server may hold the request for `wait` seconds by design; beyond that
         # the whole exchange, body included, gets `deadline` seconds.
         budget = max(0, wait) + self.deadline + extra_time
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return await self._attempt(method, url, route, what=what, params=params,
-                                           json_body=json_body, content=content,
-                                           headers=headers, idempotent=idempotent,
-                                           budget=budget)
-            except _Retry as retry:
-                if attempt == self.max_attempts:
-                    raise retry.error from retry.__cause__
-                await self._sleep(attempt, retry)
-        raise AssertionError("unreachable: the loop returns or raises")
+        return await self._retrying(lambda: self._attempt(
+            method, url, route, what=what, params=params, json_body=json_body,
+            content=content, headers=headers, idempotent=idempotent, budget=budget))
 
     async def _attempt(self, method: str, url: httpx.URL, route: str, *, what: str,
                        params: Any, json_body: Any, content: _Content,
