@@ -18,7 +18,7 @@ reason or a blob record can be printed or journaled as is.
 
 Bounds. A hostile or broken server cannot hang or bloat civflow: every API request
 must be answered in full within `wait + deadline` seconds, its body is read as a
-stream and refused past `max_json_bytes` or past `_MAX_DEPTH` levels of nesting; a
+stream and refused past `max_json_bytes` or past `MAX_DEPTH` levels of nesting; a
 download must keep up `download_seconds_per_mb` after a `download_deadline` grace
 and stops at `max_download_bytes`. The client never follows a redirect from the API
 itself (a 3xx is named as such), downloads only http(s) URLs, and a long-poll `get`
@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import hashlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -49,6 +47,14 @@ from urllib.parse import quote
 
 import httpx
 
+from civflow.client._answers import (
+    MAX_DEPTH,
+    TooDeep,
+    errors_summary,
+    is_funds_refusal,
+    loads,
+    retry_after,
+)
 from civflow.client.base import Download, WorkflowState, clean_text
 from civflow.errors import (
     ApiError,
@@ -61,7 +67,6 @@ from civflow.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from civflow.keys import nested_deeper_than
 
 __all__ = ["DEFAULT_BASE_URL", "CivitaiClient"]
 
@@ -72,7 +77,6 @@ _BLOBS = "/v2/consumer/blobs"
 _MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
 _MB = 1024 * 1024
-_MAX_DEPTH = 100  # nesting levels of a JSON answer; real workflows use about fifteen
 _ERROR_BODY_CAP = 64 * 1024  # bytes of an error answer kept for its message
 _POOL_SHARD = 32  # connections per httpx pool
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a header-safe token
@@ -121,49 +125,6 @@ class _Retry(Exception):  # internal control flow of the retry loop
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     port = url.port or {"http": 80, "https": 443}.get(url.scheme)
     return url.scheme, url.host, port
-
-
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _errors_summary(errors: Mapping[str, Any]) -> str:
-    parts = []
-    for path, messages in errors.items():
-        text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else messages
-        parts.append(f"{path}: {text}" if text else str(path))
-    return clean_text(", ".join(parts), 1000)
-
-
-class _TooDeep(ValueError):
-    """A JSON text nested deeper than `_MAX_DEPTH`."""
-
-
-def _loads(content: bytes) -> Any:
-    """Parse a JSON answer; `ValueError` if it is not JSON, `_TooDeep` if it nests too far.
-
-    Python's parser recurses once per level, so a hostile `[[[[…` raises
-    RecursionError there; that and an answer merely too deep for the code that walks
-    it later are both refused here."""
-    try:
-        data = json.loads(content)
-    except RecursionError as exc:
-        raise _TooDeep("nested too deeply") from exc
-    if isinstance(data, dict | list) and nested_deeper_than(data, _MAX_DEPTH):
-        raise _TooDeep("nested too deeply")
-    return data
 
 
 @dataclass(frozen=True)
@@ -489,10 +450,10 @@ class CivitaiClient:
         """The JSON object an API call answered, with the key blanked in every string."""
         answer = await self._call(method, path, route, **kwargs)
         try:
-            data = _loads(answer.content)
-        except _TooDeep as exc:
+            data = loads(answer.content)
+        except TooDeep as exc:
             raise ApiProtocolError(
-                f"{method} {route}: the API answered JSON nested more than {_MAX_DEPTH} "
+                f"{method} {route}: the API answered JSON nested more than {MAX_DEPTH} "
                 "levels deep; civflow does not read it",
                 status=answer.status, hint="the service may be misbehaving") from exc
         except ValueError as exc:
@@ -614,7 +575,7 @@ class CivitaiClient:
         if status == 400:
             errors = body.get("errors") if isinstance(body, Mapping) else None
             if isinstance(errors, Mapping) and errors:
-                message = f"the API rejected the {what}: {_errors_summary(errors)}"
+                message = f"the API rejected the {what}: {errors_summary(errors)}"
             else:
                 message = f"the API rejected the {what}: {self._summary(body)}"
             return ApiRejected(self._redact(message), status=400,
@@ -624,7 +585,7 @@ class CivitaiClient:
                                        status=401, hint=_KEY_HINT)
         if status == 403:
             text = self._summary(body)
-            if _is_funds_refusal(body, text):
+            if is_funds_refusal(body, text):
                 return InsufficientFunds(self._redact(f"not enough Buzz for the {what}: {text}"),
                                          status=403, detail=body,
                                          hint="top up Buzz on civitai.com, or run fewer steps")
@@ -634,7 +595,7 @@ class CivitaiClient:
             return ApiNotFound(self._redact(f"{what} not found ({status})"), status=status,
                                detail=body)
         if status == 429:
-            delay = _retry_after(answer.headers.get("Retry-After"), datetime.now(UTC))
+            delay = retry_after(answer.headers.get("Retry-After"), datetime.now(UTC))
             return _Retry(RateLimited(f"{where}: still rate limited (429) after "
                                       f"{self.max_attempts} attempts", status=429,
                                       hint="lower --concurrency or try again later"), delay)
@@ -651,7 +612,7 @@ class CivitaiClient:
     @staticmethod
     def _body(answer: _Answer) -> Any:
         try:
-            return _loads(answer.content)
+            return loads(answer.content)
         except ValueError:  # not JSON, or nested too deep to be worth reading
             return answer.text()
 
@@ -766,32 +727,3 @@ class CivitaiClient:
                         path=dest)
 
 
-def _insufficient_flag(body: Mapping[str, Any]) -> bool | None:
-    """The API's own yes/no on missing Buzz, when the body carries one: an
-    `insufficientBuzz` boolean at the top or under `transactions` (the field a whatif
-    answer uses, civitai-api.md §2.2, §8)."""
-    for holder in (body, body.get("transactions")):
-        if isinstance(holder, Mapping) and isinstance(holder.get("insufficientBuzz"), bool):
-            return bool(holder["insufficientBuzz"])
-    return None
-
-
-_FUNDS_CODE = re.compile(r"^\W*insufficient[\W_]*(funds|buzz|balance)\W*$", re.IGNORECASE)
-
-
-def _is_funds_refusal(body: Any, text: str) -> bool:
-    """Whether a 403 is about money. Structure decides where the body has it: an
-    `insufficientBuzz` flag (true or false), or a `code`/`errorCode`/`reason`/`type`
-    field whose whole value (or last URI segment) is an insufficient-funds code.
-    Only without any of these is the text read: the plain-string body the API
-    documents for a submit 403 (civitai-api.md §10), or a ProblemDetails' title and
-    detail (`text`, the one-line summary)."""
-    if isinstance(body, Mapping):
-        flag = _insufficient_flag(body)
-        if flag is not None:
-            return flag
-        for key in ("code", "errorCode", "reason", "type"):
-            value = body.get(key)
-            if isinstance(value, str) and _FUNDS_CODE.match(value.rstrip("/").rsplit("/", 1)[-1]):
-                return True
-    return bool(re.search(r"fund|buzz", text, re.IGNORECASE))
