@@ -35,8 +35,9 @@ from civflow.template._analyse import (
     references,
     walk_strings,
 )
+from civflow.template._limits import LimitExceeded, Limits
 from civflow.template._pending import PENDING_MARK, NotYetKnown, Pending, is_pending
-from civflow.template._sandbox import BoundedSandbox, LimitExceeded, Limits
+from civflow.template._sandbox import BoundedSandbox
 
 __all__ = [
     "MAX_INCLUDE_BYTES",

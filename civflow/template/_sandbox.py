@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextvars
 import operator
 import re
-import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import update_wrapper
 from typing import Any, NoReturn, cast
 
@@ -33,218 +31,22 @@ from jinja2.sandbox import (
 from jinja2.utils import _PassArg, pass_context
 from markupsafe import Markup
 
+from civflow.template._limits import (
+    Budget,
+    LimitExceeded,
+    Limits,
+    check_binop,
+    check_percent_format,
+    check_replace,
+    check_size,
+    check_width,
+    is_int,
+    text_size,
+)
 from civflow.template._pending import NotYetKnown, Pending, holds_pending
 
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one render may compute. The defaults are far above any real pipeline's needs."""
-
-    max_int_bits: int = 4096  # any integer a template computes
-    max_value: int = 4 * 2**20  # characters or items of any one string, list or mapping
-    max_produced: int = 32 * 2**20  # characters and items all operations create, per render
-    max_output: int = 4 * 2**20  # characters all output statements emit, per render
-    max_iterations: int = 100_000  # loop iterations, per render
-    max_calls: int = 100_000  # calls of functions, macros, filters and includes, per render
-    max_call_depth: int = 40  # macros calling macros
-    max_range: int = 100_000  # numbers in one range()
-    max_format_width: int = 4096  # widths and precisions in % and str.format
-    render_seconds: float = 2.0  # wall-clock deadline of one render, the last resort
-
-
-class LimitExceeded(Exception):
-    """A render went over one of its `Limits`."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g} second" + ("" if value == 1 else "s")
-
-
-class Budget:
-    """The running totals of one render, checked against its Limits at every hook."""
-
-    __slots__ = ("calls", "deadline", "depth", "iterations", "limits", "output", "produced")
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.deadline = time.monotonic() + limits.render_seconds
-        self.iterations = self.calls = self.depth = self.output = self.produced = 0
-
-    def tick(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise LimitExceeded(
-                f"the template ran longer than {_seconds(self.limits.render_seconds)}",
-                "a template must finish quickly; loop over less, or compute outside civflow")
-
-    def iterate(self, count: int = 1) -> None:
-        self.iterations += count
-        if self.iterations > self.limits.max_iterations:
-            raise LimitExceeded(
-                f"the template ran more than {self.limits.max_iterations:,} loop iterations",
-                "loops in one template share this budget; nested loops multiply")
-        self.tick()
-
-    def enter_call(self) -> None:
-        self.calls += 1
-        self.depth += 1
-        if self.calls > self.limits.max_calls:
-            raise LimitExceeded(
-                f"the template made more than {self.limits.max_calls:,} calls",
-                "calls of macros, functions, filters and includes share this budget")
-        if self.depth > self.limits.max_call_depth:
-            raise LimitExceeded(
-                f"calls are nested more than {self.limits.max_call_depth} deep",
-                "a macro that calls itself needs a condition that stops it")
-        self.tick()
-
-    def leave_call(self) -> None:
-        self.depth -= 1
-
-    def emit(self, text: str) -> str:
-        self.output += len(text)
-        if self.output > self.limits.max_output:
-            raise LimitExceeded(
-                f"the template wrote more than {self.limits.max_output:,} characters",
-                "output, including text captured by set blocks and macros, is bounded")
-        self.tick()
-        return text
-
-    def produce(self, value: Any) -> Any:
-        """Charge a computed value and check its size; return it unchanged."""
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value.bit_length() > self.limits.max_int_bits:
-                raise _too_many_bits(self.limits)
-            return value
-        if isinstance(value, str | list | tuple | dict | set | frozenset):
-            size = len(value)
-            _check_size(self.limits, size)
-            self.produced += size
-            if self.produced > self.limits.max_produced:
-                raise LimitExceeded(
-                    f"the template created more than {self.limits.max_produced:,} characters "
-                    "and items in all", "build smaller values")
-        return value
-
-
-def _too_many_bits(limits: Limits) -> LimitExceeded:
-    return LimitExceeded(f"an integer would have more than {limits.max_int_bits:,} bits",
-                         f"integers in templates are limited to {limits.max_int_bits:,} bits")
-
-
-def _check_size(limits: Limits, size: int) -> None:
-    if size > limits.max_value:
-        raise LimitExceeded(
-            f"a value would have {size:,} characters or items "
-            f"(at most {limits.max_value:,})",
-            "strings and lists built by templates are bounded; repeat or join less")
-
-
-# The budget of the render running in this thread or task; None outside a render.
 _ACTIVE: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
     "civflow_template_budget", default=None)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int)  # bool included: True * "a" is "a"
-
-
-def _is_seq(value: object) -> bool:
-    return isinstance(value, str | list | tuple)
-
-
-def _text_size(value: Any, cap: int, depth: int = 0) -> int:
-    """About how many characters `str(value)` has, without building it; stops past `cap`."""
-    if isinstance(value, str):
-        return len(value)
-    if value is None or isinstance(value, bool | float):
-        return 24
-    if isinstance(value, int):
-        return value.bit_length() // 3 + 2
-    if isinstance(value, Pending):
-        return len(str(value))
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        if depth > 8:
-            return 64 * len(value)
-        items: Iterable[Any] = value.items() if isinstance(value, Mapping) else value
-        total = 2
-        for item in items:
-            total += _text_size(item, cap, depth + 1) + 2
-            if total > cap:
-                break
-        return total
-    return 64
-
-
-_PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
-
-
-def _width_error(limits: Limits) -> LimitExceeded:
-    return LimitExceeded(
-        f"a format width or precision is over {limits.max_format_width:,}",
-        f"widths and precisions in formats are limited to {limits.max_format_width:,}")
-
-
-def _check_width(limits: Limits, digits: str) -> int:
-    if len(digits) > 9 or int(digits) > limits.max_format_width:
-        raise _width_error(limits)
-    return int(digits)
-
-
-def check_percent_format(limits: Limits, fmt: str, args: Any) -> None:
-    """Refuse `fmt % args` when its result could exceed the value limit."""
-    values = list(args.values()) if isinstance(args, Mapping) else (
-        list(args) if isinstance(args, tuple) else [args])
-    conversions = widest = 0
-    starred = False
-    for match in _PERCENT.finditer(fmt):
-        if match.group(3) == "%":
-            continue
-        conversions += 1
-        for part in match.group(1, 2):
-            if part == "*":
-                starred = True
-            elif part is not None:
-                widest = max(widest, _check_width(limits, part))
-    if starred and any(_is_int(v) and abs(v) > limits.max_format_width for v in values):
-        raise _width_error(limits)
-    if starred:
-        widest = limits.max_format_width
-    largest = max((_text_size(v, limits.max_value + 1) for v in values), default=0)
-    _check_size(limits, len(fmt) + conversions * (largest + widest + 24))
-
-
-def _check_replace(limits: Limits, text: str, old: Any, new: Any, count: Any) -> None:
-    if not isinstance(old, str) or not isinstance(new, str):
-        return
-    hits = text.count(old) if old else len(text) + 1
-    if _is_int(count) and count >= 0:
-        hits = min(hits, count)
-    _check_size(limits, len(text) + hits * max(len(new) - len(old), 0))
-
-
-def _check_binop(limits: Limits, op: str, left: Any, right: Any) -> None:
-    if op == "**":
-        if _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1 \
-                and (abs(left).bit_length() - 1) * right + 1 > limits.max_int_bits:
-            raise _too_many_bits(limits)
-    elif op == "*":
-        if _is_seq(left) and _is_int(right):
-            _check_size(limits, len(left) * max(right, 0))
-        elif _is_seq(right) and _is_int(left):
-            _check_size(limits, len(right) * max(left, 0))
-        elif _is_int(left) and _is_int(right) \
-                and left.bit_length() + right.bit_length() > limits.max_int_bits + 1:
-            raise _too_many_bits(limits)
-    elif op == "+":
-        if _is_seq(left) and _is_seq(right):
-            _check_size(limits, len(left) + len(right))
-    elif op == "%" and isinstance(left, str):
-        check_percent_format(limits, left, right)
 
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
@@ -359,7 +161,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _raise_if_pending(left, right)
         budget = self.budget()
         budget.tick()
-        _check_binop(self.limits, operator, left, right)
+        check_binop(self.limits, operator, left, right)
         return budget.produce(self.binop_table[operator](left, right))
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -435,8 +237,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         budget.tick()
         total = 0
         for part in parts:
-            total += _text_size(part, self.limits.max_value + 1)
-            _check_size(self.limits, total)
+            total += text_size(part, self.limits.max_value + 1)
+            check_size(self.limits, total)
         joined: str = markup_join(parts) if autoescape else str_join(parts)
         return budget.produce(joined)  # type: ignore[no-any-return]
 
@@ -475,7 +277,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         for item in value:
             items.append(item)
             if len(items) > self.limits.max_value:
-                _check_size(self.limits, len(items))
+                check_size(self.limits, len(items))
         budget.produce(items)
         return items
 
@@ -488,23 +290,23 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         limits, name = self.limits, obj.__name__
         if name in ("center", "ljust", "rjust", "zfill"):
             width = _arg(args, kwargs, 0, "width", 0)
-            if _is_int(width):
-                _check_size(limits, width)
+            if is_int(width):
+                check_size(limits, width)
         elif name == "expandtabs":
             size = _arg(args, kwargs, 0, "tabsize", 8)
-            if _is_int(size):
-                _check_size(limits, len(text) + text.count("\t") * max(size, 0))
+            if is_int(size):
+                check_size(limits, len(text) + text.count("\t") * max(size, 0))
         elif name == "replace" and len(args) >= 2:
-            _check_replace(limits, text, args[0], args[1], _arg(args, kwargs, 2, "count", -1))
+            check_replace(limits, text, args[0], args[1], _arg(args, kwargs, 2, "count", -1))
         elif name == "join" and args:
             items = self._materialize(budget, args[0])
-            size = sum(_text_size(i, limits.max_value + 1) for i in items)
-            _check_size(limits, size + len(text) * max(len(items) - 1, 0))
+            size = sum(text_size(i, limits.max_value + 1) for i in items)
+            check_size(limits, size + len(text) * max(len(items) - 1, 0))
             return (items, *args[1:])
         elif name == "translate" and args and isinstance(args[0], Mapping):
-            longest = max((_text_size(v, limits.max_value + 1) for v in args[0].values()),
+            longest = max((text_size(v, limits.max_value + 1) for v in args[0].values()),
                           default=1)
-            _check_size(limits, len(text) * max(longest, 1))
+            check_size(limits, len(text) * max(longest, 1))
         return args
 
     def _guard_filter(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -553,12 +355,12 @@ class _BoundedFormatterMixin:
     def format_field(self, value: Any, format_spec: str) -> Any:
         limits = cast(BoundedSandbox, self._env).limits
         for digits in re.findall(r"\d+", format_spec):
-            _check_width(limits, digits)
+            check_width(limits, digits)
         if format_spec:
             _raise_if_pending(value)
         text = super().format_field(value, format_spec)  # type: ignore[misc]
         self._total += len(text)
-        _check_size(limits, self._total)
+        check_size(limits, self._total)
         return text
 
 
@@ -589,24 +391,24 @@ _Check = Callable[[BoundedSandbox, Budget, Any, tuple[Any, ...], dict[str, Any]]
 def _check_center(env: BoundedSandbox, budget: Budget, value: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Any:
     width = _arg(args, kwargs, 0, "width", 80)
-    if _is_int(width):
-        _check_size(env.limits, width)
+    if is_int(width):
+        check_size(env.limits, width)
     return value
 
 
 def _check_indent(env: BoundedSandbox, budget: Budget, value: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> Any:
     width = _arg(args, kwargs, 0, "width", 4)
-    per_line = width if _is_int(width) else len(str(width))
+    per_line = width if is_int(width) else len(str(width))
     if isinstance(value, str):
-        _check_size(env.limits, len(value) + (value.count("\n") + 1) * max(per_line, 0))
+        check_size(env.limits, len(value) + (value.count("\n") + 1) * max(per_line, 0))
     return value
 
 
 def _check_replace_filter(env: BoundedSandbox, budget: Budget, value: Any,
                           args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if isinstance(value, str):
-        _check_replace(env.limits, value, _arg(args, kwargs, 0, "old", None),
+        check_replace(env.limits, value, _arg(args, kwargs, 0, "old", None),
                        _arg(args, kwargs, 1, "new", None), _arg(args, kwargs, 2, "count", None))
     return value
 
@@ -615,8 +417,8 @@ def _check_join(env: BoundedSandbox, budget: Budget, value: Any, args: tuple[Any
                 kwargs: dict[str, Any]) -> Any:
     items = env._materialize(budget, value)
     glue = _arg(args, kwargs, 0, "d", "")
-    size = sum(_text_size(i, env.limits.max_value + 1) for i in items)
-    _check_size(env.limits, size + len(str(glue)) * max(len(items) - 1, 0))
+    size = sum(text_size(i, env.limits.max_value + 1) for i in items)
+    check_size(env.limits, size + len(str(glue)) * max(len(items) - 1, 0))
     return items
 
 
@@ -631,8 +433,8 @@ def _check_wordwrap(env: BoundedSandbox, budget: Budget, value: Any, args: tuple
                     kwargs: dict[str, Any]) -> Any:
     width = _arg(args, kwargs, 0, "width", 79)
     glue = _arg(args, kwargs, 2, "wrapstring", None) or "\n"
-    if isinstance(value, str) and _is_int(width) and width > 0:
-        _check_size(env.limits, len(value) + (len(value) // width + 1) * len(str(glue)))
+    if isinstance(value, str) and is_int(width) and width > 0:
+        check_size(env.limits, len(value) + (len(value) // width + 1) * len(str(glue)))
     return value
 
 
@@ -640,8 +442,8 @@ def _check_count(name: str, index: int) -> _Check:
     def check(env: BoundedSandbox, budget: Budget, value: Any, args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Any:
         count = _arg(args, kwargs, index, name, 0)
-        if _is_int(count) and count > 0:
-            _check_size(env.limits, count)
+        if is_int(count) and count > 0:
+            check_size(env.limits, count)
             budget.iterate(count)  # slice and batch loop that many times
         return value
     return check
