@@ -21,14 +21,10 @@ from jinja2 import TemplateNotFound, TemplateSyntaxError, nodes
 from jinja2 import meta as jinja_meta
 
 from civflow import catalog
-from civflow.catalog import IssueKind, OutputIssueKind
+from civflow.catalog import OutputIssueKind
+from civflow.check._inputs import check_inputs
 from civflow.check.graph import StepGraph, build_graph
 from civflow.check.render import (
-    base_context,
-    matrix_instances,
-    pending_step_view,
-    render_field,
-    render_tree,
     template_location,
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
@@ -38,10 +34,8 @@ from civflow.load.yamlsrc import SourceDoc
 from civflow.names import unsafe_name_reason
 from civflow.template import (
     Analysis,
-    Pending,
     TemplateEngine,
     TemplateFailed,
-    is_pending,
     walk_strings,
 )
 from civflow.template import Reference as TemplateRef
@@ -50,7 +44,6 @@ from civflow.template import Reference as TemplateRef
 # rest is noise until the first ones are fixed.
 MAX_DIAGNOSTICS = 50
 
-UNCHECKED_HINT = "if it is newer than civflow, add 'unchecked: true' to the step"
 
 
 @dataclass(frozen=True)
@@ -177,7 +170,7 @@ def _collect(spec: PipelineSpec, scope: _Scope
         except PipelineInvalid as exc:  # a cycle: every template parsed
             found += exc.diagnostics
     if scope.catalog:
-        found += _check_inputs(spec, engine, bad, scope.blocked)
+        found += check_inputs(spec, engine, bad, scope.blocked)
     return found, graph, engine
 
 
@@ -434,140 +427,6 @@ def _static_chain(node: nodes.Node) -> tuple[str | int, ...] | None:
 
 
 # -- catalog -----------------------------------------------------------------------------
-
-
-def _opaque(value: object) -> bool:
-    return is_pending(value) or (isinstance(value, str) and "{{" in value)
-
-
-_UNKNOWN = Pending("a template with an error")
-
-
-def _masked(value: Any, step: str, bad: set[tuple[str, KeyPath]], path: KeyPath = ()) -> Any:
-    """The input with every template that has an error replaced by an unknown value."""
-    if (step, path) in bad:
-        return _UNKNOWN
-    if isinstance(value, Mapping):
-        if any((step, (*path, key)) in bad and isinstance(key, str) and "{" in key
-               for key in value):
-            return _UNKNOWN  # a key with an error: nothing here can be checked
-        return {k: _masked(v, step, bad, (*path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v, step, bad, (*path, i)) for i, v in enumerate(value)]
-    return value
-
-
-def _check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str, KeyPath]],
-                  blocked: frozenset[str]) -> list[Diagnostic]:
-    """Render each instance with what is known now and check it against the catalog."""
-    out: list[Diagnostic] = []
-    context = base_context(spec, None)
-    context["steps"] = {name: pending_step_view(name) for name in [*spec.steps, *blocked]}
-    for step in spec.steps.values():
-        if step.foreach is not None:
-            context_step = {**context, "item": Pending("item"), "index": Pending("index")}
-        else:
-            context_step = context
-        out.extend(_check_guards(spec, engine, step, context, bad))
-        masked = _masked(step.input, step.name, bad)
-        issues: dict[tuple[KeyPath, str], catalog.InputIssue] = {}
-        for _name, values in matrix_instances(step):
-            ctx = {**context_step, "matrix": values} if step.matrix else context_step
-            if is_pending(masked):
-                break
-            try:
-                rendered = render_tree(engine, spec, step, masked, ctx)
-            except PipelineInvalid as exc:
-                out.extend(exc.diagnostics)
-                break
-            if not isinstance(rendered, Mapping):
-                continue
-            for issue in catalog.check_input(step.type, rendered, opaque=_opaque):
-                issues.setdefault((issue.path, issue.message), issue)
-        if step.unchecked:
-            out.append(_unchecked_note(spec, step, list(issues.values())))
-        else:
-            out.extend(_issue_diagnostic(spec, step, issue) for issue in issues.values())
-    return out
-
-
-def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
-                  context: Mapping[str, Any], bad: set[tuple[str, KeyPath]]) -> list[Diagnostic]:
-    """Render `foreach` and `when` with what is known now: `{{ 1/0 }}` in a guard is an
-    error here, not a surprise after the steps before it were paid for."""
-    out: list[Diagnostic] = []
-    for field, text in (("foreach", step.foreach), ("when", step.when)):
-        if not isinstance(text, str) or (step.name, (f"<{field}>",)) in bad:
-            continue
-        try:
-            render_field(engine, spec, step, field, text, context)
-        except PipelineInvalid as exc:
-            out.extend(exc.diagnostics)
-    return out
-
-
-def _unchecked_note(spec: PipelineSpec, step: StepSpec, issues: list[catalog.InputIssue]
-                    ) -> Diagnostic:
-    """The one visible line for a step whose input is sent as written."""
-    where = ("steps", step.name, "unchecked")
-    if not issues:
-        return spec.doc.diagnostic(
-            f"step '{step.name}' is marked unchecked, but civflow's catalog knows its input "
-            "and finds no problem", where, key=True,
-            hint="remove 'unchecked: true' so that validate checks this step",
-            severity=Severity.WARNING)
-    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-    return spec.doc.diagnostic(
-        f"step '{step.name}' is unchecked: its input is sent as written", where, key=True,
-        hint=f"civflow's catalog says: {issues[0].message}{more}", severity=Severity.WARNING)
-
-
-def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIssue
-                      ) -> Diagnostic:
-    path = tuple(issue.path)
-    # Point at the key for unknown fields, at the value otherwise.
-    key = issue.kind is IssueKind.UNKNOWN_FIELD and bool(path) and _exists(step.input, path)
-    while path and not _exists(step.input, path):
-        path = path[:-1]
-    where_path: KeyPath
-    if issue.kind is IssueKind.UNKNOWN_TYPE:
-        where_path, key = ("steps", step.name, "type"), False
-    elif not path:
-        # A field missing from the input as a whole: point at the 'input:' key itself.
-        where_path, key = ("steps", step.name, "input"), True
-    else:
-        where_path = spec.input_path(step.name, path)
-    hint = issue.hint or _fallback_hint(issue)
-    if issue.is_unknown_name and not issue.suggestions:
-        hint = f"{hint}; {UNCHECKED_HINT}" if hint else UNCHECKED_HINT
-    if issue.kind is IssueKind.RUN_TIME_VARIANT:
-        hint = "the API checks this input when the step runs"
-    return spec.doc.diagnostic(f"step '{step.name}': {issue.message}", where_path, key=key,
-                               hint=hint, severity=issue.severity)
-
-
-def _fallback_hint(issue: catalog.InputIssue) -> str | None:
-    """A hint for catalog findings that come without one, from the finding's data."""
-    if issue.kind is IssueKind.MISSING_FIELD and issue.field:
-        parent = next((p for p in reversed(issue.path) if isinstance(p, str)), None)
-        if parent is not None:
-            return f"add '{issue.field}:' under '{parent}:'"
-        return f"add '{issue.field}:' to the step's input (or to defaults: for its type)"
-    return None
-
-
-def _exists(value: Any, path: KeyPath) -> bool:
-    for part in path:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
-            value = value[part]
-        else:
-            return False
-    return True
-
-
-# -- steps as written --------------------------------------------------------------------
 
 
 def _unchecked_names(doc: SourceDoc) -> frozenset[str]:
