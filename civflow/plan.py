@@ -257,7 +257,7 @@ def estimate_instance(instance: Instance, tips: float = 0.0) -> float | None:
     the catalog cannot price it (then `whatif` must, and a cap never counts it as free)."""
     try:
         value = float(catalog.estimate_cost(instance.type, resolve_pending(instance.input)))
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError, LookupError, AttributeError):
         return None
     if not math.isfinite(value) or value < 0:
         return None

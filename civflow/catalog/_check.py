@@ -11,18 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 from civflow.catalog._air import AIR_EXAMPLE
 from civflow.catalog._schemas import (
-    DISCRIMINATOR_ORDER,
     SDCPP_SAMPLE_METHODS,
     STRICT_DISCRIMINATORS,
     Variant,
-    all_variants,
 )
+from civflow.catalog._spec import catalogued as all_variants
 from civflow.errors import Severity
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, ValidationError
 
 Path = tuple[str | int, ...]
+# Deeper than any discriminator chain of the document (engine → … → operation is four).
+_MAX_DEPTH = 8
+# How close a misspelt engine, ecosystem or operation must be to a known one to be taken for it.
+_NAME_CUTOFF = 0.75
 
 
 class IssueKind(Enum):
@@ -197,33 +200,36 @@ def _enum_hint(variant: Variant, field: str, value: object) -> str | None:
 
 
 def _enum_values(variant: Variant, field: str) -> tuple[str, ...]:
-    spec = variant.schema["properties"].get(field, {})
+    spec = variant.schema.get("properties", {}).get(field, {})
     return tuple(str(v) for v in spec.get("enum", ()))
 
 
-def _did_you_mean(word: object, choices: tuple[str, ...] | list[str]) -> str | None:
-    close = _closest(word, choices)
+def _did_you_mean(word: object, choices: tuple[str, ...] | list[str], *,
+                  cutoff: float = 0.6) -> str | None:
+    close = _closest(word, choices, cutoff=cutoff)
     return f"did you mean {close!r}?" if close else None
 
 
-def _closest(word: object, choices: tuple[str, ...] | list[str]) -> str | None:
+def _closest(word: object, choices: tuple[str, ...] | list[str], *,
+             cutoff: float = 0.6) -> str | None:
     """The choice `word` is most likely a misspelling of, if any."""
     if not isinstance(word, str):
         return None
     folded = {c.casefold(): c for c in choices}
     if word.casefold() in folded and folded[word.casefold()] != word:
         return folded[word.casefold()]
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
     return close[0] if close else None
 
 
-def _also(word: object, choices: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    close = _closest(word, choices)
+def _also(word: object, choices: tuple[str, ...] | list[str], *,
+          cutoff: float = 0.6) -> tuple[str, ...]:
+    close = _closest(word, choices, cutoff=cutoff)
     return (close,) if close else ()
 
 
 def _fields(variant: Variant) -> tuple[str, ...]:
-    return tuple(sorted(variant.schema["properties"]))
+    return tuple(sorted(variant.schema.get("properties", {})))
 
 
 # -- variant selection ------------------------------------------------------------------------
@@ -245,10 +251,20 @@ def select(step_type: str, input: Mapping[str, object], *,
                            IssueKind.UNKNOWN_TYPE, expected=known, got=step_type,
                            suggestions=_also(step_type, known))]
     chosen: dict[str, str] = {}
-    for name in DISCRIMINATOR_ORDER.get(step_type, ()):
-        options = sorted({v.discriminators[name] for v in candidates if name in v.discriminators})
-        if not options:
-            continue
+    # Discriminators form a tree (engine → ecosystem → operation, engine → version →
+    # provider → operation, engine → model …): the next one to read is whatever the
+    # variants still in the running name after the values chosen so far.
+    for _ in range(_MAX_DEPTH):
+        depth = len(chosen)
+        done = [v for v in candidates if len(v.discriminators) <= depth]
+        names = sorted({list(v.discriminators)[depth] for v in candidates
+                        if len(v.discriminators) > depth})
+        if done or not names:
+            return done[0] if done else candidates[0]
+        name = names[0]
+        candidates = [v for v in candidates if len(v.discriminators) > depth
+                      and list(v.discriminators)[depth] == name]
+        options = sorted({v.discriminators[name] for v in candidates})
         value = input.get(name)
         where = f"{step_type} {' '.join(f'{k} {v}' for k, v in chosen.items())}".strip()
         expected = tuple(options)
@@ -269,17 +285,20 @@ def select(step_type: str, input: Mapping[str, object], *,
                 return [InputIssue((name,), f"imageGen has no engine {value!r}",
                                    _ENGINE_MISTAKES[str(value)], Severity.ERROR,
                                    IssueKind.NOT_ALLOWED, name, expected, value)]
-            hint = _did_you_mean(value, options) or f"civflow knows {name} " + ", ".join(options)
+            # Stricter than for field names: with a dozen engines, a loose match (hidream →
+            # seedream) would check the whole input against the wrong variant.
+            hint = _did_you_mean(value, options, cutoff=_NAME_CUTOFF) or \
+                f"civflow knows {name} " + ", ".join(options)
             if (step_type, name) in STRICT_DISCRIMINATORS:
                 # civflow knows every value here: a value outside them is simply wrong.
                 return [InputIssue((name,), f"{name!r} of {where} must be one of: "
                                             f"{', '.join(options)}; got {_show(value)}",
                                    hint, Severity.ERROR, IssueKind.NOT_ALLOWED, name, expected,
-                                   value, _also(value, options))]
+                                   value, _also(value, options, cutoff=_NAME_CUTOFF))]
             return [InputIssue((name,), f"{where} {name} {_show(value)} is not in civflow's "
                                         "catalog", hint, Severity.ERROR,
                                IssueKind.UNKNOWN_VARIANT, name, expected, value,
-                               _also(value, options))]
+                               _also(value, options, cutoff=_NAME_CUTOFF))]
         chosen[name] = str(value)
         candidates = [v for v in candidates if v.discriminators.get(name) == value]
     return candidates[0]
@@ -321,6 +340,11 @@ def check_input(step_type: str, input: Mapping[str, object], *,
     if opaque(input):
         return []
     if not isinstance(input, Mapping):
+        scalar = [v for v in all_variants()
+                  if v.step_type == step_type and v.schema.get("type") != "object"]
+        if scalar:  # a type whose input is not an object (imageUpload takes a string)
+            return _sorted([i for error in _validator(all_variants().index(scalar[0]))
+                            .iter_errors(input) for i in _translate(scalar[0], error)])
         return [InputIssue((), f"the input of a {step_type} step must be an object, "
                                f"got {_show(input)}", None, Severity.ERROR,
                            IssueKind.NOT_AN_OBJECT, got=input)]
@@ -357,7 +381,8 @@ def _as_if_corrected(step_type: str, input: Mapping[str, object], issues: list[I
     issue, fix = issues[0], issues[0].suggestions[0]
     if issue.kind is IssueKind.UNKNOWN_TYPE and fix != step_type:
         return _sorted([issue, *check_input(fix, input, opaque=opaque)])
-    discriminators = DISCRIMINATOR_ORDER.get(step_type, ())
+    discriminators = {name for v in all_variants() if v.step_type == step_type
+                      for name in v.discriminators}
     if issue.field in discriminators and issue.path == (issue.field,) and \
             issue.kind in (IssueKind.UNKNOWN_VARIANT, IssueKind.NOT_ALLOWED):
         corrected = {**input, issue.field: fix}

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 from civflow.catalog._air import parse_air
+from civflow.catalog._spec import catalogued
 
 # Fields whose value is one AIR, and fields holding AIRs as object keys or list items.
 _AIR_FIELDS = ("model", "diffuserModel", "vaeModel", "clipLModel", "t5XXLModel")
@@ -30,11 +31,30 @@ def _num(input: Mapping[str, object], name: str, default: float) -> float:
     return float(value)
 
 
+class Unpriced(LookupError):
+    """civflow knows no formula for this step type or engine: only `whatif` can price it."""
+
+
+_PRICED_IMAGE_ENGINES = ("sdcpp", "comfy")
+_PRICED_IMAGE_ECOSYSTEMS = ("sdxl", "sd1", "flux1")
+_PRICED_VIDEO_ENGINES = ("wan", "kling")
+
+
 def estimate_cost(step_type: str, input: Mapping[str, object], *,
                   source_size: tuple[int, int] | None = None) -> float:
-    """Buzz for one step, from the published formulas; `source_size` is an input image's size."""
+    """Buzz for one step, from the published formulas; `source_size` is an input image's size.
+
+    Raises `Unpriced` (a LookupError) for a type, engine or ecosystem without a known
+    formula: such a step is priced at run time, never counted as free.
+    """
     engine, ecosystem = input.get("engine"), input.get("ecosystem")
     quantity = _num(input, "quantity", 1)
+    if step_type == "imageGen" and (engine not in _PRICED_IMAGE_ENGINES
+                                    or ecosystem not in _PRICED_IMAGE_ECOSYSTEMS):
+        raise Unpriced(f"no formula for imageGen engine {engine!r}, ecosystem {ecosystem!r}")
+    if step_type == "videoGen" and (engine not in _PRICED_VIDEO_ENGINES or (
+            engine == "wan" and input.get("version", "v2.6") != "v2.6")):
+        raise Unpriced(f"no formula for videoGen engine {engine!r}")
     if step_type in ("imageGen", "textToImage"):
         model = str(input.get("model"))
         if ecosystem == "flux1" or (step_type == "textToImage" and ":flux1:" in model):
@@ -65,7 +85,9 @@ def estimate_cost(step_type: str, input: Mapping[str, object], *,
             return _WAN_PER_SECOND.get(str(resolution), _WAN_PER_SECOND["1080p"]) * seconds
         mode = 2 if input.get("mode") == "professional" else 1
         return _KLING_PER_SECOND * seconds * mode
-    return _FLAT.get(step_type, 0.0)
+    if step_type in _FLAT:
+        return _FLAT[step_type]
+    raise Unpriced(f"no formula for step type {step_type!r}")
 
 
 def seed_field(step_type: str, input: Mapping[str, object]) -> str | None:
@@ -77,6 +99,13 @@ def seed_field(step_type: str, input: Mapping[str, object]) -> str | None:
         return "seed"
     if step_type == "chatCompletion":
         return "seed"
+    if step_type == "imageGen" or (step_type == "videoGen" and engine != "kling"):
+        # Engines described only by the OpenAPI document: those whose variant has a seed.
+        for variant in catalogued():
+            if variant.step_type == step_type and "seed" in variant.schema.get(
+                    "properties", {}) and all(input.get(k) == v
+                                              for k, v in variant.discriminators.items()):
+                return "seed"
     return None
 
 

@@ -1,4 +1,8 @@
-"""The output shape of each step type (§6, §7): which paths exist and where the blobs are."""
+"""The output shape of each step type (§6, §7): which paths exist and where the blobs are.
+
+Hand-written for the types civflow knew first (with the fields set only sometimes);
+read from the generated OpenAPI facts for every other type.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import Any
 
 Path = tuple[str | int, ...]
@@ -81,6 +86,55 @@ def _show(path: Path) -> str:
     return out
 
 
+_BLOB_DEFS = {"ImageBlob": IMAGE_BLOB, "VideoBlob": VIDEO_BLOB, "Blob": BLOB,
+              "AudioBlob": BLOB, "Model3DBlob": BLOB}
+# Deep enough for every output of the document; a bound, since schemas may recur.
+_MAX_SHAPE_DEPTH = 8
+
+
+def _shape(step_type: str) -> object:
+    """The hand-written shape of a type's output, else one read from the generated data.
+
+    Which fields a step sets only sometimes is hand-written knowledge (the document does
+    not say it reliably), so a generated shape marks nothing optional.
+    """
+    if step_type in OUTPUTS:
+        return OUTPUTS[step_type]
+    return _generated_shape(step_type)
+
+
+@cache
+def _generated_shape(step_type: str) -> object:
+    from civflow.catalog._spec import output_schema  # lazy: loads the generated data
+
+    schema = output_schema(step_type)
+    if schema is None:
+        return None
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def shape(node: object, depth: int) -> object:
+        if not isinstance(node, dict) or depth > _MAX_SHAPE_DEPTH:
+            return OPEN
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.removeprefix("#/$defs/")
+            return _BLOB_DEFS.get(name) or shape(defs.get(name), depth + 1)
+        types = node.get("type")
+        kinds = {types} if isinstance(types, str) else set(types or ())
+        if "properties" in node:
+            return {k: shape(v, depth + 1) for k, v in node["properties"].items()}
+        if "array" in kinds:
+            return _ListOf(shape(node.get("items"), depth + 1))
+        if "object" in kinds:
+            extra = node.get("additionalProperties")
+            return _MapOf(shape(extra, depth + 1)) if isinstance(extra, dict) else OPEN
+        if kinds - {"null"} or "enum" in node or "const" in node:
+            return LEAF
+        return OPEN
+
+    return shape(schema, 0)
+
+
 def _index(part: str | int) -> int | None:
     if isinstance(part, int):
         return part
@@ -126,7 +180,7 @@ def output_path_issue(step_type: str, input: Mapping[str, object], path: Path
     path cannot exist at all, which is the issue then.
     """
     del input  # the output shape does not depend on the input for any catalogued type
-    shape: object = OUTPUTS.get(step_type)
+    shape: object = _shape(step_type)
     if shape is None:
         return None
     done: Path = ()
@@ -187,7 +241,7 @@ def blob_paths(step_type: str, input: Mapping[str, object],
     """Paths inside an actual output object where blobs (objects with an id) are."""
     del input
     found: list[Path] = []
-    shape = OUTPUTS.get(step_type)
+    shape = _shape(step_type)
 
     def walk(value: object, shape: object, path: Path) -> None:
         if isinstance(shape, _Optional):

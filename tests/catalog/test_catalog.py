@@ -35,6 +35,9 @@ FIELDS_SDCPP_SDXL = tuple(sorted(next(
 FIELDS_COMFY_SDXL = tuple(sorted(next(
     v.schema["properties"] for v in catalog.input_variants()
     if v.discriminators == {"engine": "comfy", "ecosystem": "sdxl", "operation": "createImage"})))
+# Every imageGen engine of the OpenAPI document (the generated catalog knows them all).
+IMAGE_ENGINES = ("comfy", "fal", "flux1-kontext", "flux2", "gemini", "google", "grok", "openai",
+                 "qwen", "sdcpp", "seedream", "wan")
 LORA_LIST = [{"air": "urn:air:sdxl:lora:civitai:200000@250000", "strength": 0.8}]
 
 
@@ -57,9 +60,12 @@ def test_all_is_curated() -> None:
 
 
 def test_known_types() -> None:
-    assert known_types() == ("chatCompletion", "convertImage", "echo", "imageBackgroundRemoval",
-                             "imageGen", "imageUpscaler", "promptEnhancement", "textToImage",
-                             "videoGen", "wdTagging")
+    # The hand-written types, and every other type the OpenAPI document describes.
+    assert {"chatCompletion", "convertImage", "echo", "imageBackgroundRemoval", "imageGen",
+            "imageUpscaler", "promptEnhancement", "textToImage", "videoGen",
+            "wdTagging"} <= set(known_types())
+    assert len(known_types()) == 45
+    assert list(known_types()) == sorted(known_types())
 
 
 def test_valid_input_has_no_issues() -> None:
@@ -71,7 +77,7 @@ def test_engine_sdxl_points_at_sdcpp_or_comfy() -> None:
     assert one("imageGen", {**SDXL, "engine": "sdxl"}) == InputIssue(
         ("engine",), "imageGen has no engine 'sdxl'",
         "SDXL runs on engine sdcpp or comfy with ecosystem sdxl", Severity.ERROR,
-        IssueKind.NOT_ALLOWED, "engine", ("comfy", "sdcpp"), "sdxl")
+        IssueKind.NOT_ALLOWED, "engine", IMAGE_ENGINES, "sdxl")
 
 
 def test_engine_flux_on_image_gen() -> None:
@@ -193,7 +199,7 @@ def test_opaque_discriminator_passes_through_with_a_warning() -> None:
     issues = check_input("imageGen", {**SDXL, "engine": {"$ref": "x"}}, opaque=is_ref)
     assert issues == [InputIssue(
         ("engine",), "imageGen: 'engine' is only known at run time; input passed through unchecked",
-        None, Severity.WARNING, IssueKind.RUN_TIME_VARIANT, "engine", ("comfy", "sdcpp"))]
+        None, Severity.WARNING, IssueKind.RUN_TIME_VARIANT, "engine", IMAGE_ENGINES)]
 
 
 def test_unknown_type_and_engine_are_errors_with_what_is_known() -> None:
@@ -205,10 +211,10 @@ def test_unknown_type_and_engine_are_errors_with_what_is_known() -> None:
         (), "step type 'imagegen' is not in civflow's catalog", "did you mean 'imageGen'?",
         Severity.ERROR, IssueKind.UNKNOWN_TYPE, None, known_types(), "imagegen", ("imageGen",))
     assert issue.is_unknown_name
-    assert one("imageGen", {"engine": "openai", "prompt": "x"}) == InputIssue(
-        ("engine",), "imageGen engine 'openai' is not in civflow's catalog",
-        "civflow knows engine comfy, sdcpp", Severity.ERROR, IssueKind.UNKNOWN_VARIANT,
-        "engine", ("comfy", "sdcpp"), "openai")
+    assert one("imageGen", {"engine": "hidream", "prompt": "x"}) == InputIssue(
+        ("engine",), "imageGen engine 'hidream' is not in civflow's catalog",
+        "civflow knows engine " + ", ".join(IMAGE_ENGINES), Severity.ERROR,
+        IssueKind.UNKNOWN_VARIANT, "engine", IMAGE_ENGINES, "hidream")
     typo = one("imageGen", {**SDXL, "engine": "sdccp"})
     assert (typo.kind, typo.suggestions, typo.hint) == (
         IssueKind.UNKNOWN_VARIANT, ("sdcpp",), "did you mean 'sdcpp'?")
@@ -223,7 +229,7 @@ def test_a_misspelt_name_is_checked_as_if_corrected() -> None:
     assert [(i.kind, i.path) for i in typed] == [
         (IssueKind.UNKNOWN_TYPE, ()), (IssueKind.UNKNOWN_FIELD, ("widht",))]
     # Without one close match there is nothing to assume: only the unknown name.
-    assert [i.kind for i in check_input("imageGen", {**SDXL, "engine": "openai",
+    assert [i.kind for i in check_input("imageGen", {**SDXL, "engine": "hidream",
                                                      "widht": 1024})] == [
         IssueKind.UNKNOWN_VARIANT]
 
@@ -235,7 +241,7 @@ def test_a_misspelt_required_field_is_one_mistake() -> None:
     ecosystem_typo = check_input("imageGen", {**SDXL, "ecosystem": "sdlx"})
     assert [(i.kind, i.suggestions) for i in ecosystem_typo] == [
         (IssueKind.UNKNOWN_VARIANT, ("sdxl",))]
-    ecosystem = one("imageGen", {"engine": "sdcpp", "ecosystem": "qwen"})
+    ecosystem = one("imageGen", {"engine": "sdcpp", "ecosystem": "hidream"})
     assert (ecosystem.severity, ecosystem.kind) == (Severity.ERROR, IssueKind.UNKNOWN_VARIANT)
 
 
@@ -261,8 +267,9 @@ def test_unknown_operation_is_an_error_and_missing_engine_too() -> None:
     assert issue.severity is Severity.ERROR
     assert issue.hint == "did you mean 'createImage'?"
     assert one("imageGen", {"prompt": "x"}) == InputIssue(
-        (), "missing required field 'engine'", "imageGen takes engine comfy or sdcpp",
-        Severity.ERROR, IssueKind.MISSING_FIELD, "engine", ("comfy", "sdcpp"))
+        (), "missing required field 'engine'", "imageGen takes engine " +
+        " or ".join(IMAGE_ENGINES), Severity.ERROR, IssueKind.MISSING_FIELD, "engine",
+        IMAGE_ENGINES)
 
 
 def test_messages_are_deterministic() -> None:
@@ -372,10 +379,25 @@ def test_resource_airs() -> None:
     ("videoGen", {"engine": "wan", "resolution": "720p", "duration": 5}, 650.0),
     ("videoGen", {"engine": "wan", "resolution": "1080p", "duration": 10}, 1950.0),
     ("echo", {"message": "x"}, 0.0),
-    ("somethingNew", {}, 0.0),
 ])
 def test_estimate_cost(step_type: str, body: dict[str, Any], buzz: float) -> None:
     assert estimate_cost(step_type, body) == pytest.approx(buzz)
+
+
+@pytest.mark.parametrize(("step_type", "body"), [
+    ("somethingNew", {}),
+    ("imageGen", {"engine": "openai", "model": "gpt-image-1", "prompt": "x"}),
+    ("imageGen", {"engine": "sdcpp", "ecosystem": "qwen", "prompt": "x"}),
+    ("videoGen", {"engine": "veo3", "prompt": "x"}),
+    ("videoGen", {"engine": "wan", "version": "v2.2", "prompt": "x"}),
+    ("transcription", {"mediaUrl": "https://example.com/a.mp3"}),
+])
+def test_an_unpriced_step_is_never_free(step_type: str, body: dict[str, Any]) -> None:
+    """Promise (issue 11): no formula means Unpriced (a LookupError), never 0 Buzz."""
+    with pytest.raises(LookupError):
+        estimate_cost(step_type, body)
+    with pytest.raises(catalog.Unpriced):
+        estimate_cost(step_type, body)
 
 
 def test_upscaler_cost_uses_the_source_size_when_known() -> None:
