@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,16 @@ _SCALAR_KEYWORDS = (
 )
 _SCHEMA_KEYWORDS = ("items", "additionalProperties", "propertyNames", "not", "contains")
 _LIST_KEYWORDS = ("anyOf", "oneOf", "prefixItems")
+
+
+_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
+
+
+def scalar(key: str, value: Any) -> Any:
+    """A keyword's value; a .NET pattern's named groups `(?<n>` respelt `(?P<n>`."""
+    if key == "pattern" and isinstance(value, str):
+        return _NAMED_GROUP.sub("(?P<", value)
+    return value
 
 
 class Generator:
@@ -65,7 +76,7 @@ class Generator:
         out: dict[str, Any] = {}
         for key in _SCALAR_KEYWORDS:
             if key in node:
-                out[key] = node[key]
+                out[key] = scalar(key, node[key])
         for key in _SCHEMA_KEYWORDS:
             if key in node:
                 out[key] = self.facts(node[key])
@@ -168,7 +179,7 @@ class Generator:
                     else:
                         out[key] = self.facts(value)
                 elif key in _SCALAR_KEYWORDS:
-                    out[key] = value
+                    out[key] = scalar(key, value)
                 elif key in _SCHEMA_KEYWORDS:
                     out[key] = self.facts(value)
                 elif key in _LIST_KEYWORDS:
@@ -214,7 +225,7 @@ class Generator:
             else:
                 found = self.variants(input_node, [], None)
             for variant in found:
-                variant["example"] = minimal(variant["schema"], self.defs, 0)
+                variant["minimalBody"] = minimal(variant["schema"], self.defs, 0)
             out[step_type] = {
                 "variants": found,
                 "output": self.facts(output_node) if output_node else {},

@@ -43,7 +43,7 @@ def generated_variants() -> tuple[Variant, ...]:
         for raw in entry["variants"]:
             schema = {**raw["schema"], "$defs": defs}
             out.append(Variant(step_type, dict(raw["discriminators"]), schema,
-                               raw["example"]))
+                               raw["minimalBody"]))
     return tuple(out)
 
 

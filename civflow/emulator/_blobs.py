@@ -25,6 +25,8 @@ CONTENT_TYPES = {
     "mp4": "video/mp4",
     "webm": "video/webm",
     "avi": "video/x-msvideo",
+    "wav": "audio/wav",
+    "glb": "model/gltf-binary",
 }
 EXTENSIONS = {
     "image/png": "png",
@@ -34,6 +36,8 @@ EXTENSIONS = {
     "video/mp4": "mp4",
     "video/webm": "webm",
     "video/x-msvideo": "avi",
+    "audio/wav": "wav",
+    "model/gltf-binary": "glb",
 }
 
 
@@ -43,7 +47,7 @@ class BlobInfo:
 
     id: str
     content_type: str
-    kind: str  # "image" or "video": the Blob `type` discriminator
+    kind: str  # "image", "video", "audio" or "model3d": the Blob `type` discriminator
     size: int
     width: int | None = None
     height: int | None = None

@@ -381,6 +381,8 @@ class Engine:
                                "nsfwLevel": "pg"}
         if info.width is not None:
             out["width"], out["height"] = info.width, info.height
+        if info.kind == "model3d":  # the document requires a 3D blob's file format
+            out["format"] = info.id.rsplit(".", 1)[-1]
         return out
 
     def _with_blobs(self, value: Any, base: str) -> Any:

@@ -40,10 +40,21 @@ def check_steps(steps: list[Step]) -> dict[str, list[str]]:
     return errors
 
 
+# What the emulator charges for a step civflow has no formula for (the service prices
+# every step; this figure is the emulator's own assumption, not a published price).
+UNPRICED_BUZZ = 10.0
+
+
+def _step_price(step: Step) -> float:
+    try:
+        return catalog.estimate_cost(step.type, step.input)
+    except LookupError:
+        return UNPRICED_BUZZ
+
+
 def price(steps: list[Step], tips: dict[str, Any] | None) -> dict[str, Any]:
     """WorkflowCost: Buzz from the published formulas, whole numbers as on the wire."""
-    base = math.ceil(sum(catalog.estimate_cost(step.type, step.input) for step in steps)
-                     - 1e-9)
+    base = math.ceil(sum(_step_price(step) for step in steps) - 1e-9)
     rates = tips or {}
     tip_civitai = math.ceil(base * float(rates.get("civitai") or 0))
     tip_creators = math.ceil(base * float(rates.get("creators") or 0))

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from civflow import catalog
+from civflow.emulator import _generic
 from civflow.emulator import _media as media
 from civflow.emulator._blobs import CONTENT_TYPES, BlobInfo
 from civflow.emulator._ids import blob_id
@@ -314,8 +316,12 @@ def render(step_type: str, data: dict[str, Any], jobs: list[str], fetch: Fetch) 
             return _chat(data)
         if step_type == "wdTagging":
             return _tagging(data, fetch)
+        if step_type in catalog.known_types():
+            # No bespoke simulation: an output of the catalogued shape, placeholder blobs.
+            output, blobs = _generic.render(step_type, data, jobs, _seed(data))
+            return Rendered(output, blobs)
     except ValueError as exc:  # unreadable source bytes
         raise StepFailure(str(exc)) from exc
-    # A type the catalog accepts but the emulator cannot simulate: no worker takes it.
+    # A type the catalog does not know: no worker takes it.
     raise StepFailure("no_provider_available")
 
