@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from civflow import catalog
 from civflow.catalog._spec import generated_variants
 from civflow.emulator import RunningEmulator
 from tests.emulator.conftest import PREFIX, Api
 from tests.openapi_support import skip_without_openapi
-
 
 # imageUpload takes a bare string as input; the emulator's step model holds objects only
 # (a known gap, named in the closing note of issue 11).
@@ -65,8 +65,6 @@ def _blob_kinds(value: Any) -> list[str]:
 ])
 def test_outputs_have_the_right_kind(api: Api, step_type: str, step_input: dict[str, Any],
                                      kind: str, media_type: str | None) -> None:
-    from civflow import catalog
-
     assert catalog.check_input(step_type, step_input) == []
     workflow = api.submit({"currencies": [], "steps": [
         {"$type": step_type, "name": "s", "input": step_input}]})
