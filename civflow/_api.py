@@ -88,6 +88,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                force: Iterable[str] = (), reroll: Iterable[str] = (),
                only: Iterable[str] = (), retry_failed: bool = False, concurrency: int = 8,
                fail_fast: bool = False, out_dir: Path | None = None, wait: bool = False,
+               keep_stale: bool = False,
                api_key_file: Path | None = None, reporter: Reporter = ignore,
                on_wait: Callable[[str], None] | None = None,
                on_resume: Callable[[str], None] | None = None,
@@ -112,7 +113,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                               hint="pass yes=True, or confirm=… to be asked with the "
                                    "plan and its estimate")
     options = RunOptions(concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
-                         out_dir=out_dir)
+                         out_dir=out_dir, keep_stale=keep_stale)
     held = await asyncio.to_thread(acquire_run_lock, checked.spec, project_root(checked.spec),
                                    wait=wait, on_wait=on_wait)
     try:

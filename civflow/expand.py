@@ -17,7 +17,7 @@ from civflow.check import Checked
 from civflow.check.render import (
     base_context,
     fanout_name,
-    foreach_name,
+    foreach_names,
     matrix_instances,
     pending_step_view,
     render_field,
@@ -159,9 +159,10 @@ def resolve_step(checked: Checked, step: StepSpec, context: Context, seeds: Seed
             raise PipelineInvalid([spec.doc.diagnostic(
                 f"step '{step.name}': foreach must give a list, got {type(items).__name__}",
                 ("steps", step.name, "foreach"))])
+        names = foreach_names(engine, spec, step, values, items)
         combos: list[tuple[str, dict[str, Any], int | None]] = [
-            (foreach_name(step.name, i), {"item": item, "index": i}, i)
-            for i, item in enumerate(items)]
+            (name, {"item": item, "index": i}, i)
+            for i, (name, item) in enumerate(zip(names, items, strict=True))]
     else:
         combos = [(name, {"matrix": matrix} if step.matrix else {}, None)
                   for name, matrix in matrix_instances(step)]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from civflow.check import Checked, check_pipeline
+from civflow.check.render import content_key
 from civflow.errors import UsageError
 from civflow.expand import Context, StepResults, derive_seed, fingerprint
 from civflow.load import load_pipeline
@@ -125,8 +126,11 @@ def test_matching_fingerprint_is_cached_and_its_output_feeds_downstream(tmp_path
     assert by["hero"].reasons == ("fingerprint matches the lockfile",)
     assert by["hero"].estimate == 0.0
     # With hero's output known, the fan-out expands to one instance per image.
-    assert by["upscale[0]"].instance.input["image"] == "civflow-blob:sha256:aa"
-    assert by["upscale[1]"].instance.index == 1
+    first_up, second_up = [p for p in by.values() if p.instance.step == "upscale"]
+    assert first_up.instance.input["image"] == "civflow-blob:sha256:aa"
+    assert second_up.instance.index == 1
+    # A foreach instance is named by its item's content, not its position.
+    assert first_up.name == f"upscale[{content_key(output['images'][0])}]"
     assert "upscale[*]" not in by
     assert by["cutout"].instance.input["image"] == "civflow-blob:sha256:aa"
     assert by["cutout"].decision is Decision.NEW
@@ -144,7 +148,7 @@ def test_changed_lists_the_fields_that_changed(tmp_path: Path) -> None:
     assert by["cutout"].decision is Decision.CHANGED
     assert by["cutout"].reasons == ("upstream hero",)
     # So is a fan-out whose earlier instances are in the lockfile.
-    priors["upscale[0]"] = Prior(fingerprint="sha256:old", request={}, output={})
+    priors["upscale[1a2b3c4d5e]"] = Prior(fingerprint="sha256:old", request={}, output={})
     fan = _by_name(plan(_checked(tmp_path, subject="an owl"), priors))["upscale[*]"]
     assert fan.decision is Decision.CHANGED
     assert fan.reasons == ("upstream hero", "one instance per element of "

@@ -482,7 +482,8 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
         steps[name] = StepSpec(
             name=name, type=raw["type"], input=merged, needs=tuple(raw.get("needs", ())),
             matrix=tuple((k, tuple(v)) for k, v in (raw.get("matrix") or {}).items()),
-            foreach=raw.get("foreach"), when=raw.get("when"), timeout=raw.get("timeout"),
+            foreach=raw.get("foreach"), key=raw.get("key"), when=raw.get("when"),
+            timeout=raw.get("timeout"),
             retries=raw.get("retries"), priority=raw.get("priority"), order=order,
             defaulted=frozenset(from_defaults), unchecked=name in unchecked)
     if not steps:

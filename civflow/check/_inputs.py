@@ -13,6 +13,7 @@ from civflow import catalog
 from civflow.catalog import IssueKind
 from civflow.check.render import (
     base_context,
+    foreach_names,
     matrix_instances,
     pending_step_view,
     render_field,
@@ -83,14 +84,24 @@ def check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str,
 
 def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
                   context: Mapping[str, Any], bad: set[tuple[str, KeyPath]]) -> list[Diagnostic]:
-    """Render `foreach` and `when` with what is known now: `{{ 1/0 }}` in a guard is an
-    error here, not a surprise after the steps before it were paid for."""
+    """Render `foreach`, its `key` and `when` with what is known now: `{{ 1/0 }}` in a
+    guard is an error here, not a surprise after the steps before it were paid for."""
     out: list[Diagnostic] = []
     for field, text in (("foreach", step.foreach), ("when", step.when)):
         if not isinstance(text, str) or (step.name, (f"<{field}>",)) in bad:
             continue
         try:
-            render_field(engine, spec, step, field, text, context)
+            value = render_field(engine, spec, step, field, text, context)
+            if field == "foreach" and not is_pending(value) and \
+                    not isinstance(value, list | tuple):
+                raise PipelineInvalid([spec.doc.diagnostic(
+                    f"step '{step.name}': foreach must give a list, got "
+                    f"{type(value).__name__}", ("steps", step.name, "foreach"),
+                    hint="write a lone expression, \"{{ steps.x.output.images }}\", so "
+                         "it keeps its list type")])
+            if field == "foreach" and isinstance(value, list | tuple) and \
+                    (step.name, ("<key>",)) not in bad:
+                foreach_names(engine, spec, step, context, value)
         except PipelineInvalid as exc:
             out.extend(exc.diagnostics)
     return out

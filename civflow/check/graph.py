@@ -54,6 +54,8 @@ def step_templates(spec: PipelineSpec, step: StepSpec) -> list[tuple[KeyPath, st
         found.append((spec.input_path(step.name, path), text, is_key))
     if step.foreach is not None:
         found.append((("steps", step.name, "foreach"), step.foreach, False))
+    if step.key is not None:
+        found.append((("steps", step.name, "key"), step.key, False))
     if isinstance(step.when, str):
         found.append((("steps", step.name, "when"), step.when, False))
     return found

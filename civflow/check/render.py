@@ -6,9 +6,11 @@ expansion (rendering instances as outputs become known).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from civflow.errors import Location, PipelineInvalid
@@ -48,8 +50,55 @@ def matrix_instances(step: StepSpec) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def foreach_name(step: str, index: int) -> str:
-    return f"{step}[{index}]"
+# A readable item (a short plain string or number) names its instance as it is.
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@+-]{0,39}$")
+
+
+def content_key(item: Any) -> str:
+    """The default name of a foreach item: itself when short and plain ('front view',
+    '42'), else 10 hex digits of the hash of its content. Never its position, so adding
+    an item at the top of a list renames (and re-runs) nothing else."""
+    if isinstance(item, str | int) and not isinstance(item, bool):
+        text = str(item)
+        if _PLAIN_KEY.match(text):
+            return text
+    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+
+
+def foreach_names(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec,
+                  context: Mapping[str, Any], items: Sequence[Any]) -> list[str]:
+    """The instance names of a foreach: `step[key]`, the key from the step's `key:`
+    template or `content_key`; a repeated key gets `~2`, `~3`, … in list order."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if step.key is None:
+            key = content_key(item)
+        else:
+            value = render_field(engine, spec, step, "key", step.key,
+                                 {**context, "item": item, "index": index})
+            key = _checked_key(spec, step, value)
+        seen[key] = seen.get(key, 0) + 1
+        names.append(f"{step.name}[{key}]" if seen[key] == 1 else
+                     f"{step.name}[{key}~{seen[key]}]")
+    return names
+
+
+def _checked_key(spec: PipelineSpec, step: StepSpec, value: Any) -> str:
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    problem = None if text.strip() else f"gives {type(value).__name__}, not a string"
+    if problem is None and len(text) > 64:
+        problem = f"gives {len(text)} characters; a key is at most 64"
+    if problem is None:
+        bad = next((c for c in text if ord(c) < 32 or c in "[]"), None)
+        problem = f"gives a key with {bad!r} in it" if bad is not None else None
+    if problem is not None:
+        raise PipelineInvalid([spec.doc.diagnostic(
+            f"step '{step.name}': key {problem}", ("steps", step.name, "key"),
+            hint="a key names one instance: a short text such as \"{{ item.sku }}\"")])
+    return text
 
 
 def fanout_name(step: str) -> str:

@@ -145,6 +145,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
             needs=tuple(raw.get("needs", ())),
             matrix=tuple((k, tuple(v)) for k, v in (raw.get("matrix") or {}).items()),
             foreach=raw.get("foreach"),
+            key=raw.get("key"),
             when=raw.get("when"),
             timeout=raw.get("timeout"),
             retries=raw.get("retries"),

@@ -29,6 +29,7 @@ class StepSpec:
     needs: tuple[str, ...] = ()
     matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     foreach: str | None = None
+    key: str | None = None  # names each foreach instance (a template over `item`)
     when: str | bool | None = None
     timeout: str | None = None
     retries: int | None = None

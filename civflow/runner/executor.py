@@ -81,6 +81,7 @@ class Executor:
         self.context = Context(self.spec, journal.run_id)
         self.stats = stat_cache(store)
         self.settled: set[str] = set()  # in-flight intents this run took over
+        self.complete: dict[str, frozenset[str]] = {}  # step -> its instances, all succeeded
         self._dirty = bool(history.recovered)
         self._last_flush = 0.0
         self._flush_cost = 0.0
@@ -169,6 +170,7 @@ class Executor:
         outputs = await asyncio.gather(*(self._run_instance(i, step) for i in instances))
         if any(o is None for o in outputs):
             return None
+        self.complete[name] = frozenset(i.name for i in instances)
         return StepResults(tuple(o for o in outputs if o is not None))
 
     def _skip_step(self, step: str, reason: str) -> None:
@@ -463,12 +465,18 @@ class Executor:
             self._flush_cost = time.monotonic() - now
 
     def _prune(self) -> None:
-        """A full run forgets instances the pipeline no longer has."""
-        if self.policy.only:
+        """A full run forgets instances the pipeline no longer has: those of removed steps,
+        and those a step that completed in this run no longer produces (a foreach item
+        gone, a matrix value changed). A step that failed or was skipped keeps its
+        entries; `--keep-stale` keeps everything."""
+        if self.policy.only or self.options.keep_stale:
             return
-        for name in [n for n in self.entries if n.split("[", 1)[0] not in self.spec.steps]:
-            del self.entries[name]
-            self._dirty = True
+        for name in list(self.entries):
+            step = name.split("[", 1)[0]
+            if step not in self.spec.steps or \
+                    (step in self.complete and name not in self.complete[step]):
+                del self.entries[name]
+                self._dirty = True
 
 
 def _succeeded(state: WorkflowState) -> bool:

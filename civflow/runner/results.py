@@ -19,6 +19,7 @@ class RunOptions:
     out_dir: Path | None = None  # default <root>/out
     wait_seconds: int = 30  # long-poll length per request (the API caps near 100 s)
     timeout_grace: float = GRACE  # past a step's own timeout, before civflow cancels it
+    keep_stale: bool = False  # keep lockfile entries of instances a full run no longer has
 
 
 @dataclass

@@ -33,8 +33,9 @@ def test_chain_produces_images_upscales_video_and_a_clean_lockfile(
     assert outcome.code == 0, outcome.text
     assert "4 succeeded" in outcome.err
     out = project.root / "out" / "chain"
-    for name, suffix in [("hero/0", "jpeg"), ("hero/1", "jpeg"), ("upscale[0]/0", "jpeg"),
-                         ("upscale[1]/0", "jpeg"), ("clip/0", "mp4")]:
+    up0, up1 = _upscales(project)
+    for name, suffix in [("hero/0", "jpeg"), ("hero/1", "jpeg"), (f"{up0}/0", "jpeg"),
+                         (f"{up1}/0", "jpeg"), ("clip/0", "mp4")]:
         path = out / f"{name}.{suffix}"
         assert path.is_file() and path.stat().st_size > 0, path
     assert (out / "clip" / "0.mp4").read_bytes()[4:8] == b"ftyp"
@@ -47,18 +48,18 @@ def test_chain_produces_images_upscales_video_and_a_clean_lockfile(
     lock = check_artifacts(project, "chain")
     assert lock["schema"] == 1
     instances = lock["instances"]
-    assert sorted(instances) == ["clip", "hero", "upscale[0]", "upscale[1]"]
+    assert sorted(instances) == sorted(["clip", "hero", up0, up1])
     media = {name: [a["mediaType"] for a in e["artifacts"]] for name, e in instances.items()}
-    assert media == {"hero": ["image/jpeg"] * 2, "upscale[0]": ["image/jpeg"],
-                     "upscale[1]": ["image/jpeg"], "clip": ["video/mp4"]}
+    assert media == {"hero": ["image/jpeg"] * 2, up0: ["image/jpeg"],
+                     up1: ["image/jpeg"], "clip": ["video/mp4"]}
     fingerprints = [e["fingerprint"] for e in instances.values()]
     assert all(f.startswith("sha256:") and len(f) == 71 for f in fingerprints)
     assert len(set(fingerprints)) == 4
     # Each upscale doubles its source: hero is 256², upscales 512².
-    assert {a["width"] for a in instances["upscale[0]"]["artifacts"]} == {512}
+    assert {a["width"] for a in instances[up0]["artifacts"]} == {512}
     # Upstream blobs appear in the request as content hashes, not URLs.
     hero_shas = {a["sha256"] for a in instances["hero"]["artifacts"]}
-    upscale_image = instances["upscale[0]"]["request"]["input"]["image"]
+    upscale_image = instances[up0]["request"]["input"]["image"]
     assert upscale_image.rsplit(":", 1)[1] in hero_shas
     assert created(emulator) == 4
     assert all(n == 1 for n in emulator.counters()["creations_by_external_id"].values())
@@ -92,3 +93,13 @@ def test_matrix_sweep_runs_one_workflow_per_combination(
     # Outputs come back in instance order (the order the matrix was written).
     assert lock["instances"]["total"]["output"]["message"] == \
         "a=1 b=x | a=2 b=y"
+
+
+def _upscales(project: Project) -> tuple[str, str]:
+    """The two upscale instances in hero's image order (named by content, not position)."""
+    lock = project.lock("chain")["instances"]
+    images = [a["sha256"] for a in lock["hero"]["artifacts"]]
+    ups = sorted((n for n in lock if n.startswith("upscale[")),
+                 key=lambda n: images.index(lock[n]["request"]["input"]["image"].rsplit(":")[-1]))
+    first, second = ups
+    return first, second

@@ -50,7 +50,7 @@ def _agree(planned: list[dict[str, Any]], submitted: set[str], err: str) -> None
     (),
     ("--force", "upscale"),
     ("--reroll", "hero"),
-    ("--only", "upscale[1]", "--force", "upscale"),
+    ("--only", "SECOND_UPSCALE", "--force", "upscale"),
     ("--var", "motion=fast zoom"),
 ])
 def test_plan_and_run_agree(ready: tuple[Project, RunningEmulator], args: tuple[str, ...]
@@ -60,12 +60,14 @@ def test_plan_and_run_agree(ready: tuple[Project, RunningEmulator], args: tuple[
     first, submitted, err = _plan_then_run(project)
     assert {p["instance"] for p in first} == {"hero", "upscale[*]", "clip"}
     _agree(first, submitted, err)
+    second = sorted(n for n in project.lock("chain")["instances"] if n.startswith("upscale["))[1]
+    args = tuple(second if a == "SECOND_UPSCALE" else a for a in args)
     planned, submitted, err = _plan_then_run(project, *args)
     _agree(planned, submitted, err)
     if args:
         assert submitted, "every scenario re-runs something"
     if "--only" in args:
-        assert submitted == {"upscale[1]"}
+        assert submitted == {second}
 
 
 def test_plan_and_run_agree_on_a_resumed_run(ready: tuple[Project, RunningEmulator]) -> None:

@@ -96,7 +96,8 @@ def test_too_little_buzz_is_exit_8(project: Project, monkeypatch: pytest.MonkeyP
     assert counters["workflows_created"] == 3
     assert counters["requests"][WORKFLOWS].get("403", 0) >= 1
     # What was paid for is kept: a top-up and a re-run submit only the video.
-    assert sorted(project.lock("chain")["instances"]) == ["hero", "upscale[0]", "upscale[1]"]
+    paid = sorted(project.lock("chain")["instances"])
+    assert len(paid) == 3 and paid[0] == "hero" and all(n.startswith("upscale[") for n in paid[1:])
 
 
 def test_an_unknown_air_is_exit_4_before_anything_is_spent(
