@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("civflow.cli.execute", "run"),
     "status": ("civflow.cli.execute", "status"),
     "cancel": ("civflow.cli.execute", "cancel"),
+    "checkout": ("civflow.cli.execute", "checkout"),
     "emulator": ("civflow.cli.emulator", "emulator"),
 }
 
@@ -35,6 +36,7 @@ _HELP = {
     "run": "Execute a pipeline.",
     "status": "Show the last run of a pipeline.",
     "cancel": "Cancel the workflows of an unfinished run.",
+    "checkout": "Make out/ match the lockfiles, from the local store.",
     "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from civflow.cli.check import _check_step_names, _options, load_checked
-from civflow.errors import SpendingRefused, StepsFailed
+from civflow.errors import SpendingRefused, StepsFailed, UsageError
 
 
 def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
@@ -143,6 +143,60 @@ def status(file: Path, fmt: str) -> None:
     from civflow.runner.history import last_run_status
 
     click.echo(last_run_status(file, fmt), nl=False)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="The output folder the runs used (default: out/ next to .civflow/).")
+def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
+    """Make out/ match the lockfiles, from the local store (nothing is submitted).
+
+    PATHS are pipeline files, folders or globs (default: every pipeline under the
+    current folder). Run it after switching branches: out/ then shows what the
+    checked-out lockfiles record.
+    """
+    from civflow.load import load_pipeline
+    from civflow.runner.checkout import checkout as restore
+
+    files = pipeline_files(paths)
+    if not files:
+        raise UsageError("no pipeline files found", hint="name files, folders or globs")
+    missing = 0
+    for file in files:
+        done = restore(load_pipeline(file), out_dir)
+        click.echo(f"{file}: {len(done.restored)} restored, {done.unchanged} unchanged, "
+                   f"{len(done.removed)} removed")
+        for line in done.missing:
+            click.echo(f"  not restored: {line}", err=True)
+        missing += len(done.missing)
+    if missing:
+        raise click.exceptions.Exit(1)
+
+
+def pipeline_files(paths: Sequence[Path]) -> list[Path]:
+    """Pipeline files named by files, folders (searched below) and globs; default: the
+    current folder. Lockfiles and hidden folders are skipped."""
+    found: list[Path] = []
+    for given in paths or (Path("."),):
+        if given.is_dir():
+            candidates = sorted([*given.rglob("*.yaml"), *given.rglob("*.yml")])
+            found += [p for p in candidates if not any(part.startswith(".") and part != "."
+                                                       for part in p.parts)
+                      and _is_pipeline(p)]
+        elif given.exists():
+            found.append(given)
+        else:
+            found += [p for p in sorted(Path().glob(str(given))) if p.is_file()]
+    return list(dict.fromkeys(found))
+
+
+def _is_pipeline(path: Path) -> bool:
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        return False
+    return "\nsteps:" in f"\n{head}" or "\nversion: 1" in f"\n{head}"
 
 
 @click.command()
