@@ -88,7 +88,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                force: Iterable[str] = (), reroll: Iterable[str] = (),
                only: Iterable[str] = (), retry_failed: bool = False, concurrency: int = 8,
                fail_fast: bool = False, out_dir: Path | None = None, wait: bool = False,
-               keep_stale: bool = False,
+               keep_stale: bool = False, update_lockfile: bool = False,
                api_key_file: Path | None = None, reporter: Reporter = ignore,
                on_wait: Callable[[str], None] | None = None,
                on_resume: Callable[[str], None] | None = None,
@@ -117,7 +117,8 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
     held = await asyncio.to_thread(acquire_run_lock, checked.spec, project_root(checked.spec),
                                    wait=wait, on_wait=on_wait)
     try:
-        prepared = prepare(checked, _options(force, reroll, only, retry_failed))
+        prepared = prepare(checked, _options(force, reroll, only, retry_failed),
+                           update_lockfile=update_lockfile)
         if prepared.resumed is not None and on_resume is not None:
             on_resume(prepared.resumed.run_id)
 

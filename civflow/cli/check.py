@@ -91,10 +91,13 @@ def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
     _check_step_names(checked, [*force, *reroll], allow_star=True)
     # The same preparation `civflow run` makes (lockfile, an interrupted run's journal),
     # so what plan shows is what run does.
-    result = prepare(checked, PlanOptions(
-        force=frozenset(force), reroll=frozenset(reroll), only=only)).plan
+    prepared = prepare(checked, PlanOptions(
+        force=frozenset(force), reroll=frozenset(reroll), only=only))
+    result = prepared.plan
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
+    click.echo(report.vars_note(checked.spec, prepared.lock, prepared.lock_path), err=True,
+               nl=False)
     click.echo(report.plan(result, fmt), nl=False)
 
 

@@ -46,6 +46,9 @@ def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> f
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Where outputs are written (default: out/ next to .civflow/).")
 @click.option("--fail-fast", is_flag=True, help="Stop starting new work after a failure.")
+@click.option("--update-lockfile", is_flag=True,
+              help="With --var/--vars-file: record the results in the committed lockfile "
+                   "(by default one-off values get a lockfile of their own under .civflow/).")
 @click.option("--keep-stale", is_flag=True,
               help="Keep lockfile entries of instances the pipeline no longer has.")
 @click.option("--wait", "wait_lock", is_flag=True,
@@ -57,7 +60,8 @@ def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> f
 @_options
 def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple[str, ...],
         retry_failed: bool, concurrency: int, max_cost: float | None, yes: bool,
-        out_dir: Path | None, fail_fast: bool, keep_stale: bool, wait_lock: bool,
+        out_dir: Path | None, fail_fast: bool, update_lockfile: bool, keep_stale: bool,
+        wait_lock: bool,
         emulator: bool,
         api_key_file: Path | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
         strict: bool) -> None:
@@ -91,7 +95,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
             checked, emulator=wants_emulator(emulator), confirm=confirm, max_cost=max_cost,
             force=force, reroll=reroll, only=only, retry_failed=retry_failed,
             concurrency=concurrency, fail_fast=fail_fast, out_dir=out_dir, wait=wait_lock,
-            keep_stale=keep_stale,
+            keep_stale=keep_stale, update_lockfile=update_lockfile,
             api_key_file=api_key_file, reporter=reporter, pipeline_file=str(file),
             on_wait=lambda holder: click.echo(
                 f"waiting for the run in progress ({holder}) to end", err=True),

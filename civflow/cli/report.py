@@ -9,7 +9,9 @@ from typing import Any
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid
+from civflow.load.model import PipelineSpec
 from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.store.lockfile import Lockfile
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
          Decision.CACHED: "=", Decision.SKIPPED: "-"}
@@ -139,3 +141,17 @@ def graph(checked: Checked, fmt: str) -> str:
         lines += [f'  {n}["{label(n)}"]' for n in g.order]
         lines += [f"  {a} --> {b}" for a, b in sorted(g.graph.edges)]
     return "\n".join(lines) + "\n"
+
+
+def vars_note(spec: PipelineSpec, lock: Lockfile | None, lock_path: Path) -> str:
+    """What vars the plan and the lockfile stand for, when that is not simply the file."""
+    lines = []
+    shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(spec.overrides.items()))
+    if lock_path != spec.lockfile_path:
+        lines.append(f"note: one-off vars ({shown}): a run records its results in "
+                     f"{lock_path.name} under .civflow/locks, not in the committed lockfile "
+                     "(run --update-lockfile to change that)")
+    elif lock is not None and lock.vars and dict(lock.vars) != dict(spec.overrides):
+        made = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(lock.vars.items()))
+        lines.append(f"note: the lockfile was made with vars {made}")
+    return "".join(f"{line}\n" for line in lines)

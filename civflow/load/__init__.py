@@ -124,6 +124,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
         raise PipelineInvalid(problems)
     data = doc.data
     declared: dict[str, Any] = dict(data.get("vars") or {})
+    changed: dict[str, Any] = {}
     for name, value in (overrides or {}).items():
         if name not in declared:
             known = ", ".join(sorted(declared)) or "none"
@@ -132,6 +133,8 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
                 f"unknown variable '{name}' (known: {known})",
                 hint=f"did you mean '{close[0]}'?" if close else
                 f"declare it under 'vars:' in {path} first")
+        if declared[name] != value:
+            changed[name] = value
         declared[name] = value
     defaults: Mapping[str, Mapping[str, Any]] = data.get("defaults") or {}
     workflow: Mapping[str, Any] = data.get("workflow") or {}
@@ -159,6 +162,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
         name=data["name"],
         description=data.get("description"),
         vars=declared,
+        overrides=changed,
         steps=steps,
         workflow={k: workflow[k] for k in WORKFLOW_FIELDS if k in workflow}
         | ({"priority": workflow["priority"]} if "priority" in workflow else {}),

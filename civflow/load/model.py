@@ -69,6 +69,8 @@ class PipelineSpec:
     workflow: Mapping[str, Any]
     tags: tuple[str, ...]
     doc: SourceDoc = field(repr=False)
+    # Variables set by --var / --vars-file to something else than the file's defaults.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> FsPath:

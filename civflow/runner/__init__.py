@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from civflow import catalog
 from civflow.check import Checked
 from civflow.client.base import Backend
 from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
+from civflow.expand import canonical_json
+from civflow.load.model import PipelineSpec
 from civflow.plan import Plan, PlanOptions, Prior, plan
 from civflow.request import workflow_body
 from civflow.runner.events import Event, Phase, Reporter, ignore
@@ -36,6 +39,7 @@ __all__ = [
     "check_resources",
     "estimate",
     "execute",
+    "lockfile_target",
     "prepare",
     "run_lock",
 ]
@@ -50,25 +54,37 @@ class Prepared:
     lock: Lockfile | None
     history: History
     plan: Plan
+    lock_path: Path  # where this run records what it did (see `lockfile_target`)
 
     @property
     def resumed(self) -> Journal | None:
         return self.history.unfinished
 
 
-def prepare(checked: Checked, options: PlanOptions | None = None) -> Prepared:
+def prepare(checked: Checked, options: PlanOptions | None = None, *,
+            update_lockfile: bool = False) -> Prepared:
     """Read the lockfile and what earlier runs left behind, and plan.
 
-    Hold the pipeline's `run_lock` around prepare and execute: what is read here must
-    not change under the run.
+    With `--var` values that differ from the file's defaults, the committed lockfile is
+    read but not written: the run's results go to a lockfile of their own under
+    `.civflow/locks/` (read back by the next run with the same values), unless
+    `update_lockfile`. Hold the pipeline's `run_lock` around prepare and execute: what
+    is read here must not change under the run.
     """
     spec = checked.spec
     root = project_root(spec)
     lock = Lockfile.load(spec.lockfile_path)
+    target = lockfile_target(spec, root, update=update_lockfile)
+    trial = lockfile_target(spec, root)  # what runs with these same values recorded
+    if trial != spec.lockfile_path:
+        own = Lockfile.load(trial)
+        if own is not None:
+            lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **own.instances})
     history = read_history(root / ".civflow" / "runs", spec.name)
     if history.recovered:
         # Entries an interrupted run finished but had not yet checkpointed.
-        lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered})
+        lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered},
+                        lock.vars if lock else {})
     store = object_store(spec)
     folder = spec.lockfile_path.parent
     cache = stat_cache(store)
@@ -77,7 +93,16 @@ def prepare(checked: Checked, options: PlanOptions | None = None) -> Prepared:
     cache.save()
     made = plan(checked, priors, options, inflight=history.inflight,
                 attempts=history.attempts, failed=history.failed)
-    return Prepared(checked, root, lock, history, made)
+    return Prepared(checked, root, lock, history, made, target)
+
+
+def lockfile_target(spec: PipelineSpec, root: Path, *, update: bool = False) -> Path:
+    """The committed lockfile; for one-off `--var` values, `.civflow/locks/<name>.vars-
+    <hash>.lock.json`, so a trial never rewrites what the team committed."""
+    if not spec.overrides or update:
+        return spec.lockfile_path
+    digest = hashlib.sha256(canonical_json(dict(spec.overrides)).encode()).hexdigest()[:12]
+    return root / ".civflow" / "locks" / f"{spec.name}.vars-{digest}.lock.json"
 
 
 async def check_resources(prepared: Prepared, backend: Backend) -> None:
@@ -184,6 +209,7 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
                     "pipeline": pipeline_file or str(prepared.checked.spec.path)})
     executor = Executor(prepared.checked, backend, plan=prepared.plan, journal=journal,
                         store=object_store(prepared.checked.spec), root=prepared.root,
-                        lock=prepared.lock, history=prepared.history, options=options,
+                        lock=prepared.lock, lock_path=prepared.lock_path,
+                        history=prepared.history, options=options,
                         reporter=reporter)
     return await executor.run()

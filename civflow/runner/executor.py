@@ -54,7 +54,8 @@ class Executor:
     """Runs one plan against one backend; create one per run."""
 
     def __init__(self, checked: Checked, backend: Backend, *, plan: Plan, journal: Journal,
-                 store: ObjectStore, root: Path, lock: Lockfile | None, history: History,
+                 store: ObjectStore, root: Path, lock: Lockfile | None, lock_path: Path,
+                 history: History,
                  options: RunOptions, reporter: Reporter = ignore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.checked = checked
@@ -72,7 +73,8 @@ class Executor:
         self.entries: dict[str, LockedInstance] = dict(lock.instances) if lock else {}
         self.priors: dict[str, Prior] = dict(self.policy.priors)
         self.history = history
-        self.result = RunResult(journal.run_id, lockfile=self.spec.lockfile_path,
+        self.lock_path = lock_path
+        self.result = RunResult(journal.run_id, lockfile=lock_path, artifacts_base=self.lock_dir,
                                 out_dir=self.out_dir / self.spec.name)
         self.budget = Budget(options.max_cost)
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
@@ -82,7 +84,10 @@ class Executor:
         self.stats = stat_cache(store)
         self.settled: set[str] = set()  # in-flight intents this run took over
         self.complete: dict[str, frozenset[str]] = {}  # step -> its instances, all succeeded
-        self._dirty = bool(history.recovered)
+        # Written at the end even when nothing ran: entries an interrupted run finished,
+        # a lockfile not there yet, or one that records other vars than this run's.
+        self._dirty = bool(history.recovered) or not lock_path.exists() or \
+            (lock is not None and dict(lock.vars) != dict(self.spec.overrides))
         self._last_flush = 0.0
         self._flush_cost = 0.0
         self._flush_lock = asyncio.Lock()
@@ -460,8 +465,8 @@ class Executor:
         async with self._flush_lock:
             self._dirty = False
             self._last_flush = now
-            snapshot = Lockfile(self.spec.name, dict(self.entries))
-            await asyncio.to_thread(snapshot.save, self.spec.lockfile_path)
+            snapshot = Lockfile(self.spec.name, dict(self.entries), dict(self.spec.overrides))
+            await asyncio.to_thread(snapshot.save, self.lock_path)
             self._flush_cost = time.monotonic() - now
 
     def _prune(self) -> None:

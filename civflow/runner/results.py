@@ -41,6 +41,7 @@ class RunResult:
     interrupted: bool = False
     budget_stop: str | None = None  # why the cap stopped the run
     lockfile: Path | None = None
+    artifacts_base: Path | None = None  # artifact paths are relative to this folder
     out_dir: Path | None = None
 
     @property
@@ -54,7 +55,7 @@ class RunResult:
     @property
     def files(self) -> dict[str, tuple[Path, ...]]:
         """Each instance's output files (absolute paths), for opening or display."""
-        folder = self.lockfile.parent if self.lockfile else Path()
+        folder = self.artifacts_base or Path()
         return {name: tuple((folder / a.path).resolve() for a in r.artifacts)
                 for name, r in self.results.items() if r.artifacts}
 

@@ -181,14 +181,18 @@ class Lockfile:
 
     pipeline: str
     instances: Mapping[str, LockedInstance] = field(default_factory=dict)
+    # The --var values (beyond the file's defaults) the entries were made with, if any.
+    vars: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        document = {
+        document: dict[str, Any] = {
             "schema": SCHEMA,
             "pipeline": self.pipeline,
             "instances": {name: {k: v for k, v in entry.to_dict().items() if k != "instance"}
                           for name, entry in self.instances.items()},
         }
+        if self.vars:
+            document["vars"] = _plain(self.vars)
         return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -238,7 +242,10 @@ class Lockfile:
             if entry.instance != name:
                 raise _Shape(f"{key}.instance", f"{name!r}, the key it is stored under")
             instances[name] = entry
-        return cls(pipeline, instances)
+        made_with = document.get("vars") or {}
+        if not isinstance(made_with, Mapping):
+            raise _Shape("vars", "an object")
+        return cls(pipeline, instances, made_with)
 
     @classmethod
     def load(cls, path: Path) -> Lockfile | None:

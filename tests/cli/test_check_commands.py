@@ -273,7 +273,8 @@ def test_unknown_engine_is_an_error_that_names_the_escape(
         code, out, _ = run(capsys, "validate", *extra, str(path))
         assert code == 2
         assert "step 'hero': imageGen engine 'hidream' is not in civflow's catalog" in out
-        assert ("hint: civflow knows engine comfy, sdcpp; if it is newer than civflow, add "
+        assert ("hint: civflow knows engine comfy, fal, flux1-kontext, flux2, gemini, google, "
+                "grok, openai, qwen, sdcpp, seedream, wan; if it is newer than civflow, add "
                 "'unchecked: true' to the step") in out
 
 

@@ -29,7 +29,7 @@ def test_changing_one_input_reruns_it_and_its_dependents_only(
     before = _workflow_ids(project)
 
     # `motion` is read by clip alone.
-    outcome = project.run("chain", "--var", "motion=fast zoom")
+    outcome = project.run("chain", "--var", "motion=fast zoom", "--update-lockfile")
     assert outcome.code == 0, outcome.text
     assert created(emulator) == 5
     after = _workflow_ids(project)
@@ -37,7 +37,8 @@ def test_changing_one_input_reruns_it_and_its_dependents_only(
     assert "3 cached" in outcome.err and "1 succeeded" in outcome.err
 
     # `style` is read by hero and clip; the upscales depend on hero.
-    outcome = project.run("chain", "--var", "motion=fast zoom", "--var", "style=oil")
+    outcome = project.run("chain", "--var", "motion=fast zoom", "--var", "style=oil",
+                          "--update-lockfile")
     assert outcome.code == 0, outcome.text
     assert created(emulator) == 9
     check_artifacts(project, "chain")
@@ -87,3 +88,27 @@ def test_reroll_draws_and_records_a_new_seed(ready: tuple[Project, RunningEmulat
     assert len(new_ups) == 2 and old_ups.isdisjoint(new_ups)
     assert created(emulator) == 8
     check_artifacts(project, "chain")
+
+
+def test_one_off_vars_never_rewrite_the_committed_lockfile(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """A `run --var …` trial used to rewrite the committed lockfile with values nobody
+    committed, and a plain plan afterwards said '4 changed'."""
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    committed = project.lock_path("chain").read_text(encoding="utf-8")
+    trial = project.run("chain", "--var", "motion=fast zoom")
+    assert trial.code == 0 and "1 succeeded" in trial.err, trial.text
+    assert project.lock_path("chain").read_text(encoding="utf-8") == committed
+    plain = project.cli("plan", "pipelines/chain.yaml")
+    assert "4 cached" in plain.out and "note:" not in plain.err, plain.text
+    again = project.cli("plan", "pipelines/chain.yaml", "--var", "motion=fast zoom")
+    assert "4 cached" in again.out and "one-off vars (motion=\"fast zoom\")" in again.err
+    assert created(emulator) == 5
+    kept = project.run("chain", "--var", "motion=fast zoom", "--update-lockfile")
+    assert kept.code == 0 and "4 cached" in kept.err, kept.text
+    lock = project.lock("chain")
+    assert lock["vars"] == {"motion": "fast zoom"}
+    assert "made with vars motion=\"fast zoom\"" in project.cli(
+        "plan", "pipelines/chain.yaml").err
