@@ -16,6 +16,7 @@ from civflow import catalog
 from civflow.check import Checked
 from civflow.check.render import (
     base_context,
+    comfy_body,
     fanout_name,
     foreach_names,
     matrix_instances,
@@ -168,7 +169,8 @@ def resolve_step(checked: Checked, step: StepSpec, context: Context, seeds: Seed
                   for name, matrix in matrix_instances(step)]
     out: list[Instance] = []
     for name, extra, index in combos:
-        rendered = render_tree(engine, spec, step, step.input, {**values, **extra})
+        rendered = comfy_body(spec, step,
+                              render_tree(engine, spec, step, step.input, {**values, **extra}))
         seed: int | None = None
         reroll = 0
         seed_key = catalog.seed_field(step.type, rendered)

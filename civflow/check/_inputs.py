@@ -13,6 +13,7 @@ from civflow import catalog
 from civflow.catalog import IssueKind
 from civflow.check.render import (
     base_context,
+    comfy_body,
     foreach_names,
     matrix_instances,
     pending_step_view,
@@ -67,7 +68,7 @@ def check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str,
             if is_pending(masked):
                 break
             try:
-                rendered = render_tree(engine, spec, step, masked, ctx)
+                rendered = comfy_body(spec, step, render_tree(engine, spec, step, masked, ctx))
             except PipelineInvalid as exc:
                 out.extend(exc.diagnostics)
                 break

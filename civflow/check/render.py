@@ -6,13 +6,17 @@ expansion (rendering instances as outputs become known).
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from civflow.catalog import comfy
 from civflow.errors import Location, PipelineInvalid
 from civflow.keys import KeyPath
 from civflow.load.model import PipelineSpec, StepSpec
@@ -167,3 +171,46 @@ def resolve_pending(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [resolve_pending(v) for v in value]
     return value
+
+
+def comfy_body(spec: PipelineSpec, step: StepSpec, rendered: Any) -> Any:
+    """A `comfy` step written as `{workflow: FILE, set: {title: {input: value}}, …}`
+    becomes the API's body (`comfyWorkflow`: the file's graph with those inputs set).
+    The whole graph is in the body, so editing the file changes the fingerprint.
+    Unknown titles and inputs are located errors under the step's `set`."""
+    if step.type != "comfy" or not isinstance(rendered, Mapping) or \
+            not isinstance(rendered.get("workflow"), str):
+        return rendered
+    name = rendered["workflow"]
+    try:
+        graph = _workflow_file(spec.base_dir.resolve(), name)
+    except comfy.ComfyWorkflowError as exc:
+        raise PipelineInvalid([spec.doc.diagnostic(
+            f"step '{step.name}': {exc}", spec.input_path(step.name, ("workflow",)),
+            hint="export the workflow from ComfyUI with 'Save (API format)' next to the "
+                 "pipeline")]) from None
+    overrides = rendered.get("set") or {}
+    if not isinstance(overrides, Mapping):
+        overrides = {}
+    graph, issues = comfy.apply_titles(graph, overrides)
+    if issues:
+        raise PipelineInvalid([spec.doc.diagnostic(
+            f"step '{step.name}': {issue.message}", spec.input_path(step.name, issue.path),
+            key=True, hint=issue.hint) for issue in issues])
+    options = {k: v for k, v in rendered.items() if k not in ("workflow", "set")}
+    return comfy.comfy_input(graph, **options)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_workflow(folder: Path, name: str, stamp: tuple[int, int]) -> comfy.Workflow:
+    del stamp  # part of the cache key only: an edited file is read again
+    return comfy.read_workflow(folder, name)
+
+
+def _workflow_file(folder: Path, name: str) -> comfy.Workflow:
+    try:
+        st = (folder / name).stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = (-1, -1)
+    return copy.deepcopy(_cached_workflow(folder, name, stamp))

@@ -359,3 +359,25 @@ steps:
     assert f"{path}:10:11: in step 'b' when: template error: ZeroDivisionError" in out
     assert f"{path}:15:14: in step 'c' foreach: template error: TypeError" in out
     assert "step 'd'" not in out
+
+
+def test_a_comfy_workflow_file_is_set_by_node_title_and_checked(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Issue 11: a ComfyUI workflow exported in API format, inputs set by node title;
+    an unknown title or input is a located error with a did-you-mean, before paying."""
+    shutil.copytree(ROOT / "pipelines" / "comfy", tmp_path / "comfy")
+    text = (ROOT / "pipelines" / "comfy-portrait.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "portrait.yaml"
+    path.write_text(text.replace("Sampler: {seed: 7, steps: 20}",
+                                 "Samplr: {seed: 7, steps: 20}"), encoding="utf-8")
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 2
+    assert f"{path}:20:9: step 'portrait': the workflow has no node titled 'Samplr'" in out
+    assert "hint: did you mean 'Sampler'?" in out
+    path.write_text(text, encoding="utf-8")
+    code, out, _ = run(capsys, "render", str(path))
+    assert code == 0
+    body = json.loads(out)[0]["body"]["steps"][0]["input"]
+    assert body["comfyWorkflow"]["3"]["inputs"]["steps"] == 20
+    assert body["comfyWorkflow"]["3"]["inputs"]["model"] == [4, 0]
+    assert "workflow" not in body and "set" not in body
