@@ -125,7 +125,7 @@ def test_expired_urls_of_a_cached_upstream_are_refreshed(
     emulator.expire_urls()
     refreshes = requests_to(emulator, REFRESH, ok_only=True)
     uploads = requests_to(emulator, UPLOAD)
-    outcome = project.run("chain", "--var", "motion=tilt up")  # clip alone re-runs
+    outcome = project.run("chain", "--var", "motion=tilt up", "--update-lockfile")  # clip alone
     assert outcome.code == 0, outcome.text
     assert created(emulator) == 5
     assert requests_to(emulator, REFRESH, ok_only=True) > refreshes
@@ -141,7 +141,7 @@ def test_deleted_upstream_blobs_are_uploaded_again_from_the_local_copy(
     for entry in project.lock("chain")["instances"].values():
         for artifact in entry["artifacts"]:
             emulator.forget_blob(artifact["blobId"])
-    outcome = project.run("chain", "--var", "motion=tilt up")
+    outcome = project.run("chain", "--var", "motion=tilt up", "--update-lockfile")
     assert outcome.code == 0, outcome.text
     assert requests_to(emulator, UPLOAD, ok_only=True) == 1  # upscale[0], the clip's input
     clip = project.lock("chain")["instances"]["clip"]
