@@ -50,11 +50,15 @@ _POSITIVE = _Finite(min=0.0, min_open=True)
 @click.option("--step-expiry-rate", default=0.0, type=_SHARE, help="Share of steps that expire.")
 @click.option("--fault-seed", default=0, type=click.IntRange(0, 2**64 - 1),
               help="Seed of the fault dice.")
+@click.option("--missing-air", "missing_airs", multiple=True, metavar="AIR",
+              help="Answer 404 for this AIR (any other well-formed AIR exists).")
+@click.option("--known-airs-only", is_flag=True,
+              help="Only the emulator's few named models and LoRAs exist.")
 def emulator(host: str, port: int, time_scale: float, buzz: float | None, api_key: str | None,
              state_dir: Path | None, url_lifetime_seconds: float, latency_ms: float,
              rate_limit: float, rate_limit_rps: float | None, error_rate: float,
              drop_rate: float, step_failure_rate: float, step_expiry_rate: float,
-             fault_seed: int) -> None:
+             fault_seed: int, missing_airs: tuple[str, ...], known_airs_only: bool) -> None:
     """Serve the local Civitai emulator (v2 consumer API) on HOST:PORT."""
     from civflow.emulator import EmulatorConfig, serve_forever
 
@@ -63,7 +67,8 @@ def emulator(host: str, port: int, time_scale: float, buzz: float | None, api_ke
         url_lifetime_seconds=url_lifetime_seconds, latency_ms=latency_ms,
         rate_limit=rate_limit, rate_limit_rps=rate_limit_rps, error_rate=error_rate,
         drop_rate=drop_rate, step_failure_rate=step_failure_rate,
-        step_expiry_rate=step_expiry_rate, fault_seed=fault_seed)
+        step_expiry_rate=step_expiry_rate, fault_seed=fault_seed,
+        missing_airs=missing_airs, known_airs_only=known_airs_only)
     click.echo(f"civflow emulator listening on http://{host}:{port} "
                f"(time scale {config.time_scale}; Ctrl-C stops)", err=True)
     try:

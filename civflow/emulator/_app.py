@@ -329,13 +329,16 @@ def _route_table() -> list[Route]:
         Route("/_emulator/reset", admin_reset, methods=["POST"]),
         Route("/_emulator/blobs/{blob_id}", admin_forget_blob, methods=["DELETE"]),
         Route("/_emulator/expire-urls", admin_expire_urls, methods=["POST"]),
+        Route("/_emulator/resources/{air}", admin_forget_air, methods=["DELETE"]),
     ]
 
 
 # -- resources and admin --------------------------------------------------------------------
 
 async def get_resource(request: Request) -> Response:
-    info = resource_info(request.path_params["air"])
+    engine = _engine(request)
+    info = resource_info(request.path_params["air"], missing=frozenset(engine.missing_airs),
+                         known_only=engine.config.known_airs_only)
     if info is None:
         return problem(404, f"The resource '{request.path_params['air']}' is not known.")
     return JSONResponse(info)
@@ -368,6 +371,12 @@ async def admin_reset(request: Request) -> Response:
 async def admin_forget_blob(request: Request) -> Response:
     found = _engine(request).blobs.forget(request.path_params["blob_id"])
     return Response(status_code=204) if found else _not_found("The blob")
+
+
+async def admin_forget_air(request: Request) -> Response:
+    """From now on the AIR does not exist here (a model taken down, a typo to test)."""
+    _engine(request).missing_airs.add(request.path_params["air"])
+    return Response(status_code=204)
 
 
 async def admin_expire_urls(request: Request) -> Response:

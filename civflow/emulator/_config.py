@@ -42,6 +42,9 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     step_failure_rate: float = 0.0
     step_expiry_rate: float = 0.0
+    # AIRs answered 404; with known_airs_only, every AIR but the few named ones is.
+    missing_airs: tuple[str, ...] = ()
+    known_airs_only: bool = False
     # Bytes that uploads may carry; the website's limit.
     max_upload_bytes: int = 64 * 1024 * 1024
 

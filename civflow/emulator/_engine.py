@@ -62,6 +62,7 @@ class Engine:
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
+        self.missing_airs: set[str] = set(config.missing_airs)
         self.blobs = BlobStore(config.state_dir)
         self.ids = WorkflowIds()
         self.rng = random.Random(config.fault_seed)

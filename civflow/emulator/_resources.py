@@ -1,9 +1,16 @@
-"""The small set of AIRs the emulator knows, shaped as the API's ResourceInfo."""
+"""Model and LoRA lookups (`GET /v2/resources/{air}`), shaped as the API's ResourceInfo.
+
+A handful of AIRs have real names; any other well-formed AIR exists too (a studio's
+own models must work in a dry run), unless the emulator is told it is missing
+(`missing_airs`) or to know only the named ones (`known_airs_only`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
+
+from civflow.catalog import parse_air
 
 # air → (model name, version name, size in bytes, file format)
 _KNOWN: dict[str, tuple[str, str, int, str]] = {
@@ -36,24 +43,34 @@ def known_airs() -> list[str]:
     return sorted(_KNOWN)
 
 
-def resource_info(air: str) -> dict[str, Any] | None:
-    """ResourceInfo for a known AIR (matched case-insensitively), else None."""
-    key = air.strip().lower()
-    for known, (name, version, size, file_format) in _KNOWN.items():
-        if known.lower() == key:
-            digest = hashlib.sha256(known.encode()).hexdigest()
-            return {
-                "air": known,
-                "size": size,
-                "hashes": {"SHA256": digest.upper(), "AutoV2": digest[:10].upper()},
-                "downloadUrls": [f"https://civitai.com/api/download/models/"
-                                 f"{known.rsplit('@', 1)[-1]}"],
-                "resourceName": name,
-                "versionName": version,
-                "checkPermission": False,
-                "canGenerate": True,
-                "fileFormat": file_format,
-                "hasMatureContentRestriction": False,
-                "hasNSFWContentRestriction": False,
-            }
-    return None
+def resource_info(air: str, *, missing: frozenset[str] = frozenset(),
+                  known_only: bool = False) -> dict[str, Any] | None:
+    """ResourceInfo for an AIR, or None when it does not exist here."""
+    text = air.strip()
+    key = text.lower()
+    if key in {m.lower() for m in missing}:
+        return None
+    named = {k.lower(): (k, v) for k, v in _KNOWN.items()}
+    if key in named:
+        text, (name, version, size, file_format) = named[key]
+    else:
+        parsed = parse_air(text)
+        if known_only or parsed is None:
+            return None
+        name = f"{(parsed.type or 'model').title()} {parsed.id}"
+        version, size, file_format = f"v{parsed.version or 1}", 100_000_000, "safeTensor"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return {
+        "air": text,
+        "size": size,
+        "hashes": {"SHA256": digest.upper(), "AutoV2": digest[:10].upper()},
+        "downloadUrls": [f"https://civitai.com/api/download/models/"
+                         f"{text.rsplit('@', 1)[-1]}"],
+        "resourceName": name,
+        "versionName": version,
+        "checkPermission": False,
+        "canGenerate": True,
+        "fileFormat": file_format,
+        "hasMatureContentRestriction": False,
+        "hasNSFWContentRestriction": False,
+    }

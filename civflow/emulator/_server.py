@@ -6,6 +6,7 @@ import socket
 import threading
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import uvicorn
@@ -59,6 +60,10 @@ class RunningEmulator:
 
     def forget_blob(self, blob_id: str) -> None:
         self._call("DELETE", f"/_emulator/blobs/{blob_id}")
+
+    def forget_air(self, air: str) -> None:
+        """From now on `air` does not exist (GET /v2/resources answers 404)."""
+        self._call("DELETE", f"/_emulator/resources/{quote(air, safe='')}")
 
     def expire_urls(self) -> None:
         self._call("POST", "/_emulator/expire-urls")

@@ -104,6 +104,7 @@ def test_an_unknown_air_is_exit_4_before_anything_is_spent(
         ready: tuple[Project, RunningEmulator]) -> None:
     project, emulator = ready
     typo = MODEL.replace("128078", "128079")
+    emulator.forget_air(typo)  # any well-formed AIR exists unless the emulator is told
     project.write("chain", CHAIN.replace(MODEL, typo))
     outcome = project.run("chain")
     assert outcome.code == 4, outcome.text

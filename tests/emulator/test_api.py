@@ -179,7 +179,7 @@ def test_upload_direct_and_presigned(api: Api) -> None:
     assert upscaled["steps"][0]["output"]["blob"]["width"] == 80
 
 
-def test_resources(api: Api) -> None:
+def test_resources(emulator: RunningEmulator, api: Api) -> None:
     for air in ("urn:air:sdxl:checkpoint:civitai:101055@128078",
                 "urn:air:sdxl:lora:civitai:200000@250000",
                 "urn:air:sdxl:lora:civitai:123456@789012",
@@ -190,6 +190,13 @@ def test_resources(api: Api) -> None:
                 "urn:air:sd1:embedding:civitai:7808@9208"):
         info = api.call("GET", "/v2/resources/{air}", path={"air": air}, expect=200).json()
         assert info["air"] == air and info["canGenerate"] is True
+    # Any well-formed AIR exists (a studio's own models work in a dry run) ...
+    mine = api.call("GET", "/v2/resources/{air}",
+                    path={"air": "urn:air:sdxl:lora:civitai:1@1"}, expect=200).json()
+    assert mine["air"] == "urn:air:sdxl:lora:civitai:1@1"
+    api.call("GET", "/v2/resources/{air}", path={"air": "not-an-air"}, expect=404)
+    # ... unless the emulator is told it is missing.
+    emulator.forget_air("urn:air:sdxl:lora:civitai:1@1")
     api.call("GET", "/v2/resources/{air}", path={"air": "urn:air:sdxl:lora:civitai:1@1"},
              expect=404)
 
