@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -469,6 +470,14 @@ def _translate(variant: Variant, error: ValidationError) -> list[InputIssue]:
     if keyword in ("enum", "const"):
         options = [expected] if keyword == "const" else list(expected)
         shown = tuple(map(str, options))
+        if not isinstance(value, str | bool) and str(value) in options:
+            # `duration: 5` where the API wants the string "5": say so, not "5; got 5".
+            quoted = ", ".join(json.dumps(o) for o in options)
+            return issue(IssueKind.WRONG_TYPE,
+                         f"{name!r} must be one of the strings {quoted}; got the number "
+                         f"{_show(value)}",
+                         f"the API wants the string \"{value}\": write {name}: \"{value}\"",
+                         wanted=shown)
         return issue(IssueKind.NOT_ALLOWED,
                      f"{name!r} must be one of: {', '.join(shown)}; got {_show(value)}",
                      _enum_hint(variant, field or "", value) if len(path) == 1 else

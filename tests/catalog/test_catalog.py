@@ -441,3 +441,13 @@ def test_input_variants_are_self_consistent() -> None:
         assert check_input(variant.step_type, variant.example) == []
         for name, value in variant.discriminators.items():
             assert variant.example[name] == value
+
+
+def test_a_number_where_the_api_wants_its_string_says_so() -> None:
+    """Issue 15: "'duration' must be one of: 5, 10; got 5" did not say what to write."""
+    issues = check_input("videoGen", {"engine": "kling", "prompt": "a cat", "cfgScale": 1,
+                                      "duration": 5})
+    (issue,) = [i for i in issues if i.path == ("duration",)]
+    assert issue.message == ("'duration' must be one of the strings \"5\", \"10\"; "
+                             "got the number 5")
+    assert issue.hint == 'the API wants the string "5": write duration: "5"'
