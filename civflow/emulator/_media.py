@@ -121,11 +121,13 @@ def _caption(image: Image.Image, lines: Sequence[str], title: str) -> None:
 
 
 def render_image(*, prompt: str, negative: str | None, seed: int, width: int, height: int,
-                 label: str, fmt: str, salt: object = None) -> bytes:
-    """A text-to-image result: a seeded scene with the prompt and seed written on it."""
+                 label: str, fmt: str, salt: object = None,
+                 extra: Sequence[str] = ()) -> bytes:
+    """A text-to-image result: a seeded scene with the prompt and seed written on it;
+    `salt` (the other inputs) changes the scene, `extra` lines are written too."""
     rng = random.Random(stable_seed(seed, salt))
     image = _scene(width, height, rng)
-    lines = [prompt] + ([f"negative: {negative}"] if negative else [])
+    lines = [prompt] + ([f"negative: {negative}"] if negative else []) + list(extra)
     _caption(image, lines, f"seed {seed}  {label}")
     return encode(image, fmt)
 

@@ -149,6 +149,11 @@ def _images(step_type: str, data: dict[str, Any], jobs: list[str], fetch: Fetch)
     strength = _num(data.get("strength", data.get("denoiseStrength",
                                                   data.get("sourceImageDenoiseStrenght"))), 0.7)
     model = _text(data.get("model") or data.get("diffuserModel") or data.get("engine"))
+    # Every input that would change a real picture changes this one: the scene is salted
+    # with all of them (LoRA strengths, cfg, steps, sampler…), and LoRAs are written on it.
+    salt = {k: v for k, v in data.items()
+            if k not in ("prompt", "negativePrompt", "seed", "quantity", "batchSize")}
+    loras = _lora_lines(data)
     rendered = Rendered(output={"images": []})
     total = job_count * per_job
     for number in range(total):
@@ -164,12 +169,26 @@ def _images(step_type: str, data: dict[str, Any], jobs: list[str], fetch: Fetch)
         else:
             raw = media.render_image(prompt=prompt, negative=negative, seed=seed + number,
                                      width=width, height=height, label=label, fmt=fmt,
-                                     salt=model)
+                                     salt=salt, extra=loras)
             w, h = width, height
         info, blob = _image_blob(raw, fmt, w, h, job)
         rendered.blobs.append((info, blob))
         rendered.output["images"].append({"$blob": info.id})
     return rendered
+
+
+def _lora_lines(data: dict[str, Any]) -> list[str]:
+    """`lora 250000: 0.8` for each LoRA of the input (a mapping AIR → strength, or a list)."""
+    found: list[tuple[str, object]] = []
+    for key in ("loras", "additionalNetworks"):
+        value = data.get(key)
+        if isinstance(value, dict):
+            for air, setting in value.items():
+                strength = setting.get("strength") if isinstance(setting, dict) else setting
+                found.append((str(air), strength))
+        elif isinstance(value, list):
+            found += [(str(i.get("air")), i.get("strength")) for i in value if isinstance(i, dict)]
+    return [f"lora {air.rsplit(':', 1)[-1]}: {strength}" for air, strength in found[:6]]
 
 
 def _upscale(data: dict[str, Any], jobs: list[str], fetch: Fetch) -> Rendered:

@@ -110,3 +110,25 @@ def test_variant_derives_from_the_source_image(api: Api) -> None:
     a, b = source.getpixel((2, 2)), derived.getpixel((2, 2))
     assert isinstance(a, tuple) and isinstance(b, tuple)
     assert sum(abs(x - y) for x, y in zip(a, b, strict=True)) < 3 * 80
+
+
+def test_every_input_that_changes_a_real_picture_changes_this_one() -> None:
+    """Issue 15: LoRA strengths 0.6 and 0.8 drew byte-identical images, so a sweep could
+    not be judged on the emulator. Strengths (and cfg, steps, …) now change the scene,
+    and the LoRAs are written on the picture."""
+    pictures = []
+    for strength in (0.6, 0.8):
+        step = image_step(size=256, fmt="png")
+        step["input"]["loras"] = {"urn:air:sdxl:lora:civitai:200000@250000": strength}
+        (raw,) = _run_and_fetch({"steps": [step]})
+        pictures.append(Image.open(io.BytesIO(raw)).convert("RGB"))
+    stronger = image_step(size=256, fmt="png")
+    stronger["input"]["cfgScale"] = 9
+    (other_cfg,) = _run_and_fetch({"steps": [stronger]})
+    first, second = pictures
+    assert first.tobytes() != second.tobytes()
+    # Visibly: the scenes differ in most pixels, not in a caption alone.
+    a, b = first.tobytes(), second.tobytes()
+    differing = sum(a[i:i + 3] != b[i:i + 3] for i in range(0, len(a), 3))
+    assert differing > first.width * first.height // 2
+    assert Image.open(io.BytesIO(other_cfg)).convert("RGB").tobytes() != first.tobytes()
