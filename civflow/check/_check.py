@@ -151,7 +151,7 @@ def _ordered(found: list[Diagnostic] | tuple[Diagnostic, ...]) -> list[Diagnosti
 def _collect(spec: PipelineSpec, scope: _Scope
              ) -> tuple[list[Diagnostic], StepGraph | None, TemplateEngine]:
     """Every phase after the schema, each on what the earlier ones left intact."""
-    engine = TemplateEngine(spec.base_dir)
+    engine = TemplateEngine(spec.base_dir, shared_dir=spec.project_root)
     templates, found = _scan(spec, engine)
     bad: set[tuple[str, KeyPath]] = {(t.step, t.input_path) for t in templates
                                   if t.analysis is None and t.input_path is not None}

@@ -77,6 +77,11 @@ class PipelineSpec:
         return self.path.parent
 
     @property
+    def project_root(self) -> FsPath:
+        """Where `.civflow/` and `out/` live (see `project_root_for`)."""
+        return project_root_for(self.path)
+
+    @property
     def lockfile_path(self) -> FsPath:
         return lockfile_path_for(self.path)
 
@@ -111,3 +116,13 @@ def deep_merge(base: Mapping[str, Any], own: Mapping[str, Any], path: KeyPath = 
         else:
             merged[key] = value
     return merged, from_base
+
+
+def project_root_for(pipeline_file: FsPath) -> FsPath:
+    """Where `.civflow/` and `out/` live: the nearest ancestor of the pipeline file that
+    has a `.civflow` folder or is a git checkout, else the pipeline's own folder."""
+    here = pipeline_file.resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / ".civflow").is_dir() or (folder / ".git").exists():
+            return folder
+    return here

@@ -10,9 +10,9 @@ from typing import Any
 from civflow.client.base import Backend
 from civflow.errors import ApiNotFound, UsageError
 from civflow.load import read_source
+from civflow.load.model import project_root_for
 from civflow.names import lockfile_path_for
 from civflow.request import run_tag
-from civflow.runner.state import project_root_for
 from civflow.store.journal import Journal, find_unfinished_run, pipeline_runs
 from civflow.store.lockfile import Lockfile
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from civflow.load.model import PipelineSpec
+from civflow.load.model import PipelineSpec, project_root_for
 from civflow.plan import Prior
 from civflow.request import tokenize_output
 from civflow.store.integrity import ArtifactStatus, StatCache, check_artifacts
@@ -15,16 +15,6 @@ from civflow.store.objects import ObjectStore
 
 def project_root(spec: PipelineSpec) -> Path:
     return project_root_for(spec.path)
-
-
-def project_root_for(pipeline_file: Path) -> Path:
-    """Where `.civflow/` and `out/` live: the nearest ancestor of the pipeline file that
-    has a `.civflow` folder or is a git checkout, else the pipeline's own folder."""
-    here = pipeline_file.resolve().parent
-    for folder in (here, *here.parents):
-        if (folder / ".civflow").is_dir() or (folder / ".git").exists():
-            return folder
-    return here
 
 
 def object_store(spec: PipelineSpec) -> ObjectStore:

@@ -92,27 +92,35 @@ def _include_failure(name: str, exc: jinja2.TemplateNotFound, line: int) -> Temp
 
 
 class _FolderLoader(jinja2.FileSystemLoader):
-    """Loads includes from the pipeline's folder and refuses anything that leaves it."""
+    """Loads includes from the pipeline's folder, then from the project's root (shared
+    prompt snippets), and refuses anything that leaves the folder it was found in."""
 
     def get_source(self, environment: jinja2.Environment, template: str
                    ) -> tuple[str, str, Callable[[], bool]]:
         # Jinja itself refuses '..' as "not found"; say what really happened.
         if ".." in template.replace("\\", "/").split("/"):
             raise _OutsideFolder(template)
-        _check_include_file(os.path.join(self.searchpath[0], *split_template_path(template)),
-                            template)
-        source, filename, uptodate = super().get_source(environment, template)
-        root = os.path.realpath(self.searchpath[0])
-        if os.path.commonpath([root, os.path.realpath(filename)]) != root:
-            raise _OutsideFolder(template)
-        return source, filename, uptodate
+        for folder in self.searchpath:
+            path = os.path.join(folder, *split_template_path(template))
+            if not os.path.lexists(path):
+                continue
+            _check_include_file(path, template)
+            root = os.path.realpath(folder)
+            if os.path.commonpath([root, os.path.realpath(path)]) != root:
+                raise _OutsideFolder(template)
+            source, filename, uptodate = jinja2.FileSystemLoader(folder).get_source(
+                environment, template)
+            return source, filename, uptodate
+        raise jinja2.TemplateNotFound(template)
 
 
 class TemplateEngine:
     """Renders and analyses the templates of one pipeline file."""
 
-    def __init__(self, base_dir: Path | None = None, *, limits: Limits | None = None) -> None:
-        loader = _FolderLoader(str(base_dir)) if base_dir is not None else None
+    def __init__(self, base_dir: Path | None = None, *, limits: Limits | None = None,
+                 shared_dir: Path | None = None) -> None:
+        folders = [str(d) for d in (base_dir, shared_dir) if d is not None]
+        loader = _FolderLoader(list(dict.fromkeys(folders))) if folders else None
         self.limits = limits or Limits()
         self.env = BoundedSandbox(
             self.limits, undefined=jinja2.StrictUndefined, loader=loader, autoescape=False,

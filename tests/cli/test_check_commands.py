@@ -381,3 +381,31 @@ def test_a_comfy_workflow_file_is_set_by_node_title_and_checked(
     assert body["comfyWorkflow"]["3"]["inputs"]["steps"] == 20
     assert body["comfyWorkflow"]["3"]["inputs"]["model"] == [4, 0]
     assert "workflow" not in body and "set" not in body
+
+
+def test_prompt_snippets_are_shared_from_the_project_root(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Issue 15: an include not next to the pipeline is looked up at the project's root
+    (the folder with .git or .civflow), so pipelines in different folders share
+    snippets; a path leaving either folder is still refused."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "snippets").mkdir()
+    (tmp_path / "snippets" / "house.j2").write_text("cinematic, 35mm", encoding="utf-8")
+    (tmp_path / "team" / "a").mkdir(parents=True)
+    path = tmp_path / "team" / "a" / "shot.yaml"
+    path.write_text("""\
+version: 1
+name: shot
+steps:
+  say:
+    type: echo
+    input:
+      message: "a fox, {% include 'snippets/house.j2' %}"
+""", encoding="utf-8")
+    code, out, _ = run(capsys, "render", str(path))
+    assert code == 0, out
+    assert json.loads(out)[0]["body"]["steps"][0]["input"]["message"] == \
+        "a fox, cinematic, 35mm"
+    path.write_text(path.read_text().replace("snippets/house.j2", "../../../etc/passwd"))
+    code, out, _ = run(capsys, "validate", str(path))
+    assert code == 2 and "outside" in out
