@@ -138,6 +138,7 @@ def test_upload_and_resource(emu: RunningEmulator, tmp_path: Path) -> None:
     blob, resource = _run(emu, use)
     assert blob["id"] and blob["url"]
     assert resource
+    emu.forget_air("urn:air:sdxl:lora:civitai:1@1")
     with pytest.raises(ApiNotFound):
         _run(emu, lambda c: c.resource("urn:air:sdxl:lora:civitai:1@1"))
 
