@@ -129,6 +129,18 @@ class Policy:
     failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     retry_failed: bool = False
     tips: float = 0.0  # the workflow's tip rates, added to every estimate
+    # Earlier paid-for results that are not current (a merge's other side, the version
+    # before a change), by fingerprint.
+    alternates: Mapping[str, Prior] = field(default_factory=dict)
+
+    def prior_for(self, inst: Instance) -> Prior | None:
+        """The lockfile's result for this instance: its entry, or, when that was made for
+        other inputs, an alternate with exactly this instance's fingerprint."""
+        prior = self.priors.get(inst.name)
+        fp = inst.fingerprint
+        if fp is not None and (prior is None or prior.fingerprint != fp):
+            return self.alternates.get(fp, prior)
+        return prior
 
     def selected(self, instance: str, step: str) -> bool:
         if step not in self.wanted:
@@ -175,7 +187,7 @@ class Policy:
     def decide(self, inst: Instance, step: StepSpec,
                running_upstream: Sequence[str] = ()) -> PlannedInstance:
         estimate = estimate_instance(inst, self.tips)
-        prior = self.priors.get(inst.name)
+        prior = self.prior_for(inst)
         if inst.fanout:  # the fan-out stands for every earlier `step[i]`
             prior = next((p for n, p in self.priors.items() if n.startswith(f"{step.name}[")),
                          None)
@@ -311,7 +323,8 @@ def _selection(checked: Checked, only: Sequence[str]) -> tuple[frozenset[str], f
 def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Prior],
                 inflight: Mapping[str, InFlight],
                 attempts: Mapping[tuple[str, str], int],
-                failed: Mapping[tuple[str, str], str]) -> Policy:
+                failed: Mapping[tuple[str, str], str],
+                alternates: Mapping[str, Prior] | None = None) -> Policy:
     spec, graph = checked.spec, checked.graph
     every = set(spec.steps)
     unknown = sorted(s for s in (options.force | options.reroll) - every if s != "*")
@@ -329,18 +342,20 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
         rerolled=frozenset(graph.downstream_closure(set(options.reroll) & every)),
         reroll_steps=frozenset(options.reroll & every), wanted=wanted, filtered=filtered,
         only=options.only, priors=priors, inflight=inflight, attempts=attempts,
-        failed=failed, retry_failed=options.retry_failed, tips=_tip_rate(spec.workflow))
+        failed=failed, retry_failed=options.retry_failed, tips=_tip_rate(spec.workflow),
+        alternates=alternates or {})
 
 
 def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
          options: PlanOptions | None = None, *, run_id: str | None = None,
          inflight: Mapping[str, InFlight] | None = None,
          attempts: Mapping[tuple[str, str], int] | None = None,
-         failed: Mapping[tuple[str, str], str] | None = None) -> Plan:
+         failed: Mapping[tuple[str, str], str] | None = None,
+         alternates: Mapping[str, Prior] | None = None) -> Plan:
     """Decide, for every selected instance in dependency order, whether it runs and why."""
     spec, graph = checked.spec, checked.graph
     policy = make_policy(checked, options or PlanOptions(), priors or {}, inflight or {},
-                         attempts or {}, failed or {})
+                         attempts or {}, failed or {}, alternates)
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
     out: list[PlannedInstance] = []
@@ -370,7 +385,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             out.append(planned)
             if planned.decision.runs:
                 running.add(name)
-            prior = policy.priors.get(inst.name)
+            prior = policy.prior_for(inst)
             if planned.decision is Decision.CACHED and prior is not None:
                 outputs.append(prior.output)
         if name not in running and outputs and len(outputs) == len(instances):

@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("civflow.cli.execute", "status"),
     "cancel": ("civflow.cli.execute", "cancel"),
     "checkout": ("civflow.cli.execute", "checkout"),
+    "lock": ("civflow.cli.lock", "lock"),
     "emulator": ("civflow.cli.emulator", "emulator"),
 }
 
@@ -37,6 +38,7 @@ _HELP = {
     "status": "Show the last run of a pipeline.",
     "cancel": "Cancel the workflows of an unfinished run.",
     "checkout": "Make out/ match the lockfiles, from the local store.",
+    "lock": "Lockfiles in git: a merge driver, repair from run journals.",
     "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
 }
 

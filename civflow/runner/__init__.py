@@ -79,20 +79,25 @@ def prepare(checked: Checked, options: PlanOptions | None = None, *,
     if trial != spec.lockfile_path:
         own = Lockfile.load(trial)
         if own is not None:
-            lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **own.instances})
+            lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **own.instances},
+                            lock.vars if lock else {},
+                            {**(lock.alternates if lock else {}), **own.alternates})
     history = read_history(root / ".civflow" / "runs", spec.name)
     if history.recovered:
         # Entries an interrupted run finished but had not yet checkpointed.
         lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered},
-                        lock.vars if lock else {})
+                        lock.vars if lock else {}, lock.alternates if lock else {})
     store = object_store(spec)
     folder = spec.lockfile_path.parent
     cache = stat_cache(store)
     priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache)
                                    for name, entry in (lock.instances.items() if lock else ())}
+    alternates: Mapping[str, Prior] = {
+        fp: prior_of(entry, folder, store, cache)
+        for fp, entry in (lock.alternates.items() if lock else ())}
     cache.save()
     made = plan(checked, priors, options, inflight=history.inflight,
-                attempts=history.attempts, failed=history.failed)
+                attempts=history.attempts, failed=history.failed, alternates=alternates)
     return Prepared(checked, root, lock, history, made, target)
 
 

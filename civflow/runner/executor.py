@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from civflow.runner.resume import History
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.journal import Journal, external_id
 from civflow.store.lockfile import LockedInstance, Lockfile
+from civflow.store.merge import cap_alternates
 from civflow.store.objects import ObjectStore
 
 __all__ = ["Executor"]
@@ -71,6 +73,7 @@ class Executor:
         self.lock_dir = self.spec.lockfile_path.parent
         self.blobs = BlobBook(backend, store)
         self.entries: dict[str, LockedInstance] = dict(lock.instances) if lock else {}
+        self.alternates: dict[str, LockedInstance] = dict(lock.alternates) if lock else {}
         self.priors: dict[str, Prior] = dict(self.policy.priors)
         self.history = history
         self.lock_path = lock_path
@@ -196,8 +199,7 @@ class Executor:
         fp = inst.fingerprint
         fresh = False
         if planned.decision is Decision.CACHED:
-            entry = self.entries[inst.name]
-            prior = self.priors[inst.name]
+            entry, prior = self._current(inst)
             if prior.artifacts_ok or await self._repair(entry):
                 self.result.results[inst.name] = InstanceResult(
                     inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
@@ -215,6 +217,29 @@ class Executor:
                                                             reason=str(stop))
             self.report(Event(inst.name, Phase.SKIPPED, detail=str(stop)))
             return None
+
+    def _current(self, inst: Instance) -> tuple[LockedInstance, Prior]:
+        """The lock entry (and its planning view) the plan found cached for `inst`; an
+        alternate becomes the entry again, and the entry it replaces an alternate."""
+        entry = self.entries.get(inst.name)
+        fp = inst.fingerprint
+        if fp is not None and (entry is None or entry.fingerprint != fp) and \
+                fp in self.alternates:
+            before = entry
+            entry = replace(self.alternates.pop(fp), instance=inst.name)
+            self.entries[inst.name] = entry
+            if before is not None:
+                self._keep_alternate(before)
+            self.priors[inst.name] = self.policy.alternates[fp]
+            self._dirty = True
+        assert entry is not None, "the plan decides cached only with an entry"
+        return entry, self.priors[inst.name]
+
+    def _keep_alternate(self, entry: LockedInstance) -> None:
+        """An entry replaced by another result stays findable by its fingerprint (the
+        most recent few per instance, see `cap_alternates`), so going back is cached."""
+        self.alternates[entry.fingerprint] = entry
+        self.alternates = cap_alternates(self.alternates, self.entries)
 
     async def _repair(self, entry: LockedInstance) -> bool:
         """Bring back an instance's missing or modified files from the store, or by blob
@@ -386,7 +411,10 @@ class Executor:
             seed=seed, workflow_id=state.id, cost=state.cost,
             completed_at=_completed_at(state, self.clock), output=strip_urls(tokenized),
             artifacts=artifacts, reroll=reroll)
+        replaced = self.entries.get(name)
         self.entries[name] = entry
+        if replaced is not None and replaced.fingerprint != fp:
+            self._keep_alternate(replaced)
         self.priors[name] = prior_of(entry, self.lock_dir, None)
         await asyncio.to_thread(self.journal.append, {
             "event": event, "instance": name, "fingerprint": fp, "status": "succeeded",
@@ -465,7 +493,8 @@ class Executor:
         async with self._flush_lock:
             self._dirty = False
             self._last_flush = now
-            snapshot = Lockfile(self.spec.name, dict(self.entries), dict(self.spec.overrides))
+            snapshot = Lockfile(self.spec.name, dict(self.entries), dict(self.spec.overrides),
+                                dict(self.alternates))
             await asyncio.to_thread(snapshot.save, self.lock_path)
             self._flush_cost = time.monotonic() - now
 

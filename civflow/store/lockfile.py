@@ -183,6 +183,9 @@ class Lockfile:
     instances: Mapping[str, LockedInstance] = field(default_factory=dict)
     # The --var values (beyond the file's defaults) the entries were made with, if any.
     vars: Mapping[str, Any] = field(default_factory=dict)
+    # Paid-for entries that are not current (the other side of a merge, the version
+    # before a change), by fingerprint: a plan that asks for one again finds it cached.
+    alternates: Mapping[str, LockedInstance] = field(default_factory=dict)
 
     def to_json(self) -> str:
         document: dict[str, Any] = {
@@ -193,6 +196,9 @@ class Lockfile:
         }
         if self.vars:
             document["vars"] = _plain(self.vars)
+        if self.alternates:
+            document["alternates"] = {fp: entry.to_dict()
+                                      for fp, entry in self.alternates.items()}
         return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -245,7 +251,12 @@ class Lockfile:
         made_with = document.get("vars") or {}
         if not isinstance(made_with, Mapping):
             raise _Shape("vars", "an object")
-        return cls(pipeline, instances, made_with)
+        others = document.get("alternates") or {}
+        if not isinstance(others, Mapping):
+            raise _Shape("alternates", "an object")
+        alternates = {str(fp): LockedInstance.from_dict(data, f"alternates.{fp}")
+                      for fp, data in others.items()}
+        return cls(pipeline, instances, made_with, alternates)
 
     @classmethod
     def load(cls, path: Path) -> Lockfile | None:
