@@ -14,7 +14,7 @@ import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -90,7 +90,8 @@ class PlannedInstance:
     instance: Instance
     decision: Decision
     reasons: tuple[str, ...]
-    estimate: float | None
+    estimate: float | None  # for a fan-out: each of its instances
+    expected: int = 1  # how many instances it stands for (a fan-out of known size)
 
     @property
     def name(self) -> str:
@@ -128,7 +129,7 @@ class Policy:
     # How the last attempt ended when it did not succeed: failed | blocked | vanished.
     failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
     retry_failed: bool = False
-    tips: float = 0.0  # the workflow's tip rates, added to every estimate
+    tips: tuple[float, ...] = ()  # the workflow's tip rates, each added to every estimate
     # Earlier paid-for results that are not current (a merge's other side, the version
     # before a change), by fingerprint.
     alternates: Mapping[str, Prior] = field(default_factory=dict)
@@ -233,7 +234,7 @@ class Plan:
 
     @property
     def estimate(self) -> float:
-        return sum(p.estimate or 0.0 for p in self.instances if p.decision.runs)
+        return sum((p.estimate or 0.0) * p.expected for p in self.instances if p.decision.runs)
 
     @property
     def unpriced(self) -> tuple[PlannedInstance, ...]:
@@ -264,24 +265,40 @@ def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 _MISSING = object()
 
 
-def estimate_instance(instance: Instance, tips: float = 0.0) -> float | None:
-    """Buzz for one instance by the catalog's published formulas (tips included); None if
-    the catalog cannot price it (then `whatif` must, and a cap never counts it as free)."""
+def estimate_instance(instance: Instance, tips: Sequence[float] = ()) -> float | None:
+    """Buzz for one instance (one workflow) by the catalog's published formulas, as the
+    API bills it: the base rounded up to whole Buzz, each tip rounded up on top; None
+    if the catalog cannot price it (then `whatif` must; a cap never counts it as free)."""
     try:
         value = float(catalog.estimate_cost(instance.type, resolve_pending(instance.input)))
     except (TypeError, ValueError, LookupError, AttributeError):
         return None
     if not math.isfinite(value) or value < 0:
         return None
-    return value * (1.0 + tips)
+    base = math.ceil(value - 1e-9)
+    return float(base + sum(math.ceil(base * rate) for rate in tips))
 
 
-def _tip_rate(workflow: Mapping[str, Any]) -> float:
+_IMAGES_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.output\.images\s*\}\}\s*$")
+
+
+def _fanout_size(step: StepSpec, planned: Sequence[PlannedInstance]) -> int:
+    """How many instances a fan-out over `steps.X.output.images` will have when X's
+    `quantity` fixes it (1 when it cannot be known before the run)."""
+    match = _IMAGES_OF.match(str(step.foreach))
+    source = next((p for p in planned if match and p.instance.step == match.group(1)), None)
+    quantity = source.instance.input.get("quantity") if source is not None else None
+    if isinstance(quantity, int) and not isinstance(quantity, bool) and 0 < quantity <= 1000:
+        return quantity
+    return 1
+
+
+def _tip_rates(workflow: Mapping[str, Any]) -> tuple[float, ...]:
     tips = workflow.get("tips")
     if not isinstance(tips, Mapping):
-        return 0.0
+        return ()
     rates = [v for v in tips.values() if isinstance(v, int | float) and not isinstance(v, bool)]
-    return float(sum(r for r in rates if math.isfinite(r) and r > 0))
+    return tuple(float(r) for r in rates if math.isfinite(r) and r > 0)
 
 
 def _selection(checked: Checked, only: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -342,7 +359,7 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
         rerolled=frozenset(graph.downstream_closure(set(options.reroll) & every)),
         reroll_steps=frozenset(options.reroll & every), wanted=wanted, filtered=filtered,
         only=options.only, priors=priors, inflight=inflight, attempts=attempts,
-        failed=failed, retry_failed=options.retry_failed, tips=_tip_rate(spec.workflow),
+        failed=failed, retry_failed=options.retry_failed, tips=_tip_rates(spec.workflow),
         alternates=alternates or {})
 
 
@@ -378,6 +395,8 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
         outputs: list[Mapping[str, Any]] = []
         for inst in instances:
             planned = policy.decide(inst, step, [u for u in upstream if u in running])
+            if inst.fanout:
+                planned = replace(planned, expected=_fanout_size(step, out))
             if verdict is None:
                 planned = PlannedInstance(planned.instance, planned.decision,
                                           (*planned.reasons, "when is evaluated at run time"),

@@ -87,7 +87,8 @@ def _estimate_text(i: PlannedInstance) -> str:
         return ""
     if i.estimate is None:
         return "priced at run time"
-    each = " each" if i.instance.fanout else ""
+    each = (f" each, {i.expected} expected" if i.expected > 1 else " each") \
+        if i.instance.fanout else ""
     return f"~{_buzz(i.estimate)} Buzz{each}"
 
 
@@ -102,7 +103,7 @@ def plan(p: Plan, fmt: str) -> str:
                            "type": i.instance.type, "decision": i.decision.value,
                            "reasons": list(i.reasons), "estimate": i.estimate,
                            "fingerprint": i.instance.fingerprint,
-                           "fanout": i.instance.fanout,
+                           "fanout": i.instance.fanout, "expected": i.expected,
                            "unchecked": i.instance.step in unchecked} for i in p.instances]},
             indent=2) + "\n"
     if fmt == "markdown":

@@ -160,7 +160,7 @@ async def estimate(prepared: Prepared, backend: Backend | None, *,
         if backend is None or not inst.resolved or (offline is not None and not whatif_all):
             if offline is None:
                 unpriced += 1
-            total += offline or 0.0
+            total += (offline or 0.0) * planned.expected
             continue
         body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
         if template is None:

@@ -74,7 +74,8 @@ steps:
       duration: 5
 """
 
-# 32 Buzz of images, then a fan-out of four 2-Buzz upscales the plan cannot count yet.
+# 32 Buzz of images, then a fan-out of four 2-Buzz upscales the plan cannot count yet
+# (the `| list` hides that its size is hero's quantity).
 FAN_OUT = f"""\
 version: 1
 name: fanout
@@ -93,7 +94,7 @@ steps:
       quantity: 4
   up:
     type: imageUpscaler
-    foreach: "{{{{ steps.hero.output.images }}}}"
+    foreach: "{{{{ steps.hero.output.images | list }}}}"
     input:
       image: "{{{{ item.url }}}}"
       numberOfRepeats: 1
@@ -261,6 +262,19 @@ def test_max_cost_is_a_hard_cap_on_a_fan_out(ready: tuple[Project, RunningEmulat
     more = project.run("fanout", "--max-cost", "100")
     assert more.code == 0, more.text
     assert created(emulator) == 5
+
+
+def test_a_fan_out_of_known_size_is_priced_whole_before_anything_is_spent(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Promise: the cost is known before spending: a fan-out over hero's images counts
+    hero's quantity, so the plan is refused up front rather than stopped halfway."""
+    project, emulator = ready
+    project.write("fanout", FAN_OUT.replace(" | list", ""))
+    shown = project.cli("plan", "pipelines/fanout.yaml")
+    assert "estimated 40 Buzz" in shown.out and "4 expected" in shown.out, shown.text
+    outcome = project.run("fanout", "--max-cost", "37")
+    assert outcome.code == 8 and "estimated at 40 Buzz" in outcome.err, outcome.text
+    assert created(emulator) == 0
 
 
 @pytest.mark.parametrize("cap", ["nan", "inf", "-5"])
