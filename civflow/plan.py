@@ -360,7 +360,7 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
         reroll_steps=frozenset(options.reroll & every), wanted=wanted, filtered=filtered,
         only=options.only, priors=priors, inflight=inflight, attempts=attempts,
         failed=failed, retry_failed=options.retry_failed, tips=_tip_rates(spec.workflow),
-        alternates=alternates or {})
+        alternates=alternates if alternates is not None else {})
 
 
 def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,

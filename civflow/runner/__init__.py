@@ -24,7 +24,14 @@ from civflow.runner.executor import Executor
 from civflow.runner.lock import run_lock
 from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History, read_history
-from civflow.runner.state import object_store, prior_of, project_root, stat_cache
+from civflow.runner.state import (
+    Alternates,
+    entry_archive,
+    object_store,
+    prior_of,
+    project_root,
+    stat_cache,
+)
 from civflow.store.journal import Journal
 from civflow.store.lockfile import Lockfile
 
@@ -92,9 +99,8 @@ def prepare(checked: Checked, options: PlanOptions | None = None, *,
     cache = stat_cache(store)
     priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache)
                                    for name, entry in (lock.instances.items() if lock else ())}
-    alternates: Mapping[str, Prior] = {
-        fp: prior_of(entry, folder, store, cache)
-        for fp, entry in (lock.alternates.items() if lock else ())}
+    alternates = Alternates(lock.alternates if lock else {}, entry_archive(root), folder,
+                            store, cache)
     cache.save()
     made = plan(checked, priors, options, inflight=history.inflight,
                 attempts=history.attempts, failed=history.failed, alternates=alternates)
@@ -215,6 +221,7 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
     executor = Executor(prepared.checked, backend, plan=prepared.plan, journal=journal,
                         store=object_store(prepared.checked.spec), root=prepared.root,
                         lock=prepared.lock, lock_path=prepared.lock_path,
+                        archive=entry_archive(prepared.root),
                         history=prepared.history, options=options,
                         reporter=reporter)
     return await executor.run()

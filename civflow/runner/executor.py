@@ -36,9 +36,9 @@ from civflow.runner.events import Event, Phase, Reporter, ignore
 from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History
 from civflow.runner.state import artifact_health, prior_of, stat_cache
+from civflow.store.archive import EntryArchive
 from civflow.store.journal import Journal, external_id
 from civflow.store.lockfile import LockedInstance, Lockfile
-from civflow.store.merge import cap_alternates
 from civflow.store.objects import ObjectStore
 
 __all__ = ["Executor"]
@@ -57,6 +57,7 @@ class Executor:
 
     def __init__(self, checked: Checked, backend: Backend, *, plan: Plan, journal: Journal,
                  store: ObjectStore, root: Path, lock: Lockfile | None, lock_path: Path,
+                 archive: EntryArchive,
                  history: History,
                  options: RunOptions, reporter: Reporter = ignore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -74,6 +75,7 @@ class Executor:
         self.blobs = BlobBook(backend, store)
         self.entries: dict[str, LockedInstance] = dict(lock.instances) if lock else {}
         self.alternates: dict[str, LockedInstance] = dict(lock.alternates) if lock else {}
+        self.archive = archive
         self.priors: dict[str, Prior] = dict(self.policy.priors)
         self.history = history
         self.lock_path = lock_path
@@ -199,7 +201,7 @@ class Executor:
         fp = inst.fingerprint
         fresh = False
         if planned.decision is Decision.CACHED:
-            entry, prior = self._current(inst)
+            entry, prior = await self._current(inst)
             if prior.artifacts_ok or await self._repair(entry):
                 self.result.results[inst.name] = InstanceResult(
                     inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
@@ -218,28 +220,30 @@ class Executor:
             self.report(Event(inst.name, Phase.SKIPPED, detail=str(stop)))
             return None
 
-    def _current(self, inst: Instance) -> tuple[LockedInstance, Prior]:
+    async def _current(self, inst: Instance) -> tuple[LockedInstance, Prior]:
         """The lock entry (and its planning view) the plan found cached for `inst`; an
-        alternate becomes the entry again, and the entry it replaces an alternate."""
+        earlier result becomes the entry again, and the entry it replaces is archived."""
         entry = self.entries.get(inst.name)
         fp = inst.fingerprint
-        if fp is not None and (entry is None or entry.fingerprint != fp) and \
-                fp in self.alternates:
-            before = entry
-            entry = replace(self.alternates.pop(fp), instance=inst.name)
-            self.entries[inst.name] = entry
-            if before is not None:
-                self._keep_alternate(before)
-            self.priors[inst.name] = self.policy.alternates[fp]
-            self._dirty = True
+        if fp is not None and (entry is None or entry.fingerprint != fp):
+            earlier = self.alternates.pop(fp, None) or \
+                await asyncio.to_thread(self.archive.get, fp)
+            if earlier is not None:
+                before = entry
+                entry = replace(earlier, instance=inst.name)
+                self.entries[inst.name] = entry
+                if before is not None:
+                    await self._keep_earlier(before)
+                self.priors[inst.name] = self.policy.alternates[fp]
+                self._dirty = True
         assert entry is not None, "the plan decides cached only with an entry"
         return entry, self.priors[inst.name]
 
-    def _keep_alternate(self, entry: LockedInstance) -> None:
-        """An entry replaced by another result stays findable by its fingerprint (the
-        most recent few per instance, see `cap_alternates`), so going back is cached."""
-        self.alternates[entry.fingerprint] = entry
-        self.alternates = cap_alternates(self.alternates, self.entries)
+    async def _keep_earlier(self, entry: LockedInstance) -> None:
+        """An entry replaced by another result stays findable by its fingerprint in this
+        machine's archive (not the committed lockfile, whose diff stays small), so going
+        back is cached."""
+        await asyncio.to_thread(self.archive.put, entry)
 
     async def _repair(self, entry: LockedInstance) -> bool:
         """Bring back an instance's missing or modified files from the store, or by blob
@@ -414,7 +418,7 @@ class Executor:
         replaced = self.entries.get(name)
         self.entries[name] = entry
         if replaced is not None and replaced.fingerprint != fp:
-            self._keep_alternate(replaced)
+            await self._keep_earlier(replaced)
         self.priors[name] = prior_of(entry, self.lock_dir, None)
         await asyncio.to_thread(self.journal.append, {
             "event": event, "instance": name, "fingerprint": fp, "status": "succeeded",

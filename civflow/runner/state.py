@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from civflow.load.model import PipelineSpec, project_root_for
 from civflow.plan import Prior
 from civflow.request import tokenize_output
+from civflow.store.archive import EntryArchive
 from civflow.store.integrity import ArtifactStatus, StatCache, check_artifacts
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
@@ -15,6 +17,11 @@ from civflow.store.objects import ObjectStore
 
 def project_root(spec: PipelineSpec) -> Path:
     return project_root_for(spec.path)
+
+
+def entry_archive(root: Path) -> EntryArchive:
+    """Earlier lock entries kept on this machine (see civflow.store.archive)."""
+    return EntryArchive(root / ".civflow" / "entries")
 
 
 def object_store(spec: PipelineSpec) -> ObjectStore:
@@ -121,3 +128,32 @@ def load_priors(spec: PipelineSpec, *, check_artifacts: bool = True) -> dict[str
         cache.save()
     return priors
 
+
+class Alternates(Mapping[str, Prior]):
+    """Earlier results by fingerprint, for the plan: the lockfile's alternates (a merge's
+    other side) and this machine's archive (`.civflow/entries`), read on demand."""
+
+    def __init__(self, committed: Mapping[str, LockedInstance], archive: EntryArchive,
+                 lock_dir: Path, store: ObjectStore, cache: StatCache) -> None:
+        self._committed = committed
+        self._archive = archive
+        self._args = (lock_dir, store, cache)
+        self._seen: dict[str, Prior | None] = {}
+
+    def entry(self, fingerprint: str) -> LockedInstance | None:
+        return self._committed.get(fingerprint) or self._archive.get(fingerprint)
+
+    def __getitem__(self, fingerprint: str) -> Prior:
+        if fingerprint not in self._seen:
+            entry = self.entry(fingerprint)
+            self._seen[fingerprint] = None if entry is None else prior_of(entry, *self._args)
+        prior = self._seen[fingerprint]
+        if prior is None:
+            raise KeyError(fingerprint)
+        return prior
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._committed)
+
+    def __len__(self) -> int:
+        return len(self._committed)

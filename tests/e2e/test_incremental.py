@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from civflow.emulator import RunningEmulator
 from tests.e2e.support import CHAIN, WORKFLOWS, Project, check_artifacts, created, requests_to
 
@@ -112,3 +114,24 @@ def test_one_off_vars_never_rewrite_the_committed_lockfile(
     assert lock["vars"] == {"motion": "fast zoom"}
     assert "made with vars motion=\"fast zoom\"" in project.cli(
         "plan", "pipelines/chain.yaml").err
+
+
+def test_undoing_a_change_is_cached_and_the_lockfile_diff_stays_small(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Issue 15: results replaced by a change are kept on this machine (.civflow/entries),
+    not in the committed lockfile, so its diff shows only what changed, and going back
+    to the earlier prompt pays nothing."""
+    project, emulator = ready
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    first = project.lock_path("chain").read_text(encoding="utf-8")
+    project.write("chain", CHAIN.replace("slow pan", "slow tilt"))
+    assert project.run("chain").code == 0
+    assert "alternates" not in project.lock("chain")
+    assert created(emulator) == 5
+    project.write("chain", CHAIN)
+    back = project.run("chain")
+    assert back.code == 0 and "4 cached" in back.err, back.text
+    assert created(emulator) == 5
+    assert json.loads(project.lock_path("chain").read_text())["instances"] == \
+        json.loads(first)["instances"]

@@ -1,0 +1,47 @@
+"""Earlier results kept on this machine, by fingerprint: going back costs nothing.
+
+When a change replaces an instance's lock entry, the old entry (its outputs' bytes
+are in the object store already) is kept here, outside the committed lockfile, so
+the lockfile's diff shows only what changed, and undoing the change is cached.
+Files are `<root>/<fingerprint hex>.json`, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from civflow.store.atomic import atomic_write_text
+from civflow.store.lockfile import LockedInstance
+
+__all__ = ["EntryArchive"]
+
+_FINGERPRINT = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+class EntryArchive:
+    """Lock entries by fingerprint under `root` (usually `.civflow/entries`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, fingerprint: str) -> Path | None:
+        match = _FINGERPRINT.match(fingerprint)
+        return self.root / f"{match.group(1)}.json" if match else None
+
+    def put(self, entry: LockedInstance) -> None:
+        path = self._path(entry.fingerprint)
+        if path is not None:
+            atomic_write_text(path, json.dumps(entry.to_dict(), sort_keys=True) + "\n")
+
+    def get(self, fingerprint: str) -> LockedInstance | None:
+        """The archived entry, or None (absent, unreadable or damaged: never trusted)."""
+        path = self._path(fingerprint)
+        if path is None:
+            return None
+        try:
+            entry = LockedInstance.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return entry if entry.fingerprint == fingerprint else None
