@@ -17,6 +17,10 @@
     │       └── ApiProtocolError      an answer not to trust: too big/deep, redirect, no id
     ├── SpendingRefused               over --max-cost, or not confirmed
     ├── RunLocked                     another run of the same pipeline holds its lock
+    ├── RemoteError                   the artifact remote (civflow push/pull) cannot be used
+    │   ├── RemoteUnreachable         no answer, no such bucket/folder, storage lib missing
+    │   ├── RemoteAccessDenied        no credentials, or the credentials may not do this
+    │   └── RemoteCorrupt             objects whose bytes do not hash to their names
     └── StepsFailed                   instances failed, expired or were canceled
 
 Exceptions never print; they build their own message from keyword-only fields.
@@ -196,6 +200,36 @@ class RunLocked(CivflowError):
                          hint="wait for it, or pass --wait to queue behind it")
         self.pipeline = pipeline
         self.holder = holder
+
+
+class RemoteError(CivflowError):
+    """The remote of `civflow push` / `pull` could not be used; `url` is printable
+    (any user:password part is removed before it gets here)."""
+
+    def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
+        super().__init__(f"remote {url}: {message}", hint=hint)
+        self.url = url
+
+
+class RemoteUnreachable(RemoteError):
+    """No answer from the remote's server, no such bucket or folder, or the storage
+    library for its URL is not installed."""
+
+
+class RemoteAccessDenied(RemoteError):
+    """No credentials were found, or the ones found may not read or write there."""
+
+
+class RemoteCorrupt(RemoteError):
+    """Objects whose bytes do not hash to their names: reported, never adopted, and
+    never silently overwritten."""
+
+    def __init__(self, *, url: str, objects: Sequence[str], hint: str | None = None) -> None:
+        names = ", ".join(objects[:5]) + (f" and {len(objects) - 5} more"
+                                          if len(objects) > 5 else "")
+        super().__init__(f"{len(objects)} object(s) do not match their sha256: {names}",
+                         url=url, hint=hint)
+        self.objects = tuple(objects)
 
 
 class StepsFailed(CivflowError):

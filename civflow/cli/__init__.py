@@ -25,6 +25,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("civflow.cli.execute", "status"),
     "cancel": ("civflow.cli.execute", "cancel"),
     "checkout": ("civflow.cli.execute", "checkout"),
+    "push": ("civflow.cli.remote", "push"),
+    "pull": ("civflow.cli.remote", "pull"),
     "lock": ("civflow.cli.lock", "lock"),
     "emulator": ("civflow.cli.emulator", "emulator"),
 }
@@ -38,6 +40,8 @@ _HELP = {
     "status": "Show the last run of a pipeline.",
     "cancel": "Cancel the workflows of an unfinished run.",
     "checkout": "Make out/ match the lockfiles, from the local store.",
+    "push": "Upload the lockfiles' artifacts to the project's remote.",
+    "pull": "Download the lockfiles' artifacts from the remote, and restore out/.",
     "lock": "Lockfiles in git: a merge driver, repair from run journals.",
     "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
 }

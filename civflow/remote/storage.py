@@ -1,0 +1,384 @@
+"""A content-addressed remote through fsspec: list, push and pull objects named by sha256.
+
+The layout is the local store's (`sha256/ab/cdef…` under the remote's URL), so the same
+output made by two pipelines, branches or people is stored once. Promises:
+
+- Skipping is decided by listing, never by reading objects: a no-op push of a thousand
+  objects is one or a few LIST requests.
+- A partial upload is never visible under an object's name: object stores (S3, GCS,
+  Azure) only show an object once its PUT (or multipart upload) completed; on other
+  filesystems (local folders, mounts) the bytes go to `tmp/<sha>.<random>.part` first and
+  are renamed into place.
+- A partial download is never adopted: bytes land in the store's `tmp/` folder, are
+  hashed, and only bytes that hash to their name are moved into the store.
+- Local objects are hashed again before they are pushed, so damage on this machine never
+  spreads to the team.
+- Third-party exceptions are translated at this boundary into `RemoteError`s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from civflow.errors import (
+    CivflowError,
+    RemoteAccessDenied,
+    RemoteError,
+    RemoteUnreachable,
+)
+from civflow.remote.config import RemoteConfig, redact
+from civflow.store.objects import ObjectStore, hash_file
+
+__all__ = ["Progress", "Remote", "Transfer"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Filesystems whose writes appear whole or not at all (a PUT, a completed multipart upload).
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+# Up to this many distinct `ab/` prefixes are listed one by one; more, the whole tree once.
+_FEW_PREFIXES = 16
+_CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError",
+                                "CredentialRetrievalError", "NoAuthTokenError",
+                                "DefaultCredentialsError", "ClientAuthenticationError",
+                                "RefreshError", "ProfileNotFound"})
+_CREDENTIAL_HINT = ("civflow never reads credentials itself: set them where the storage "
+                    "library looks (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                    "AWS_PROFILE, or an instance role)")
+_MAX_REASON = 200
+
+class Progress(Protocol):
+    """Told what a transfer will move, then each object's size once it has moved.
+
+    `advance` is called from the transfer threads; implementations must be thread-safe
+    (rich's Progress is).
+    """
+
+    def start(self, objects: int, size: int) -> None: ...
+
+    def advance(self, size: int) -> None: ...
+
+
+@dataclass
+class Transfer:
+    """What one push or pull did, object by object (sha256 hex names)."""
+
+    done: list[str] = field(default_factory=list)       # transferred and verified
+    skipped: list[str] = field(default_factory=list)    # the other side already had it
+    missing: list[str] = field(default_factory=list)    # the source side does not have it
+    corrupt: list[str] = field(default_factory=list)    # source bytes do not hash to the name
+    repaired: list[str] = field(default_factory=list)   # remote copy of wrong size, replaced
+    bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+def _check(sha256: str) -> str:
+    if not _SHA256.match(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return sha256
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"://[^/\s@]*@", "://***@", text)  # never echo user:password in a URL
+    return text if len(text) <= _MAX_REASON else text[:_MAX_REASON - 1] + "…"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+class Remote:
+    """One remote (`RemoteConfig`) opened through fsspec; safe to use from one thread.
+
+    The main entry points, for the CLI and for the planner and executor:
+
+    - `has_many(shas) -> set[str]`: which objects the remote holds (listing only).
+    - `pull_into(store, shas)`: download what the store lacks, verify, adopt.
+    - `push_from(store, shas)`: upload what the remote lacks, after re-hashing it locally.
+    """
+
+    def __init__(self, config: RemoteConfig) -> None:
+        self.config = config
+        self.url = redact(config.url)
+        self.jobs = config.jobs
+        self.atomic_writes = config.protocol in _OBJECT_STORES
+        with self._translated("opening it"):
+            # Imported on first use: `civflow validate` never pays for fsspec.
+            core: Any = importlib.import_module("fsspec.core")
+            # A fresh instance: fsspec's instance cache would outlive changed credentials.
+            options = {"skip_instance_cache": True, **dict(config.options)}
+            fs, base = core.url_to_fs(config.url, **options)
+        self.fs: Any = fs
+        self.base = str(base).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"Remote({self.url!r})"
+
+    def key_for(self, sha256: str) -> str:
+        """The object's path on the remote: `<base>/sha256/ab/cdef…`."""
+        sha256 = _check(sha256)
+        return f"{self.base}/sha256/{sha256[:2]}/{sha256[2:]}"
+
+    # -- listing ---------------------------------------------------------------------
+
+    def stat_many(self, shas: Iterable[str]) -> dict[str, int]:
+        """Size on the remote of each of `shas` it holds (by listing; nothing is read)."""
+        wanted = {_check(s) for s in shas}
+        if not wanted:
+            return {}
+        root = f"{self.base}/sha256"
+        prefixes = sorted({s[:2] for s in wanted})
+        found: dict[str, int] = {}
+        with self._translated("listing it"):
+            self.fs.invalidate_cache(self.base)
+            if len(prefixes) <= _FEW_PREFIXES:
+                for prefix in prefixes:
+                    found.update(self._list(f"{root}/{prefix}"))
+            else:
+                found = self._list(root)
+        return {sha: found[sha] for sha in wanted if sha in found}
+
+    def has_many(self, shas: Iterable[str]) -> set[str]:
+        """The subset of `shas` the remote holds; one or a few LIST calls, no reads.
+
+        For the planner: an instance whose artifacts are missing locally but all in
+        `has_many` is "cached (remote)" rather than changed.
+        """
+        return set(self.stat_many(shas))
+
+    def _list(self, folder: str) -> dict[str, int]:
+        try:
+            entries = self.fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return {}
+        result: dict[str, int] = {}
+        for name, info in entries.items():
+            parts = str(name).rstrip("/").rsplit("/", 2)
+            if len(parts) != 3 or len(parts[1]) != 2 or info.get("type") != "file":
+                continue  # temp parts and anything else that is not an object
+            sha = parts[1] + parts[2]
+            if _SHA256.match(sha):
+                result[sha] = int(info.get("size") or 0)
+        return result
+
+    def exists(self) -> bool:
+        """Whether the bucket (object stores) or the folder (elsewhere) exists."""
+        with self._translated("checking it"):
+            if self.atomic_writes:
+                return bool(self.fs.exists(self.base.split("/", 1)[0]))
+            return bool(self.fs.isdir(self.base))
+
+    # -- transfers -------------------------------------------------------------------
+
+    def push_from(self, store: ObjectStore, shas: Iterable[str], *,
+                  progress: Progress | None = None) -> Transfer:
+        """Upload each of `shas` the remote lacks from `store`; skip what it holds.
+
+        Skips are decided by listing. A remote object whose size differs from the local
+        one is damaged: it is replaced (and listed in `repaired`). Local objects are
+        hashed before upload; a corrupt one is not pushed (`corrupt`), one absent from
+        the store is `missing`. Unreachable remote, missing credentials or permission
+        denied raise a `RemoteError` and stop every transfer in flight.
+        """
+        wanted = sorted({_check(s) for s in shas})
+        result = Transfer()
+        local: dict[str, int] = {}
+        for sha in wanted:
+            try:
+                local[sha] = store.path_for(sha).stat().st_size
+            except OSError:
+                result.missing.append(sha)
+        remote = self.stat_many(local)
+        if local and not remote and not self.exists():
+            if self.atomic_writes:
+                raise RemoteUnreachable("no such bucket", url=self.url,
+                                        hint="create the bucket, or fix the remote URL")
+            with self._translated("creating its folder"):
+                self.fs.makedirs(self.base, exist_ok=True)
+        todo: list[str] = []
+        for sha, size in local.items():
+            if sha not in remote:
+                todo.append(sha)
+            elif remote[sha] != size:
+                todo.append(sha)
+                result.repaired.append(sha)
+            else:
+                result.skipped.append(sha)
+        if not todo:
+            return result
+        if not self.atomic_writes:
+            with self._translated("creating its folders"):
+                self.fs.makedirs(f"{self.base}/tmp", exist_ok=True)
+                for prefix in sorted({sha[:2] for sha in todo}):
+                    self.fs.makedirs(f"{self.base}/sha256/{prefix}", exist_ok=True)
+        if progress is not None:
+            progress.start(len(todo), sum(local[sha] for sha in todo))
+        lock = threading.Lock()
+
+        def push_one(sha: str) -> None:
+            path = store.path_for(sha)
+            if hash_file(path) != sha:
+                with lock:
+                    result.corrupt.append(sha)
+                    if sha in result.repaired:
+                        result.repaired.remove(sha)
+                return
+            with self._translated("uploading to it"):
+                if self.atomic_writes:
+                    self.fs.put_file(str(path), self.key_for(sha))
+                else:
+                    tmp = f"{self.base}/tmp/{sha}.{secrets.token_hex(8)}.part"
+                    try:
+                        self.fs.put_file(str(path), tmp)
+                        self.fs.mv(tmp, self.key_for(sha))
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            self.fs.rm_file(tmp)
+                        raise
+            with lock:
+                result.done.append(sha)
+                result.bytes += local[sha]
+            if progress is not None:
+                progress.advance(local[sha])
+
+        self._each(todo, push_one)
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self.base)
+        return result
+
+    def pull_into(self, store: ObjectStore, shas: Iterable[str], *,
+                  progress: Progress | None = None) -> Transfer:
+        """Download each of `shas` the store lacks; adopt only bytes that hash to their name.
+
+        For the executor: call it with the artifacts of "cached (remote)" instances
+        before restoring out/ (`civflow.store.integrity.restore_artifact`), instead of
+        submitting them. Objects the remote lacks are `missing`; remote objects whose
+        bytes do not match are `corrupt`: reported, not adopted, left on the remote.
+        """
+        wanted = sorted({_check(s) for s in shas})
+        result = Transfer()
+        need = []
+        for sha in wanted:
+            if store.has(sha):
+                result.skipped.append(sha)
+            else:
+                need.append(sha)
+        if not need:
+            return result
+        sizes = self.stat_many(need)
+        if not sizes and not self.exists():
+            raise RemoteUnreachable("no such bucket or folder", url=self.url,
+                                    hint="check the remote URL (civflow.toml, $CIVFLOW_REMOTE)")
+        result.missing.extend(sha for sha in need if sha not in sizes)
+        todo = [sha for sha in need if sha in sizes]
+        tmp_dir = store.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        if progress is not None:
+            progress.start(len(todo), sum(sizes[sha] for sha in todo))
+        lock = threading.Lock()
+
+        def pull_one(sha: str) -> None:
+            tmp = tmp_dir / f"pull-{sha[:16]}-{secrets.token_hex(6)}.part"
+            try:
+                try:
+                    with self._translated("downloading from it"):
+                        self.fs.get_file(self.key_for(sha), str(tmp))
+                except RemoteUnreachable as exc:
+                    if not isinstance(exc.__cause__, FileNotFoundError):
+                        raise
+                    with lock:  # it vanished since the listing
+                        result.missing.append(sha)
+                    return
+                if hash_file(tmp) != sha:
+                    with lock:
+                        result.corrupt.append(sha)
+                    return
+                size = tmp.stat().st_size
+                store.adopt(tmp, sha)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            with lock:
+                result.done.append(sha)
+                result.bytes += size
+            if progress is not None:
+                progress.advance(size)
+
+        self._each(todo, pull_one)
+        return result
+
+    def _each(self, items: list[str], work: Callable[[str], None]) -> None:
+        """`work(item)` for each item with `jobs` in flight; the first error (a
+        RemoteError: unreachable, denied) cancels what has not started and is raised."""
+        if not items:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.jobs, len(items)),
+                                thread_name_prefix="civflow-remote") as pool:
+            futures: list[Future[None]] = [pool.submit(work, item) for item in items]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and not f.cancelled()
+                           and f.exception() is not None), None)
+            if failed is not None:
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                error = failed.exception()
+                assert error is not None
+                raise error
+
+    # -- errors ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn the storage library's exceptions into RemoteErrors that say what to do."""
+        try:
+            yield
+        except CivflowError:
+            raise
+        except ImportError as exc:
+            wants_extra = exc.name == "fsspec" or self.config.protocol in {"s3", "s3a"}
+            extra = "s3" if wants_extra else None
+            hint = (f"pip install 'civflow[{extra}]'" if extra else
+                    "install the fsspec filesystem package for this kind of URL")
+            raise RemoteUnreachable(f"no storage library for {self.config.protocol}://: "
+                                    f"{_short(exc)}", url=self.url, hint=hint) from exc
+        except Exception as exc:
+            raise self._classify(exc, action) from exc
+
+    def _classify(self, exc: Exception, action: str) -> RemoteError:
+        chain = list(_chain(exc))
+        names = {type(e).__name__ for e in chain}
+        if names & _CREDENTIAL_ERRORS:
+            return RemoteAccessDenied(f"no usable credentials found while {action}",
+                                      url=self.url, hint=_CREDENTIAL_HINT)
+        if any(isinstance(e, PermissionError) for e in chain):
+            return RemoteAccessDenied(f"permission denied while {action}: {_short(exc)}",
+                                      url=self.url, hint=_CREDENTIAL_HINT)
+        if any(isinstance(e, ConnectionError | TimeoutError) or "Connect" in type(e).__name__
+               or "Timeout" in type(e).__name__ for e in chain):
+            return RemoteUnreachable(f"cannot connect while {action}: {_short(exc)}",
+                                     url=self.url, hint="check the URL, the endpoint_url "
+                                     "option and the network")
+        if isinstance(exc, FileNotFoundError):
+            return RemoteUnreachable(f"not found while {action}: {_short(exc)}", url=self.url,
+                                     hint="check the bucket or folder of the remote URL")
+        if isinstance(exc, ValueError) and "protocol" in str(exc).lower():
+            return RemoteUnreachable(f"unknown kind of storage: {_short(exc)}", url=self.url,
+                                     hint="use an fsspec URL: file:///path, s3://bucket/prefix")
+        return RemoteError(f"{action} failed: {_short(exc)}", url=self.url)
+
