@@ -1,0 +1,227 @@
+"""The documentation ships with civflow and cannot go stale.
+
+Promises guarded here:
+- the site builds with `mkdocs build --strict` (no broken link or anchor, no missing or
+  orphaned page), and the build itself writes the reference pages (pipeline keys from the
+  schema's descriptions, the step catalog, exit codes), so nothing new goes undocumented;
+- every ```yaml example in docs/ is either a whole pipeline that passes `civflow validate`
+  or is marked `# snippet` on its first line and still parses as YAML;
+- every recipe runs on the emulator, and the notebook recipe's Python runs too;
+- every exit code the CLI can return has a section in the troubleshooting page.
+
+A fenced block with `title="PATH"` is a file at PATH in the page's project: the test
+writes all titled blocks of a page into one temporary folder, so includes resolve.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from civflow.cli import _exit
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CIVFLOW = [sys.executable, "-m", "civflow"]
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]+)(?P<attrs>[^\n]*)\n"
+                   r"(?P<body>.*?)^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL)
+TITLE = re.compile(r'title="([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Block:
+    page: Path
+    lang: str
+    title: str | None
+    body: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def is_snippet(self) -> bool:
+        return self.body.lstrip().startswith("# snippet")
+
+
+def pages() -> list[Path]:
+    return sorted(p for p in DOCS.rglob("*.md") if "hooks" not in p.parts)
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for match in FENCE.finditer(text):
+        indent = match["indent"]
+        body = "".join(line.removeprefix(indent)
+                       for line in match["body"].splitlines(keepends=True))
+        title = TITLE.search(match["attrs"])
+        found.append(Block(page, match["lang"], title[1] if title else None, body,
+                           text.count("\n", 0, match.start()) + 1))
+    return found
+
+
+def yaml_blocks() -> list[Block]:
+    return [b for page in pages() for b in blocks(page) if b.lang == "yaml"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIVITAI_", "CIVFLOW_"))}
+    env["CIVFLOW_EMULATOR_TIME_SCALE"] = "0"
+    return env
+
+
+def project_for(page: Path, into: Path) -> dict[Block, Path]:
+    """Write every titled block of `page` (and each untitled pipeline) under `into`."""
+    written: dict[Block, Path] = {}
+    for n, block in enumerate(blocks(page)):
+        if block.is_snippet or block.lang not in {"yaml", "jinja", "json", "text"}:
+            continue
+        if block.title is None and block.lang != "yaml":
+            continue
+        target = (into / (block.title or f"example-{n}.yaml")).resolve()
+        assert target.is_relative_to(into.resolve()), block.where
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(block.body, encoding="utf-8")
+        written[block] = target
+    return written
+
+
+def civflow(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CIVFLOW, *map(str, args)], cwd=cwd, env=_env(), text=True,
+                          capture_output=True, timeout=300, check=False)
+
+
+def load_hook() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_reference_hook",
+                                                  DOCS / "hooks" / "reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the site builds ---------------------------------------------------------------------
+
+
+def test_site_builds_strict_with_generated_reference(tmp_path: Path) -> None:
+    """`mkdocs build --strict` passes, and the generated pages name every schema key,
+    every catalogued step type and every engine, and the CLI's commands."""
+    pytest.importorskip("mkdocs", reason="the dev extra installs the docs toolchain")
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q",
+                           "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
+                          cwd=ROOT, text=True, capture_output=True, timeout=300,
+                          check=False, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    from civflow import catalog
+
+    keys_page = (site / "reference" / "pipeline-keys" / "index.html").read_text("utf-8")
+    for key in ("version", "vars", "defaults", "workflow-tags", "steps-name-foreach",
+                "steps-name-key", "steps-name-timeout", "steps-name-unchecked"):
+        assert f'id="{key}"' in keys_page, key
+    steps_index = (site / "reference" / "steps" / "index.html").read_text("utf-8")
+    for step_type in catalog.known_types():
+        assert (site / "reference" / "steps" / step_type / "index.html").is_file(), step_type
+        assert f"{step_type}</code>" in steps_index, step_type
+    engines = {v.discriminators["engine"] for v in catalog.catalogued_variants()
+               if "engine" in v.discriminators}
+    for engine in engines:
+        assert f"<code>{engine}</code>" in steps_index, engine
+    commands = (site / "reference" / "commands" / "index.html").read_text("utf-8")
+    for name in ("validate", "plan", "run", "render", "graph", "status", "checkout"):
+        assert f"civflow {name}" in commands, name
+
+
+def test_committed_docs_hold_no_generated_page() -> None:
+    """Generated pages are made by the build, never committed (they would go stale)."""
+    hook = load_hook()
+    for path in hook.GENERATED:
+        target = DOCS / path
+        assert not (target.is_file() or (path.endswith("/") and target.exists())), path
+
+
+def test_a_schema_key_without_description_fails_the_build() -> None:
+    """A new key cannot ship undocumented: the reference generator refuses it."""
+    hook = load_hook()
+    schema = {"properties": {"name": {"type": "string", "description": "The name."},
+                             "shiny": {"type": "boolean"}}}
+    with pytest.raises(hook.UndocumentedKey, match="shiny"):
+        hook.render_pipeline_keys(schema)
+
+
+def test_an_exit_code_without_words_fails_the_build() -> None:
+    """A new exit code in the CLI's table cannot ship undocumented."""
+    hook = load_hook()
+
+    class BrandNewError(Exception):
+        pass
+
+    with pytest.raises(hook.UndocumentedKey, match="BrandNewError"):
+        hook.render_exit_codes([(BrandNewError, 10)])
+
+
+def test_every_exit_code_has_a_troubleshooting_section() -> None:
+    text = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
+    for code in {code for _kind, code in _exit._EXIT_CODES} | {1}:
+        assert f"{{#exit-{code}}}" in text, f"troubleshooting.md has no section for {code}"
+
+
+# -- the examples are true ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", yaml_blocks(), ids=lambda b: b.where)
+def test_yaml_example_parses(block: Block) -> None:
+    """Every YAML block in the docs is YAML (snippets included)."""
+    yaml.safe_load(block.body)
+
+
+PIPELINE_PAGES = sorted({b.page for b in yaml_blocks() if not b.is_snippet})
+
+
+@pytest.mark.parametrize("page", PIPELINE_PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_pipeline_examples_validate(page: Path, tmp_path: Path) -> None:
+    """Every whole pipeline in the docs passes `civflow validate` (includes resolved)."""
+    written = project_for(page, tmp_path)
+    pipelines = [path for block, path in written.items() if block.lang == "yaml"]
+    assert pipelines
+    done = civflow("validate", *pipelines, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+RECIPES = sorted(p for p in (DOCS / "recipes").glob("*.md")
+                 if any(b.lang == "yaml" and not b.is_snippet for b in blocks(p)))
+
+
+@pytest.mark.parametrize("page", RECIPES, ids=lambda p: p.stem)
+def test_recipe_runs_on_the_emulator(page: Path, tmp_path: Path) -> None:
+    """Each recipe's pipelines run with `civflow run --emulator`; the second run is all
+    cached; the recipe's Python (the notebook) runs as written."""
+    written = project_for(page, tmp_path)
+    pipelines = [path for block, path in written.items() if block.lang == "yaml"]
+    for pipeline in pipelines:
+        done = civflow("run", "--emulator", pipeline, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lockfile = pipeline.with_name(pipeline.stem + ".lock.json")
+        assert lockfile.is_file(), f"{page.name}: no lockfile for {pipeline.name}"
+        again = civflow("plan", pipeline, "--format", "json", cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert set(json.loads(again.stdout)["counts"]) == {"cached"}, again.stdout
+    for block in blocks(page):
+        if block.lang == "python":
+            done = subprocess.run([sys.executable, "-c", block.body], cwd=tmp_path,
+                                  env=_env(), text=True, capture_output=True, timeout=300,
+                                  check=False)
+            assert done.returncode == 0, f"{block.where}\n{done.stdout}{done.stderr}"
