@@ -136,8 +136,10 @@ def _line(text: str, line: int) -> str | None:
     return lines[line - 1] if 0 < line <= len(lines) else None
 
 
-def _fail(path: Path | None, key: str | None, message: str, hint: str) -> PipelineInvalid:
-    """A located error at the line that sets `key` (or the table), in `path`."""
+def _fail(path: Path | None, key: str | None, message: str, hint: str, *,
+          secret: bool = False) -> PipelineInvalid:
+    """A located error at the line that sets `key` (or the table), in `path`; the line
+    itself is left out when it may hold a credential (`secret`)."""
     if path is None:
         return PipelineInvalid([Diagnostic(f"${ENV}: {message}", None, hint=hint)])
     try:
@@ -157,8 +159,9 @@ def _fail(path: Path | None, key: str | None, message: str, hint: str) -> Pipeli
             if re.match(r"^\s*\[(tool\.civflow\.)?remote\]", line):
                 line_no = i + 1
                 break
+    shown = None if secret else _line(text, line_no)
     return PipelineInvalid([Diagnostic(message, Location(str(path), line_no, col), hint=hint,
-                                       source_line=_line(text, line_no))])
+                                       source_line=shown)])
 
 
 def _table(value: Any, path: Path, key: str, name: str) -> Mapping[str, Any]:
@@ -178,7 +181,7 @@ def _check_options(options: Mapping[str, Any], path: Path, depth: int = 0) -> No
     for name, value in options.items():
         if _secret(str(name)):
             raise _fail(path, str(name), f"'{name}' looks like a credential; civflow does not "
-                        "read credentials from its config file", _HINT)
+                        "read credentials from its config file", _HINT, secret=True)
         if isinstance(value, Mapping):
             _check_options(value, path, depth + 1)
 
@@ -187,7 +190,7 @@ def _check_url(url: str, path: Path | None) -> None:
     parts = urlsplit(url) if "://" in url else None
     if parts is not None and (parts.username or parts.password):
         raise _fail(path, "url", "the remote URL holds a user name or password; civflow "
-                    "never stores or prints credentials", _HINT)
+                    "never stores or prints credentials", _HINT, secret=True)
     if not url.strip():
         raise _fail(path, "url", "the remote URL is empty", _TABLE_HINT)
 
@@ -207,7 +210,7 @@ def _parse(path: Path, table: Mapping[str, Any], root: Path) -> RemoteConfig:
             hint = f"known keys: {', '.join(sorted(known))}"
             if _secret(str(name)):
                 raise _fail(path, str(name), f"'{name}' looks like a credential; civflow does "
-                            "not read credentials from its config file", _HINT)
+                            "not read credentials from its config file", _HINT, secret=True)
             raise _fail(path, str(name), f"unknown remote setting '{name}'", hint)
     url = table.get("url")
     if not isinstance(url, str):
