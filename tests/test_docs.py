@@ -6,7 +6,8 @@ Promises guarded here:
   schema's descriptions, the step catalog, exit codes), so nothing new goes undocumented;
 - every ```yaml example in docs/ is either a whole pipeline that passes `civflow validate`
   or is marked `# snippet` on its first line and still parses as YAML;
-- every recipe runs on the emulator, and the notebook recipe's Python runs too;
+- every recipe runs on the emulator, and the notebook recipe's Python runs too; the
+  sharing recipe's push / pull round trip restores the files on a fresh machine;
 - every exit code the CLI can return has a section in the troubleshooting page.
 
 A fenced block with `title="PATH"` is a file at PATH in the page's project: the test
@@ -19,6 +20,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -76,17 +78,17 @@ def yaml_blocks() -> list[Block]:
     return [b for page in pages() for b in blocks(page) if b.lang == "yaml"]
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CIVITAI_", "CIVFLOW_"))}
     env["CIVFLOW_EMULATOR_TIME_SCALE"] = "0"
-    return env
+    return {**env, **extra}
 
 
 def project_for(page: Path, into: Path) -> dict[Block, Path]:
     """Write every titled block of `page` (and each untitled pipeline) under `into`."""
     written: dict[Block, Path] = {}
     for n, block in enumerate(blocks(page)):
-        if block.is_snippet or block.lang not in {"yaml", "jinja", "json", "text"}:
+        if block.is_snippet or block.lang not in {"yaml", "jinja", "json", "text", "toml"}:
             continue
         if block.title is None and block.lang != "yaml":
             continue
@@ -98,8 +100,8 @@ def project_for(page: Path, into: Path) -> dict[Block, Path]:
     return written
 
 
-def civflow(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CIVFLOW, *map(str, args)], cwd=cwd, env=_env(), text=True,
+def civflow(*args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CIVFLOW, *map(str, args)], cwd=cwd, env=_env(**env), text=True,
                           capture_output=True, timeout=300, check=False)
 
 
@@ -143,6 +145,7 @@ def test_site_builds_strict_with_generated_reference(tmp_path: Path) -> None:
     commands = (site / "reference" / "commands" / "index.html").read_text("utf-8")
     for name in ("validate", "plan", "run", "render", "graph", "status", "checkout"):
         assert f"civflow {name}" in commands, name
+    assert "Sentinel" not in commands  # click internals leaking into the rendered defaults
 
 
 def test_committed_docs_hold_no_generated_page() -> None:
@@ -225,3 +228,30 @@ def test_recipe_runs_on_the_emulator(page: Path, tmp_path: Path) -> None:
                                   env=_env(), text=True, capture_output=True, timeout=300,
                                   check=False)
             assert done.returncode == 0, f"{block.where}\n{done.stdout}{done.stderr}"
+
+
+def test_sharing_recipe_round_trip(tmp_path: Path) -> None:
+    """The sharing recipe as written: run, push; on a machine without the store or out/,
+    pull restores every file and the plan is all cached (the remote is a local folder,
+    given by CIVFLOW_REMOTE as the recipe says CI may do)."""
+    pytest.importorskip("fsspec", reason="the dev extra installs the remote's library")
+    page = DOCS / "recipes" / "sharing-artifacts.md"
+    project = tmp_path / "project"
+    written = project_for(page, project)
+    assert (project / "civflow.toml").is_file()
+    subprocess.run(["git", "init", "-q", str(project)], check=True, timeout=60)
+    remote = {"CIVFLOW_REMOTE": (tmp_path / "remote").as_uri()}
+    (pipeline,) = [path for block, path in written.items() if block.lang == "yaml"]
+    for args in (("run", "--emulator", pipeline), ("push",)):
+        done = civflow(*args, cwd=project, **remote)
+        assert done.returncode == 0, done.stdout + done.stderr
+    made = sorted(p.relative_to(project) for p in (project / "out").rglob("*") if p.is_file())
+    assert made
+    shutil.rmtree(project / ".civflow")
+    shutil.rmtree(project / "out")
+    done = civflow("pull", cwd=project, **remote)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.relative_to(project) for p in (project / "out").rglob("*")
+                  if p.is_file()) == made
+    plan = civflow("plan", pipeline, "--format", "json", cwd=project, **remote)
+    assert set(json.loads(plan.stdout)["counts"]) == {"cached"}, plan.stdout

@@ -242,6 +242,11 @@ EXIT_MEANINGS: dict[str, str] = {
     "SpendingRefused": "spending was refused: the plan is over `--max-cost`, the cap was "
                        "reached during the run, or nobody confirmed",
     "RunLocked": "another run of the same pipeline is in progress (`--wait` queues instead)",
+    "RemoteError": "the artifact remote of `civflow push` / `pull` cannot be used",
+    "RemoteUnreachable": "the artifact remote does not answer, does not exist, or its "
+                         "storage library is not installed",
+    "RemoteAccessDenied": "no credentials for the artifact remote, or they may not do this",
+    "RemoteCorrupt": "objects on the artifact remote do not hash to their names",
 }
 
 
@@ -274,6 +279,8 @@ def render_exit_codes(table: Iterable[tuple[type, int]]) -> str:
         "| `CIVFLOW_BACKEND` | `emulator` does what `--emulator` does |",
         "| `CIVFLOW_EMULATOR_TIME_SCALE` | speed of the in-process emulator's simulated jobs "
         "(`0` = instant) |",
+        "| `CIVFLOW_REMOTE` | the URL of the artifact remote, replacing the one in "
+        "`civflow.toml` (see [Sharing artifacts](../recipes/sharing-artifacts.md)) |",
         "| `CIVFLOW_JITTER_SEED` | seeds the retry back-off jitter (reproducible tests) |",
         "",
     ])
