@@ -159,8 +159,8 @@ def restore_out(spec: PipelineSpec, store: ObjectStore, cache: StatCache,
                     continue
                 done.restored.append(status.out_path)
             else:
-                done.missing.append(f"{name}: {status.artifact.path} is neither in the local "
-                                    "store nor on the remote")
+                done.missing.append(f"{name}: {status.artifact.path} is not in the local store "
+                                    "and was not pulled")
     return done
 
 

@@ -1,0 +1,161 @@
+"""The team story on a real S3 server: artifacts travel through the remote, not by paying
+again. Clone A runs and pushes; clone B (git clone: pipelines and lockfile, no .civflow/,
+no out/) pulls, plans everything cached and runs nothing; B changes one prompt, runs and
+pushes; A pulls the branch and the objects and gets exactly that instance new.
+
+The S3 server is moto's, on 127.0.0.1 (tests/remote/s3server.py); the API is the served
+emulator of the other e2e tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from civflow.emulator import RunningEmulator
+from civflow.store.objects import ObjectStore
+from tests.e2e.support import CHAIN, Project, created
+from tests.remote.s3server import credentials, make_bucket, s3_server
+
+BUCKET = "civflow-team"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+                          cwd=cwd, check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+def _objects(root: Path) -> set[str]:
+    store = root / ".civflow" / "objects"
+    return {p.parent.name + p.name for p in store.glob("sha256/*/*")} if store.exists() else set()
+
+
+def _out_matches_lock(project: Project) -> int:
+    """Every out/ file the lockfile names holds its bytes; returns how many there are."""
+    count = 0
+    for entry in project.lock("chain")["instances"].values():
+        for artifact in entry["artifacts"]:
+            path = project.root / "pipelines" / artifact["path"]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact["sha256"], path
+            count += 1
+    return count
+
+
+def test_a_team_shares_paid_results_through_the_remote(
+        tmp_path: Path, s3_endpoint: str, emulator: RunningEmulator,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Promise: a fresh clone pulls instead of paying; a change made in one clone arrives
+    in the other as exactly that instance, and nothing else is transferred twice."""
+    credentials(monkeypatch, tmp_path)
+    monkeypatch.setenv("CIVFLOW_EMULATOR_TIME_SCALE", "0")
+    monkeypatch.setenv("CIVFLOW_JITTER_SEED", "20241125")
+    monkeypatch.delenv("CIVFLOW_BACKEND", raising=False)
+    monkeypatch.delenv("CIVFLOW_REMOTE", raising=False)
+    make_bucket(s3_endpoint, BUCKET)
+
+    (tmp_path / "a").mkdir()
+    a = Project(tmp_path / "a", capsys)
+    (a.root / "civflow.toml").write_text(
+        f'[remote]\nurl = "s3://{BUCKET}/team"\n[remote.options]\n'
+        f'endpoint_url = "{s3_endpoint}"\n', encoding="utf-8")
+    (a.root / ".gitignore").write_text(".civflow/\nout/\n", encoding="utf-8")
+    a.write("chain", CHAIN)
+    monkeypatch.chdir(a.root)
+    assert a.run("chain").code == 0
+    paid = created(emulator)
+    pushed = a.cli("push")
+    assert pushed.code == 0, pushed.text
+    assert f"pushed {len(_objects(a.root))} object(s)" in pushed.out
+    assert "already there" in pushed.out
+    again = a.cli("push", "pipelines")
+    assert again.code == 0 and "pushed 0 object(s)" in again.out, again.text
+    _git(a.root, "init", "-q", "-b", "main")
+    _git(a.root, "add", ".")
+    _git(a.root, "commit", "-q", "-m", "chain")
+
+    _git(tmp_path, "clone", "-q", str(a.root), "b")
+    b = Project.__new__(Project)  # a clone as git makes it: no .civflow/, no out/
+    b.root, b.capsys = tmp_path / "b", capsys
+    assert not (b.root / ".civflow").exists() and not (b.root / "out").exists()
+    monkeypatch.chdir(b.root)
+    pulled = b.cli("pull")
+    assert pulled.code == 0, pulled.text
+    assert _objects(b.root) == _objects(a.root)
+    assert _out_matches_lock(b) > 0
+    plan = b.cli("plan", "pipelines/chain.yaml")
+    assert plan.code == 0 and "4 cached" in plan.out, plan.text
+    run = b.run("chain")
+    assert run.code == 0 and "4 cached" in run.err, run.text
+    assert created(emulator) == paid  # B paid nothing
+
+    before = b.lock("chain")["instances"]
+    b.write("chain", CHAIN.replace("slow pan", "fast zoom"))
+    changed = b.run("chain")
+    assert changed.code == 0 and "1 succeeded" in changed.err, changed.text
+    after = b.lock("chain")["instances"]
+    new = {name for name in after if after[name] != before.get(name)}
+    assert new == {"clip"}
+    new_objects = {a_["sha256"] for a_ in after["clip"]["artifacts"]}
+    assert b.cli("push").code == 0
+    _git(b.root, "commit", "-q", "-am", "fast zoom")
+
+    monkeypatch.chdir(a.root)
+    _git(a.root, "pull", "-q", str(b.root), "main")
+    had = _objects(a.root)
+    back = a.cli("pull")
+    assert back.code == 0, back.text
+    assert _objects(a.root) - had == new_objects  # exactly the new instance's files
+    assert f"pulled {len(new_objects)} object(s)" in back.out
+    assert _out_matches_lock(a) > 0
+    assert "4 cached" in a.cli("plan", "pipelines/chain.yaml").out
+    assert created(emulator) == paid + 1
+    # A pulled object is read-only in the store and hashes to its name.
+    for sha in new_objects:
+        assert ObjectStore(a.root / ".civflow" / "objects").verify(sha)
+
+
+def test_push_without_a_remote_says_how_to_configure_one(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Promise: a missing remote is a usage error with a hint, never a traceback."""
+    project, _ = ready
+    project.write("chain", CHAIN)
+    outcome = project.cli("push")
+    assert outcome.code != 0
+    assert "no remote is configured" in outcome.err and "CIVFLOW_REMOTE" in outcome.err
+
+
+def test_pull_of_a_damaged_object_is_reported_and_out_is_left_alone(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: an object whose hash does not match is reported by name, not used."""
+    project, _ = ready
+    remote = tmp_path / "team-remote"
+    monkeypatch.setenv("CIVFLOW_REMOTE", remote.as_uri())
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    assert project.cli("push").code == 0
+    hero = project.lock("chain")["instances"]["hero"]["artifacts"][0]
+    key = remote / "sha256" / hero["sha256"][:2] / hero["sha256"][2:]
+    key.write_bytes(b"not the picture")
+    store = project.root / ".civflow" / "objects" / "sha256" / hero["sha256"][:2]
+    for path in store.glob(hero["sha256"][2:]):
+        path.chmod(0o644)
+        path.unlink()
+    (project.root / "pipelines" / hero["path"]).unlink()
+    outcome = project.cli("pull")
+    assert outcome.code != 0
+    named = f"sha256/{hero['sha256'][:2]}/{hero['sha256'][2:]}"
+    assert "do not match their sha256" in outcome.err and named in outcome.err
+    assert "Traceback" not in outcome.text
+    assert not (project.root / "pipelines" / hero["path"]).exists()
