@@ -19,6 +19,7 @@ output made by two pipelines, branches or people is stored once. Promises:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import re
 import secrets
@@ -26,10 +27,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from civflow.errors import (
     CivflowError,
+    FileAccessError,
     RemoteAccessDenied,
     RemoteError,
     RemoteUnreachable,
@@ -52,6 +55,8 @@ _CREDENTIAL_HINT = ("civflow never reads credentials itself: set them where the 
                     "library looks (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                     "AWS_PROFILE, or an instance role)")
 _MAX_REASON = 200
+# Objects up to this size are read into memory once to be hashed and sent.
+_IN_MEMORY = 16 * 1024 * 1024
 
 class Progress(Protocol):
     """Told what a transfer will move, then each object's size once it has moved.
@@ -79,6 +84,13 @@ class Transfer:
     @property
     def ok(self) -> bool:
         return not self.missing and not self.corrupt
+
+
+def _read_small(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
 
 
 def _check(sha256: str) -> str:
@@ -232,7 +244,11 @@ class Remote:
 
         def push_one(sha: str) -> None:
             path = store.path_for(sha)
-            if hash_file(path) != sha:
+            # Small objects are read once, hashed and sent from memory; big ones are
+            # hashed first and streamed from disk.
+            data = _read_small(path) if local[sha] <= _IN_MEMORY else None
+            actual = hashlib.sha256(data).hexdigest() if data is not None else hash_file(path)
+            if actual != sha:
                 with lock:
                     result.corrupt.append(sha)
                     if sha in result.repaired:
@@ -240,11 +256,11 @@ class Remote:
                 return
             with self._translated("uploading to it"):
                 if self.atomic_writes:
-                    self.fs.put_file(str(path), self.key_for(sha))
+                    self._send(path, data, self.key_for(sha))
                 else:
                     tmp = f"{self.base}/tmp/{sha}.{secrets.token_hex(8)}.part"
                     try:
-                        self.fs.put_file(str(path), tmp)
+                        self._send(path, data, tmp)
                         self.fs.mv(tmp, self.key_for(sha))
                     except BaseException:
                         with contextlib.suppress(Exception):
@@ -260,6 +276,12 @@ class Remote:
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache(self.base)
         return result
+
+    def _send(self, path: Path, data: bytes | None, key: str) -> None:
+        if data is not None:
+            self.fs.pipe_file(key, data)
+        else:
+            self.fs.put_file(str(path), key)
 
     def pull_into(self, store: ObjectStore, shas: Iterable[str], *,
                   progress: Progress | None = None) -> Transfer:
