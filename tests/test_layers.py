@@ -1,8 +1,9 @@
 """The package's layers, as the folder list reads: no import runs upward.
 
 load -> check -> expand -> plan -> request -> runner -> cli, with catalog, template,
-client, store and the base modules (errors, keys, names) below, and the emulator
-beside (a product of its own that shares only the catalog and the error tree).
+client, store and the base modules (errors, keys, names) below, the emulator
+beside (a product of its own that shares only the catalog and the error tree), and
+remote (push/pull) reading pipelines and the local store, never running anything.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "runner": {"load", "check", "expand", "plan", "request", "client", "store", "catalog",
                "template", "emulator"},
     "emulator": {"catalog", "client"},
+    "remote": {"load", "store"},
     "_api": {"load", "check", "plan", "runner"},
     "__init__": {"_api", "check", "plan", "runner"},
     "__main__": {"cli"},
