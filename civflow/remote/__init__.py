@@ -3,13 +3,25 @@
 For the command line (`civflow push` / `civflow pull`) and for the planner and
 executor (see `remote_for`, `Remote.has_many`, `Remote.pull_into`, `Remote.push_from`).
 The S3 support needs the optional extra: `pip install 'civflow[s3]'`.
+
+For code that needs a lockfile's artifacts without running anything (`report --base`):
+
+    from civflow.remote import fetch_objects
+    found = fetch_objects(project_root, shas)   # {sha256: Path in the local store}
+    found.missing, found.corrupt                # the shas it could not make available
+
+`fetch_objects` pulls what the local store (`<root>/.civflow/objects`) lacks from the
+project's remote when one is configured, hashing every object before it is adopted;
+it raises a `RemoteError` when the configured remote cannot be used.
 """
 
 from civflow.remote.config import ENV, RemoteConfig, load_config, redact
 from civflow.remote.storage import Progress, Remote, Transfer
 from civflow.remote.sync import (
+    Fetched,
     Project,
     Restored,
+    fetch_objects,
     projects_of,
     pull_pipelines,
     push_pipelines,
@@ -21,12 +33,14 @@ from civflow.remote.sync import (
 
 __all__ = [
     "ENV",
+    "Fetched",
     "Progress",
     "Project",
     "Remote",
     "RemoteConfig",
     "Restored",
     "Transfer",
+    "fetch_objects",
     "load_config",
     "projects_of",
     "pull_pipelines",

@@ -8,11 +8,12 @@ file the lockfile names from the store, so a fresh clone plans everything as cac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from civflow.errors import FileAccessError, UnsafePath, UsageError
+from civflow.errors import FileAccessError, RemoteCorrupt, UnsafePath, UsageError
 from civflow.load import load_pipeline
 from civflow.load.model import PipelineSpec, project_root_for
 from civflow.remote.config import load_config
@@ -22,8 +23,10 @@ from civflow.store.lockfile import Artifact, Lockfile
 from civflow.store.objects import ObjectStore
 
 __all__ = [
+    "Fetched",
     "Project",
     "Restored",
+    "fetch_objects",
     "projects_of",
     "pull_pipelines",
     "push_pipelines",
@@ -45,6 +48,70 @@ def remote_for(root: Path) -> Remote | None:
     """
     config = load_config(root)
     return Remote(config) if config is not None else None
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Fetched(dict[str, Path]):
+    """`fetch_objects`'s answer: sha256 -> path of the object in the local store, for
+    each object available now; `missing` and `corrupt` say why the others are not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.missing: list[str] = []   # neither here nor on the remote (or no remote)
+        self.corrupt: list[str] = []   # on the remote, but its bytes do not match its name
+        self.pulled: list[str] = []    # downloaded (and verified) by this call
+
+
+def fetch_objects(project_root: Path, shas: Iterable[str], *,
+                  progress: Progress | None = None) -> Fetched:
+    """Make the objects `shas` available in the project's local store, pulling from its
+    remote those the store lacks; returns `{sha256: path in the store}` for each one
+    that is available.
+
+    For whoever needs artifacts a lockfile names without running anything (`report
+    --base` reads the base branch's pictures this way). The local store is
+    `<project_root>/.civflow/objects`; the remote is the project's configured one
+    (civflow.toml, `[tool.civflow]`, `$CIVFLOW_REMOTE`). Pulled bytes are hashed before
+    they enter the store; a remote object that does not match its name is left out
+    (listed in `.corrupt`, never adopted). Without a remote only local objects are
+    returned. Strings that are not sha256 hex digests are listed as missing. Raises
+    `RemoteError` (`RemoteUnreachable`, `RemoteAccessDenied`) when the configured remote
+    cannot be used, and a located `PipelineInvalid` for a bad config file.
+    """
+    store = store_for(Path(project_root))
+    result = Fetched()
+    need: list[str] = []
+    for sha in dict.fromkeys(shas):
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            result.missing.append(str(sha))
+        elif store.has(sha):
+            result[sha] = store.path_for(sha)
+        else:
+            need.append(sha)
+    if not need:
+        return result
+    remote = remote_for(Path(project_root))
+    if remote is None:
+        result.missing.extend(need)
+        return result
+    transfer = remote.pull_into(store, need, progress=progress)
+    result.pulled.extend(transfer.done)
+    result.corrupt.extend(transfer.corrupt)
+    result.missing.extend(transfer.missing)
+    for sha in need:
+        if sha in transfer.done or sha in transfer.skipped:
+            result[sha] = store.path_for(sha)
+    return result
+
+
+def corrupt_error(remote: Remote, shas: Sequence[str]) -> RemoteCorrupt:
+    """The error for remote objects whose bytes do not match their names."""
+    return RemoteCorrupt(
+        url=remote.url, objects=[remote.key_for(sha) for sha in shas],
+        hint="they were not used; delete them from the remote and push again from a "
+             "machine that has good copies")
 
 
 @dataclass
