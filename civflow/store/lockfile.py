@@ -1,8 +1,11 @@
 """The committed lockfile: per instance its fingerprint, workflow, cost, output and artifacts.
 
 `pipelines/hero-shot.yaml` is locked by `pipelines/hero-shot.lock.json`. The file is
-deterministic (sorted keys, two-space indent, final newline, `"schema": 1`) so that a
-pull request shows exactly which instances a change re-runs, and it is written
+plain JSON written deterministically for git: sorted keys, final newline, `"schema": 1`,
+and each instance on a line of its own, in name order. A pull request's diff then shows
+one line per instance a change re-ran and nothing else (a 200-instance sweep is a file of
+about 200 lines, not 10,000), unrelated instances never share a diff hunk's changed
+lines, and `civflow lock merge` joins two branches entry by entry. It is written
 atomically so a crash never leaves half of it behind.
 """
 
@@ -199,7 +202,7 @@ class Lockfile:
         if self.alternates:
             document["alternates"] = {fp: entry.to_dict()
                                       for fp, entry in self.alternates.items()}
-        return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        return _one_entry_per_line(document, entries=("instances", "alternates"))
 
     @classmethod
     def from_json(cls, text: str, path: Path | str) -> Lockfile:
@@ -274,6 +277,33 @@ class Lockfile:
         atomic_write_text(Path(path), self.to_json())
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _one_entry_per_line(document: Mapping[str, Any], entries: tuple[str, ...]) -> str:
+    """`document` as JSON with each value of the `entries` mappings on a line of its own.
+
+    Equal to `json.loads` of `json.dumps(document)`; only the line breaks are chosen,
+    so that a line is an instance.
+    """
+    out = ["{"]
+    keys = sorted(document)
+    for i, key in enumerate(keys):
+        comma = "," if i < len(keys) - 1 else ""
+        value = document[key]
+        if key in entries and isinstance(value, Mapping) and value:
+            names = sorted(value)
+            out.append(f"  {_dumps(key)}: {{")
+            out.extend(f"    {_dumps(name)}: {_dumps(value[name])}"
+                       f"{',' if j < len(names) - 1 else ''}" for j, name in enumerate(names))
+            out.append(f"  }}{comma}")
+        else:
+            out.append(f"  {_dumps(key)}: {_dumps(value)}{comma}")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
 def _line(text: str, lineno: int) -> str | None:
     lines = text.splitlines()
     return lines[lineno - 1] if 0 < lineno <= len(lines) else None
@@ -282,17 +312,15 @@ def _line(text: str, lineno: int) -> str | None:
 def _locate(text: str, file: str, where: str) -> Location:
     """Best effort: the line of the last key named in `where` (after the instance's own key)."""
     parts = [p for p in re.split(r"[.\[\]]", where) if p and not p.isdigit()]
-    line_no = 1
-    start = 0
+    line_no, col = 1, 1
     lines = text.splitlines()
+    index, offset = 0, 0  # where the search goes on: a line, and a column in it
     for part in parts:
-        needle = json.dumps(part) + ":"
-        for i in range(start, len(lines)):
-            if needle in lines[i]:
-                line_no, start = i + 1, i + 1
+        needle = json.dumps(part, ensure_ascii=False) + ":"
+        for i in range(index, len(lines)):
+            found = lines[i].find(needle, offset if i == index else 0)
+            if found >= 0:
+                line_no, col = i + 1, found + 1
+                index, offset = i, found + len(needle)
                 break
-    col = 1
-    if lines:
-        stripped = lines[line_no - 1]
-        col = len(stripped) - len(stripped.lstrip()) + 1
     return Location(file, line_no, col)

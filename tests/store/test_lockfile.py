@@ -117,3 +117,28 @@ def test_wrong_shape_is_a_clear_error(tmp_path: Path, edit: object, words: str) 
 def test_entry_dicts_round_trip_for_the_journal() -> None:
     entry = _entry()
     assert LockedInstance.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
+
+
+def test_each_instance_is_one_line_so_a_change_to_one_is_a_one_line_diff() -> None:
+    """A pull request that re-ran one instance of 200 shows one changed line."""
+    names = [f"shot[seed={i}]" for i in range(200)]
+    before = Lockfile("p", {n: _entry(n) for n in names})
+    after = Lockfile("p", {**before.instances,
+                           names[7]: _entry(names[7], fingerprint="e" * 64, cost=11.0)})
+    old, new = before.to_json().splitlines(), after.to_json().splitlines()
+    assert len(old) == len(new) < 210
+    changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][1].lstrip().startswith(json.dumps(names[7]))
+    assert Lockfile.from_json(after.to_json(), "p.lock.json") == after
+
+
+def test_a_broken_field_is_located_at_its_column_on_the_instance_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.lock.json"
+    text = Lockfile("p", {"a": _entry("a"), "hero": _entry()}).to_json()
+    path.write_text(text.replace('"cost": 10.5', '"cost": "ten"'))
+    with pytest.raises(PipelineInvalid) as info:
+        Lockfile.load(path)
+    diagnostic = info.value.diagnostics[0]
+    line = path.read_text().splitlines()[diagnostic.location.line - 1]
+    assert line.lstrip().startswith('"a": ')  # the first broken entry, by name order
+    assert line[diagnostic.location.col - 1:].startswith('"cost": ')
