@@ -166,7 +166,7 @@ def resolve_step(checked: Checked, step: StepSpec, context: Context, seeds: Seed
             for i, (name, item) in enumerate(zip(names, items, strict=True))]
     else:
         combos = [(name, {"matrix": matrix} if step.matrix else {}, None)
-                  for name, matrix in matrix_instances(step)]
+                  for name, matrix in matrix_instances(step, engine, spec)]
     out: list[Instance] = []
     for name, extra, index in combos:
         rendered = comfy_body(spec, step,

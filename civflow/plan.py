@@ -71,6 +71,9 @@ class Prior:
     cost: float | None = None
     reroll: int = 0
     damaged: int = 0  # artifacts to restore from the store or re-download by blob id
+    # Of those, the ones only the project's remote has (sha256s): pulled, not re-made.
+    remote: tuple[str, ...] = ()
+    remote_error: str | None = None  # why the remote could not be asked, if it could not
 
 
 @dataclass(frozen=True)
@@ -216,13 +219,26 @@ class Policy:
             fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
             return PlannedInstance(inst, Decision.CHANGED, tuple(fields), estimate)
         if not prior.artifacts_ok:
-            # Paid for already: the files come back from the store or by blob id, never
-            # by submitting (and paying for) the workflow again.
-            return PlannedInstance(inst, Decision.CACHED, (
-                "fingerprint matches the lockfile",
-                f"{prior.damaged or 'some'} file(s) missing or modified: restored from the "
-                "store or downloaded again, not re-submitted"), 0.0)
+            # Paid for already: the files come back from the store, the team's remote or
+            # by blob id, never by submitting (and paying for) the workflow again.
+            return PlannedInstance(inst, Decision.CACHED, _damage_reasons(prior), 0.0)
         return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
+
+
+def _damage_reasons(prior: Prior) -> tuple[str, ...]:
+    """Why an instance whose files are not all here is still cached, and where they
+    come from: the team's remote ("cached (remote)"), the store, or the blob id."""
+    reasons = ["fingerprint matches the lockfile"]
+    pulled = len(prior.remote)
+    if pulled:
+        reasons.insert(0, "cached (remote)")
+        reasons.append(f"{pulled} file(s) only on the remote: pulled, not re-submitted")
+    if not pulled or prior.damaged > pulled:
+        reasons.append(f"{prior.damaged - pulled or 'some'} file(s) missing or modified: "
+                       "restored from the store or downloaded again, not re-submitted")
+    if prior.remote_error:
+        reasons.append(f"the remote could not be asked ({prior.remote_error})")
+    return tuple(reasons)
 
 
 @dataclass(frozen=True)
@@ -322,7 +338,7 @@ def _selection(checked: Checked, only: Sequence[str]) -> tuple[frozenset[str], f
                 partial.add(name)
                 hit = True
             elif step.matrix and any(glob_match(inst, pattern)
-                                     for inst, _ in matrix_instances(step)):
+                                     for inst, _ in matrix_instances(step, checked.engine, spec)):
                 partial.add(name)
                 hit = True
         if not hit:

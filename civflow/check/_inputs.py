@@ -15,6 +15,7 @@ from civflow.check.render import (
     base_context,
     comfy_body,
     foreach_names,
+    matrix_combos,
     matrix_instances,
     pending_step_view,
     render_field,
@@ -63,7 +64,7 @@ def check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str,
         out.extend(_check_guards(spec, engine, step, context, bad))
         masked = _masked(step.input, step.name, bad)
         issues: dict[tuple[KeyPath, str], catalog.InputIssue] = {}
-        for _name, values in matrix_instances(step):
+        for values in matrix_combos(step):
             ctx = {**context_step, "matrix": values} if step.matrix else context_step
             if is_pending(masked):
                 break
@@ -103,6 +104,11 @@ def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
             if field == "foreach" and isinstance(value, list | tuple) and \
                     (step.name, ("<key>",)) not in bad:
                 foreach_names(engine, spec, step, context, value)
+        except PipelineInvalid as exc:
+            out.extend(exc.diagnostics)
+    if step.matrix and step.key is not None and (step.name, ("<key>",)) not in bad:
+        try:
+            matrix_instances(step, engine, spec)
         except PipelineInvalid as exc:
             out.extend(exc.diagnostics)
     return out

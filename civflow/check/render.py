@@ -41,17 +41,48 @@ def _value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def matrix_instances(step: StepSpec) -> list[tuple[str, dict[str, Any]]]:
-    """(instance name, matrix values) for each combination, in the order written."""
+def matrix_instances(step: StepSpec, engine: TemplateEngine | None = None,
+                     spec: PipelineSpec | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(instance name, matrix values) for each combination, in the order written.
+
+    An instance is `step[a=1,b=x]`, or `step[KEY]` when the step has a `key:` template
+    (rendered over the vars and `matrix`): a short name chosen by the author instead of
+    whole scene texts. Two combinations with one key are a located error. A keyed step
+    needs the engine and spec to render its key.
+    """
     if not step.matrix:
         return [(step.name, {})]
-    names = [name for name, _ in step.matrix]
-    out = []
-    for combo in itertools.product(*(values for _, values in step.matrix)):
-        values = dict(zip(names, combo, strict=True))
-        label = ",".join(f"{k}={_value_text(v)}" for k, v in values.items())
+    if step.key is None:
+        return [(f"{step.name}[{_combo_text(values)}]", values) for values in matrix_combos(step)]
+    if engine is None or spec is None:
+        raise ValueError(f"step {step.name!r} names its instances by a key: pass engine and spec")
+    context = base_context(spec, None)
+    out: list[tuple[str, dict[str, Any]]] = []
+    first: dict[str, dict[str, Any]] = {}
+    for values in matrix_combos(step):
+        label = _checked_key(spec, step, render_field(
+            engine, spec, step, "key", step.key, {**context, "matrix": values}))
+        if label in first:
+            raise PipelineInvalid([spec.doc.diagnostic(
+                f"step '{step.name}': key gives {label!r} for both "
+                f"({_combo_text(first[label])}) and ({_combo_text(values)})",
+                ("steps", step.name, "key"),
+                hint="a matrix key must tell every combination apart: use every "
+                     "matrix value that varies, e.g. \"{{ matrix.a }}-{{ matrix.b }}\"")])
+        first[label] = values
         out.append((f"{step.name}[{label}]", values))
     return out
+
+
+def matrix_combos(step: StepSpec) -> list[dict[str, Any]]:
+    """Every combination of a step's matrix values, in the order written ([{}] without)."""
+    names = [name for name, _ in step.matrix]
+    return [dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(values for _, values in step.matrix))]
+
+
+def _combo_text(values: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={_value_text(v)}" for k, v in values.items())
 
 
 # A readable item (a short plain string or number) names its instance as it is.
@@ -101,7 +132,8 @@ def _checked_key(spec: PipelineSpec, step: StepSpec, value: Any) -> str:
     if problem is not None:
         raise PipelineInvalid([spec.doc.diagnostic(
             f"step '{step.name}': key {problem}", ("steps", step.name, "key"),
-            hint="a key names one instance: a short text such as \"{{ item.sku }}\"")])
+            hint="a key names one instance: a short text such as \"{{ item.sku }}\" "
+                 "(a foreach) or \"s{{ matrix.strength }}-{{ matrix.seed }}\" (a matrix)")])
     return text
 
 

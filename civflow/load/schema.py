@@ -146,6 +146,13 @@ def _explain(doc: SourceDoc, error: Any) -> list[Diagnostic]:
         return [doc.diagnostic(f"step '{path[1]}' has both 'matrix' and 'foreach'",
                                (*path, "foreach"), key=True,
                                hint="use one of them; put a fan-out over a sweep in two steps")]
+    if validator == "anyOf" and path[:1] == ("steps",) and len(path) == 2 and \
+            isinstance(instance, dict) and "key" in instance:
+        # dependentSchemas: `key` names the instances of a foreach or a matrix.
+        return [doc.diagnostic(f"step '{path[1]}' has a 'key' but neither 'foreach' nor "
+                               "'matrix'", (*path, "key"), key=True,
+                               hint="a key names each instance of a fan-out or a sweep; "
+                                    "remove it from a single step")]
     return [doc.diagnostic(f"{_where(path)}: {error.message}", path)]
 
 

@@ -84,3 +84,77 @@ def test_a_bad_key_is_a_located_error_before_anything_is_paid(
     assert outcome.code == 2 and "key gives dict, not a string" in outcome.out, outcome.text
     assert "pipelines/catalog.yaml:11:10" in outcome.out
     assert created(emulator) == 0
+
+
+SCENES = f"""\
+version: 1
+name: scenes
+steps:
+  shot:
+    type: imageGen
+    key: "{{{{ matrix.scene.split()[0] }}}}-s{{{{ matrix.seed }}}}"
+    matrix:
+      scene: ["front/back view of a tall house at dusk", "side view of a boat"]
+      seed: [1, 2]
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: {MODEL}
+      prompt: "{{{{ matrix.scene }}}}"
+      seed: "{{{{ matrix.seed }}}}"
+      width: 256
+      height: 256
+      steps: 10
+"""
+
+
+def test_a_matrix_key_names_instances_and_folders_short_and_globs_use_it(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Names survive editing: a sweep over whole scene texts names its instances (and
+    folders) by a short key the author chose, not by every value spelled out."""
+    project, emulator = ready
+    project.write("scenes", SCENES)
+    first = project.run("scenes", "--only", "shot[front/back-*]")
+    assert first.code == 0, first.text
+    assert set(project.lock("scenes")["instances"]) == {"shot[front/back-s1]",
+                                                        "shot[front/back-s2]"}
+    assert created(emulator) == 2
+    assert project.run("scenes").code == 0 and created(emulator) == 4
+    # One folder per instance, none nested by the '/' of a key.
+    folders = sorted(p.name for p in (project.root / "out" / "scenes").iterdir())
+    assert len(folders) == 4 and all((project.root / "out" / "scenes" / f / "0.jpeg").is_file()
+                                     for f in folders), folders
+    assert folders[2:] == ["shot[side-s1]", "shot[side-s2]"], folders
+    assert all(f.startswith("shot[front_back-s") for f in folders[:2]), folders
+
+    # A prompt edit keeps the names (and the seeds derived from them).
+    path = project.root / "pipelines" / "scenes.yaml"
+    path.write_text(path.read_text().replace("at dusk", "at dawn"))
+    shown = project.cli("plan", "pipelines/scenes.yaml")
+    assert "~ shot[front/back-s1]" in shown.out and "= shot[side-s1]" in shown.out, shown.text
+
+
+def test_a_matrix_key_that_cannot_tell_combinations_apart_is_refused(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    project, emulator = ready
+    project.write("scenes", SCENES.replace("-s{{ matrix.seed }}", ""))
+    outcome = project.cli("validate", "pipelines/scenes.yaml")
+    assert outcome.code == 2, outcome.text
+    assert "key gives 'front/back' for both" in outcome.out and "seed=1" in outcome.out
+    assert "pipelines/scenes.yaml:6:10" in outcome.out
+    assert created(emulator) == 0
+
+
+def test_a_key_on_a_single_step_is_a_located_error(ready: tuple[Project, RunningEmulator]) -> None:
+    project, _emulator = ready
+    single = SCENES.replace("    matrix:\n", "    unused:\n").replace("    unused:\n", "", 1)
+    single = "\n".join(line for line in single.splitlines()
+                       if not line.startswith(("      scene:", "      seed: [")))
+    project.write("scenes", single.replace("{{ matrix.scene }}", "a").replace(
+        "\"{{ matrix.seed }}\"", "1").replace("{{ matrix.scene.split()[0] }}-s{{ matrix.seed }}",
+                                               "x"))
+    outcome = project.cli("validate", "pipelines/scenes.yaml")
+    assert outcome.code == 2, outcome.text
+    assert "pipelines/scenes.yaml:6:5: step 'shot' has a 'key' but neither 'foreach' nor " \
+           "'matrix'" in outcome.out, outcome.text
