@@ -39,6 +39,9 @@ def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> f
               help="Submit failed instances again (never those blocked by moderation).")
 @click.option("--concurrency", type=click.IntRange(1, 10_000), default=8, show_default=True,
               help="Workflows in flight at once.")
+@click.option("--batch", type=click.IntRange(1, 100), metavar="N",
+              help="Up to N steps per workflow (overrides the pipeline's `batch`; 1: one "
+                   "workflow per instance).")
 @click.option("--max-cost", type=float, callback=_cap, metavar="BUZZ",
               help="A hard cap: refuse a plan estimated over BUZZ, and never let what was "
                    "charged plus what is in flight pass it.")
@@ -59,7 +62,8 @@ def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> f
               help="Read the API key from this file instead of CIVITAI_API_KEY.")
 @_options
 def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple[str, ...],
-        retry_failed: bool, concurrency: int, max_cost: float | None, yes: bool,
+        retry_failed: bool, concurrency: int, batch: int | None, max_cost: float | None,
+        yes: bool,
         out_dir: Path | None, fail_fast: bool, update_lockfile: bool, keep_stale: bool,
         wait_lock: bool,
         emulator: bool,
@@ -74,6 +78,9 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.runner.connect import wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
+    if batch is not None:
+        from dataclasses import replace
+        checked = replace(checked, spec=replace(checked.spec, batch_override=batch))
     _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
