@@ -71,6 +71,18 @@ class PipelineSpec:
     doc: SourceDoc = field(repr=False)
     # Variables set by --var / --vars-file to something else than the file's defaults.
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    # `civflow run --batch N`: overrides the file's top-level `batch` key.
+    batch_override: int | None = None
+
+    @property
+    def batch(self) -> int | None:
+        """Steps per workflow: `--batch`, else the file's `batch` key (schema-checked),
+        else None (the runner's default)."""
+        if self.batch_override is not None:
+            return self.batch_override
+        data = self.doc.data
+        value = data.get("batch") if isinstance(data, Mapping) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def base_dir(self) -> FsPath:
