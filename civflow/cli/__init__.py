@@ -28,6 +28,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("civflow.cli.remote", "push"),
     "pull": ("civflow.cli.remote", "pull"),
     "lock": ("civflow.cli.lock", "lock"),
+    "report": ("civflow.cli.review", "report"),
     "emulator": ("civflow.cli.emulator", "emulator"),
 }
 
@@ -43,6 +44,7 @@ _HELP = {
     "push": "Upload the lockfiles' artifacts to the project's remote.",
     "pull": "Download the lockfiles' artifacts from the remote, and restore out/.",
     "lock": "Lockfiles in git: a merge driver, repair from run journals.",
+    "report": "Write a static HTML review page of the pictures (with --base: before/after).",
     "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
 }
 
