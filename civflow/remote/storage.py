@@ -173,6 +173,15 @@ class Remote:
         """
         return set(self.stat_many(shas))
 
+    def list_objects(self, prefix: str | None = None) -> dict[str, int]:
+        """Every object the remote holds (or those under `sha256/<prefix>/`, a two-hex
+        prefix) with its size; listing only."""
+        if prefix is not None and not re.fullmatch(r"[0-9a-f]{2}", prefix):
+            raise ValueError(f"not a two-hex prefix: {prefix!r}")
+        folder = f"{self.base}/sha256" + (f"/{prefix}" if prefix is not None else "")
+        with self._translated("listing it"):
+            return self._list(folder)
+
     def _list(self, folder: str) -> dict[str, int]:
         try:
             entries = self.fs.find(folder, detail=True)
