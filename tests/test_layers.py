@@ -28,10 +28,10 @@ ALLOWED: dict[str, set[str]] = {
     "client": set(),
     "store": set(),
     "runner": {"load", "check", "expand", "plan", "request", "client", "store", "catalog",
-               "template", "emulator"},
+               "template", "emulator", "remote"},
     "emulator": {"catalog", "client"},
     "remote": {"load", "store"},
-    "_api": {"load", "check", "plan", "runner"},
+    "_api": {"load", "check", "plan", "runner", "remote"},
     "__init__": {"_api", "check", "plan", "runner"},
     "__main__": {"cli"},
 }
