@@ -8,6 +8,7 @@ from pathlib import Path
 
 from civflow.load.model import PipelineSpec, project_root_for
 from civflow.plan import Prior
+from civflow.remote.index import index_for
 from civflow.request import tokenize_output
 from civflow.store.archive import EntryArchive
 from civflow.store.integrity import ArtifactStatus, StatCache, check_artifacts
@@ -97,12 +98,22 @@ def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
 
     Intact means the store object and the out/ file both hash to the recorded sha256
     (checked through the stat cache, see `artifact_health` for which ones need
-    restoring and which a download). With `store=None` artifacts are taken as they are.
+    restoring and which a download). Those no local copy can give are looked up on the
+    project's remote, if it has one (`remote`: pulled by the run, not re-submitted).
+    With `store=None` artifacts are taken as they are.
     """
     sha_by_blob = {a.blob_id: a.sha256 for a in entry.artifacts}
     damaged = 0
+    remote: tuple[str, ...] = ()
+    remote_error: str | None = None
     if store is not None and entry.artifacts:
-        damaged = sum(not s.ok for s in artifact_health(entry, lock_dir, store, cache).statuses)
+        health = artifact_health(entry, lock_dir, store, cache)
+        damaged = sum(not s.ok for s in health.statuses)
+        lost = {a.sha256 for a in health.redownload}
+        index = index_for(store) if lost else None  # the remote is asked only then
+        if index is not None:
+            remote = tuple(sorted(index.holding(lost)))
+            remote_error = index.error
     return Prior(
         fingerprint=entry.fingerprint,
         request=entry.request,
@@ -112,6 +123,8 @@ def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
         cost=entry.cost,
         reroll=entry.reroll,
         damaged=damaged,
+        remote=remote,
+        remote_error=remote_error,
     )
 
 
