@@ -20,13 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from civflow.client.base import Backend, Download
-from civflow.errors import ApiNotFound, ApiProtocolError, AuthenticationError, UnsafePath
+from civflow.errors import (
+    ApiNotFound,
+    ApiProtocolError,
+    AuthenticationError,
+    RemoteError,
+    UnsafePath,
+)
 from civflow.names import blob_id_ok, check_blob_id, contained, safe_dirname, safe_extension
+from civflow.remote.index import index_for
 from civflow.request import BLOB_TOKEN
 from civflow.store.integrity import (
     ArtifactState,
     ArtifactStatus,
     StatCache,
+    check_artifact,
     restore_artifact,
 )
 from civflow.store.lockfile import Artifact
@@ -275,8 +283,9 @@ class BlobBook:
     async def repair(self, statuses: Iterable[ArtifactStatus], *, lock_dir: Path,
                      out_dir: Path, cache: StatCache | None = None
                      ) -> tuple[ArtifactStatus, ...]:
-        """Make every artifact of `statuses` whole again, locally first, downloading by
-        blob id only what no local copy can give; never submits a workflow.
+        """Make every artifact of `statuses` whole again, locally first, then from the
+        project's remote (verified pulls), downloading by blob id only what neither can
+        give; never submits a workflow.
 
         The new statuses come back in order: all `ok` means the instance is cached. A
         blob Civitai forgot (ApiNotFound) or whose bytes changed stays
@@ -286,8 +295,13 @@ class BlobBook:
         own_cache = cache is None
         stats = cache if cache is not None else StatCache.for_store(self.store)
         done: list[ArtifactStatus] = []
+        statuses = tuple(statuses)
         try:
+            pulled = await self._pull_from_remote(
+                {s.artifact.sha256 for s in statuses if s.needs_download})
             for status in statuses:
+                if status.needs_download and status.artifact.sha256 in pulled:
+                    status = check_artifact(status.artifact, lock_dir, self.store, stats)
                 if status.restorable:
                     status = await asyncio.to_thread(restore_artifact, status, self.store,
                                                      stats, out_dir=out_dir)
@@ -305,6 +319,18 @@ class BlobBook:
             if own_cache:
                 stats.save()
         return tuple(done)
+
+    async def _pull_from_remote(self, shas: set[str]) -> set[str]:
+        """Those of `shas` the project's remote had, now verified in the store; the rest
+        (and everything, when the remote cannot be used) are left to the blob ids."""
+        index = index_for(self.store) if shas else None
+        if index is None:
+            return set()
+        try:
+            done = await asyncio.to_thread(index.pull, self.store, shas)
+        except RemoteError:
+            return set()
+        return set(done.done) | set(done.skipped)
 
     async def _download(self, blob_id: str, url: str) -> Download:
         return await self._fetch(blob_id, url, adopt=True)
