@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from civflow.check import Checked
-from civflow.errors import SpendingRefused
+from civflow.errors import RemoteError, SpendingRefused
 from civflow.plan import Plan, PlanOptions
-from civflow.runner import Estimate, RunOptions, RunResult
+from civflow.runner import Estimate, Prepared, RunOptions, RunResult
 from civflow.runner.events import Reporter, ignore
 
 T = TypeVar("T")
@@ -92,13 +92,16 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                api_key_file: Path | None = None, reporter: Reporter = ignore,
                on_wait: Callable[[str], None] | None = None,
                on_resume: Callable[[str], None] | None = None,
+               on_remote: Callable[[str], None] | None = None,
                pipeline_file: str = "") -> RunResult:
     """Run a checked pipeline to the end; the same steps as `civflow run`.
 
     Against the real API nothing is submitted without consent: pass `yes=True`, or a
     `confirm(plan, estimate)` that returns True; `max_cost` caps the charge. The
     pipeline's run lock is held throughout (RunLocked when another run holds it,
-    unless `wait=True`).
+    unless `wait=True`). Files of "cached (remote)" instances are pulled from the
+    project's remote first (`on_remote` hears how that went); pushing is left to
+    `civflow.remote.push_pipelines` (the CLI's `run --push`).
 
         >>> result = await civflow.arun(checked, emulator=True)
         >>> result.files["hero"]
@@ -121,6 +124,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                            update_lockfile=update_lockfile)
         if prepared.resumed is not None and on_resume is not None:
             on_resume(prepared.resumed.run_id)
+        await asyncio.to_thread(_pull_cached, prepared, on_remote or (lambda _: None))
 
         async def asked(plan: Plan, cost: Estimate) -> bool:
             if yes:
@@ -135,6 +139,32 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                                  pipeline_file=pipeline_file)
     finally:
         held.release()
+
+
+def _pull_cached(prepared: Prepared, tell: Callable[[str], None]) -> None:
+    """Pull, many at a time, what the plan's "cached (remote)" instances need; the
+    executor then restores their files from the store. A remote that fails leaves
+    those files to the blob ids (downloaded again, nothing is submitted)."""
+    from civflow.plan import Decision
+    from civflow.remote import fetch_objects
+
+    policy = prepared.plan.policy
+    wanted: set[str] = set()
+    for planned in prepared.plan.instances:
+        prior = policy.prior_for(planned.instance)
+        if prior is not None and planned.decision is Decision.CACHED:
+            wanted.update(prior.remote)
+    if not wanted:
+        return
+    try:
+        found = fetch_objects(prepared.root, wanted)
+    except RemoteError as exc:
+        tell(f"{exc.message}; the files are downloaded again by blob id instead")
+        return
+    tell(f"pulled {len(found.pulled)} object(s) from the remote")
+    if found.corrupt:
+        tell(f"{len(found.corrupt)} object(s) on the remote do not match their sha256 and "
+             f"were not used ({', '.join(found.corrupt[:3])}); downloaded again by blob id")
 
 
 def run(checked: Checked, **options: Any) -> RunResult:
