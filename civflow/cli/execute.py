@@ -56,6 +56,9 @@ def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> f
               help="Keep lockfile entries of instances the pipeline no longer has.")
 @click.option("--wait", "wait_lock", is_flag=True,
               help="If another run of this pipeline is in progress, wait for it to end.")
+@click.option("--push", is_flag=True,
+              help="Afterwards, push what the run's instances name to the project's "
+                   "remote (as `push = true` in civflow.toml does).")
 @click.option("--emulator", is_flag=True,
               help="Run against an emulator started in this process (no key, no network).")
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -65,7 +68,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         retry_failed: bool, concurrency: int, batch: int | None, max_cost: float | None,
         yes: bool,
         out_dir: Path | None, fail_fast: bool, update_lockfile: bool, keep_stale: bool,
-        wait_lock: bool,
+        wait_lock: bool, push: bool,
         emulator: bool,
         api_key_file: Path | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
         strict: bool) -> None:
@@ -73,6 +76,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow import arun
     from civflow.cli import report
     from civflow.cli.progress import reporter_for
+    from civflow.cli.remote import push_after_run, push_target
     from civflow.plan import Plan
     from civflow.runner import Estimate
     from civflow.runner.connect import wants_emulator
@@ -84,6 +88,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     _check_step_names(checked, [f for f in force if f != "*"] + list(reroll), allow_star=False)
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
+    push_root = push_target(file, push)
 
     async def confirm(plan: Plan, cost: Estimate) -> bool:
         click.echo(report.plan(plan, "text"), err=True, nl=False)
@@ -107,7 +112,8 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
             on_wait=lambda holder: click.echo(
                 f"waiting for the run in progress ({holder}) to end", err=True),
             on_resume=lambda run_id: click.echo(f"resuming interrupted run {run_id}",
-                                                err=True)))
+                                                err=True),
+            on_remote=lambda line: click.echo(line, err=True)))
     except KeyboardInterrupt:
         reporter.close()
         click.echo(f"\ninterrupted. Nothing finished is lost.\n"
@@ -116,6 +122,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         raise click.exceptions.Exit(130) from None
     reporter.close()
     click.echo(_summary(result), err=True)
+    pushed = push_after_run(push_root, file, result) if push_root is not None else True
     if result.failed:
         raise StepsFailed(failed=result.failed, resume_hint=(
             f"after fixing the cause: {_command_line(file, ['run', '--retry-failed'])}"))
@@ -127,6 +134,8 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
             + (f" ({', '.join(skipped[:10])}{', …' if len(skipped) > 10 else ''})"
                if skipped else ""),
             hint=f"to continue, raise the cap: {_command_line(file, ['run', '--max-cost', 'N'])}")
+    if not pushed:
+        raise click.exceptions.Exit(1)  # the run succeeded; its push did not
 
 
 def _summary(result: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from civflow.errors import RemoteCorrupt, UsageError
+from civflow.errors import RemoteCorrupt, RemoteError, UsageError
 
 
 def _mb(size: int) -> str:
@@ -144,3 +144,54 @@ def pull(paths: tuple[Path, ...], jobs: int | None, out_dir: Path | None) -> Non
                      "a machine that has good copies")
     if problems:
         raise click.exceptions.Exit(1)
+
+
+def push_target(file: Path, push: bool) -> Path | None:
+    """Before `civflow run`: the project root whose remote the run will push to (with
+    `--push`, or `push = true` in its config), or None. `--push` without a remote is a
+    usage error, raised before anything is spent."""
+    from civflow.load.model import project_root_for
+    from civflow.remote import load_config
+
+    root = project_root_for(file.resolve())
+    config = load_config(root)
+    if config is None and push:
+        raise UsageError(f"{root}: --push, but no remote is configured",
+                         hint='add [remote] url = "s3://bucket/prefix" to civflow.toml at '
+                              "the project's root, or set CIVFLOW_REMOTE")
+    return root if config is not None and (push or config.push) else None
+
+
+def push_after_run(root: Path, file: Path, result: Any) -> bool:
+    """After `civflow run`: upload the objects its instances name that the remote lacks.
+
+    False, after saying why, when the push failed: the run's results are in the
+    lockfile and the local store all the same, and `civflow push FILE` sends them later.
+    """
+    from civflow.remote import Remote, load_config, store_for
+
+    shas = {a.sha256 for r in result.results.values()
+            if r.status in ("succeeded", "cached") for a in r.artifacts}
+    config = load_config(root)
+    if config is None:
+        return True
+    try:
+        remote = Remote(config)
+        began = time.monotonic()
+        with _bar("push") as bar:
+            done = remote.push_from(store_for(root), shas, progress=bar)
+    except RemoteError as exc:
+        from civflow.cli._exit import render_error
+
+        click.echo(render_error(exc), err=True)
+        click.echo(f"the push failed, the run did not: its results are in "
+                   f"{result.lockfile or 'the lockfile'} and the local store, nothing is "
+                   f"lost; send them later with: civflow push {file}", err=True)
+        return False
+    click.echo(f"{remote.url}: pushed {len(done.done)} object(s) ({_mb(done.bytes)}), "
+               f"{len(done.skipped)} already there, in {time.monotonic() - began:.1f} s",
+               err=True)
+    for sha in done.missing + done.corrupt:
+        click.echo(f"  not pushed: {sha} is missing or corrupt in the local store", err=True)
+    return not done.missing and not done.corrupt
+
