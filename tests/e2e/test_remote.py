@@ -1,7 +1,9 @@
 """The team story on a real S3 server: artifacts travel through the remote, not by paying
-again. Clone A runs and pushes; clone B (git clone: pipelines and lockfile, no .civflow/,
-no out/) pulls, plans everything cached and runs nothing; B changes one prompt, runs and
-pushes; A pulls the branch and the objects and gets exactly that instance new.
+again. Clone A runs and pushes; clone C (git clone: pipelines and lockfile, no .civflow/,
+no out/) pulls, plans everything cached and runs nothing; clone B does not pull: its plan
+says "cached (remote)" and its run fetches from the remote, submitting nothing and asking
+Civitai for no blob; B changes one prompt, runs and pushes; A pulls the branch and the
+objects and gets exactly that instance new.
 
 The S3 server is moto's, on 127.0.0.1 (tests/remote/s3server.py); the API is the served
 emulator of the other e2e tests.
@@ -10,6 +12,7 @@ emulator of the other e2e tests.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,23 @@ def _git(cwd: Path, *args: str) -> str:
 def _objects(root: Path) -> set[str]:
     store = root / ".civflow" / "objects"
     return {p.parent.name + p.name for p in store.glob("sha256/*/*")} if store.exists() else set()
+
+
+def _clone(tmp_path: Path, origin: Path, name: str,
+           capsys: pytest.CaptureFixture[str]) -> Project:
+    """A clone as git makes it: pipelines, lockfile and civflow.toml; no .civflow/, no out/."""
+    _git(tmp_path, "clone", "-q", str(origin), name)
+    clone = Project.__new__(Project)
+    clone.root, clone.capsys = tmp_path / name, capsys
+    assert not (clone.root / ".civflow").exists() and not (clone.root / "out").exists()
+    return clone
+
+
+def _blob_requests(emulator: RunningEmulator) -> int:
+    """Requests for blobs (refreshes, metadata, content) the emulator has answered."""
+    return sum(sum(by_status.values())
+               for route, by_status in emulator.counters()["requests"].items()
+               if "/blobs/" in route)
 
 
 def _out_matches_lock(project: Project) -> int:
@@ -84,20 +104,37 @@ def test_a_team_shares_paid_results_through_the_remote(
     _git(a.root, "add", ".")
     _git(a.root, "commit", "-q", "-m", "chain")
 
-    _git(tmp_path, "clone", "-q", str(a.root), "b")
-    b = Project.__new__(Project)  # a clone as git makes it: no .civflow/, no out/
-    b.root, b.capsys = tmp_path / "b", capsys
-    assert not (b.root / ".civflow").exists() and not (b.root / "out").exists()
-    monkeypatch.chdir(b.root)
-    pulled = b.cli("pull")
+    # C pulls first: out/ comes back from the remote, and the plan is simply cached.
+    c = _clone(tmp_path, a.root, "c", capsys)
+    monkeypatch.chdir(c.root)
+    pulled = c.cli("pull")
     assert pulled.code == 0, pulled.text
-    assert _objects(b.root) == _objects(a.root)
-    assert _out_matches_lock(b) > 0
+    assert _objects(c.root) == _objects(a.root)
+    assert _out_matches_lock(c) > 0
+    plan = c.cli("plan", "pipelines/chain.yaml")
+    assert plan.code == 0 and "4 cached" in plan.out, plan.text
+    assert "cached (remote)" not in plan.out
+    run = c.run("chain")
+    assert run.code == 0 and "4 cached" in run.err, run.text
+    assert created(emulator) == paid  # C paid nothing
+
+    # B does not pull: plan and run know the remote by themselves.
+    b = _clone(tmp_path, a.root, "b", capsys)
+    monkeypatch.chdir(b.root)
     plan = b.cli("plan", "pipelines/chain.yaml")
     assert plan.code == 0 and "4 cached" in plan.out, plan.text
+    assert plan.out.count("cached (remote)") == 4, plan.out
+    as_json = json.loads(b.cli("plan", "pipelines/chain.yaml", "--format", "json").out)
+    assert all(i["decision"] == "cached" and i["reasons"][0] == "cached (remote)"
+               for i in as_json["instances"]), as_json
+    blob_calls = _blob_requests(emulator)
     run = b.run("chain")
     assert run.code == 0 and "4 cached" in run.err, run.text
     assert created(emulator) == paid  # B paid nothing
+    assert _blob_requests(emulator) == blob_calls  # and asked Civitai for no blob
+    assert _objects(b.root) == _objects(a.root)
+    assert _out_matches_lock(b) > 0
+    assert "cached (remote)" not in b.cli("plan", "pipelines/chain.yaml").out
 
     before = b.lock("chain")["instances"]
     b.write("chain", CHAIN.replace("slow pan", "fast zoom"))
