@@ -31,6 +31,8 @@ ALLOWED: dict[str, set[str]] = {
                "template", "emulator", "remote"},
     "emulator": {"catalog", "client"},
     "remote": {"load", "store"},
+    "review": {"load", "check", "expand", "plan", "request", "runner", "store", "catalog",
+               "template", "remote"},
     "_api": {"load", "check", "plan", "runner", "remote"},
     "__init__": {"_api", "check", "plan", "runner"},
     "__main__": {"cli"},
