@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from civflow.check import Checked
 from civflow.cli import report
 from civflow.errors import CivflowError, PipelineInvalid
+
+if TYPE_CHECKING:
+    from civflow.plan import PlanOptions
 
 _var = click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
                     help="Override a variable (repeatable).")
@@ -71,34 +74,95 @@ def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
 
 
 @click.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True)
+@click.option("--base", "base_ref", metavar="REF",
+              help="Compare with the pipelines, vars files, includes and lockfiles as of "
+                   "this git ref (read through git, nothing is checked out): per instance "
+                   "added / removed / changed, each field old -> new, and the Buzz delta.")
+@click.option("--report-url", metavar="URL",
+              help="With --base --format markdown: where the HTML report is (a CI "
+                   "artifact), linked from the comment.")
 @click.option("--force", "force", multiple=True, metavar="STEP",
               help="Plan STEP and its dependents as forced ('*' for all).")
 @click.option("--reroll", multiple=True, metavar="STEP", help="Plan new seeds for STEP.")
 @click.option("--only", multiple=True, metavar="GLOB",
               help="Only these steps (and what they need).")
 @_options
-def plan(file: Path, fmt: str, force: tuple[str, ...], reroll: tuple[str, ...],
-         only: tuple[str, ...], vars_: tuple[str, ...], vars_files: tuple[Path, ...],
-         strict: bool) -> None:
-    """Show every instance in order, whether it runs or is cached, and why."""
+def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: str | None,
+         force: tuple[str, ...], reroll: tuple[str, ...], only: tuple[str, ...],
+         vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
+    """Show every instance in order, whether it runs or is cached, and why.
+
+    PATHS are pipeline files, folders (searched below) or globs. With --base REF, show
+    what the change does against that git ref instead: with --format markdown a pull
+    request comment (bounded in size, with a hidden marker for a sticky comment), with
+    --format json every field of every instance.
+    """
+    from civflow.errors import UsageError
     from civflow.plan import PlanOptions
+
+    options = PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only)
+    if base_ref is not None:
+        _plan_against_base(paths, base_ref, fmt, report_url, options, vars_, vars_files,
+                           strict)
+        return
+    if report_url is not None:
+        raise UsageError("--report-url goes with --base (it is linked from the PR comment)")
+    files = _named_files(paths)
+    if not files:
+        raise UsageError("no pipeline files found", hint="name files, folders or globs")
+    shown = [_plan_one(file, fmt, options, vars_, vars_files, strict) for file in files]
+    if fmt == "json" and len(shown) > 1:
+        click.echo("[\n" + ",\n".join(s.rstrip("\n") for s in shown) + "\n]")
+    else:
+        click.echo("\n".join(shown), nl=False)
+
+
+def _named_files(paths: Sequence[Path]) -> list[Path]:
+    """Pipeline files named by files, folders and globs (`civflow checkout` rules); a
+    plain path that does not exist is kept, so loading it says 'no such pipeline file'."""
+    from civflow.cli.execute import pipeline_files
+
+    found: list[Path] = []
+    for given in paths:
+        if given.exists() or any(c in str(given) for c in "*?["):
+            found += pipeline_files([given])
+        else:
+            found.append(given)
+    return list(dict.fromkeys(found))
+
+
+def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
+              vars_files: Sequence[Path], strict: bool) -> str:
     from civflow.runner import prepare
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
-    _check_step_names(checked, [*force, *reroll], allow_star=True)
+    _check_step_names(checked, [*options.force, *options.reroll], allow_star=True)
     # The same preparation `civflow run` makes (lockfile, an interrupted run's journal),
     # so what plan shows is what run does.
-    prepared = prepare(checked, PlanOptions(
-        force=frozenset(force), reroll=frozenset(reroll), only=only))
-    result = prepared.plan
+    prepared = prepare(checked, options)
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
     click.echo(report.vars_note(checked.spec, prepared.lock, prepared.lock_path), err=True,
                nl=False)
-    click.echo(report.plan(result, fmt), nl=False)
+    return report.plan(prepared.plan, fmt)
+
+
+def _plan_against_base(paths: Sequence[Path], base_ref: str, fmt: str,
+                       report_url: str | None, options: PlanOptions, vars_: Sequence[str],
+                       vars_files: Sequence[Path], strict: bool) -> None:
+    from civflow.errors import UsageError
+    from civflow.review.diff import compare
+
+    if report_url is not None and not report.safe_url(report_url):
+        raise UsageError(f"--report-url {report_url!r}: expected an http(s) URL",
+                         hint="without spaces, quotes, parentheses or angle brackets")
+    heads = [f for f in _named_files(paths) if f.exists()]
+    review = compare(paths, base_ref, cwd=Path.cwd(), head_files=heads, var_pairs=vars_,
+                     vars_files=vars_files, options=options, strict=strict)
+    click.echo(report.review(review, fmt, report_url=report_url), nl=False)
 
 
 @click.command()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid
 from civflow.load.model import PipelineSpec
 from civflow.plan import Decision, Plan, PlannedInstance
 from civflow.store.lockfile import Lockfile
+
+if TYPE_CHECKING:
+    from civflow.review.diff import Review
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
          Decision.CACHED: "=", Decision.SKIPPED: "-"}
@@ -156,3 +160,23 @@ def vars_note(spec: PipelineSpec, lock: Lockfile | None, lock_path: Path) -> str
         made = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(lock.vars.items()))
         lines.append(f"note: the lockfile was made with vars {made}")
     return "".join(f"{line}\n" for line in lines)
+
+
+_URL = re.compile(r"^https?://[^\s<>()\[\]\"'`\\|]{1,2000}$")
+
+
+def safe_url(url: str) -> bool:
+    """An http(s) URL that cannot break out of a Markdown link."""
+    return _URL.match(url) is not None
+
+
+def review(r: Review, fmt: str, *, report_url: str | None = None) -> str:
+    """`plan --base`: the review as a PR comment (markdown), JSON, or a terminal diff
+    (see civflow.review.comment)."""
+    from civflow.review import comment
+
+    if fmt == "json":
+        return comment.review_json(r)
+    if fmt == "markdown":
+        return comment.markdown(r, report_url=report_url)
+    return comment.text(r)
