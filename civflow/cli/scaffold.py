@@ -1,0 +1,168 @@
+"""`civflow init` and `civflow schema`: a starter repository, and the editor schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import click
+
+from civflow.errors import FileAccessError, UsageError
+
+# git is bounded like everything else: a hung credential helper must not hang init.
+_GIT_TIMEOUT = 60
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the schema to FILE instead of printing it.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema editors use for pipeline files: every step type, and per
+    type and engine every field with its type, allowed values and bounds.
+
+    Point a pipeline at it with a first line such as
+    `# yaml-language-server: $schema=../.civflow-schema.json`; refresh the file with
+    `civflow schema --output FILE` after upgrading civflow.
+    """
+    from civflow.scaffold import editor_schema_text
+
+    text = editor_schema_text()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _write(output, text)
+    click.echo(f"wrote {output}", err=True)
+
+
+@click.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--hooks/--no-hooks", default=None,
+              help="Install a git post-checkout hook that runs `civflow checkout` after a "
+                   "branch switch (asked when run on a terminal; default: no).")
+def init(directory: Path, hooks: bool | None) -> None:
+    """Start a civflow repository in DIRECTORY (default: here): an example pipeline with
+    the editor schema, .gitignore entries, the lockfile merge driver, a GitHub Actions
+    workflow and a pre-commit config. Existing files are never overwritten.
+
+    A plain folder becomes a git repository. Inside an existing repository the workflow
+    and the pre-commit config go to its top, where GitHub and pre-commit read them.
+    """
+    from civflow.scaffold.starter import GITIGNORE_LINES, appended, missing_lines, starter_files
+
+    project = directory.resolve()
+    if project.exists() and not project.is_dir():
+        raise UsageError(f"{directory} is not a folder")
+    root = _git_root(project)
+    if hooks is None:
+        hooks = sys.stdin.isatty() and sys.stdout.isatty() and click.confirm(
+            "Install a git post-checkout hook that restores out/ after a branch switch?",
+            default=True)
+    relative = PurePosixPath(project.relative_to(root).as_posix()) if root else PurePosixPath(".")
+    files = starter_files(relative, hook=hooks)
+    top = root or project
+    hooks_dir = _hooks_dir(project) if hooks and root else top / ".git" / "hooks"
+    bases = {"project": project, "root": top, "hooks": hooks_dir}
+    targets = [(bases[f.where] / f.path, f) for f in files]
+    existing = [path for path, _ in targets if path.exists() or path.is_symlink()]
+    if existing:
+        names = ", ".join(_shown(p) for p in existing)
+        raise UsageError(f"refusing to overwrite {names}",
+                         hint="civflow init only creates files: move these away, or start "
+                              "in another folder")
+    project.mkdir(parents=True, exist_ok=True)
+    if root is None:
+        _git(project, "init", "-q")
+        click.echo(f"initialised a git repository in {_shown(project)}")
+    for path, file in targets:
+        _write(path, file.text, executable=file.executable)
+        click.echo(f"created {_shown(path)}")
+    gitignore = project / ".gitignore"
+    current = _read(gitignore)
+    lines = missing_lines(current, GITIGNORE_LINES)
+    if lines:
+        _write(gitignore, appended(current, lines))
+        click.echo(f"{'updated' if current else 'created'} {_shown(gitignore)}: "
+                   f"{', '.join(lines)}")
+    _install_merge_driver(project)
+    click.echo("\nnext:\n"
+               f"  civflow run --emulator {_shown(project / 'pipelines' / 'hello.yaml')}"
+               "   # try it, no account needed\n"
+               "  pre-commit install                     # validate pipelines on commit\n"
+               "  set CIVITAI_API_KEY (secret) and CIVFLOW_MAX_COST (variable) on GitHub")
+
+
+def _install_merge_driver(project: Path) -> None:
+    """`civflow lock install`'s own logic: .gitattributes and git's merge.civflow.*."""
+    from civflow.cli.lock import install
+
+    click.get_current_context().invoke(install, repo=project)
+
+
+# -- files and git ---------------------------------------------------------------------------
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileAccessError(path=str(path), reason=str(exc)) from exc
+
+
+def _write(path: Path, text: str, *, executable: bool = False) -> None:
+    """Write through a temporary file and a rename, so no half-written file is left."""
+    tmp = path.with_name(f".{path.name}.civflow-tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        if executable:
+            tmp.chmod(0o755)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
+
+
+def _git(cwd: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=_GIT_TIMEOUT, check=True)
+    except FileNotFoundError as exc:
+        raise UsageError("git is not installed",
+                         hint="civflow init sets up a git repository: install git") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise UsageError(f"git {args[0]} did not answer in {_GIT_TIMEOUT} s") from exc
+    except subprocess.CalledProcessError as exc:
+        raise UsageError(f"git {args[0]} failed: {exc.stderr.strip()[:300]}") from exc
+    return done.stdout.strip()
+
+
+def _git_root(folder: Path) -> Path | None:
+    """The top of the git work tree holding `folder` (or its nearest existing parent)."""
+    probe = folder
+    while not probe.is_dir():
+        probe = probe.parent
+    try:
+        return Path(_git(probe, "rev-parse", "--show-toplevel")).resolve()
+    except UsageError as exc:
+        if "not installed" in str(exc):
+            raise
+        return None
+
+
+def _hooks_dir(folder: Path) -> Path:
+    """Where git runs hooks from (core.hooksPath when set)."""
+    probe = folder
+    while not probe.is_dir():
+        probe = probe.parent
+    path = Path(_git(probe, "rev-parse", "--git-path", "hooks"))
+    return path if path.is_absolute() else (probe / path).resolve()
