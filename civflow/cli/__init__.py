@@ -30,6 +30,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "lock": ("civflow.cli.lock", "lock"),
     "report": ("civflow.cli.review", "report"),
     "emulator": ("civflow.cli.emulator", "emulator"),
+    "init": ("civflow.cli.scaffold", "init"),
+    "schema": ("civflow.cli.scaffold", "schema"),
 }
 
 _HELP = {
@@ -46,6 +48,8 @@ _HELP = {
     "lock": "Lockfiles in git: a merge driver, repair from run journals.",
     "report": "Write a static HTML review page of the pictures (with --base: before/after).",
     "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
+    "init": "Start a repository: example pipeline, editor schema, CI workflow, hooks.",
+    "schema": "Print the editor JSON Schema (every step type, field, enum and bound).",
 }
 
 
