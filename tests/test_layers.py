@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
                "template", "emulator", "remote"},
     "emulator": {"catalog", "client"},
     "remote": {"load", "store"},
+    "scaffold": {"load", "catalog"},
     "review": {"load", "check", "expand", "plan", "request", "runner", "store", "catalog",
                "template", "remote"},
     "_api": {"load", "check", "plan", "runner", "remote"},
