@@ -22,7 +22,8 @@ import pytest
 from civflow.emulator import RunningEmulator
 from civflow.store.objects import ObjectStore
 from tests.e2e.support import CHAIN, Project, created
-from tests.remote.s3server import credentials, make_bucket, s3_server
+from tests.remote.s3server import KEY_SECRET, credentials, make_bucket, s3_server
+from tests.remote.support import denying_server
 
 BUCKET = "civflow-team"
 
@@ -196,3 +197,144 @@ def test_pull_of_a_damaged_object_is_reported_and_out_is_left_alone(
     assert "do not match their sha256" in outcome.err and named in outcome.err
     assert "Traceback" not in outcome.text
     assert not (project.root / "pipelines" / hero["path"]).exists()
+
+
+def _lose_files(project: Project) -> list[dict[str, str]]:
+    """Delete every artifact from the store and out/, as a fresh clone lacks them."""
+    artifacts = [a for e in project.lock("chain")["instances"].values() for a in e["artifacts"]]
+    for artifact in artifacts:
+        for path in [project.root / "pipelines" / artifact["path"],
+                     project.root / ".civflow" / "objects" / "sha256" / artifact["sha256"][:2]
+                     / artifact["sha256"][2:]]:
+            if path.exists():
+                path.chmod(0o644)
+                path.unlink()
+    return artifacts
+
+
+def test_run_push_sends_what_the_run_made_and_push_true_does_it_unasked(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path) -> None:
+    """Promise: `run --push`, or `push = true` in civflow.toml, leaves on the remote every
+    object the run's instances name; a second run sends only what is new."""
+    project, _ = ready
+    share = tmp_path / "share"
+    (project.root / "civflow.toml").write_text(f'[remote]\nurl = "{share.as_uri()}"\n',
+                                               encoding="utf-8")
+    project.write("chain", CHAIN)
+    first = project.run("chain", "--push")
+    assert first.code == 0, first.text
+    made = {a["sha256"] for e in project.lock("chain")["instances"].values()
+            for a in e["artifacts"]}
+    assert f"pushed {len(made)} object(s)" in first.err
+    assert {p.parent.name + p.name for p in share.glob("sha256/*/*")} == made
+    (project.root / "civflow.toml").write_text(
+        f'[remote]\nurl = "{share.as_uri()}"\npush = true\n', encoding="utf-8")
+    project.write("chain", CHAIN.replace("slow pan", "fast zoom"))
+    second = project.run("chain")
+    assert second.code == 0, second.text
+    now = project.lock("chain")["instances"]
+    clip = {a["sha256"] for a in now["clip"]["artifacts"]}
+    kept = {a["sha256"] for e in now.values() for a in e["artifacts"]} - clip
+    assert f"pushed {len(clip)} object(s)" in second.err
+    assert f"{len(kept)} already there" in second.err and kept <= made
+
+
+def test_run_push_without_a_remote_is_refused_before_anything_is_spent(
+        ready: tuple[Project, RunningEmulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: `--push` with no remote configured is a usage error (exit 2) raised
+    before any workflow is submitted."""
+    project, emulator = ready
+    monkeypatch.delenv("CIVFLOW_REMOTE", raising=False)
+    project.write("chain", CHAIN)
+    outcome = project.run("chain", "--push")
+    assert outcome.code == 2 and "no remote is configured" in outcome.err, outcome.text
+    assert created(emulator) == 0
+
+
+def test_a_push_that_fails_after_a_good_run_loses_nothing(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: a remote that refuses the push (403) after a successful run is reported
+    clearly, exit code 1, no secret printed; the results are in the lockfile and the
+    store, and the next run submits nothing."""
+    project, emulator = ready
+    credentials(monkeypatch, tmp_path)
+    with denying_server() as endpoint:
+        (project.root / "civflow.toml").write_text(
+            f'[remote]\nurl = "s3://team/civflow"\npush = true\n[remote.options]\n'
+            f'endpoint_url = "{endpoint}"\n', encoding="utf-8")
+        project.write("chain", CHAIN)
+        outcome = project.run("chain")
+    assert outcome.code == 1, outcome.text
+    assert "permission denied" in outcome.err
+    assert "the push failed, the run did not" in outcome.err
+    assert "civflow push pipelines/chain.yaml" in outcome.err
+    assert KEY_SECRET not in outcome.text and "Traceback" not in outcome.text
+    assert _out_matches_lock_of(project) > 0
+    paid = created(emulator)
+    (project.root / "civflow.toml").unlink()
+    assert project.run("chain").code == 0 and created(emulator) == paid
+
+
+def test_an_unreachable_remote_leaves_lost_files_to_the_blob_ids(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: with the remote down, plan still says cached and why the remote could
+    not be asked; run downloads the files again by blob id and submits nothing."""
+    project, emulator = ready
+    credentials(monkeypatch, tmp_path)
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    paid = created(emulator)
+    _lose_files(project)
+    (project.root / "civflow.toml").write_text(
+        '[remote]\nurl = "s3://team/civflow"\n[remote.options]\n'
+        'endpoint_url = "http://127.0.0.1:9"\n'
+        '[remote.options.config_kwargs]\nconnect_timeout = 1\nretries = {max_attempts = 1}\n',
+        encoding="utf-8")
+    plan = project.cli("plan", "pipelines/chain.yaml")
+    assert plan.code == 0 and "4 cached" in plan.out, plan.text
+    assert "the remote could not be asked (remote s3://team/civflow: cannot connect" \
+        in plan.out
+    assert "cached (remote)" not in plan.out
+    run = project.run("chain")
+    assert run.code == 0 and "4 cached" in run.err, run.text
+    assert created(emulator) == paid
+    assert _out_matches_lock_of(project) > 0
+
+
+def test_a_damaged_object_on_the_remote_is_reported_and_never_used_by_run(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: run pulls only objects that hash to their names; a damaged one is
+    reported, left on the remote, and its file comes back by blob id, unpaid."""
+    project, emulator = ready
+    share = tmp_path / "share"
+    monkeypatch.setenv("CIVFLOW_REMOTE", share.as_uri())
+    project.write("chain", CHAIN)
+    assert project.run("chain", "--push").code == 0
+    paid = created(emulator)
+    artifacts = _lose_files(project)
+    bad = artifacts[0]["sha256"]
+    key = share / "sha256" / bad[:2] / bad[2:]
+    key.chmod(0o644)
+    key.write_bytes(b"x" * key.stat().st_size)
+    plan = project.cli("plan", "pipelines/chain.yaml")
+    assert plan.out.count("cached (remote)") == 4, plan.text
+    run = project.run("chain")
+    assert run.code == 0 and "4 cached" in run.err, run.text
+    assert f"1 object(s) on the remote do not match their sha256 and were not used ({bad})" \
+        in run.err
+    assert created(emulator) == paid
+    assert _out_matches_lock_of(project) == len(artifacts)
+    assert key.read_bytes() == b"x" * key.stat().st_size  # left as found, for a human
+
+
+def _out_matches_lock_of(project: Project) -> int:
+    count = 0
+    for entry in project.lock("chain")["instances"].values():
+        for artifact in entry["artifacts"]:
+            path = project.root / "pipelines" / artifact["path"]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact["sha256"], path
+            count += 1
+    return count
