@@ -55,7 +55,7 @@ border-radius:6px;padding:8px;display:grid;grid-template-columns:1fr 1fr;gap:6px
 width:min(440px,100%)}
 .pair .media img,.pair .media video{max-width:196px;max-height:196px}
 .pair .ph{width:196px}
-.pair .what{word-break:break-all}
+.pair .what{overflow-wrap:anywhere}
 .pair[data-status=changed]{border-left-color:var(--chg)}
 .pair[data-status=added]{border-left-color:var(--add)}
 .pair[data-status=removed]{border-left-color:var(--del)}

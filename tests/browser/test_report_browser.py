@@ -1,0 +1,146 @@
+"""The HTML report in a real headless browser: Debian's chromium driven by Playwright.
+
+Guards the promise of `civflow report --base`: opened from disk (file://, no server),
+every picture loads, a 3 × 4 LoRA × seed sweep is a 3 × 4 grid, and the before / after
+pairs are exactly the instances the change touched. Screenshots are kept (the path is
+printed) so a person can look at the page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.review_report.support import (
+    LORAS,
+    SEEDS,
+    Repo,
+    changed_by_edit,
+    changed_looks,
+    make_repo,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium_or_skip() -> None:
+    missing = [] if Path(CHROMIUM).is_file() else [CHROMIUM]
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright package")
+    if missing:
+        reason = f"{' and '.join(missing)} missing (scripts/test.sh installs both)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def _browser() -> Iterator[Any]:
+    """Chromium under Playwright. Started after civflow's own work: Playwright's sync API
+    keeps an event loop running in this thread, where `civflow run` could not start one."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+         capsys: pytest.CaptureFixture[str]) -> Repo:
+    return make_repo(tmp_path, monkeypatch, capsys)
+
+
+def _open(browser: Any, page_file: Path) -> Any:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    blocked: list[str] = []
+    # Nothing but the report's own files: a CDN, a font or a tracker would show here.
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+        "file://") else (blocked.append(route.request.url), route.abort())[1])
+    page.goto(page_file.as_uri())
+    # Lazy images load as they scroll into view; ask for all of them to check each one.
+    page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")
+    page.wait_for_function(
+        "Array.from(document.images).every(i => i.complete)", timeout=30_000)
+    page.blocked = blocked
+    return page
+
+
+def test_report_against_base_in_chromium(repo: Repo, tmp_path: Path) -> None:
+    """A change to one prompt and one LoRA strength: the page from disk loads every
+    picture, lays the sweep out as 3 × 4, and pairs before / after exactly the changed
+    instances, each naming its changed field."""
+    _chromium_or_skip()
+    changed_looks(repo)
+    out = tmp_path / "report"
+    done = repo.cli("report", "pipelines", "--base", "main", "--out", str(out))
+    assert done.code == 0, done.err
+    with _browser() as browser:
+        _check_page(browser, out, tmp_path / "screenshots")
+
+
+def _check_page(browser: Any, out: Path, shots: Path) -> None:
+    page = _open(browser, out / "index.html")
+
+    images = page.evaluate(
+        "Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+    assert images and all(width > 0 for _, width in images), images
+    assert page.blocked == []
+
+    grid = page.locator('table.grid[data-step="sweep"]')
+    assert grid.count() == 1
+    columns = grid.locator("thead th[scope=col]").all_inner_texts()
+    rows = grid.locator("tbody th[scope=row]").all_inner_texts()
+    assert columns == list(LORAS)
+    assert rows == [str(s) for s in SEEDS]
+    assert grid.locator("tbody td img").count() == 12
+
+    pairs = page.locator('.pair[data-status="changed"]')
+    names = set(pairs.evaluate_all("els => els.map(e => e.dataset.instance)"))
+    assert names == changed_by_edit()
+    for name in names:
+        pair = page.locator(f'.pair[data-instance="{name}"]')
+        assert pair.locator(".before img").count() == 1
+        assert pair.locator(".after img").count() == 1
+        before = pair.locator(".before img").get_attribute("src")
+        assert before != pair.locator(".after img").get_attribute("src")
+    clay = page.locator('.pair[data-instance="sweep[lora=clay,seed=11]"] ul.fields')
+    assert "0.6" in clay.inner_text() and "0.9" in clay.inner_text()
+    assert "oil painting" in page.locator('.pair[data-instance="cover"] ul.fields').inner_text()
+    assert page.locator('.pair[data-status="added"], .pair[data-status="removed"]').count() == 0
+
+    shots.mkdir()
+    page.screenshot(path=str(shots / "report-top.png"))
+    page.screenshot(path=str(shots / "report-full.png"), full_page=True)
+
+    # The filter hides the unchanged cards, keeping the grid's cells in place.
+    unchanged = page.locator('table.grid [data-status="unchanged"]').first
+    assert unchanged.is_visible()
+    page.locator('input[data-filter][value="unchanged"]').uncheck()
+    assert not unchanged.is_visible()
+    assert page.locator('table.grid [data-status="changed"]').first.is_visible()
+
+    # Details on demand: the prompt of the cover, escaped text, opened by a click.
+    cover = page.locator('.pair[data-instance="cover"] .after details')
+    cover.locator("summary").click()
+    assert "oil painting" in cover.inner_text()
+    page.screenshot(path=str(shots / "report-filtered.png"))
+    page.close()
+    keep = os.environ.get("CIVFLOW_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy2(shot, Path(keep) / shot.name)
+    print(f"screenshots: {shots}")
