@@ -2,6 +2,11 @@
 # The whole test suite, install included: lint, strict type check, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The report's browser test drives Debian's chromium (Playwright's own download is not used).
+if [ ! -x /usr/bin/chromium ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends chromium
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
