@@ -1,0 +1,149 @@
+"""Just enough of GitHub Actions to run a workflow's shell steps on this machine.
+
+Not a mock of civflow: the world outside (the Actions runner, the `gh` CLI and GitHub's
+comment API) is replaced by a runner of `run:` scripts in bash as Actions runs them, an
+evaluator of the few `${{ }}` expressions and `if:` conditions the workflow uses, and a
+fake `gh` executable that keeps issue comments in a JSON file and filters with real jq.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def load_workflow(text: str) -> dict[str, Any]:
+    """The workflow as Actions reads it: YAML 1.1's `on` is the key "on", not true."""
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def substitute(text: str, context: Mapping[str, str]) -> str:
+    """`${{ expr }}` replaced by the context's value; an unknown expression is an error,
+    so a new one in the workflow cannot pass unnoticed."""
+    def one(match: re.Match[str]) -> str:
+        expr = match[1]
+        if expr not in context:
+            raise KeyError(f"no value for the expression {expr!r}")
+        return context[expr]
+    return EXPRESSION.sub(one, text)
+
+
+def condition(text: str | None, context: Mapping[str, str], *, failed: bool = False,
+              files: Path | None = None) -> bool:
+    """An `if:` of the workflow: ||, &&, !=, ==, parentheses, success(), failure(),
+    hashFiles('NAME') and context values."""
+    if text is None:
+        return not failed
+    expr = EXPRESSION.sub(lambda m: m[1], text)
+    expr = re.sub(r"hashFiles\('([^']+)'\)",
+                  lambda m: repr("h" if files is not None and (files / m[1]).exists() else ""),
+                  expr)
+    expr = expr.replace("success()", repr(not failed)).replace("failure()", repr(failed))
+    for name in sorted(context, key=len, reverse=True):
+        expr = expr.replace(name, repr(context[name]))
+    expr = expr.replace("||", " or ").replace("&&", " and ")
+    assert re.fullmatch(r"[\s()'\"A-Za-z0-9_./:=!-]*", expr), expr
+    return bool(eval(expr, {"__builtins__": {}}, {}))  # our own template's text only
+
+
+def run_script(script: str, *, cwd: Path, env: Mapping[str, str],
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """A `run:` script as Actions runs it: bash -e -o pipefail, no profile."""
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                          cwd=cwd, env=dict(env), text=True, capture_output=True,
+                          timeout=timeout, check=False)
+
+
+FAKE_GH = r'''
+import json, os, re, subprocess, sys
+store = os.environ["FAKE_GH_STORE"]
+if not os.environ.get("GH_TOKEN"):
+    sys.exit("gh: set the GH_TOKEN environment variable")
+args = sys.argv[1:]
+assert args and args[0] == "api", args
+method, jq, fields, url = "GET", None, {}, None
+i = 1
+while i < len(args):
+    a = args[i]
+    if a == "--method":
+        method, i = args[i + 1], i + 2
+    elif a == "--jq":
+        jq, i = args[i + 1], i + 2
+    elif a == "--paginate":
+        i += 1
+    elif a in ("-F", "--field", "-f", "--raw-field"):
+        key, _, value = args[i + 1].partition("=")
+        if a in ("-F", "--field") and value.startswith("@"):
+            value = open(value[1:], encoding="utf-8").read()
+        fields[key], i = value, i + 2
+    else:
+        url, i = a, i + 1
+state = json.load(open(store)) if os.path.exists(store) else {"comments": [], "calls": []}
+state["calls"].append([method, url])
+listing = re.fullmatch(r"repos/([^/]+/[^/]+)/issues/(\d+)/comments", url)
+single = re.fullmatch(r"repos/([^/]+/[^/]+)/issues/comments/(\d+)", url)
+if method == "GET" and listing:
+    out = [c for c in state["comments"] if c["issue"] == int(listing[2])]
+elif method == "POST" and listing:
+    out = {"id": 1000 + len(state["comments"]), "issue": int(listing[2]), "body": fields["body"]}
+    state["comments"].append(out)
+elif method == "PATCH" and single:
+    (out,) = [c for c in state["comments"] if c["id"] == int(single[2])]
+    out["body"] = fields["body"]
+else:
+    sys.exit(f"fake gh: no route for {method} {url}")
+json.dump(state, open(store, "w"))
+text = json.dumps(out)
+if jq is not None:
+    text = subprocess.run(["jq", "-r", jq], input=text, text=True, capture_output=True,
+                          check=True).stdout
+sys.stdout.write(text)
+'''
+
+
+def install_fake_gh(folder: Path) -> Path:
+    """A `gh` executable in `folder` (put it first on PATH); its state file is returned."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gh = folder / "gh"
+    gh.write_text(f"#!{sys.executable}\n{FAKE_GH}", encoding="utf-8")
+    gh.chmod(0o755)
+    return folder / "gh-state.json"
+
+
+def comments(state: Path) -> list[dict[str, Any]]:
+    data = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
+    found: list[dict[str, Any]] = data.get("comments", [])
+    return found
+
+
+def calls(state: Path) -> list[list[str]]:
+    data = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
+    found: list[list[str]] = data.get("calls", [])
+    return found
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment of a step: this machine's, less civflow's and Civitai's settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CIVITAI_", "CIVFLOW_", "GIT_", "AWS_", "GH_"))}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    env.update({"CIVFLOW_EMULATOR_TIME_SCALE": "0", "GIT_AUTHOR_NAME": "dev",
+                "GIT_AUTHOR_EMAIL": "dev@example.com", "GIT_COMMITTER_NAME": "dev",
+                "GIT_COMMITTER_EMAIL": "dev@example.com"})
+    env.update(extra)
+    return env

@@ -1,0 +1,214 @@
+"""The GitHub Actions workflow `civflow init` writes is valid, and its commands work.
+
+Promises guarded here:
+- the file has the structure Actions requires (on / jobs / runs-on / steps, every step
+  either `run` or `uses`, actions pinned to a major version), runs on pull requests and
+  on pushes to the default branch, asks only for the permissions it uses, and gives the
+  API key to the paid run alone;
+- its shell steps, run as Actions runs them (bash -e -o pipefail, `${{ }}` substituted)
+  in real git clones against the emulator: the default branch runs every pipeline under
+  the cap with the key from the secret, commits the lockfile back and pushes the
+  artifacts to the remote; a pull request validates, pulls, writes the review page, plans
+  against the base branch, and keeps ONE sticky comment (found by its hidden marker and
+  edited on the next push, never a second one) that names the change and links the page;
+- the API key never appears in any step's output.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from civflow.emulator import EmulatorConfig, start_emulator
+from civflow.scaffold.starter import WORKFLOW_FILE, starter_files
+from tests.scaffold.actions import (
+    base_env,
+    calls,
+    comments,
+    condition,
+    install_fake_gh,
+    load_workflow,
+    run_script,
+    substitute,
+)
+
+SECRET = "sk-test-3f9a1c7e0b2d"  # the emulator's key; must never be printed
+MARKER = "<!-- civflow-plan -->"
+
+
+def _workflow_text() -> str:
+    from pathlib import PurePosixPath
+
+    (workflow,) = [f for f in starter_files(PurePosixPath("."), hook=False)
+                   if f.path == WORKFLOW_FILE]
+    return workflow.text
+
+
+def test_workflow_has_the_structure_actions_requires() -> None:
+    """on / jobs / steps as Actions requires; the triggers, permissions and secrets."""
+    flow = load_workflow(_workflow_text())
+    assert set(flow["on"]) == {"pull_request", "push"}
+    assert set(flow["on"]["push"]["branches"]) >= {"main"}
+    assert set(flow["jobs"]) == {"review", "run"}
+    for name, job in flow["jobs"].items():
+        assert job["runs-on"] == "ubuntu-latest", name
+        assert isinstance(job["steps"], list) and job["steps"], name
+        for step in job["steps"]:
+            assert isinstance(step, dict)
+            assert ("run" in step) != ("uses" in step), (name, step)
+            assert set(step) <= {"name", "id", "if", "run", "uses", "with", "env"}, step
+            if "uses" in step:
+                assert step["uses"].split("@")[1].startswith("v"), step["uses"]
+    review, run = flow["jobs"]["review"], flow["jobs"]["run"]
+    assert "pull_request" in review["if"] and "push" in run["if"]
+    assert "default_branch" in run["if"]
+    assert review["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert run["permissions"] == {"contents": "write"}
+    checkout = review["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["fetch-depth"] == 0
+    uses = [s["uses"].split("@")[0] for s in review["steps"] if "uses" in s]
+    assert "actions/upload-artifact" in uses
+    text = _workflow_text()
+    # The key reaches one step only: the paid run on the default branch.
+    assert text.count("secrets.CIVITAI_API_KEY") == 1
+    (keyed,) = [s for s in run["steps"] if "CIVITAI_API_KEY" in s.get("env", {})]
+    assert "civflow run --yes --max-cost" in keyed["run"]
+    assert "${{ vars.CIVFLOW_MAX_COST }}" in keyed["env"]["MAX_COST"]
+    assert MARKER in text
+
+
+def _steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(job["steps"])
+
+
+def _git(cwd: Path, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, text=True, capture_output=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, f"git {' '.join(args)}\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _run_job(job: dict[str, Any], workdir: Path, context: dict[str, str],
+             env: dict[str, str], outputs: list[str]) -> list[str]:
+    """Each step of a job in order; `uses` steps are what the runner would do here
+    (checkout and setup-python: already done; upload-artifact: the folder must exist).
+    Returns the names of the steps that ran."""
+    ran: list[str] = []
+    failed = False
+    for step in _steps(job):
+        label = step.get("name") or step.get("uses", "")
+        if not condition(step.get("if"), context, failed=failed, files=workdir):
+            continue
+        if "uses" in step:
+            if step["uses"].startswith("actions/upload-artifact"):
+                assert (workdir / step["with"]["path"] / "index.html").is_file()
+            ran.append(label)
+            continue
+        if step["run"].startswith("pip install"):
+            continue  # civflow is installed in this virtualenv already
+        step_env = {**env, **{k: substitute(str(v), context)
+                              for k, v in step.get("env", {}).items()}}
+        done = run_script(substitute(step["run"], context), cwd=workdir, env=step_env)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, f"step {label!r} failed:\n{done.stdout}{done.stderr}"
+        ran.append(label)
+    return ran
+
+
+@pytest.mark.timeout(900)
+def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> None:
+    """Default branch: run under the cap, lockfile committed back, artifacts pushed.
+    Pull request: validate, pull, review page, plan against the base, one sticky comment
+    kept up to date."""
+    env = base_env()
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin), env=env)
+    remote = (tmp_path / "remote").as_uri()
+    outputs: list[str] = []
+
+    # A developer starts the repository with civflow init and pushes it.
+    dev = tmp_path / "dev"
+    done = subprocess.run(["civflow", "init", str(dev), "--no-hooks"], env=env, text=True,
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _git(dev, "checkout", "-q", "-b", "main", env=env)
+    _git(dev, "add", "-A", env=env)
+    _git(dev, "commit", "-q", "-m", "start", env=env)
+    _git(dev, "remote", "add", "origin", str(origin), env=env)
+    _git(dev, "push", "-q", "origin", "main", env=env)
+    flow = load_workflow((dev / WORKFLOW_FILE).read_text(encoding="utf-8"))
+
+    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET)) as emulator:
+        job_env = base_env(CIVITAI_BASE_URL=emulator.url, GITHUB_REPOSITORY="studio/art",
+                           PIPELINES=flow["env"]["PIPELINES"], CIVFLOW_REMOTE=remote)
+        # The merge to main: the `run` job in a fresh clone, as actions/checkout makes it.
+        main_ci = tmp_path / "ci-main"
+        _git(tmp_path, "clone", "-q", "-b", "main", str(origin), str(main_ci), env=env)
+        context = {
+            "github.event_name": "push", "github.ref_name": "main",
+            "github.event.repository.default_branch": "main", "github.run_id": "41",
+            "secrets.CIVITAI_API_KEY": SECRET, "vars.CIVFLOW_MAX_COST": "200",
+            "vars.CIVFLOW_REMOTE": remote, "secrets.AWS_ACCESS_KEY_ID": "",
+            "secrets.AWS_SECRET_ACCESS_KEY": "",
+        }
+        run_job = flow["jobs"]["run"]
+        assert condition(run_job["if"], context)
+        ran = _run_job(run_job, main_ci, context, {**job_env, "GITHUB_REF_NAME": "main"},
+                       outputs)
+        assert "Run every pipeline" in ran and "Push the artifacts to the remote" in ran
+        assert emulator.counters()["workflows_created"] == 4
+        log = _git(origin, "log", "--format=%s", "main", env=env).splitlines()
+        assert log[0].startswith("civflow: lockfiles of run 41"), log
+        lockfile = _git(origin, "show", "main:pipelines/hello.lock.json", env=env)
+        assert "picture[seed=11]" in lockfile
+        assert any((tmp_path / "remote").rglob("*")), "nothing was pushed to the remote"
+
+        # A pull request changes the prompt.
+        _git(dev, "pull", "-q", "origin", "main", env=env)
+        _git(dev, "checkout", "-q", "-b", "fox", env=env)
+        pipeline = dev / "pipelines" / "hello.yaml"
+        text = pipeline.read_text(encoding="utf-8")
+        assert "a lighthouse on a cliff at dusk" in text
+        pipeline.write_text(text.replace("a lighthouse on a cliff at dusk",
+                                         "a red fox in the snow"), encoding="utf-8")
+        _git(dev, "commit", "-q", "-am", "a fox instead", env=env)
+        _git(dev, "push", "-q", "origin", "fox", env=env)
+
+        pr_ci = tmp_path / "ci-pr"
+        _git(tmp_path, "clone", "-q", "-b", "fox", str(origin), str(pr_ci), env=env)
+        state = install_fake_gh(tmp_path / "bin")
+        pr_env = {**job_env, "PATH": f"{tmp_path / 'bin'}:{job_env['PATH']}",
+                  "FAKE_GH_STORE": str(state)}
+        url = "https://github.com/studio/art/actions/runs/42/artifacts/7"
+        context = {
+            "github.event_name": "pull_request", "github.base_ref": "main",
+            "github.event.pull_request.number": "7", "github.token": "ghs-token",
+            "steps.upload.outputs.artifact-url": url, "vars.CIVFLOW_REMOTE": remote,
+            "secrets.AWS_ACCESS_KEY_ID": "", "secrets.AWS_SECRET_ACCESS_KEY": "",
+        }
+        review = flow["jobs"]["review"]
+        assert condition(review["if"], context)
+        created_before = emulator.counters()["workflows_created"]
+        ran = _run_job(review, pr_ci, context, pr_env, outputs)
+        assert {"Validate", "Fetch the artifacts the lockfiles name", "Review page",
+                "Plan against the base branch", "Sticky comment"} <= set(ran), ran
+        assert emulator.counters()["workflows_created"] == created_before  # nothing paid
+        (comment,) = comments(state)
+        assert comment["issue"] == 7 and MARKER in comment["body"]
+        assert url in comment["body"]
+        assert "seed=11" in comment["body"] and "seed=22" in comment["body"]
+        assert len(comment["body"]) < 65_536
+        # The next push to the pull request edits the same comment.
+        pipeline_ci = pr_ci / "pipelines" / "hello.yaml"
+        pipeline_ci.write_text(pipeline_ci.read_text(encoding="utf-8").replace(
+            "blurry, lowres", "blurry, lowres, text"), encoding="utf-8")
+        _git(pr_ci, "commit", "-q", "-am", "no text", env=env)
+        _run_job(review, pr_ci, context, pr_env, outputs)
+        (again,) = comments(state)
+        assert again["id"] == comment["id"] and again["body"] != comment["body"]
+        assert [c[0] for c in calls(state)] == ["GET", "POST", "GET", "PATCH"]
+    assert not any(SECRET in out for out in outputs), "the API key was printed"
