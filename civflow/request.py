@@ -7,7 +7,7 @@ URLs valid right then (`civflow.runner.blobs`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from civflow.check.render import resolve_pending
@@ -18,6 +18,7 @@ from civflow.names import URL_FIELDS
 __all__ = [
     "BLOB_TOKEN",
     "CIVFLOW_TAG",
+    "batch_body",
     "run_tag",
     "tokenize_output",
     "workflow_body",
@@ -64,4 +65,25 @@ def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,
     body["metadata"] = metadata
     if external_id is not None:
         body["externalId"] = external_id
+    return body
+
+
+def batch_body(spec: PipelineSpec, members: Sequence[tuple[Instance, Mapping[str, Any] | None]],
+               *, run_id: str | None, external_id: str | None) -> dict[str, Any]:
+    """The WorkflowTemplate of several instances: one step each, named after its
+    instance (so its result is found by name), the rest as for one instance."""
+    if not members:
+        raise ValueError("a batch has at least one member")
+    first, override = members[0]
+    body = workflow_body(spec, first, run_id=run_id, external_id=external_id,
+                         input_override=override)
+    steps = []
+    for inst, input_override in members:
+        step: dict[str, Any] = {"$type": inst.type, "name": inst.name,
+                                "input": resolve_pending(input_override or inst.input)}
+        step.update(inst.options)
+        steps.append(step)
+    body["steps"] = steps
+    body["metadata"]["civflow"] = {"pipeline": spec.name,
+                                   "instances": [inst.name for inst, _ in members]}
     return body

@@ -34,6 +34,7 @@ from civflow.emulator._model import (
     follow,
     timespan_seconds,
 )
+from civflow.emulator._pricing import step_prices
 
 # Shares of a step's duration spent before each next status (why: the real lifecycle
 # shows preparing and scheduled briefly before the long processing phase).
@@ -48,11 +49,18 @@ class Counters:
     external_id_hits: int = 0
     buzz_charged: float = 0.0
     creations_by_external_id: dict[str, int] = field(default_factory=dict)
+    # Steps of created workflows (each charged with its workflow), by step name: a
+    # client that names steps after what they make can prove nothing was made twice.
+    steps_created: int = 0
+    step_creations: dict[str, int] = field(default_factory=dict)
+    buzz_by_step: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self, engine: Engine) -> dict[str, Any]:
         return {"requests": self.requests, "workflows_created": self.workflows_created,
                 "external_id_hits": self.external_id_hits, "buzz_charged": self.buzz_charged,
                 "creations_by_external_id": self.creations_by_external_id,
+                "steps_created": self.steps_created, "step_creations": self.step_creations,
+                "buzz_by_step": self.buzz_by_step,
                 "workflows": len(engine.workflows), "blobs": len(engine.blobs),
                 "buzz_balance": engine.balance}
 
@@ -130,6 +138,12 @@ class Engine:
             by_key[external] = by_key.get(external, 0) + 1
         self.counters.workflows_created += 1
         self.counters.buzz_charged += charge
+        for step, buzz in zip(steps, step_prices(steps), strict=True):
+            made = self.counters.step_creations
+            made[step.name] = made.get(step.name, 0) + 1
+            self.counters.steps_created += 1
+            by_step = self.counters.buzz_by_step
+            by_step[step.name] = by_step.get(step.name, 0.0) + float(buzz)
         if self.balance is not None:
             self.balance -= charge
         for step in steps:
@@ -171,7 +185,9 @@ class Engine:
         seconds = _steps.duration(step.type, step.input)
         limit = timespan_seconds(step.timeout) if step.timeout else None
         draw = self.rng.random()
-        if limit is not None and seconds > limit:
+        if self._blocked(step):
+            step.fate, step.blocked = "failed", True
+        elif limit is not None and seconds > limit:
             step.fate, seconds = "expired", limit
         elif draw < self.config.step_failure_rate:
             step.fate = "failed"
@@ -179,6 +195,12 @@ class Engine:
             step.fate = "expired"
         scaled = seconds * self.config.time_scale
         self._advance(workflow, step, 0, scaled)
+
+    def _blocked(self, step: Step) -> bool:
+        """Moderation, as configured: a step whose prompt holds a blocked word."""
+        prompt = step.input.get("prompt")
+        text = prompt.lower() if isinstance(prompt, str) else ""
+        return any(word.lower() in text for word in self.config.blocked_words)
 
     def _advance(self, workflow: Workflow, step: Step, phase: int, scaled: float) -> None:
         if phase < len(_PHASES):
@@ -252,6 +274,8 @@ class Engine:
             if job["status"] not in TERMINAL:
                 job["status"] = status
                 job["completedAt"] = iso(now)
+                if step.blocked:
+                    job["reason"], job["blockedReason"] = "blocked", "moderation"
         for other in workflow.steps:
             if step.name in other.deps and other.status not in TERMINAL:
                 if status != "succeeded":

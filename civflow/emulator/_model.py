@@ -79,6 +79,7 @@ class Step:
     proc_start: float = 0.0
     proc_end: float = 0.0
     fate: str = "succeeded"
+    blocked: bool = False  # failed by moderation (its jobs say so)
     rendered: concurrent.futures.Future[_steps.Rendered] | None = None
     timer_done: bool = False
 

@@ -54,7 +54,8 @@ def _step_price(step: Step) -> float:
 
 def price(steps: list[Step], tips: dict[str, Any] | None) -> dict[str, Any]:
     """WorkflowCost: Buzz from the published formulas, whole numbers as on the wire."""
-    base = math.ceil(sum(_step_price(step) for step in steps) - 1e-9)
+    each = [_step_price(step) for step in steps]
+    base = math.ceil(sum(each) - 1e-9)
     rates = tips or {}
     tip_civitai = math.ceil(base * float(rates.get("civitai") or 0))
     tip_creators = math.ceil(base * float(rates.get("creators") or 0))
@@ -62,3 +63,9 @@ def price(steps: list[Step], tips: dict[str, Any] | None) -> dict[str, Any]:
             "factors": {"steps": float(len(steps))},
             "tips": {"civitai": tip_civitai, "creators": tip_creators},
             "total": base + tip_civitai + tip_creators}
+
+
+def step_prices(steps: list[Step]) -> list[float]:
+    """Each step's own share before rounding (the API reports it only in detailed
+    webhooks; the emulator's counters keep it per step)."""
+    return [_step_price(step) for step in steps]

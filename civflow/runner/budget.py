@@ -36,6 +36,12 @@ class Budget:
                 f"{amount:g}")
         self.reserved += amount
 
+    def room(self) -> float:
+        """What can still be reserved (infinite without a cap)."""
+        if self.limit is None:
+            return math.inf
+        return self.limit - self.spent - self.reserved + 1e-9
+
     def release(self, amount: float) -> None:
         self.reserved = max(0.0, self.reserved - amount)
 

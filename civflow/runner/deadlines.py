@@ -7,7 +7,7 @@ import re
 from civflow.client.base import WorkflowState
 from civflow.load.model import StepSpec
 
-__all__ = ["DEFAULT_TIMEOUT", "GRACE", "timed_out", "timeout_seconds"]
+__all__ = ["DEFAULT_TIMEOUT", "GRACE", "timed_out", "timed_out_steps", "timeout_seconds"]
 
 DEFAULT_TIMEOUT = 3600.0  # seconds a step may take when its `timeout` is unset
 GRACE = 120.0  # past the step's own timeout, before civflow gives up on it
@@ -31,3 +31,17 @@ def timed_out(state: WorkflowState, limit: float) -> WorkflowState:
     steps[0]["jobs"] = [{"reason": reason}]
     raw["steps"] = steps
     return WorkflowState.from_json(raw)
+
+
+def timed_out_steps(state: WorkflowState, limit: float) -> WorkflowState:
+    """A batch civflow canceled at its deadline: the steps that had succeeded keep their
+    outputs (their instances are collected); every other step is canceled with the reason."""
+    reason = f"timed out: not finished after {limit:g} s; civflow canceled the workflow"
+    steps = []
+    for step in state.steps:
+        raw = dict(step.raw)
+        if step.status != "succeeded":
+            raw["status"] = "canceled"
+            raw["jobs"] = [{"reason": reason}]
+        steps.append(raw)
+    return WorkflowState.from_json({**state.raw, "status": "canceled", "steps": steps})

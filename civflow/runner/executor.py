@@ -15,29 +15,30 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from civflow.check import Checked
-from civflow.client.base import Backend, WorkflowState
+from civflow.client.base import TERMINAL, Backend, WorkflowState
 from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid, UnsafePath
 from civflow.expand import Context, Instance, StepResults, evaluate_when, resolve_step
 from civflow.load.model import StepSpec
 from civflow.names import strip_urls
-from civflow.plan import Decision, Plan, Prior
-from civflow.request import run_tag, tokenize_output, workflow_body
+from civflow.plan import Decision, Plan, PlannedInstance, Prior
+from civflow.request import batch_body, run_tag, tokenize_output, workflow_body
+from civflow.runner.batching import apportion, batch_size, batches
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget, OverBudget
-from civflow.runner.deadlines import DEFAULT_TIMEOUT, timed_out, timeout_seconds
+from civflow.runner.deadlines import DEFAULT_TIMEOUT, timed_out, timed_out_steps, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter, ignore
 from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.archive import EntryArchive
-from civflow.store.journal import Journal, external_id
+from civflow.store.journal import Journal, batch_external_id, external_id
 from civflow.store.lockfile import LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
@@ -50,6 +51,17 @@ _FLUSH_SHARE = 10  # ... and at least this many times as long as the last one to
 
 class _Stop(Exception):
     """Raised inside instance tasks when the run stops starting new work."""
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """An instance that is to be submitted in a batch, with its key."""
+
+    inst: Instance
+    planned: PlannedInstance
+    fp: str
+    attempt: int
+    key: str
 
 
 class Executor:
@@ -96,6 +108,7 @@ class Executor:
         self._last_flush = 0.0
         self._flush_cost = 0.0
         self._flush_lock = asyncio.Lock()
+        self.batch = batch_size(self.spec.batch)
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
 
@@ -112,6 +125,7 @@ class Executor:
         running: dict[asyncio.Task[StepResults | None], str] = {}
         try:
             await self._flush(force=True)  # entries an interrupted run finished
+            await self._settle_batches()
             while ready or running:
                 while ready:
                     step = ready.popleft()
@@ -177,7 +191,10 @@ class Executor:
             # it never lets a guarded, paid step run.
             self._fail_step(name, exc.render())
             return None
-        outputs = await asyncio.gather(*(self._run_instance(i, step) for i in instances))
+        if self.batch > 1:
+            outputs = await self._run_batched(instances, step)
+        else:
+            outputs = await asyncio.gather(*(self._run_instance(i, step) for i in instances))
         if any(o is None for o in outputs):
             return None
         self.complete[name] = frozenset(i.name for i in instances)
@@ -219,6 +236,188 @@ class Executor:
                                                             reason=str(stop))
             self.report(Event(inst.name, Phase.SKIPPED, detail=str(stop)))
             return None
+
+    # -- instances in batches ------------------------------------------------------------
+
+    async def _run_batched(self, instances: Sequence[Instance], step: StepSpec
+                           ) -> list[Mapping[str, Any] | None]:
+        """A step's instances: cached ones as always, the rest packed into workflows of up
+        to `self.batch` steps (`batching.batches`), each batch one POST."""
+        outputs: dict[str, Mapping[str, Any] | None] = {}
+        tickets: dict[str, _Ticket] = {}
+        planned_runs: list[PlannedInstance] = []
+        singles: dict[str, asyncio.Task[Mapping[str, Any] | None]] = {}
+        names = [i.name for i in instances]
+        for inst in instances:
+            planned = self.policy.decide(inst, step)
+            fp = inst.fingerprint
+            fresh = False
+            if planned.decision is Decision.CACHED:
+                entry, prior = await self._current(inst)
+                if prior.artifacts_ok or await self._repair(entry):
+                    self.result.results[inst.name] = InstanceResult(
+                        inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
+                        artifacts=entry.artifacts)
+                    self.report(Event(inst.name, Phase.CACHED))
+                    outputs[inst.name] = prior.output
+                    continue
+                fresh = True
+            if fp is None:
+                self._fail_step(inst.name, "its input could not be resolved from upstream "
+                                           "outputs")
+                outputs[inst.name] = None
+                continue
+            flying = self.policy.inflight.get(inst.name)
+            if flying is not None and flying.fingerprint == fp and not fresh:
+                # Submitted alone by an interrupted run: re-attach to it, alone.
+                singles[inst.name] = asyncio.create_task(
+                    self._single(inst, step, planned, fresh))
+                continue
+            attempt, _ = self.policy.attempt(inst, fp, fresh=fresh)
+            ended = self.policy.failed.get((inst.name, fp))
+            if ended in ("failed", "blocked") and \
+                    attempt <= self.policy.attempts.get((inst.name, fp), 0):
+                # Its last attempt failed and this run reuses that attempt's key: as one
+                # workflow, the API would hand back the failed workflow; in a batch, a new
+                # batch must not pay for it again. Reported as failed, never re-sent.
+                await self._failed_before(inst, fp, ended)
+                outputs[inst.name] = None
+                continue
+            self.report(Event(inst.name, Phase.WAITING))
+            tickets[inst.name] = _Ticket(inst, planned, fp, attempt, external_id(fp, attempt))
+            planned_runs.append(replace(planned, instance=inst))
+        groups = batches(planned_runs, self.batch)
+        done = await asyncio.gather(*(
+            self._run_batch([tickets[n] for n in group.members], step) for group in groups))
+        for part in done:
+            outputs.update(part)
+        for name, task in singles.items():
+            outputs[name] = await task
+        return [outputs.get(n) for n in names]
+
+    async def _single(self, inst: Instance, step: StepSpec, planned: PlannedInstance,
+                      fresh: bool) -> Mapping[str, Any] | None:
+        try:
+            return await self._submit_and_collect(inst, step, inst.fingerprint or "",
+                                                  planned.estimate, fresh)
+        except _Stop as stop:
+            self._not_run(inst, str(stop))
+            return None
+
+    def _not_run(self, inst: Instance, reason: str) -> None:
+        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "not-run",
+                                                        reason=reason)
+        self.report(Event(inst.name, Phase.SKIPPED, detail=reason))
+
+    async def _failed_before(self, inst: Instance, fp: str, ended: str) -> None:
+        what = "was blocked by moderation" if ended == "blocked" else "failed"
+        reason = (f"its last attempt {what}; it is not sent again"
+                  + ("" if ended == "blocked" else " without --retry-failed"))
+        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "failed",
+                                                        reason=reason)
+        self.report(Event(inst.name, Phase.FAILED, status="failed", detail=reason))
+        if self.options.fail_fast:
+            self.stopping = True
+
+    async def _run_batch(self, tickets: list[_Ticket], step: StepSpec
+                         ) -> dict[str, Mapping[str, Any] | None]:
+        """Submit one batch (its intents journaled first), follow it, and settle each
+        member on its own: a failed step fails only its instance."""
+        out: dict[str, Mapping[str, Any] | None] = {t.inst.name: None for t in tickets}
+        async with self.slots:
+            if self.stopping:
+                for t in tickets:
+                    self._not_run(t.inst, "the run stopped before this instance")
+                return out
+            tickets, charge = await self._reserve_batch(tickets, step)
+            if not tickets:
+                return out
+            key = batch_external_id(t.key for t in tickets)
+            members = [(t.inst, await self.blobs.substitute(t.inst.input, self.clock()))
+                       for t in tickets]
+            body = batch_body(self.spec, members, run_id=self.journal.run_id,
+                              external_id=key)
+            try:
+                await asyncio.to_thread(self.journal.append_many, [{
+                    "event": "intent", "instance": t.inst.name, "step": t.inst.step,
+                    "type": t.inst.type, "fingerprint": t.fp, "externalId": t.key,
+                    "attempt": t.attempt, "seed": t.inst.seed, "reroll": t.inst.reroll,
+                    "request": _plain(t.inst.request), "batch": key} for t in tickets])
+                # A crash from here on is safe: the next run finds this batch by its
+                # externalId and settles its members together.
+                state = await self.backend.submit(body, wait=self.options.wait_seconds)
+            except BaseException:
+                self.budget.release(charge)
+                raise
+            await asyncio.to_thread(self.journal.append_many, [
+                {"event": "submitted", "instance": t.inst.name, "workflowId": state.id,
+                 "batch": key} for t in tickets])
+            for t in tickets:
+                self.report(Event(t.inst.name, Phase.SUBMITTED, status=state.status,
+                                  workflow_id=state.id))
+            try:
+                state = await self._follow(tickets[0].inst.name, state,
+                                           timeout_seconds(step) + self.options.timeout_grace,
+                                           batch=True)
+            except BaseException:
+                self.budget.release(charge)
+                raise
+            if self.options.fail_fast and not _succeeded(state):
+                self.stopping = True
+        self.budget.settle(charge, state.cost)
+        self.result.spent = self.budget.spent
+        shares = apportion(state.cost, [t.planned.estimate for t in tickets])
+
+        async def member(t: _Ticket, share: float) -> None:
+            mine = member_state(state, t.inst.name, share)
+            if not _succeeded(mine):
+                await self._failed(t.inst, t.fp, mine)
+                return
+            async with self.download_slots:
+                out[t.inst.name] = await self._collect(t.inst, t.fp, mine)
+        await asyncio.gather(*(member(t, c) for t, c in zip(tickets, shares, strict=True)))
+        return out
+
+    async def _reserve_batch(self, tickets: list[_Ticket], step: StepSpec
+                             ) -> tuple[list[_Ticket], float]:
+        """Reserve the whole batch's price under --max-cost before its POST: the members
+        that fit are sent, the run stops for the others. 0 reserved without a cap."""
+        if self.budget.limit is None:
+            return tickets, 0.0
+        estimates = [t.planned.estimate for t in tickets]
+        keep: list[_Ticket] = []
+        total = 0.0
+        if any(e is None for e in estimates):  # no offline formula: ask the API
+            members = [(t.inst, await self.blobs.substitute(t.inst.input, self.clock()))
+                       for t in tickets]
+            body = batch_body(self.spec, members, run_id=self.journal.run_id,
+                              external_id=None)
+            whole = (await self.backend.submit(body, whatif=True)).cost
+            if whole <= self.budget.room():
+                keep, total = list(tickets), whole
+            next_price = whole
+        else:
+            for t, e in zip(tickets, estimates, strict=True):
+                assert e is not None
+                if total + e > self.budget.room():
+                    break
+                keep.append(t)
+                total += e
+            next_price = estimates[len(keep)] or 0.0 if len(keep) < len(tickets) else 0.0
+        if keep:
+            self.budget.reserve(total)
+        if len(keep) < len(tickets):
+            try:  # the cap's own words for what did not fit
+                self.budget.reserve(next_price)
+                self.budget.release(next_price)
+                reason = f"--max-cost {self.budget.limit:g}: no room left"
+            except OverBudget as over:
+                reason = str(over)
+            self.stopping = True
+            self.result.budget_stop = reason
+            for t in tickets[len(keep):]:
+                self._not_run(t.inst, reason)
+        return keep, total if keep else 0.0
 
     async def _current(self, inst: Instance) -> tuple[LockedInstance, Prior]:
         """The lock entry (and its planning view) the plan found cached for `inst`; an
@@ -339,8 +538,10 @@ class Executor:
                           workflow_id=state.id, cost=state.cost))
         return state
 
-    async def _follow(self, name: str, state: WorkflowState, limit: float) -> WorkflowState:
-        """Long-poll until terminal; past `limit` seconds cancel the workflow (it failed)."""
+    async def _follow(self, name: str, state: WorkflowState, limit: float, *,
+                      batch: bool = False) -> WorkflowState:
+        """Long-poll until terminal; past `limit` seconds cancel the workflow (it failed;
+        of a batch, the steps that had already succeeded are still collected)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         if not state.is_terminal and state.id is None:
@@ -349,18 +550,23 @@ class Executor:
             raise ApiProtocolError("the API accepted a workflow but sent no id for it",
                                    hint="run again: civflow re-attaches by its externalId")
         while not state.is_terminal and state.id is not None:
+            workflow_id = state.id
             left = deadline - loop.time()
             if left <= 0:
                 with contextlib.suppress(ApiError):  # it may have finished meanwhile
                     await self.backend.cancel(state.id)
-                return timed_out(state, limit)
+                if not batch:
+                    return timed_out(state, limit)
+                with contextlib.suppress(ApiError):  # what finished before the cancel
+                    state = await self.backend.get(workflow_id, wait=0)
+                return timed_out_steps(state, limit)
             step = state.steps[0] if state.steps else None
             self.report(Event(name, Phase.RUNNING, status=state.status, workflow_id=state.id,
                               progress=step.progress if step else None,
                               queue_position=step.queue_position if step else None))
             # A long-poll; the client pauses before answering when the server ignores
             # `wait`, so a server that answers at once is never polled in a tight loop.
-            state = await self.backend.get(state.id,
+            state = await self.backend.get(workflow_id,
                                            wait=max(1, min(self.options.wait_seconds, int(left))))
         return state
 
@@ -430,6 +636,66 @@ class Executor:
         return entry
 
     # -- what an interrupted run left in flight ---------------------------------------
+
+    async def _settle_batches(self) -> None:
+        """Settle each batch the interrupted run left in flight, as a unit, before anything
+        new is packed (whatever this run's --only): find it by its workflow id or its
+        externalId, follow it to its end and record every member. A batch the API never
+        received is abandoned; its members are packed again like any other instance."""
+        inflight = dict(self.policy.inflight)
+        failed = dict(self.policy.failed)
+        for key, names in self.history.batches.items():
+            members = [n for n in names if n in inflight
+                       and self.history.intents.get(n, {}).get("batch") == key]
+            if not members:
+                continue
+            workflow_id = next((inflight[n].workflow_id for n in members
+                                if inflight[n].workflow_id), None)
+            state: WorkflowState | None = None
+            try:
+                if workflow_id is not None:
+                    state = await self.backend.get(workflow_id, wait=self.options.wait_seconds)
+                else:
+                    state = await self._find_by_key(key)
+            except ApiNotFound:
+                state = None
+            if state is None:
+                status = "vanished" if workflow_id is not None else "abandoned"
+                await asyncio.to_thread(self.journal.append_many, [{
+                    "event": "settled", "instance": n, "status": status, "batch": key,
+                    "fingerprint": inflight[n].fingerprint} for n in members])
+                for n in members:
+                    if status == "vanished":
+                        failed[(n, inflight[n].fingerprint)] = "vanished"
+                    del inflight[n]
+                continue
+            for n in members:
+                self.report(Event(n, Phase.ATTACHED, status=state.status,
+                                  workflow_id=state.id))
+            state = await self._follow(members[0], state, DEFAULT_TIMEOUT, batch=True)
+            self.budget.settle(0.0, state.cost)
+            self.result.spent = self.budget.spent
+            shares = apportion(state.cost, [None] * len(members))
+            for n, share in zip(members, shares, strict=True):
+                flying, intent = inflight.pop(n), self.history.intents.get(n, {})
+                mine = member_state(state, n, share)
+                request = intent.get("request")
+                if _succeeded(mine) and isinstance(request, Mapping):
+                    entry = await self._download(n, str(intent.get("step", "")),
+                                                 str(intent.get("type", "")),
+                                                 flying.fingerprint, request, flying.seed,
+                                                 flying.reroll, mine, event="settled")
+                    self.policy = replace(self.policy, priors={
+                        **self.policy.priors, n: prior_of(entry, self.lock_dir, None)})
+                    continue
+                failure = mine.failure()
+                failed[(n, flying.fingerprint)] = "blocked" if failure.blocked else "failed"
+                await asyncio.to_thread(self.journal.append, {
+                    "event": "settled", "instance": n, "status": mine.status,
+                    "fingerprint": flying.fingerprint, "workflowId": mine.id,
+                    "cost": mine.cost, "reason": failure.reason, "blocked": failure.blocked,
+                    "batch": key})
+        self.policy = replace(self.policy, inflight=inflight, failed=failed)
 
     async def _settle_orphans(self) -> None:
         """Settle every intent of the interrupted run that this run did not take over.
@@ -537,3 +803,23 @@ def _completed_at(state: WorkflowState, clock: Callable[[], datetime]) -> str:
     return clock().isoformat().replace("+00:00", "Z")
 
 
+
+
+def member_state(state: WorkflowState, name: str, cost: float) -> WorkflowState:
+    """One instance's view of its batch: its own step, status and share of the cost, so
+    the one-workflow code paths (failure reasons, outputs, the lock entry) serve it."""
+    step = next((s for s in state.steps if s.name == name), None)
+    raw: dict[str, Any] = {**state.raw, "cost": {"total": cost}}
+    if step is None:
+        raw.update(status="failed", steps=[{"$type": "", "name": name, "status": "failed",
+                                            "jobs": [{"reason": "the API's answer has no "
+                                                      "step for this instance"}]}])
+        return WorkflowState.from_json(raw)
+    status = step.status
+    if status not in TERMINAL:  # the workflow ended, this step did not: it failed
+        status = "failed"
+    raw.update(status=status, steps=[{**step.raw, "status": status}])
+    completed = step.raw.get("completedAt")
+    if isinstance(completed, str) and completed:
+        raw["completedAt"] = completed
+    return WorkflowState.from_json(raw)

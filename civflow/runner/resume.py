@@ -34,6 +34,9 @@ class History:
     # How the last attempt of (instance, fingerprint) ended, when it did not succeed:
     # "failed", "blocked" (by moderation) or "vanished" (the server lost it).
     failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # Batches of the unfinished run (their externalId -> member instances, in order):
+    # the next run settles each as a unit before it packs anything new.
+    batches: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -69,12 +72,16 @@ def read_history(runs_root: Path, pipeline: str) -> History:
     recovered: dict[str, LockedInstance] = {}
     inflight: dict[str, InFlight] = {}
     intents: dict[str, Mapping[str, Any]] = {}
+    batches: dict[str, list[str]] = {}
     for record in unfinished.records():
         name, event = record.get("instance"), record.get("event")
         if not isinstance(name, str):
             continue
         if event == "intent":
             intents[name] = record
+            batch = record.get("batch")
+            if isinstance(batch, str) and name not in batches.setdefault(batch, []):
+                batches[batch].append(name)
             inflight[name] = InFlight(
                 instance=name, fingerprint=str(record.get("fingerprint", "")),
                 attempt=_int(record.get("attempt"), 1),
@@ -92,4 +99,8 @@ def read_history(runs_root: Path, pipeline: str) -> History:
             if record.get("status") == "succeeded" and isinstance(entry, Mapping):
                 with contextlib.suppress(ValueError):  # a malformed entry is not recovered
                     recovered[name] = LockedInstance.from_dict(entry)
-    return History(unfinished, recovered, inflight, intents, attempts, failed)
+    # A batch is settled once none of its members is in flight any more (a member
+    # submitted again alone, in a later intent, is no longer the batch's).
+    open_batches = {key: tuple(members) for key, members in batches.items()
+                    if any(n in inflight and intents[n].get("batch") == key for n in members)}
+    return History(unfinished, recovered, inflight, intents, attempts, failed, open_batches)

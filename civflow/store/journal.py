@@ -5,6 +5,7 @@ a `run.json` beside it naming the pipeline. Records, one JSON object per line:
 
     {"event": "run-started", "pipeline": ..., "argv": [...]}
     {"event": "intent", "instance", "fingerprint", "externalId", "attempt"}   before the POST
+    {"event": "intent", ..., "batch": <the workflow's externalId>}            one per member
     {"event": "submitted", "instance", "workflowId"}                          after the answer
     {"event": "finished", "instance", "status", "cost", ...}
     {"event": "run-finished", "status"}
@@ -36,6 +37,7 @@ __all__ = [
     "InstanceRun",
     "Journal",
     "RunState",
+    "batch_external_id",
     "external_id",
     "find_unfinished_run",
     "new_run_id",
@@ -66,6 +68,17 @@ def external_id(fingerprint: str, attempt: int) -> str:
         raise ValueError(f"attempt numbers start at 1, not {attempt}")
     digest = hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()[:40]
     return f"cf-{digest}-{attempt}"
+
+
+def batch_external_id(member_keys: Iterable[str]) -> str:
+    """The idempotency key of a workflow carrying several instances: derived from the
+    members' own keys in submission order, so the same batch re-sent (a retry, a
+    resumed run, a second machine with the same plan) is the same workflow."""
+    keys = list(member_keys)
+    if not keys:
+        raise ValueError("a batch has at least one member")
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()[:40]
+    return f"cfb-{digest}-{len(keys)}"
 
 
 def new_run_id(now: datetime, suffix: str | None = None) -> str:
@@ -212,11 +225,21 @@ class Journal:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one record and fsync it before returning: after this, it survives a crash."""
-        if "event" not in record:
-            raise ValueError("a journal record needs an 'event'")
-        full = {"at": _iso(self._clock()), **record}
-        line = json.dumps(full, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        data = (line + "\n").encode("utf-8")
+        self.append_many([record])
+
+    def append_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write records in one write and one fsync (a batch's intents, its results)."""
+        now = _iso(self._clock())
+        lines: list[str] = []
+        for record in records:
+            if "event" not in record:
+                raise ValueError("a journal record needs an 'event'")
+            full = {"at": now, **record}
+            lines.append(json.dumps(full, sort_keys=True, ensure_ascii=False,
+                                    separators=(",", ":")))
+        if not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not self._repaired:

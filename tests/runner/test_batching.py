@@ -1,0 +1,71 @@
+"""The grouping decision: which instances share a workflow, and how a batch's charge is split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from civflow.check import check_pipeline
+from civflow.load import load_pipeline
+from civflow.plan import Plan, PlanOptions, plan
+from civflow.runner.batching import DEFAULT_BATCH, apportion, batch_size, batches
+
+PIPELINE = """\
+version: 1
+name: packed
+steps:
+  a:
+    type: echo
+    matrix: {i: [1, 2, 3, 4, 5]}
+    input: {message: "a {{ matrix.i }}"}
+  b:
+    type: echo
+    matrix: {i: [1, 2]}
+    input: {message: "b {{ matrix.i }}"}
+  c:
+    type: echo
+    needs: [a]
+    input: {message: "{{ steps.a.outputs[0].message }}"}
+"""
+
+
+def _plan(tmp_path: Path, only: tuple[str, ...] = ()) -> Plan:
+    path = tmp_path / "packed.yaml"
+    path.write_text(PIPELINE, encoding="utf-8")
+    return plan(check_pipeline(load_pipeline(path)), {}, PlanOptions(only=only))
+
+
+def test_a_steps_instances_are_packed_in_plan_order_never_mixed_with_another_step(
+        tmp_path: Path) -> None:
+    """Promise: the same plan gives the same batches (so the same batch externalId on any
+    machine); steps are not mixed; instances known only at run time are not packed yet."""
+    made = _plan(tmp_path)
+    packed = batches(made.instances, 2)
+    assert [b.members for b in packed] == [
+        ("a[i=1]", "a[i=2]"), ("a[i=3]", "a[i=4]"), ("a[i=5]",), ("b[i=1]", "b[i=2]")]
+    assert batches(made.instances, 2) == packed
+    assert [b.members for b in batches(made.instances, 1)][:2] == [
+        ("a[i=1]",), ("a[i=2]",)]
+
+
+def test_only_what_runs_is_packed(tmp_path: Path) -> None:
+    """Promise: --only works per instance as before: a filtered-out instance never rides
+    along in a batch."""
+    made = _plan(tmp_path, only=("a[i=2]", "a[i=4]"))
+    assert [b.members for b in batches(made.instances, 10)] == [
+        ("a[i=2]", "a[i=4]")]
+
+
+def test_batch_size_bounds_and_default() -> None:
+    assert batch_size(None) == DEFAULT_BATCH
+    assert batch_size(0) == 1 and batch_size(1000) == 100 and batch_size(7) == 7
+
+
+def test_apportion_sums_to_the_charge_in_whole_buzz() -> None:
+    """Promise: per-instance costs in the lockfile add up to exactly what was charged."""
+    assert apportion(17, [8.0, 8.0, 2.0]) == [8.0, 7.0, 2.0]
+    assert sum(apportion(10, [1.0, 1.0, 1.0])) == 10
+    assert apportion(9, [None, None, None]) == [3.0, 3.0, 3.0]
+    assert apportion(0, [5.0, 5.0]) == [0.0, 0.0]
+    shares = apportion(2.5, [1.0, 1.0])
+    assert sum(shares) == 2.5
+    assert apportion(5, []) == []
