@@ -81,19 +81,43 @@ def signed(value: float) -> str:
     return ("+" if value > 0 else "−" if value < 0 else "±") + buzz(abs(value))
 
 
+def _context(old: str, new: str, limit: int, around: int = 30) -> tuple[str, str]:
+    """Two long strings cut to the part that differs, with `around` characters of context
+    either side, so the changed word of a long prompt is what the comment shows."""
+    if len(old) <= limit and len(new) <= limit:
+        return old, new
+    prefix = 0
+    while prefix < min(len(old), len(new)) and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(len(old), len(new)) - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    start = max(0, prefix - around)
+
+    def cut(text: str) -> str:
+        end = min(len(text), len(text) - suffix + around)
+        return ("…" if start else "") + text[start:end] + ("…" if end < len(text) else "")
+    return cut(old), cut(new)
+
+
+def _sides(change: FieldChange, limit: int) -> tuple[str, str]:
+    old, new = change.old, change.new
+    if isinstance(old, str) and isinstance(new, str):
+        old, new = _context(old, new, limit)
+    old_text = "(unset)" if change.kind == "added" else shorten(value_text(old), limit)
+    new_text = "(unset)" if change.kind == "removed" else shorten(value_text(new), limit)
+    return old_text, new_text
+
+
 def field_text(change: FieldChange, *, limit: int = MAX_VALUE) -> str:
-    """`path: old → new` as plain text (not escaped)."""
-    if change.kind == "added":
-        return f"{change.path}: (unset) → {shorten(value_text(change.new), limit)}"
-    if change.kind == "removed":
-        return f"{change.path}: {shorten(value_text(change.old), limit)} → (unset)"
-    return (f"{change.path}: {shorten(value_text(change.old), limit)} → "
-            f"{shorten(value_text(change.new), limit)}")
+    """`path: old → new` as plain text (not escaped); long strings cut around the
+    difference."""
+    old, new = _sides(change, limit)
+    return f"{change.path}: {old} → {new}"
 
 
 def _field_md(change: FieldChange, limit: int = MAX_VALUE) -> str:
-    old = "(unset)" if change.kind == "added" else shorten(value_text(change.old), limit)
-    new = "(unset)" if change.kind == "removed" else shorten(value_text(change.new), limit)
+    old, new = _sides(change, limit)
     return f"<code>{escape(change.path)}</code>: {escape(old)} → {escape(new)}"
 
 
@@ -159,16 +183,44 @@ def _pipeline_table(review: Review) -> list[str]:
     return rows
 
 
+def _core(old: str, new: str) -> tuple[str, str]:
+    """The words that differ between two strings ('snow' / 'rain' in two prompts that
+    are otherwise the same), marked with … where text was left out."""
+    prefix = 0
+    while prefix < min(len(old), len(new)) and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(len(old), len(new)) - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    while prefix > 0 and old[prefix - 1].isalnum():
+        prefix -= 1  # whole words: "snow" -> "rain", not "sn" -> "ra"
+    while suffix > 0 and old[len(old) - suffix].isalnum():
+        suffix -= 1
+
+    def cut(text: str) -> str:
+        return ("…" if prefix else "") + text[prefix:len(text) - suffix] + \
+            ("…" if suffix else "")
+    return cut(old), cut(new)
+
+
 def _patterns(changes: Sequence[InstanceChange]) -> list[str]:
-    """The distinct field changes of a step, most frequent first: a sweep's one edit
-    reads as one line, not as a thousand rows."""
-    counted: Counter[tuple[str, str]] = Counter()
+    """The distinct edits of a step, most frequent first: a sweep's one edit reads as
+    one line ('prompt: …snow… → …rain… ×10'), not as a row per instance."""
+    counted: Counter[tuple[str, str, str]] = Counter()
     for inst in changes:
         for f in inst.fields:
-            counted[(f.path, _field_md(f, 60))] += 1
-    lines = [f"- {md} ×{n}" for (_, md), n in counted.most_common(MAX_PATTERNS)]
+            if f.kind == "changed" and isinstance(f.old, str) and isinstance(f.new, str):
+                old, new = _core(f.old, f.new)
+                key = (f.path, shorten(json.dumps(old, ensure_ascii=False), 60),
+                       shorten(json.dumps(new, ensure_ascii=False), 60))
+            else:
+                old_text, new_text = _sides(f, 60)
+                key = (f.path, old_text, new_text)
+            counted[key] += 1
+    lines = [f"- <code>{escape(path)}</code>: {escape(old)} → {escape(new)} ×{n:,}"
+             for (path, old, new), n in counted.most_common(MAX_PATTERNS)]
     if len(counted) > MAX_PATTERNS:
-        lines.append(f"- … {len(counted) - MAX_PATTERNS} more distinct changes")
+        lines.append(f"- … {len(counted) - MAX_PATTERNS:,} more distinct edits")
     return lines
 
 
@@ -219,9 +271,7 @@ def markdown(review: Review, *, limit: int = MAX_COMMENT, report_url: str | None
     # Room kept for the closing lines and the truncation note, which always fit.
     reserve = 1_500
     out = _Budget(limit - reserve)
-    title = "### civflow plan" + (f" against {_code(review.base_ref)}"
-                                  if review.base_ref is not None else "")
-    out.add(MARKER, title, "", _summary_line(review), "")
+    out.add(MARKER, "### civflow plan", "", _summary_line(review), "")
     if report_url:
         out.add(f"[Open the review report (before / after images)]({report_url})", "")
     table = _pipeline_table(review)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from civflow.check import Checked
-from civflow.errors import CivflowError, UsageError
+from civflow.errors import CivflowError, PipelineNotFound, UsageError
 from civflow.load.model import PipelineSpec
 from civflow.names import lockfile_path_for
 from civflow.plan import Plan, PlannedInstance, PlanOptions
@@ -593,6 +593,12 @@ def _compare_with(tree: BaseTree, scratch: Path, given: tuple[Path, ...], files:
                   here: Path, var_pairs: Sequence[str], vars_files: Sequence[Path],
                   opts: PlanOptions, strict: bool) -> Review:
     notes: list[str] = []
+    for g in given:
+        if any(c in str(g) for c in "*?[") or (g if g.is_absolute() else here / g).exists():
+            continue
+        rel = tree.relative(g, cwd=here)
+        if not tree.has(rel) and not tree.under(rel):
+            raise PipelineNotFound(path=str(g))
     renames = tree.renames()
     base_vars: list[Path] = []
     for vf in vars_files:

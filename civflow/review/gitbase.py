@@ -100,18 +100,16 @@ class BaseTree:
         """`path` (as given on the command line) as a repository path; refused when it
         leaves the repository."""
         full = (cwd / path) if not path.is_absolute() else path
-        # resolve() follows symlinks: a link in the tree that points out is refused too.
-        resolved = Path(os.path.abspath(full))
+        # Symlinks are followed: a link in the tree that points out is refused too.
         try:
-            real = resolved.resolve()
+            real = full.resolve()
         except OSError:
-            real = resolved
-        for candidate in (real, resolved):
-            try:
-                rel = candidate.relative_to(self.root)
-            except ValueError:
-                continue
-            text = rel.as_posix()
+            real = Path(os.path.abspath(full))
+        try:
+            text = real.relative_to(self.root).as_posix()
+        except ValueError:
+            pass
+        else:
             return "" if text == "." else text
         raise UsageError(f"{path}: outside the git repository at {self.root}",
                          hint="--base compares files of one repository; name paths inside it")
@@ -243,7 +241,7 @@ def open_base(ref: str, cwd: Path) -> BaseTree:
         shallow = _git(root, "rev-parse", "--is-shallow-repository", check=False)
         if shallow.stdout.strip() == b"true":
             hint = (f"this is a shallow clone: fetch the base first, e.g. "
-                    f"`git fetch --depth=1 origin {ref}` (or, in GitHub Actions, "
+                    f"`git fetch --depth=50 origin {ref}` (or, in GitHub Actions, "
                     f"actions/checkout with `fetch-depth: 0`), then name it as "
                     f"--base origin/{ref.removeprefix('origin/')}")
         else:

@@ -1,0 +1,123 @@
+"""The PR comment of `plan --base --format markdown`: bounded at any size, says what
+it left out, and renders untrusted text (prompts, matrix values) inert."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from civflow.review.comment import MARKER, MAX_COMMENT, escape, markdown
+from civflow.review.diff import compare
+from tests.review.support import MODEL, cli, commit, git, make_repo, write
+
+WORDS = ["misty", "golden", "quiet", "ancient", "neon", "frozen", "velvet", "distant"]
+
+
+def _big(prompt: str) -> str:
+    """5,000 instances: 100 subjects x 50 seeds, prompts about 300 characters long."""
+    rng = random.Random(9)
+    subjects = [f"{rng.choice(WORDS)}-{i:03d}" for i in range(100)]
+    return f"""\
+version: 1
+name: big
+steps:
+  shot:
+    type: imageGen
+    matrix:
+      subject: [{", ".join(subjects)}]
+      seed: [{", ".join(str(s) for s in range(1, 51))}]
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: {MODEL}
+      prompt: "{prompt}"
+      seed: "{{{{ matrix.seed }}}}"
+      width: 64
+      height: 64
+"""
+
+
+LONG = ("a {{ matrix.subject }} creature in a WEATHER landscape, " + "highly detailed, " * 14
+        + "seed {{ matrix.seed }}")
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_repo(tmp_path_factory.mktemp("big") / "repo")
+    write(root, {"pipelines/big.yaml": _big(LONG.replace("WEATHER", "snowy"))})
+    commit(root, "5,000 instances")
+    git(root, "checkout", "-q", "-b", "change")
+    write(root, {"pipelines/big.yaml": _big(LONG.replace("WEATHER", "rainy"))})
+    return root
+
+
+@pytest.fixture(scope="module")
+def big_outputs(big: Path) -> tuple[str, str]:
+    """(markdown, json) of the 5,000-instance change, planned once."""
+    review = compare(["pipelines"], "main", cwd=big)
+    from civflow.review.comment import review_json
+
+    return markdown(review), review_json(review)
+
+
+def test_five_thousand_changes_fit_and_say_what_was_left_out(
+        big_outputs: tuple[str, str]) -> None:
+    """Promise: a 5,000-instance change gives a comment under 60,000 characters that
+    opens with the sticky marker, sums up every instance, collapses details by step,
+    and says how many instances it did not list and where the full plan is."""
+    md, _ = big_outputs
+    assert len(md) < MAX_COMMENT
+    assert md.splitlines()[0] == MARKER and md.count(MARKER) == 1
+    assert "5000 changed, 0 added, 0 removed, 0 unchanged" in md
+    assert md.count("<details>") == md.count("</details>") >= 1
+    listed = len(re.findall(r"^\| ~ \| <code>", md, re.MULTILINE))
+    assert 0 < listed < 5000
+    assert f"**Truncated:** {5000 - listed:,} of 5,000 changed instances are not listed" in md
+    assert "`civflow plan pipelines --base main --format json`" in md
+    # The step's one edit is summed up in one line, whatever was cut.
+    assert "<code>prompt</code>: &quot;…snowy…&quot; → &quot;…rainy…&quot; ×5,000" in md
+
+
+def test_json_keeps_every_instance_and_whole_values(big_outputs: tuple[str, str]) -> None:
+    """Promise: the JSON is not bounded like the comment: every instance, whole values."""
+    md, raw = big_outputs
+    data = json.loads(raw)
+    instances = data["pipelines"][0]["instances"]
+    assert len(instances) == 5000
+    (field,) = instances[0]["fields"]
+    assert field["path"] == "prompt" and len(field["new"]) > 250
+    assert "rainy landscape, highly detailed" in field["new"]
+    # In the comment the same value is cut around the edit.
+    assert field["new"] not in md
+
+
+def test_untrusted_text_is_inert(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: prompts and matrix values cannot inject HTML, links, mentions or table
+    cells into the PR comment; each detail row keeps its five cells."""
+    hostile = ("<img src=x onerror=alert(1)> @octocat | [click](javascript:alert(1)) "
+               "`tick` **bold** <!-- x --> </details> #1 :tada:")
+    root = make_repo(tmp_path / "repo")
+    text = _big("a fox").replace(
+        "      subject: [", "      subject: ['<b>|x</b>', '@team', ").replace(
+        "[" + ", ".join(str(s) for s in range(1, 51)) + "]", "[1]")
+    write(root, {"pipelines/p.yaml": text})
+    commit(root, "plain")
+    write(root, {"pipelines/p.yaml": text.replace('"a fox"', json.dumps(hostile))})
+    done = cli(capsys, monkeypatch, root, "plan", "pipelines", "--base", "main",
+               "--format", "markdown")
+    assert done.code == 0, done.err
+    md = done.out
+    for bad in ("<img", "<b>|", "@octocat", "@team", "](javascript", "<!-- x", "`tick`",
+                "**bold**", "</details> #1"):
+        assert bad not in md, bad
+    rows = [line for line in md.splitlines() if line.startswith("| ~ |")]
+    assert len(rows) == 102
+    assert all(line.count("|") == 6 for line in rows)
+    assert md.count("<details>") == md.count("</details>")
+    assert escape("a|b\n@c") == "a&#124;b &#64;c"
