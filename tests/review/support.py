@@ -24,6 +24,8 @@ STYLES = ["ink", "oil", "pastel", "charcoal", "gouache", "fresco", "etching", "p
 # The 200-instance sweep (20 subjects x 10 styles). The fox prompt has a clause of its
 # own and each style its own LoRA strength, so one word and one number each change a
 # known subset: 10 fox instances, 20 ink instances, 29 in all.
+PROMPT = ("a {{ matrix.subject }} in {{ matrix.style }} style"
+          "{% if matrix.subject == 'fox' %}, in the snow{% endif %}")
 SWEEP = f"""\
 version: 1
 name: sweep
@@ -44,7 +46,7 @@ steps:
       subject: [{", ".join(SUBJECTS)}]
       style: [{", ".join(STYLES)}]
     input:
-      prompt: "a {{{{ matrix.subject }}}} in {{{{ matrix.style }}}} style{{% if matrix.subject == 'fox' %}}, in the snow{{% endif %}}"
+      prompt: "{PROMPT}"
       width: 64
       height: 64
       steps: 4
