@@ -232,7 +232,8 @@ def _damage_reasons(prior: Prior) -> tuple[str, ...]:
     pulled = len(prior.remote)
     if pulled:
         reasons.insert(0, "cached (remote)")
-        reasons.append(f"{pulled} file(s) only on the remote: pulled, not re-submitted")
+        reasons.append(f"{pulled} file(s) only on the remote: run pulls them, nothing is "
+                       "re-submitted")
     if not pulled or prior.damaged > pulled:
         reasons.append(f"{prior.damaged - pulled or 'some'} file(s) missing or modified: "
                        "restored from the store or downloaded again, not re-submitted")
