@@ -8,6 +8,7 @@ For code that needs a lockfile's artifacts without running anything (`report --b
 
     from civflow.remote import fetch_objects
     found = fetch_objects(project_root, shas)   # {sha256: Path in the local store}
+                                                # (or a pipeline file instead of the root)
     found.missing, found.corrupt                # the shas it could not make available
 
 `fetch_objects` pulls what the local store (`<root>/.civflow/objects`) lacks from the

@@ -71,7 +71,9 @@ def fetch_objects(project_root: Path, shas: Iterable[str], *,
     that is available.
 
     For whoever needs artifacts a lockfile names without running anything (`report
-    --base` reads the base branch's pictures this way). The local store is
+    --base` reads the base branch's pictures this way). `project_root` is the project's
+    root folder, or one of its pipeline files (its root is then found as `civflow run`
+    finds it). The local store is
     `<project_root>/.civflow/objects`; the remote is the project's configured one
     (civflow.toml, `[tool.civflow]`, `$CIVFLOW_REMOTE`). Pulled bytes are hashed before
     they enter the store; a remote object that does not match its name is left out
@@ -80,7 +82,10 @@ def fetch_objects(project_root: Path, shas: Iterable[str], *,
     `RemoteError` (`RemoteUnreachable`, `RemoteAccessDenied`) when the configured remote
     cannot be used, and a located `PipelineInvalid` for a bad config file.
     """
-    store = store_for(Path(project_root))
+    root = Path(project_root)
+    if root.is_file():
+        root = project_root_for(root)
+    store = store_for(root)
     result = Fetched()
     need: list[str] = []
     for sha in dict.fromkeys(shas):
@@ -92,7 +97,7 @@ def fetch_objects(project_root: Path, shas: Iterable[str], *,
             need.append(sha)
     if not need:
         return result
-    remote = remote_for(Path(project_root))
+    remote = remote_for(root)
     if remote is None:
         result.missing.extend(need)
         return result

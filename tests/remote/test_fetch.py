@@ -66,3 +66,13 @@ def test_a_remote_object_that_does_not_match_is_left_out(tmp_path: Path) -> None
     found = fetch_objects(b, shas)
     assert list(found) == [shas[1]] and found.corrupt == [shas[0]]
     assert not ObjectStore(b / ".civflow" / "objects").has(shas[0])
+
+
+def test_a_pipeline_file_stands_for_its_project(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: fetch_objects given a pipeline file uses the store `civflow run` used."""
+    monkeypatch.delenv("CIVFLOW_REMOTE", raising=False)
+    artifacts = make_project(tmp_path, count=1)
+    sha = artifacts[0].sha256
+    found = fetch_objects(tmp_path / "pipelines" / "p.yaml", [sha])
+    assert found == {sha: tmp_path / ".civflow" / "objects" / "sha256" / sha[:2] / sha[2:]}
