@@ -83,7 +83,10 @@ def facts(node: Mapping[str, Any]) -> str:
     kinds = [kind] if isinstance(kind, str) else list(kind or [])
     named = [k for k in kinds if k != "null"]
     if "enum" in node:
-        shown = ", ".join(json.dumps(v) for v in node["enum"] if v is not None)
+        values = [v for v in node["enum"] if v is not None]
+        # Editors list the values themselves; a long list would bury the words.
+        shown = ", ".join(json.dumps(v) for v in values) if len(values) <= 8 else \
+            f"{len(values)} values"
         parts.append(f"one of {shown}")
     elif "const" in node:
         parts.append(f"always {json.dumps(node['const'])}")
@@ -217,16 +220,30 @@ def _fields(variant: catalog.Variant) -> dict[str, Any]:
 def _variant_schema(variant: catalog.Variant, interned: dict[str, Schema]) -> Schema:
     body = {k: v for k, v in variant.schema.items() if k not in ("$defs", "properties")}
     out: Schema = convert(body, top=True, wrap=False)
-    out["properties"] = {name: _field(name, sub, interned)
+    out["properties"] = {name: _field(name, sub, interned, variant)
                          for name, sub in _fields(variant).items()}
     out["description"] = f"The input of {variant.label}."
     return out
 
 
-def _field(name: str, node: Any, interned: dict[str, Schema]) -> Schema:
+def _resolved(node: Any, variant: catalog.Variant) -> dict[str, Any]:
+    """A field's schema with a reference to the catalog's `$defs` followed, for its facts."""
+    if not isinstance(node, dict):
+        return {}
+    defs = variant.schema.get("$defs") or {}
+    inner = node.get("allOf", [node])[0] if len(node.get("allOf", [])) == 1 else node
+    ref = inner.get("$ref") if isinstance(inner, dict) else None
+    if isinstance(ref, str) and ref.removeprefix("#/$defs/") in defs:
+        target = defs[ref.removeprefix("#/$defs/")]
+        return {**target, **{k: v for k, v in node.items() if k not in ("$ref", "allOf")}}
+    return node
+
+
+def _field(name: str, node: Any, interned: dict[str, Schema],
+           variant: catalog.Variant) -> Schema:
     """One field of an input, converted and described, shared among variants by content."""
     converted = convert(node, top=True)
-    text = describe(name, node if isinstance(node, dict) else {})
+    text = describe(name, _resolved(node, variant)) or "See the step catalog."
     if text:
         converted = {**converted, "description": text}
     digest = hashlib.sha256(json.dumps([name, converted], sort_keys=True).encode()).hexdigest()
@@ -251,7 +268,7 @@ def _union(step_type: str, variants: list[catalog.Variant], interned: dict[str, 
         for name, node in _fields(variant).items():
             if name in variant.discriminators:
                 continue
-            ref = _field(name, node, interned)
+            ref = _field(name, node, interned, variant)
             if ref not in fields.setdefault(name, []):
                 fields[name].append(ref)
     props: dict[str, Schema] = {}
@@ -260,8 +277,8 @@ def _union(step_type: str, variants: list[catalog.Variant], interned: dict[str, 
         if name in choices:
             words = FIELD_WORDS.get(name, "Selects the fields that apply.")
             options.insert(0, {"enum": sorted(choices[name]), "description": words})
-        if len(options) == 1:
-            props[name] = options[0]
+        if len(options) == 1 and name not in choices:
+            props[name] = options[0]  # a field schema: it takes a template already
         else:
             props[name] = {"anyOf": [*options, _TEMPLATE_REF]}
     out: Schema = {"type": "object", "properties": props,
@@ -274,7 +291,7 @@ def _union(step_type: str, variants: list[catalog.Variant], interned: dict[str, 
 
 def _comfy_file(variants: list[catalog.Variant], interned: dict[str, Schema]) -> Schema:
     """A `comfy` step written as a workflow file and title overrides (civflow's own form)."""
-    options = {name: _field(name, node, interned) for v in variants
+    options = {name: _field(name, node, interned, v) for v in variants
                for name, node in _fields(v).items() if name != "comfyWorkflow"}
     return {
         "type": "object",

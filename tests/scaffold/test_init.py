@@ -1,0 +1,176 @@
+"""`civflow init` starts a repository that works, and never overwrites a file.
+
+Promises guarded here:
+- in a plain folder: a git repository with an example pipeline that validates and runs on
+  the emulator, whose `yaml-language-server` modeline names a schema file init wrote into
+  the repository (not under the ignored .civflow/) and that validates the pipeline;
+  .gitignore holds .civflow/ and out/, lockfiles merge with `civflow lock merge`, and the
+  workflow and pre-commit config are in place;
+- in an existing repository: .gitignore and .gitattributes are appended to, never
+  duplicated; from a subfolder the workflow and pre-commit config go to the top, pointing
+  into the subfolder;
+- an existing file is never overwritten: exit 2 naming every such file, nothing written;
+- `--hooks` installs a post-checkout hook with which a branch switch restores out/ to the
+  checked-out lockfile's bytes from the store, submitting nothing; without a terminal
+  and without `--hooks`, no hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft7Validator
+
+from civflow.scaffold import editor_schema_text
+from tests.scaffold.actions import base_env
+
+PIPELINE = Path("pipelines/hello.yaml")
+
+
+def civflow(*args: str | Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "civflow", *map(str, args)], cwd=cwd,
+                          env=base_env(**extra), text=True, capture_output=True, timeout=300,
+                          check=False, stdin=subprocess.DEVNULL)
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=base_env(), text=True,
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_init_in_a_plain_folder(tmp_path: Path) -> None:
+    """A working starter repository from nothing."""
+    done = civflow("init", "studio", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    repo = tmp_path / "studio"
+    assert git(repo, "rev-parse", "--show-toplevel").strip() == str(repo.resolve())
+    # The modeline names a file in the repository, relative to the pipeline.
+    first = (repo / PIPELINE).read_text(encoding="utf-8").splitlines()[0]
+    match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
+    assert match, first
+    schema_file = (repo / PIPELINE).parent / match[1]
+    assert schema_file.resolve().is_relative_to(repo.resolve())
+    assert ".civflow" not in schema_file.resolve().relative_to(repo.resolve()).parts
+    assert schema_file.read_text(encoding="utf-8") == editor_schema_text()
+    data = yaml.safe_load((repo / PIPELINE).read_text(encoding="utf-8"))
+    assert list(Draft7Validator(json.loads(schema_file.read_text("utf-8"))).iter_errors(data)) \
+        == []
+    # Ignored, merged, wired.
+    assert (repo / ".gitignore").read_text(encoding="utf-8").splitlines() == [".civflow/", "out/"]
+    assert "*.lock.json merge=civflow" in (repo / ".gitattributes").read_text(encoding="utf-8")
+    assert git(repo, "config", "merge.civflow.driver").strip() == "civflow lock merge %O %A %B"
+    assert (repo / ".github/workflows/civflow.yml").is_file()
+    assert (repo / ".pre-commit-config.yaml").is_file()
+    assert not (repo / ".git/hooks/post-checkout").exists()  # no terminal, no --hooks
+    assert git(repo, "check-ignore", ".civflow/x", "out/x").split() == [".civflow/x", "out/x"]
+    # The schema file is not ignored: a clone has it.
+    tracked = git(repo, "status", "--porcelain", "--untracked-files=all")
+    assert ".civflow-schema.json" in tracked
+    # The example validates and runs.
+    done = civflow("validate", PIPELINE, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = civflow("run", "--emulator", PIPELINE, cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(list((repo / "out" / "hello").rglob("*.webp"))) == 2
+
+
+def test_init_in_an_existing_repository_appends_without_duplicating(tmp_path: Path) -> None:
+    """Existing .gitignore and .gitattributes keep their lines; only what is missing is
+    added ('/out' counts as 'out/')."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("node_modules\n/out", encoding="utf-8")
+    (tmp_path / ".gitattributes").write_text("*.png binary\n", encoding="utf-8")
+    done = civflow("init", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == \
+        "node_modules\n/out\n.civflow/\n"
+    assert (tmp_path / ".gitattributes").read_text(encoding="utf-8") == \
+        "*.png binary\n*.lock.json merge=civflow\n"
+    assert "initialised a git repository" not in done.stdout
+
+
+def test_init_in_a_subfolder_puts_ci_files_at_the_top(tmp_path: Path) -> None:
+    """GitHub and pre-commit read their files at the repository's top: they go there and
+    point into the project's folder."""
+    git(tmp_path, "init", "-q")
+    done = civflow("init", "art/gen", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "art/gen" / PIPELINE).is_file()
+    assert (tmp_path / "art/gen/.civflow-schema.json").is_file()
+    flow = yaml.safe_load((tmp_path / ".github/workflows/civflow.yml").read_text("utf-8"))
+    assert flow["env"]["PIPELINES"] == "art/gen/pipelines"
+    hooks = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text("utf-8"))
+    pattern = hooks["repos"][0]["hooks"][0]["files"]
+    assert re.search(pattern, "art/gen/pipelines/hello.yaml")
+    assert not re.search(pattern, "pipelines/hello.yaml")
+    assert not re.search(pattern, "art/gen/pipelines/hello.lock.json")
+    assert not (tmp_path / "art/gen/.github").exists()
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    """Every file init would create that exists is named; exit 2; nothing is written."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".pre-commit-config.yaml").write_text("repos: []\n", encoding="utf-8")
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / PIPELINE).write_text("mine\n", encoding="utf-8")
+    done = civflow("init", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: refusing to overwrite ")
+    assert ".pre-commit-config.yaml" in done.stderr and "pipelines/hello.yaml" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / PIPELINE).read_text(encoding="utf-8") == "mine\n"
+    assert (tmp_path / ".pre-commit-config.yaml").read_text(encoding="utf-8") == "repos: []\n"
+    assert not (tmp_path / ".civflow-schema.json").exists()
+    assert not (tmp_path / ".github").exists() and not (tmp_path / ".gitignore").exists()
+    # Twice in a row in a plain folder: the second refuses, naming all four files.
+    again = tmp_path.parent / f"{tmp_path.name}-again"
+    done = civflow("init", again, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = civflow("init", again, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0].count(", ") == 3, done.stderr
+
+
+def test_post_checkout_hook_restores_out_after_a_branch_switch(tmp_path: Path) -> None:
+    """With --hooks, switching branches makes out/ match the checked-out lockfile, from
+    the store, submitting nothing."""
+    repo = tmp_path / "studio"
+    done = civflow("init", repo, "--hooks", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    assert hook.is_file() and os.access(hook, os.X_OK)
+    picture = repo / "out" / "hello" / "picture[seed=11]" / "0.jpeg"
+    git(repo, "checkout", "-q", "-b", "main")
+    assert civflow("run", "--emulator", PIPELINE, cwd=repo).returncode == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "lighthouse")
+    lighthouse = picture.read_bytes()
+    git(repo, "checkout", "-q", "-b", "fox")
+    pipeline = repo / PIPELINE
+    pipeline.write_text(pipeline.read_text("utf-8").replace("a lighthouse on a cliff",
+                                                             "a red fox on a cliff"), "utf-8")
+    assert civflow("run", "--emulator", PIPELINE, cwd=repo).returncode == 0
+    git(repo, "commit", "-q", "-am", "fox")
+    fox = picture.read_bytes()
+    assert fox != lighthouse
+    # The hook runs civflow from PATH, as a developer's shell would.
+    env = base_env()
+    switched = subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, env=env, text=True,
+                              capture_output=True, timeout=300, check=False)
+    assert switched.returncode == 0, switched.stderr
+    assert picture.read_bytes() == lighthouse, switched.stderr
+    subprocess.run(["git", "checkout", "-q", "fox"], cwd=repo, env=env, timeout=300,
+                   check=True, capture_output=True)
+    assert picture.read_bytes() == fox
+    # Nothing was submitted: a plan of main is all cached.
+    git(repo, "checkout", "-q", "main")
+    plan = civflow("plan", PIPELINE, "--format", "json", cwd=repo)
+    assert set(json.loads(plan.stdout)["counts"]) == {"cached"}, plan.stdout
