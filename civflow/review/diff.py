@@ -122,6 +122,8 @@ class InstanceChange:
             return 0.0
         if self.planned.estimate is None:
             return None
+        if self.planned.instance.fanout and self.planned.name != self.name:
+            return self.planned.estimate  # one of the instances the fan-out stands for
         return self.planned.estimate * self.planned.expected
 
     @property
@@ -571,7 +573,10 @@ def compare(paths: Sequence[Path | str], base_ref: str | None, *, cwd: Path | No
     here = (cwd or Path.cwd()).resolve()
     given = tuple(Path(p) for p in paths)
     files = list(head_files) if head_files is not None else _head_files(given, here)
-    files = [f if f.is_absolute() else here / f for f in files]
+    # Relative paths stay as given when they are relative to the process's folder, so
+    # errors name the file as the user wrote it.
+    same = here == Path.cwd().resolve()
+    files = [f if f.is_absolute() or same else here / f for f in files]
     opts = options or PlanOptions()
     if base_ref is None:
         reviews = []
