@@ -93,6 +93,14 @@ def _read_small(path: Path) -> bytes:
         raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
 
 
+def _write(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "xb") as out:
+            out.write(data)
+    except OSError as exc:
+        raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
+
+
 def _check(sha256: str) -> str:
     if not _SHA256.match(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
@@ -328,17 +336,26 @@ class Remote:
             try:
                 try:
                     with self._translated("downloading from it"):
-                        self.fs.get_file(self.key_for(sha), str(tmp))
+                        # Small objects come in one read, are hashed in memory and only
+                        # written when they match; big ones stream to disk first.
+                        data = (self.fs.cat_file(self.key_for(sha))
+                                if sizes[sha] <= _IN_MEMORY else None)
+                        if data is None:
+                            self.fs.get_file(self.key_for(sha), str(tmp))
                 except RemoteUnreachable as exc:
                     if not isinstance(exc.__cause__, FileNotFoundError):
                         raise
                     with lock:  # it vanished since the listing
                         result.missing.append(sha)
                     return
-                if hash_file(tmp) != sha:
+                actual = hashlib.sha256(data).hexdigest() if data is not None else \
+                    hash_file(tmp)
+                if actual != sha:
                     with lock:
                         result.corrupt.append(sha)
                     return
+                if data is not None:
+                    _write(tmp, data)
                 size = tmp.stat().st_size
                 store.adopt(tmp, sha)
             finally:
