@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from civflow.errors import CivflowError, UsageError
-from civflow.load.model import project_root_for
 from civflow.review.report.media import Media, MediaCounts, MediaFolder, Source
 from civflow.review.report.model import Card, PipelineView
 from civflow.review.report.render import (
@@ -166,10 +165,12 @@ def _media_lookup(pipelines: Sequence[PipelineView], folder: MediaFolder,
                 fetch_objects(pipeline.root, sorted(absent))
             except RemoteError as exc:
                 written.warnings.append(f"{pipeline.name}: {exc.message}")
+        out = pipeline.root / "out"
+        sources = {side: Source(store, out, lock_dir or pipeline.root)
+                   for side, lock_dir in (("head", pipeline.head_lock_dir),
+                                          ("base", pipeline.base_lock_dir))}
+        folder.prepare((a, sources[side]) for side, _, entry in sides for a in entry.artifacts)
         for side, card, entry in sides:
-            lock_dir = pipeline.head_lock_dir if side == "head" else pipeline.base_lock_dir
-            source = Source(store, pipeline.root / "out",
-                            lock_dir or project_root_for(Path(pipeline.path)))
             table[(pipeline.name, card.name, side)] = tuple(
-                folder.media(a, source) for a in entry.artifacts)
+                folder.media(a, sources[side]) for a in entry.artifacts)
     return lambda card, side: table.get((card.pipeline, card.name, side), ())

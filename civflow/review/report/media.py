@@ -17,7 +17,9 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from civflow.store.objects import ObjectStore
 __all__ = ["Media", "MediaCounts", "MediaFolder", "kind_of"]
 
 THUMB_PX = 256
+MAX_WORKERS = 4  # threads copying and encoding at once
 _CHUNK = 1024 * 1024
 # Decoding a picture larger than this many pixels for a 256 px thumbnail is refused.
 MAX_PIXELS = 64_000_000
@@ -123,6 +126,25 @@ class MediaFolder:
         self.thumbs = self.root / "thumbs"
         self.counts = MediaCounts()
         self._done: dict[str, Media] = {}
+        self._lock = threading.Lock()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self.counts, name, getattr(self.counts, name) + amount)
+
+    def prepare(self, wanted: Iterable[tuple[Artifact, Source]]) -> None:
+        """Copy and encode every artifact not done yet, a few at a time: Pillow and the
+        file copies release the GIL, so the threads share the cores."""
+        todo: dict[str, tuple[Artifact, list[Source]]] = {}
+        for artifact, source in wanted:
+            if artifact.sha256 not in self._done:
+                sources = todo.setdefault(artifact.sha256, (artifact, []))[1]
+                if source not in sources:
+                    sources.append(source)
+        workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(self._media, a, s) for a, s in todo.values()]:
+                future.result()
 
     def has(self, artifact: Artifact) -> bool:
         """Whether the report folder already holds this original (by name and size)."""
@@ -131,13 +153,16 @@ class MediaFolder:
     def media(self, artifact: Artifact, source: Source) -> Media:
         """The artifact copied and thumbnailed into the report (once per sha256)."""
         done = self._done.get(artifact.sha256)
-        if done is not None and done.available:
-            return done if done.artifact == artifact else _same_bytes(done, artifact)
-        media = self._make(artifact, source)
+        if done is None:
+            done = self._media(artifact, [source])
+        return done if done.artifact == artifact else _same_bytes(done, artifact)
+
+    def _media(self, artifact: Artifact, sources: list[Source]) -> Media:
+        media = self._make(artifact, sources)
         self._done[artifact.sha256] = media
         return media
 
-    def _make(self, artifact: Artifact, source: Source) -> Media:
+    def _make(self, artifact: Artifact, sources: list[Source]) -> Media:
         kind = kind_of(artifact)
         name = f"{artifact.sha256}.{_suffix(artifact)}"
         original = self.files / name
@@ -146,35 +171,38 @@ class MediaFolder:
         wants_thumb = kind in ("image", "video")
         copied = _size(original) == artifact.size
         if copied and (not wants_thumb or thumb.is_file() or no_thumb.is_file()):
-            self.counts.reused += 1
+            self._count("reused")
             return Media(artifact, kind, f"files/{name}",
                          f"thumbs/{thumb.name}" if thumb.is_file() else None,
                          _thumb_size(artifact, thumb))
-        if not copied and not self._copy(artifact, source, original):
-            self.counts.unavailable += 1
+        if not copied and not self._copy(artifact, sources, original):
+            self._count("unavailable")
             return Media(artifact, kind, None, None, missing=(
                 "not in the local store or out/ (nor pulled from a remote)"))
         made = _encode(original, kind) if wants_thumb else None
         if made is not None:
             atomic_write_bytes(thumb, made)
-            self.counts.encoded += 1
+            self._count("encoded")
         elif wants_thumb:
             atomic_write_bytes(no_thumb, b"")
         return Media(artifact, kind, f"files/{name}",
                      f"thumbs/{thumb.name}" if made is not None else None,
                      _thumb_size(artifact, thumb) if made is not None else None)
 
-    def _copy(self, artifact: Artifact, source: Source, dest: Path) -> bool:
+    def _copy(self, artifact: Artifact, sources: list[Source], dest: Path) -> bool:
         """Copy the first candidate whose bytes hash to the artifact's sha256."""
-        for candidate in source.candidates(artifact):
-            if not candidate.is_file():
+        tried: set[Path] = set()
+        for candidate in (c for s in sources for c in s.candidates(artifact)):
+            if candidate in tried or not candidate.is_file():
                 continue
+            tried.add(candidate)
             written = _copy_verified(candidate, dest, artifact.sha256)
             if written is None:
-                self.counts.damaged.append(str(candidate))
+                with self._lock:
+                    self.counts.damaged.append(str(candidate))
                 continue
-            self.counts.copied += 1
-            self.counts.bytes_copied += written
+            self._count("copied")
+            self._count("bytes_copied", written)
             return True
         return False
 
@@ -239,11 +267,11 @@ def _encode(path: Path, kind: str) -> bytes | None:
             picture = Image.open(path)
             if picture.width * picture.height > MAX_PIXELS:
                 return None
-            picture.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at 1/2…1/8
+            picture.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at 1/2…1/8 already
         picture.thumbnail((THUMB_PX, THUMB_PX))
         mode = "RGBA" if picture.mode in ("RGBA", "LA", "P", "PA") else "RGB"
         buffer = io.BytesIO()
-        picture.convert(mode).save(buffer, format="WEBP", quality=72, method=3)
+        picture.convert(mode).save(buffer, format="WEBP", quality=72, method=1)
         return buffer.getvalue()
     except Exception:  # Pillow and PyAV raise many kinds for a bad file: no thumbnail
         return None

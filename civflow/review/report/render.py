@@ -254,9 +254,10 @@ def _grids(step: StepView, cards: Sequence[Card], grid: Grid, pipeline: str,
     extra = [k for k, _ in step.axes if k not in (x, y)]
     cells: dict[tuple[str, ...], Card] = {}
     loose: list[Card] = []
+    allowed = {k: {_value(v) for v in vs} for k, vs in values.items()}
     for card in cards:
         if set(card.matrix) != set(values) or any(
-                _value(card.matrix[k]) not in {_value(v) for v in values[k]} for k in values):
+                _value(card.matrix[k]) not in allowed[k] for k in values):
             loose.append(card)
             continue
         cells[tuple(_value(card.matrix[k]) for k, _ in step.axes)] = card
