@@ -19,13 +19,23 @@ LORAS = {"ink": "urn:air:sdxl:lora:civitai:123456@789012",
 SEEDS = (11, 22, 33, 44)
 
 
+def many_loras(count: int) -> dict[str, str]:
+    """`count` LoRAs named l00, l01, …, with made-up AIRs the emulator accepts; the
+    second is named clay, the one a change edits."""
+    names = [f"l{i:02d}" for i in range(count)]
+    names[1] = "clay"
+    return {name: f"urn:air:sdxl:lora:civitai:{400000 + i}@{500000 + i}"
+            for i, name in enumerate(names)}
+
+
 def looks(*, cover: str = "watercolor", clay: float = 0.6, size: int = 512,
-          prompt: str = "a lighthouse on a cliff at dusk") -> str:
-    """A cover image and a 3 × 4 LoRA × seed sweep; `cover` and `clay` are what a
-    change edits (the cover's prompt, one LoRA's strength)."""
-    strengths = {"ink": 0.8, "clay": clay, "neon": 1.0}
+          prompt: str = "a lighthouse on a cliff at dusk", lora_airs: dict[str, str] = LORAS,
+          seeds: tuple[int, ...] = SEEDS) -> str:
+    """A cover image and a LoRA × seed sweep (3 × 4 by default); `cover` and `clay` are
+    what a change edits (the cover's prompt, one LoRA's strength)."""
+    strengths = {name: 0.8 for name in lora_airs} | {"neon": 1.0, "clay": clay}
     loras = "\n".join(f"    {name}: {{air: \"{air}\", strength: {strengths[name]}}}"
-                      for name, air in LORAS.items())
+                      for name, air in lora_airs.items())
     return f"""\
 version: 1
 name: looks
@@ -52,8 +62,8 @@ steps:
   sweep:
     type: imageGen
     matrix:
-      lora: [{", ".join(LORAS)}]
-      seed: [{", ".join(map(str, SEEDS))}]
+      lora: [{", ".join(lora_airs)}]
+      seed: [{", ".join(map(str, seeds))}]
     input:
       prompt: "{{{{ subject }}}}, 35mm photo"
       seed: "{{{{ matrix.seed }}}}"

@@ -22,6 +22,7 @@ from tests.review_report.support import (
     changed_looks,
     looks,
     make_repo,
+    many_loras,
 )
 
 
@@ -250,3 +251,26 @@ steps:
     assert video is not None, html
     assert (repo.root / "report" / video.group(1)).stat().st_size > 0
     assert (repo.root / "report" / video.group(2)).stat().st_size > 0
+
+
+def test_a_200_instance_sweep_change_shows_exactly_its_pairs(repo: Repo) -> None:
+    """The issue's yardstick: one prompt and one LoRA strength changed in a 200-instance
+    sweep; the report pairs before / after for exactly the 11 changed instances (the
+    cover, and the edited LoRA's 10 seeds) and shows the other 190 in a 20 × 10 grid."""
+    airs = many_loras(20)
+    seeds = tuple(range(1, 11))
+    repo.write("looks", looks(size=256, lora_airs=airs, seeds=seeds))
+    repo.run("looks")
+    repo.commit("a 200-instance sweep")
+    repo.git("checkout", "-q", "-b", "change")
+    repo.write("looks", looks(size=256, lora_airs=airs, seeds=seeds, cover="oil painting",
+                              clay=0.9))
+    repo.run("looks")
+    done = repo.cli("report", "pipelines", "--base", "main", "--out", "report")
+    assert done.code == 0, done.err
+    html = (repo.root / "report" / "index.html").read_text(encoding="utf-8")
+    assert _pairs(html, "changed") == {"cover", *(f"sweep[lora=clay,seed={s}]" for s in seeds)}
+    assert len(re.findall(r'<div class="side before"><h4>before \(base\)</h4><div class="media">'
+                          r'<a href="files/', html)) == 11
+    assert _grid(html, "sweep") == (list(airs), [str(s) for s in seeds])
+    assert "0 unavailable" in done.err
