@@ -69,7 +69,7 @@ class Reply:
         headers = {"Content-Type": kind, "Content-Length": str(len(data)), **self.headers}
         writer.write(_head(self.status, headers) + data)
         await writer.drain()
-        server.sent.append(len(data))
+        server.record_sent(len(data))
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Trickle:
             await writer.drain()
             sent += len(self.byte)
             await asyncio.sleep(self.every)
-        server.sent.append(sent)
+        server.record_sent(sent)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Endless:
                 await writer.drain()
                 sent += len(self.chunk)
         finally:
-            server.sent.append(sent)
+            server.record_sent(sent)
 
 
 Action = Reply | Trickle | Endless
@@ -138,6 +138,19 @@ class HostileServer:
     seen: list[Seen] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
     url: str = ""
+    _answered: threading.Condition = field(default_factory=threading.Condition)
+
+    def record_sent(self, count: int) -> None:
+        with self._answered:
+            self.sent.append(count)
+            self._answered.notify_all()
+
+    def wait_sent(self, answers: int = 1, timeout: float = 30.0) -> list[int]:
+        """`sent` once `answers` answers have ended on the server's side: the client may
+        hang up before the server's own thread has noticed (bounded by `timeout`)."""
+        with self._answered:
+            self._answered.wait_for(lambda: len(self.sent) >= answers, timeout)
+            return list(self.sent)
 
     def script(self, route: str, *actions: Action) -> None:
         """`route` is "METHOD /path" (no query); the last action repeats forever."""
