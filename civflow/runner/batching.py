@@ -1,34 +1,83 @@
 """Which instances share a workflow: the one grouping decision `plan`, `render` and `run` use.
 
-Pure: planned instances in, batches out. Instances of one step never depend on each
-other, so a step's instances that run are packed, in plan order, into workflows of up
-to `size` steps. Packing is deterministic (the same plan gives the same batches, so
-the same batch `externalId`), and never waits to fill a batch: a step's batches are
-formed the moment the step's instances are known. Instances of different steps are
-not mixed, so one slow step type never holds up another's results.
-"""
+Pure: planned instances in, workflows out.
 
+- Batching: instances of one step never depend on each other, so a step's instances
+  that run are packed, in plan order, into workflows of up to `size` steps. Packing is
+  deterministic (the same plan gives the same batches, so the same batch `externalId`
+  on any machine), and never waits to fill a batch: a step's batches are formed the
+  moment its instances are known. Different root steps are not mixed, so one slow step
+  type never holds up another's results.
+- Fusion: a step whose every unknown input is a whole path into the output of an
+  instance that runs in the same group (`{{ steps.hero.output.images[0].url }}`,
+  `{{ steps.a.outputs[matrix.i].message }}`) joins that instance's workflow, the value
+  sent as `{"$ref": "<instance>", "path": "output…"}`, so the orchestrator starts it the
+  moment its source succeeds. A step is fused only when all its instances are new (or
+  forced), it has no templated `when`, it is not a `foreach` (whose names come from
+  the items), and it needs no step outside the group; otherwise it runs as before,
+  after its upstream steps, from their real outputs.
+"""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from civflow.plan import PlannedInstance
+from civflow.check import Checked
+from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.template import PENDING_MARK, Pending
 
-__all__ = ["DEFAULT_BATCH", "MAX_BATCH", "Batch", "apportion", "batch_size", "batches"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "MAX_BATCH",
+    "Batch",
+    "Ref",
+    "apportion",
+    "batch_size",
+    "batches",
+    "fused_refs",
+    "plan_workflows",
+    "resolve_refs",
+    "with_refs",
+    "workflows",
+]
 
 # Steps per workflow when neither the pipeline nor `--batch` says (see docs/guide/batching.md).
 DEFAULT_BATCH = 1
 MAX_BATCH = 100  # the schema's bound: a body and a failure stay small
 
+Where = tuple[str | int, ...]  # a position inside an instance's input
+
+_REF = re.compile(r"^steps\.([a-z][a-z0-9_]*)\.(?:output|outputs\[(\d+)\])"
+                  r"((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An input value taken from another instance's output inside the same workflow."""
+
+    at: Where  # where in the input
+    source: str  # the instance (its step's name in the workflow)
+    path: str  # into the source step: `output.images[0].url`
+
+    def wire(self) -> dict[str, str]:
+        return {"$ref": self.source, "path": self.path}
+
 
 @dataclass(frozen=True)
 class Batch:
-    """One workflow: its instances, each a step named after the instance."""
+    """One workflow: its instances (each a step named after the instance), sources
+    before the steps that take their outputs; `refs` for the fused ones."""
 
-    step: str
+    step: str  # the step whose instances start the workflow
     members: tuple[str, ...]
+    refs: Mapping[str, tuple[Ref, ...]] = field(default_factory=dict)
+
+    @property
+    def fused(self) -> tuple[str, ...]:
+        return tuple(n for n in self.members if n in self.refs)
 
     @property
     def label(self) -> str:
@@ -42,19 +91,188 @@ def batch_size(configured: int | None) -> int:
     return max(1, min(MAX_BATCH, configured))
 
 
-def batches(planned: Sequence[PlannedInstance], size: int) -> tuple[Batch, ...]:
-    """The workflows the instances that run are submitted in: per step, in plan order,
-    up to `size` each. Instances known only at run time (a fan-out placeholder, inputs
-    that wait for upstream outputs) are packed by the same rule once they are known."""
+def fused_refs(value: Any, running: Mapping[str, Sequence[str | None]],
+               at: Where = ()) -> tuple[Ref, ...] | None:
+    """Every unknown value of an input as a `Ref` into an instance that runs in the same
+    workflow group, or None when something unknown cannot be one: a placeholder inside
+    a longer text, a path into a step outside the group or an instance that does not
+    run (`running`: step -> its instances in order, None for those that do not run)."""
+    if isinstance(value, Pending):
+        match = _REF.match(value.ref)
+        names = running.get(match.group(1)) if match else None
+        if match is None or names is None:
+            return None
+        index = int(match.group(2) or 0)
+        source = names[index] if index < len(names) else None
+        if source is None:
+            return None
+        return (Ref(at, source, "output" + match.group(3)),)
+    if isinstance(value, str):
+        return None if PENDING_MARK in value else ()
+    found: list[Ref] = []
+    items: Any = value.items() if isinstance(value, Mapping) else \
+        enumerate(value) if isinstance(value, list | tuple) else ()
+    for key, item in items:
+        if isinstance(key, str) and PENDING_MARK in key:
+            return None
+        more = fused_refs(item, running, (*at, key))
+        if more is None:
+            return None
+        found += more
+    return tuple(found)
+
+
+def _put(value: Any, at: Where, new: Any) -> Any:
+    if not at:
+        return new
+    head, rest = at[0], at[1:]
+    if isinstance(value, Mapping):
+        return {k: _put(v, rest, new) if k == head else v for k, v in value.items()}
+    return [_put(v, rest, new) if i == head else v for i, v in enumerate(value)]
+
+
+def with_refs(value: Any, refs: Sequence[Ref]) -> Any:
+    """The input as sent in a fused workflow: each ref as `{"$ref", "path"}`."""
+    for ref in refs:
+        value = _put(value, ref.at, ref.wire())
+    return value
+
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _follow(root: Any, path: str) -> Any:
+    node = root
+    for key, index in _PART.findall(path):
+        if key:
+            if not isinstance(node, Mapping) or key not in node:
+                raise LookupError(path)
+            node = node[key]
+        else:
+            if not isinstance(node, list) or int(index) >= len(node):
+                raise LookupError(path)
+            node = node[int(index)]
+    return node
+
+
+def resolve_refs(value: Any, refs: Sequence[Ref], outputs: Mapping[str, Any]) -> Any:
+    """The input a fused instance would have had, sent on its own after its sources:
+    each ref replaced by the value at its path in the source's recorded (tokenized)
+    output, exactly what its template gives once that output is known. Its fingerprint
+    is then the one the unfused run records. LookupError when a source has no output."""
+    for ref in refs:
+        source = outputs[ref.source]
+        value = _put(value, ref.at, _follow({"output": source}, ref.path))
+    return value
+
+
+def workflows(planned: Sequence[PlannedInstance], size: int, *,
+              upstream: Mapping[str, Collection[str]], guarded: Collection[str] = (),
+              fuse: bool = True) -> tuple[Batch, ...]:
+    """The workflows the instances that run are submitted in.
+
+    `planned`: every selected instance of the steps concerned, steps in dependency
+    order, instances in order (cached ones too: `outputs[i]` counts them);
+    `upstream`: each step's upstream steps; `guarded`: steps with a templated `when`.
+    A step whose instances wait on a running step is fused into that step's group when
+    it can be (see the module docstring); the groups' lanes (a source instance and
+    what takes its output) are packed whole into workflows of up to `size` steps.
+    """
     size = max(1, size)
-    by_step: dict[str, list[str]] = {}
+    by_step: dict[str, list[PlannedInstance]] = {}
     for p in planned:
-        if p.decision.runs and p.instance.resolved:
-            by_step.setdefault(p.instance.step, []).append(p.name)
+        by_step.setdefault(p.instance.step, []).append(p)
+    group_of: dict[str, str] = {}  # step -> the root step of its group
+    running: dict[str, list[str | None]] = {}
+    lanes: dict[str, list[str]] = {}  # root step -> lanes in order, as their first member
+    lane_of: dict[str, str] = {}  # instance -> its lane (the lane's first member)
+    lane_members: dict[str, list[str]] = {}
+    refs: dict[str, tuple[Ref, ...]] = {}
+    for step, items in by_step.items():
+        runs = [p for p in items if p.decision.runs]
+        if not runs:
+            continue
+        if all(p.instance.resolved for p in runs):
+            group_of[step] = step
+            running[step] = [p.name if p.decision.runs else None for p in items]
+            lanes[step] = [p.name for p in runs]
+            for p in runs:
+                lane_of[p.name] = p.name
+                lane_members[p.name] = [p.name]
+            continue
+        found = _fusible(step, items, upstream, guarded, running, group_of) if fuse else None
+        if found is None:
+            continue
+        root = group_of[next(iter(upstream.get(step, ())))]
+        group_of[step] = root
+        running[step] = [p.name for p in items]
+        for p in items:
+            refs[p.name] = found[p.name]
+            first = lane_of[found[p.name][0].source]
+            for ref in found[p.name][1:]:  # one lane: merge the sources' lanes
+                other = lane_of[ref.source]
+                if other != first:
+                    for name in lane_members.pop(other):
+                        lane_of[name] = first
+                        lane_members[first].append(name)
+                    lanes[root].remove(other)
+            lane_of[p.name] = first
+            lane_members[first].append(p.name)
+    order = {p.name: i for i, p in enumerate(planned)}
     out: list[Batch] = []
-    for step, names in by_step.items():
-        out += [Batch(step, tuple(names[i:i + size])) for i in range(0, len(names), size)]
+    for root, firsts in lanes.items():
+        current: list[str] = []
+        for first in firsts:
+            lane = lane_members[first]
+            if current and len(current) + len(lane) > size:
+                out.append(_batch(root, current, order, refs))
+                current = []
+            current += lane
+        if current:
+            out.append(_batch(root, current, order, refs))
     return tuple(out)
+
+
+def _batch(root: str, names: list[str], order: Mapping[str, int],
+           refs: Mapping[str, tuple[Ref, ...]]) -> Batch:
+    members = tuple(sorted(names, key=order.__getitem__))  # sources first
+    return Batch(root, members, {n: refs[n] for n in members if n in refs})
+
+
+def _fusible(step: str, items: Sequence[PlannedInstance],
+             upstream: Mapping[str, Collection[str]], guarded: Collection[str],
+             running: Mapping[str, Sequence[str | None]], group_of: Mapping[str, str]
+             ) -> dict[str, tuple[Ref, ...]] | None:
+    """Each instance's refs if the whole step can join its upstream's group, else None."""
+    ups = set(upstream.get(step, ()))
+    roots = {group_of.get(u) for u in ups}
+    if not ups or None in roots or len(roots) != 1 or step in guarded:
+        return None
+    found: dict[str, tuple[Ref, ...]] = {}
+    for p in items:
+        if p.instance.fanout or p.decision not in (Decision.NEW, Decision.FORCED):
+            return None
+        mine = fused_refs(p.instance.input, {u: running[u] for u in ups})
+        if not mine:
+            return None
+        found[p.name] = mine
+    return found
+
+
+def batches(planned: Sequence[PlannedInstance], size: int) -> tuple[Batch, ...]:
+    """Batching alone: per step, in plan order, up to `size` each (no fusion)."""
+    return workflows(planned, size, upstream={}, fuse=False)
+
+
+def plan_workflows(checked: Checked, made: Plan, *, fuse: bool = True) -> tuple[Batch, ...]:
+    """What `civflow plan` shows: the workflows a run of this plan submits up front
+    (batched and fused with the pipeline's `batch`). Instances whose inputs wait on
+    outputs that cannot be fused are packed by the same rule once they are known."""
+    graph = checked.graph
+    upstream = {name: frozenset(graph.upstream(name)) for name in checked.spec.steps}
+    guarded = frozenset(n for n, s in checked.spec.steps.items() if isinstance(s.when, str))
+    return workflows(made.instances, batch_size(checked.spec.batch), upstream=upstream,
+                     guarded=guarded, fuse=fuse)
 
 
 def apportion(total: float, estimates: Sequence[float | None]) -> list[float]:

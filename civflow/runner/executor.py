@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -22,14 +23,29 @@ from pathlib import Path
 from typing import Any
 
 from civflow.check import Checked
+from civflow.check.render import resolve_pending
 from civflow.client.base import TERMINAL, Backend, WorkflowState
 from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid, UnsafePath
-from civflow.expand import Context, Instance, StepResults, evaluate_when, resolve_step
+from civflow.expand import (
+    Context,
+    Instance,
+    StepResults,
+    evaluate_when,
+    fingerprint,
+    resolve_step,
+)
 from civflow.load.model import StepSpec
 from civflow.names import strip_urls
 from civflow.plan import Decision, Plan, PlannedInstance, Prior
 from civflow.request import batch_body, run_tag, tokenize_output, workflow_body
-from civflow.runner.batching import apportion, batch_size, batches
+from civflow.runner.batching import (
+    Ref,
+    apportion,
+    batch_size,
+    resolve_refs,
+    with_refs,
+    workflows,
+)
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget, OverBudget
 from civflow.runner.deadlines import DEFAULT_TIMEOUT, timed_out, timed_out_steps, timeout_seconds
@@ -59,9 +75,10 @@ class _Ticket:
 
     inst: Instance
     planned: PlannedInstance
-    fp: str
+    fp: str  # of a fused instance: of its request with the refs still unknown
     attempt: int
     key: str
+    refs: tuple[Ref, ...] = ()  # a fused instance's inputs from its batch-mates' outputs
 
 
 class Executor:
@@ -109,6 +126,10 @@ class Executor:
         self._flush_cost = 0.0
         self._flush_lock = asyncio.Lock()
         self.batch = batch_size(self.spec.batch)
+        # Fusion rides on batching; CIVFLOW_FUSE=0 turns it off (to measure it apart).
+        self.fuse = self.batch > 1 and os.environ.get("CIVFLOW_FUSE", "1") != "0"
+        # Instances a fused workflow already settled, before their own step came up.
+        self.fused_done: dict[str, Mapping[str, Any] | None] = {}
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
 
@@ -229,6 +250,9 @@ class Executor:
         if fp is None:
             self._fail_step(inst.name, "its input could not be resolved from upstream outputs")
             return None
+        if self._failed_in_a_batch(inst, fp, fresh):
+            await self._failed_before(inst, fp, self.policy.failed[(inst.name, fp)])
+            return None
         try:
             return await self._submit_and_collect(inst, step, fp, planned.estimate, fresh)
         except _Stop as stop:
@@ -245,11 +269,15 @@ class Executor:
         to `self.batch` steps (`batching.batches`), each batch one POST."""
         outputs: dict[str, Mapping[str, Any] | None] = {}
         tickets: dict[str, _Ticket] = {}
-        planned_runs: list[PlannedInstance] = []
         singles: dict[str, asyncio.Task[Mapping[str, Any] | None]] = {}
         names = [i.name for i in instances]
+        mine: list[PlannedInstance] = []  # every instance, as the grouping sees it
         for inst in instances:
+            if inst.name in self.fused_done:  # ran in a fused workflow of its upstream
+                outputs[inst.name] = self.fused_done[inst.name]
+                continue
             planned = self.policy.decide(inst, step)
+            mine.append(replace(planned, instance=inst, decision=Decision.CACHED))
             fp = inst.fingerprint
             fresh = False
             if planned.decision is Decision.CACHED:
@@ -285,8 +313,14 @@ class Executor:
                 continue
             self.report(Event(inst.name, Phase.WAITING))
             tickets[inst.name] = _Ticket(inst, planned, fp, attempt, external_id(fp, attempt))
-            planned_runs.append(replace(planned, instance=inst))
-        groups = batches(planned_runs, self.batch)
+            mine[-1] = replace(planned, instance=inst)
+        ahead = self._fusion_candidates(step.name) if self.fuse and tickets else []
+        groups = workflows([*mine, *ahead], self.batch, upstream=self._upstream,
+                           guarded=self._guarded, fuse=self.fuse)
+        for group in groups:
+            for name in group.fused:
+                tickets[name] = self._fused_ticket(
+                    next(p for p in ahead if p.name == name), group.refs[name], tickets)
         done = await asyncio.gather(*(
             self._run_batch([tickets[n] for n in group.members], step) for group in groups))
         for part in done:
@@ -294,6 +328,53 @@ class Executor:
         for name, task in singles.items():
             outputs[name] = await task
         return [outputs.get(n) for n in names]
+
+    @property
+    def _upstream(self) -> dict[str, frozenset[str]]:
+        graph = self.checked.graph
+        return {name: frozenset(graph.upstream(name)) for name in self.spec.steps}
+
+    @property
+    def _guarded(self) -> frozenset[str]:
+        return frozenset(n for n, s in self.spec.steps.items() if isinstance(s.when, str))
+
+    def _fusion_candidates(self, root: str) -> list[PlannedInstance]:
+        """The instances of the steps downstream of `root` that only need steps of its
+        group, resolved as far as known now (their inputs wait on the group's outputs);
+        `batching.workflows` decides which of them are fused."""
+        graph = self.checked.graph
+        group = {root}
+        out: list[PlannedInstance] = []
+        for name in graph.order:
+            ups = set(graph.upstream(name))
+            if name in group or name not in self.policy.wanted or not ups or \
+                    not ups <= group or name in self.complete:
+                continue
+            step = self.spec.steps[name]
+            try:
+                found = [i for i in resolve_step(self.checked, step, self.context,
+                                                 self.policy.seed)
+                         if self.policy.selected(i.name, name)]
+            except PipelineInvalid:
+                continue  # decided when the step comes up, from real outputs
+            if not found or any(i.name in self.fused_done or i.name in self.policy.inflight
+                                for i in found):
+                continue
+            out += [self.policy.decide(i, step) for i in found]
+            group.add(name)
+        return out
+
+    def _fused_ticket(self, planned: PlannedInstance, refs: tuple[Ref, ...],
+                      tickets: Mapping[str, _Ticket]) -> _Ticket:
+        """A fused instance's key: from its request (refs unknown) and its sources' keys,
+        so the same sources and the same request give the same key on any machine."""
+        inst = planned.instance
+        request = resolve_pending(inst.request)
+        fp = fingerprint(request)
+        sources = sorted({tickets[r.source].key for r in refs})
+        attempt = max(1, self.policy.attempts.get((inst.name, fp), 0))
+        return _Ticket(inst, planned, fp, attempt,
+                       external_id("\n".join([fp, *sources]), attempt), refs)
 
     async def _single(self, inst: Instance, step: StepSpec, planned: PlannedInstance,
                       fresh: bool) -> Mapping[str, Any] | None:
@@ -303,6 +384,15 @@ class Executor:
         except _Stop as stop:
             self._not_run(inst, str(stop))
             return None
+
+    def _failed_in_a_batch(self, inst: Instance, fp: str, fresh: bool) -> bool:
+        """Its last attempt failed in a batch and this run would reuse that attempt's key:
+        sent alone, the API would not know the key and would charge again."""
+        if (inst.name, fp) not in self.history.batched or \
+                self.policy.failed.get((inst.name, fp)) not in ("failed", "blocked"):
+            return False
+        attempt, _ = self.policy.attempt(inst, fp, fresh=fresh)
+        return attempt <= self.policy.attempts.get((inst.name, fp), 0)
 
     def _not_run(self, inst: Instance, reason: str) -> None:
         self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "not-run",
@@ -333,16 +423,14 @@ class Executor:
             if not tickets:
                 return out
             key = batch_external_id(t.key for t in tickets)
-            members = [(t.inst, await self.blobs.substitute(t.inst.input, self.clock()))
+            members = [(t.inst, await self.blobs.substitute(with_refs(t.inst.input, t.refs),
+                                                            self.clock()))
                        for t in tickets]
             body = batch_body(self.spec, members, run_id=self.journal.run_id,
                               external_id=key)
             try:
-                await asyncio.to_thread(self.journal.append_many, [{
-                    "event": "intent", "instance": t.inst.name, "step": t.inst.step,
-                    "type": t.inst.type, "fingerprint": t.fp, "externalId": t.key,
-                    "attempt": t.attempt, "seed": t.inst.seed, "reroll": t.inst.reroll,
-                    "request": _plain(t.inst.request), "batch": key} for t in tickets])
+                await asyncio.to_thread(self.journal.append_many, [_intent(t, key)
+                                                                    for t in tickets])
                 # A crash from here on is safe: the next run finds this batch by its
                 # externalId and settles its members together.
                 state = await self.backend.submit(body, wait=self.options.wait_seconds)
@@ -356,9 +444,11 @@ class Executor:
                 self.report(Event(t.inst.name, Phase.SUBMITTED, status=state.status,
                                   workflow_id=state.id))
             try:
+                # A fused chain runs its steps one after another: their timeouts add up.
+                limit = sum(timeout_seconds(self.spec.steps[s])
+                            for s in {t.inst.step for t in tickets})
                 state = await self._follow(tickets[0].inst.name, state,
-                                           timeout_seconds(step) + self.options.timeout_grace,
-                                           batch=True)
+                                           limit + self.options.timeout_grace, batch=True)
             except BaseException:
                 self.budget.release(charge)
                 raise
@@ -370,13 +460,42 @@ class Executor:
 
         async def member(t: _Ticket, share: float) -> None:
             mine = member_state(state, t.inst.name, share)
+            if t.refs:
+                await self._collect_fused(t, mine)
+                return
             if not _succeeded(mine):
                 await self._failed(t.inst, t.fp, mine)
                 return
             async with self.download_slots:
                 out[t.inst.name] = await self._collect(t.inst, t.fp, mine)
-        await asyncio.gather(*(member(t, c) for t, c in zip(tickets, shares, strict=True)))
+        paired = list(zip(tickets, shares, strict=True))
+        await asyncio.gather(*(member(t, c) for t, c in paired if not t.refs))
+        for t, c in paired:  # sources first: a fused request needs its sources' outputs
+            if t.refs:
+                await member(t, c)
         return out
+
+    async def _collect_fused(self, t: _Ticket, mine: WorkflowState) -> None:
+        """Record a fused instance as if it had been sent alone after its sources: its
+        request (so its fingerprint) from their recorded outputs, its own result."""
+        inst = t.inst
+        try:
+            real = {**inst.request, "input": resolve_refs(
+                inst.input, t.refs, {r.source: self.priors[r.source].output for r in t.refs
+                                     if self.result.results.get(r.source) is not None
+                                     and self.result.results[r.source].status == "succeeded"})}
+        except LookupError:
+            real = None
+        fp = fingerprint(real) if real is not None else t.fp
+        self.fused_done[inst.name] = None
+        if real is None or not _succeeded(mine):
+            await self._failed(inst, fp, mine, attempt=t.attempt)
+            return
+        async with self.download_slots:
+            await self._download(inst.name, inst.step, inst.type, fp, real, inst.seed,
+                                 inst.reroll, mine)
+        self.report(Event(inst.name, Phase.SUCCEEDED, workflow_id=mine.id, cost=mine.cost))
+        self.fused_done[inst.name] = self.priors[inst.name].output
 
     async def _reserve_batch(self, tickets: list[_Ticket], step: StepSpec
                              ) -> tuple[list[_Ticket], float]:
@@ -585,13 +704,17 @@ class Executor:
                           workflow_id=workflow_id))
         return None
 
-    async def _failed(self, inst: Instance, fp: str, state: WorkflowState) -> None:
+    async def _failed(self, inst: Instance, fp: str, state: WorkflowState, *,
+                      attempt: int | None = None) -> None:
         failure = state.failure()
         reason, blocked = failure.reason, failure.blocked
         status = state.status if state.status != "succeeded" else "failed"
-        await asyncio.to_thread(self.journal.append, {
+        record = {
             "event": "finished", "instance": inst.name, "fingerprint": fp, "status": status,
-            "workflowId": state.id, "cost": state.cost, "reason": reason, "blocked": blocked})
+            "workflowId": state.id, "cost": state.cost, "reason": reason, "blocked": blocked}
+        if attempt is not None:  # a fused instance: its attempt under its own fingerprint
+            record["attempt"] = attempt
+        await asyncio.to_thread(self.journal.append, record)
         self.result.results[inst.name] = InstanceResult(inst.name, inst.step, status,
                                                         state.id, state.cost, reason)
         self.report(Event(inst.name, Phase.FAILED, status=status, detail=reason,
@@ -680,19 +803,31 @@ class Executor:
                 flying, intent = inflight.pop(n), self.history.intents.get(n, {})
                 mine = member_state(state, n, share)
                 request = intent.get("request")
+                fp: str = flying.fingerprint
+                refs = _journaled_refs(intent.get("refs"))
+                if refs and isinstance(request, Mapping):
+                    # Fused: its request (and fingerprint) from its sources' outputs,
+                    # recorded just before (sources come first in a batch).
+                    try:
+                        request = {**request, "input": resolve_refs(
+                            request.get("input"), refs,
+                            {r.source: self.priors[r.source].output for r in refs})}
+                        fp = fingerprint(request)
+                    except (LookupError, TypeError, IndexError):
+                        request = None
                 if _succeeded(mine) and isinstance(request, Mapping):
                     entry = await self._download(n, str(intent.get("step", "")),
                                                  str(intent.get("type", "")),
-                                                 flying.fingerprint, request, flying.seed,
+                                                 fp, request, flying.seed,
                                                  flying.reroll, mine, event="settled")
                     self.policy = replace(self.policy, priors={
                         **self.policy.priors, n: prior_of(entry, self.lock_dir, None)})
                     continue
                 failure = mine.failure()
-                failed[(n, flying.fingerprint)] = "blocked" if failure.blocked else "failed"
+                failed[(n, fp)] = "blocked" if failure.blocked else "failed"
                 await asyncio.to_thread(self.journal.append, {
                     "event": "settled", "instance": n, "status": mine.status,
-                    "fingerprint": flying.fingerprint, "workflowId": mine.id,
+                    "fingerprint": fp, "workflowId": mine.id, "attempt": flying.attempt,
                     "cost": mine.cost, "reason": failure.reason, "blocked": failure.blocked,
                     "batch": key})
         self.policy = replace(self.policy, inflight=inflight, failed=failed)
@@ -803,6 +938,32 @@ def _completed_at(state: WorkflowState, clock: Callable[[], datetime]) -> str:
     return clock().isoformat().replace("+00:00", "Z")
 
 
+
+
+def _journaled_refs(value: object) -> tuple[Ref, ...]:
+    """A fused intent's refs as journaled (`[[at, source, path], ...]`); () if damaged."""
+    if not isinstance(value, list):
+        return ()
+    refs: list[Ref] = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], list)
+                and isinstance(item[1], str) and isinstance(item[2], str)
+                and all(isinstance(k, str | int) for k in item[0])):
+            return ()
+        refs.append(Ref(tuple(item[0]), item[1], item[2]))
+    return tuple(refs)
+
+
+def _intent(t: _Ticket, batch: str) -> dict[str, Any]:
+    """The journal record of one batch member, written before its batch's POST."""
+    record: dict[str, Any] = {
+        "event": "intent", "instance": t.inst.name, "step": t.inst.step, "type": t.inst.type,
+        "fingerprint": t.fp, "externalId": t.key, "attempt": t.attempt, "seed": t.inst.seed,
+        "reroll": t.inst.reroll, "request": _plain(resolve_pending(t.inst.request)),
+        "batch": batch}
+    if t.refs:
+        record["refs"] = [[list(r.at), r.source, r.path] for r in t.refs]
+    return record
 
 
 def member_state(state: WorkflowState, name: str, cost: float) -> WorkflowState:

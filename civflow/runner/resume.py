@@ -37,6 +37,9 @@ class History:
     # Batches of the unfinished run (their externalId -> member instances, in order):
     # the next run settles each as a unit before it packs anything new.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (instance, fingerprint) whose latest attempt went out in a batch: its key is not an
+    # externalId the API knows, so a re-send alone would not get that workflow back.
+    batched: frozenset[tuple[str, str]] = frozenset()
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -46,6 +49,7 @@ def _int(value: object, default: int = 0) -> int:
 def read_history(runs_root: Path, pipeline: str) -> History:
     attempts: dict[tuple[str, str], int] = {}
     failed: dict[tuple[str, str], str] = {}
+    batched: set[tuple[str, str]] = set()
     for journal in reversed(pipeline_runs(runs_root, pipeline)):  # oldest first
         last_fp: dict[str, str] = {}
         for record in journal.records():
@@ -58,8 +62,19 @@ def read_history(runs_root: Path, pipeline: str) -> History:
                 key = (name, fp)
                 attempts[key] = max(attempts.get(key, 0), _int(record.get("attempt"), 1))
                 failed.pop(key, None)
-            elif event == "finished" and name in last_fp:
-                key = (name, last_fp[name])
+                if "batch" in record:
+                    batched.add(key)
+                else:
+                    batched.discard(key)
+            elif event in ("finished", "settled") and name in last_fp:
+                # A fused instance's result names its own fingerprint and attempt (its
+                # intent could only name the request with its inputs still unknown).
+                own = record.get("fingerprint")
+                key = (name, own if isinstance(own, str) and "attempt" in record
+                       else last_fp[name])
+                if "attempt" in record:
+                    attempts[key] = max(attempts.get(key, 0), _int(record.get("attempt"), 1))
+                    batched.add(key)
                 status = record.get("status")
                 if status in FAILED:
                     failed[key] = ("blocked" if record.get("blocked") is True else
@@ -68,7 +83,7 @@ def read_history(runs_root: Path, pipeline: str) -> History:
                     failed.pop(key, None)
     unfinished = find_unfinished_run(runs_root, pipeline)
     if unfinished is None:
-        return History(attempts=attempts, failed=failed)
+        return History(attempts=attempts, failed=failed, batched=frozenset(batched))
     recovered: dict[str, LockedInstance] = {}
     inflight: dict[str, InFlight] = {}
     intents: dict[str, Mapping[str, Any]] = {}
@@ -103,4 +118,5 @@ def read_history(runs_root: Path, pipeline: str) -> History:
     # submitted again alone, in a later intent, is no longer the batch's).
     open_batches = {key: tuple(members) for key, members in batches.items()
                     if any(n in inflight and intents[n].get("batch") == key for n in members)}
-    return History(unfinished, recovered, inflight, intents, attempts, failed, open_batches)
+    return History(unfinished, recovered, inflight, intents, attempts, failed, open_batches,
+                   frozenset(batched))
