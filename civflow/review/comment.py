@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +22,8 @@ from typing import Any
 
 from civflow.review.diff import FieldChange, InstanceChange, PipelineReview, Review
 
-__all__ = ["JSON_SCHEMA", "MARKER", "MAX_COMMENT", "markdown", "review_json", "text"]
+__all__ = ["JSON_SCHEMA", "MARKER", "MAX_COMMENT", "markdown", "review_json", "safe_url",
+           "text"]
 
 MARKER = "<!-- civflow-plan -->"
 # GitHub refuses comments over 65,536 characters; stay well under it.
@@ -44,6 +46,14 @@ _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"
 
 
 # -- text pieces -----------------------------------------------------------------------
+
+_URL = re.compile(r"^https?://[^\s<>()\[\]\"'`\\|]{1,2000}$")
+
+
+def safe_url(url: str) -> bool:
+    """An http(s) URL that cannot break out of a Markdown link."""
+    return _URL.match(url) is not None
+
 
 
 def escape(text: str) -> str:
@@ -272,6 +282,8 @@ def markdown(review: Review, *, limit: int = MAX_COMMENT, report_url: str | None
     reserve = 1_500
     out = _Budget(limit - reserve)
     out.add(MARKER, "### civflow plan", "", _summary_line(review), "")
+    if report_url and not safe_url(report_url):
+        report_url = None
     if report_url:
         out.add(f"[Open the review report (before / after images)]({report_url})", "")
     table = _pipeline_table(review)
@@ -325,12 +337,12 @@ def markdown(review: Review, *, limit: int = MAX_COMMENT, report_url: str | None
         out.add("No instance changes." if review.base_ref is not None else
                 "No base to compare with.", "")
     tail: list[str] = []
-    where = f"`{_plan_command(review)}`"
+    where = _code(_plan_command(review))
     if report_url:
         where += f", or [the review report]({report_url})"
     if left_out:
-        steps = ", ".join(left_steps[:5]) + (f" and {len(left_steps) - 5} more"
-                                              if len(left_steps) > 5 else "")
+        steps = ", ".join(shorten(s, 80) for s in left_steps[:5]) + (
+            f" and {len(left_steps) - 5} more" if len(left_steps) > 5 else "")
         tail.append(f"**Truncated:** {left_out:,} of {total:,} changed instances are not "
                     f"listed (this comment stays under {limit:,} characters; steps: "
                     f"{escape(steps)}). The full plan: {where}.")

@@ -78,7 +78,7 @@ def test_five_thousand_changes_fit_and_say_what_was_left_out(
     listed = len(re.findall(r"^\| ~ \| <code>", md, re.MULTILINE))
     assert 0 < listed < 5000
     assert f"**Truncated:** {5000 - listed:,} of 5,000 changed instances are not listed" in md
-    assert "`civflow plan pipelines --base main --format json`" in md
+    assert "<code>civflow plan pipelines --base main --format json</code>" in md
     # The step's one edit is summed up in one line, whatever was cut.
     assert "<code>prompt</code>: &quot;…snowy…&quot; → &quot;…rainy…&quot; ×5,000" in md
 
