@@ -39,10 +39,15 @@ border-radius:3px}
 padding:0 5px;border-radius:3px;color:#fff;background:var(--same)}
 .st-changed{background:var(--chg)}.st-added{background:var(--add)}
 .st-removed{background:var(--del)}
-details{font-size:12px;margin-top:4px}
+details{font-size:12px;margin-top:4px;position:relative}
 details summary{cursor:pointer;color:var(--mute)}
-dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 8px;margin:4px 0}
-dl.kv dt{color:var(--mute)}dl.kv dd{margin:0;word-break:break-word;white-space:pre-wrap}
+details[open] summary{color:var(--fg)}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 8px;margin:4px 0;
+position:absolute;z-index:3;left:0;top:100%;width:min(420px,92vw);max-height:60vh;
+overflow:auto;background:#fff;border:1px solid var(--line);border-radius:6px;padding:8px;
+box-shadow:0 6px 24px rgba(16,24,40,.18)}
+.after dl.kv,td:last-child dl.kv{left:auto;right:0}
+dl.kv dt{color:var(--mute)}dl.kv dd{margin:0;overflow-wrap:anywhere;white-space:pre-wrap}
 table.grid{border-collapse:collapse;margin:6px 0 14px}
 table.grid caption{text-align:left;font-weight:600;padding:2px 0}
 table.grid th{background:#eef1f5;border:1px solid var(--line);padding:4px 8px;font-size:12px}
