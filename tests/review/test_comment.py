@@ -121,3 +121,24 @@ def test_untrusted_text_is_inert(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert all(line.count("|") == 6 for line in rows)
     assert md.count("<details>") == md.count("</details>")
     assert escape("a|b\n@c") == "a&#124;b &#64;c"
+
+
+def test_many_pipelines_keep_the_table_and_the_comment_bounded(tmp_path: Path) -> None:
+    """Promise: a change to 60 pipelines lists 40 in the summary table, sums up the
+    rest in one row, keeps the total, and stays within the limit it is given."""
+    root = make_repo(tmp_path / "repo")
+    one = _big("a fox").split("matrix:")[0] + (
+        "matrix:\n      seed: [1, 2]\n    input:" + _big("a fox").split("    input:")[1])
+    files = {f"pipelines/p{i:02d}.yaml": one.replace("name: big", f"name: p{i:02d}")
+             for i in range(60)}
+    write(root, files)
+    commit(root, "60 pipelines")
+    write(root, {k: v.replace('"a fox"', '"a red fox"') for k, v in files.items()})
+    review = compare(["pipelines"], "main", cwd=root)
+    assert review.counts()["changed"] == 60 * 2
+    md = markdown(review, limit=12_000)
+    assert len(md) <= 12_000
+    assert "| … 20 more | | | 40 | 0 | 0 | 0 |" in md
+    assert "| **total** | | | 120 | 0 | 0 | 0 |" in md
+    assert md.count("<details>") == md.count("</details>")
+    assert "**Truncated:**" in md and "and " in md.split("**Truncated:**")[1]
