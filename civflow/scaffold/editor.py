@@ -298,8 +298,8 @@ def _comfy_file(variants: list[catalog.Variant], interned: dict[str, Schema]) ->
         "description": "A comfy step from a workflow file, with node inputs set by title.",
         "properties": {
             "workflow": {"type": "string", "description": COMFY_WORKFLOW},
-            "set": {"type": "object", "description": COMFY_SET,
-                    "additionalProperties": {"type": "object"}},
+            "set": {**convert({"type": "object", "additionalProperties": {"type": "object"}}),
+                    "description": COMFY_SET},
             **options,
         },
         "additionalProperties": False,

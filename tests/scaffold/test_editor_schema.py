@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from functools import cache
@@ -307,3 +308,44 @@ def test_civflow_schema_prints_and_writes_the_file(tmp_path: Path) -> None:
                           capture_output=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert target.read_text(encoding="utf-8") == editor_schema_text()
+
+
+def _patterns(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str):
+            found.add(node["pattern"])
+        found.update(k for k in node.get("patternProperties", {}) if isinstance(k, str))
+        for value in node.values():
+            found |= _patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _patterns(value)
+    return found
+
+
+JS_CHECK = """
+const patterns = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const bad = [];
+for (const p of patterns) { try { new RegExp(p, 'u'); } catch (e) { bad.push(p + ': ' + e); } }
+const air = new RegExp(patterns.find(p => p.startsWith('^(?:urn:)?')), 'u');
+process.stdout.write(JSON.stringify({bad, air: air.test(
+  'urn:air:sdxl:checkpoint:civitai:101055@128078'), tmpl: new RegExp('\\\\{\\\\{|\\\\{%', 'u')
+  .test('{{ x }}')}));
+"""
+
+
+def test_every_pattern_is_a_javascript_regex() -> None:
+    """Editors run the schema's patterns as JavaScript regular expressions (with the u
+    flag): every one compiles there, and the AIR and template patterns match as here."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the patterns are checked with Python only")
+    patterns = sorted(_patterns(editor_schema()))
+    assert len(patterns) > 40
+    assert any(p.startswith("^(?:urn:)?") for p in patterns)
+    done = subprocess.run([node, "-e", JS_CHECK], input=json.dumps(patterns), text=True,
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {"bad": [], "air": True, "tmpl": True}

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +176,48 @@ def test_post_checkout_hook_restores_out_after_a_branch_switch(tmp_path: Path) -
     git(repo, "checkout", "-q", "main")
     plan = civflow("plan", PIPELINE, "--format", "json", cwd=repo)
     assert set(json.loads(plan.stdout)["counts"]) == {"cached"}, plan.stdout
+
+
+def _on_a_terminal(args: list[str], cwd: Path, answer: bytes) -> tuple[int, str]:
+    """Run civflow with a pseudo-terminal as stdin and stdout; answer its one question."""
+    main, secondary = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "civflow", *args], cwd=cwd,
+                               env=base_env(), stdin=secondary, stdout=secondary,
+                               stderr=secondary, close_fds=True)
+    os.close(secondary)
+    seen = b""
+    answered = False
+    try:
+        for _ in range(2000):  # bounded: each read waits at most 0.1 s
+            ready, _, _ = select.select([main], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"[Y/n]" in seen:
+                os.write(main, answer)
+                answered = True
+            if process.poll() is not None and not ready:
+                break
+        code = process.wait(timeout=120)
+    finally:
+        os.close(main)
+        if process.poll() is None:
+            process.kill()
+    return code, seen.decode("utf-8", "replace")
+
+
+def test_init_asks_about_the_hook_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal, init asks whether to install the hook; 'n' leaves it out, Enter
+    (the default yes) puts it in."""
+    code, out = _on_a_terminal(["init", "no-hook"], tmp_path, b"n\n")
+    assert code == 0, out
+    assert "post-checkout hook" in out
+    assert not (tmp_path / "no-hook/.git/hooks/post-checkout").exists()
+    code, out = _on_a_terminal(["init", "hook"], tmp_path, b"\n")
+    assert code == 0, out
+    assert (tmp_path / "hook/.git/hooks/post-checkout").is_file()
