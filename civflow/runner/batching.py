@@ -22,10 +22,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from civflow import catalog
 from civflow.check import Checked
+from civflow.check.render import comfy_body, render_tree
+from civflow.errors import PipelineInvalid
+from civflow.expand import Context, Instance
+from civflow.load.model import StepSpec
 from civflow.plan import Decision, Plan, PlannedInstance
 from civflow.template import PENDING_MARK, Pending
 
@@ -37,7 +42,9 @@ __all__ = [
     "apportion",
     "batch_size",
     "batches",
+    "foreach_lanes",
     "fused_refs",
+    "lane_index",
     "plan_workflows",
     "resolve_refs",
     "with_refs",
@@ -259,6 +266,54 @@ def _fusible(step: str, items: Sequence[PlannedInstance],
     return found
 
 
+_IMAGES_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.output\.images\s*\}\}\s*$")
+_LANE = re.compile(r"^[a-z][a-z0-9_]*\[#(\d+)\]$")
+
+
+def lane_index(name: str) -> int | None:
+    """The position of a fused foreach instance named before its item is known."""
+    match = _LANE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def foreach_lanes(checked: Checked, step: StepSpec, context: Context,
+                  placeholder: PlannedInstance,
+                  sources: Mapping[str, Sequence[PlannedInstance]]
+                  ) -> list[PlannedInstance] | None:
+    """A `foreach` over `steps.X.output.images` of X's one instance, whose `quantity`
+    fixes the count: one instance per image, named `step[#i]` until the images (and so
+    the instance names) are known, each taking `item` from X's output by `$ref`. None
+    when the count is not fixed, X is not X's group root, or an instance needs a seed
+    (an unset seed derives from the instance's name, not known yet)."""
+    match = _IMAGES_OF.match(str(step.foreach)) if step.foreach is not None else None
+    items = sources.get(match.group(1), ()) if match else ()
+    if match is None or len(items) != 1 or not items[0].decision.runs:
+        return None
+    quantity = items[0].instance.input.get("quantity")
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or \
+            not 0 < quantity <= MAX_BATCH:
+        return None
+    spec = checked.spec
+    options = step.options(spec.workflow.get("priority"))
+    out: list[PlannedInstance] = []
+    for i in range(quantity):
+        item = Pending(f"steps.{match.group(1)}.output.images[{i}]")
+        try:
+            rendered = comfy_body(spec, step, render_tree(
+                checked.engine, spec, step, step.input,
+                {**context.values, "item": item, "index": i}))
+        except PipelineInvalid:
+            return None
+        seed_key = catalog.seed_field(step.type, rendered)
+        if not isinstance(rendered, Mapping) or \
+                (seed_key is not None and rendered.get(seed_key) is None):
+            return None
+        inst = Instance(f"{step.name}[#{i}]", step.name, step.type, rendered, options,
+                        index=i)
+        out.append(replace(placeholder, instance=inst, expected=1))
+    return out
+
+
 def batches(planned: Sequence[PlannedInstance], size: int) -> tuple[Batch, ...]:
     """Batching alone: per step, in plan order, up to `size` each (no fusion)."""
     return workflows(planned, size, upstream={}, fuse=False)
@@ -271,8 +326,20 @@ def plan_workflows(checked: Checked, made: Plan, *, fuse: bool = True) -> tuple[
     graph = checked.graph
     upstream = {name: frozenset(graph.upstream(name)) for name in checked.spec.steps}
     guarded = frozenset(n for n, s in checked.spec.steps.items() if isinstance(s.when, str))
-    return workflows(made.instances, batch_size(checked.spec.batch), upstream=upstream,
-                     guarded=guarded, fuse=fuse)
+    size = batch_size(checked.spec.batch)
+    planned: list[PlannedInstance] = []
+    by_step: dict[str, list[PlannedInstance]] = {}
+    context = Context(checked.spec, None)
+    for p in made.instances:
+        step = checked.spec.steps[p.instance.step]
+        lanes = None
+        if fuse and size > 1 and p.instance.fanout and len(upstream[step.name]) == 1 and \
+                step.name not in made.policy.filtered:
+            lanes = foreach_lanes(checked, step, context, p, by_step)
+        for q in lanes or [p]:
+            planned.append(q)
+            by_step.setdefault(q.instance.step, []).append(q)
+    return workflows(planned, size, upstream=upstream, guarded=guarded, fuse=fuse)
 
 
 def apportion(total: float, estimates: Sequence[float | None]) -> list[float]:

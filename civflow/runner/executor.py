@@ -42,6 +42,8 @@ from civflow.runner.batching import (
     Ref,
     apportion,
     batch_size,
+    foreach_lanes,
+    lane_index,
     resolve_refs,
     with_refs,
     workflows,
@@ -130,6 +132,7 @@ class Executor:
         self.fuse = self.batch > 1 and os.environ.get("CIVFLOW_FUSE", "1") != "0"
         # Instances a fused workflow already settled, before their own step came up.
         self.fused_done: dict[str, Mapping[str, Any] | None] = {}
+        self.alias: dict[str, str] = {}  # a fused foreach instance's lane name -> its name
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
 
@@ -314,7 +317,7 @@ class Executor:
             self.report(Event(inst.name, Phase.WAITING))
             tickets[inst.name] = _Ticket(inst, planned, fp, attempt, external_id(fp, attempt))
             mine[-1] = replace(planned, instance=inst)
-        ahead = self._fusion_candidates(step.name) if self.fuse and tickets else []
+        ahead = self._fusion_candidates(step.name, mine) if self.fuse and tickets else []
         groups = workflows([*mine, *ahead], self.batch, upstream=self._upstream,
                            guarded=self._guarded, fuse=self.fuse)
         for group in groups:
@@ -338,12 +341,14 @@ class Executor:
     def _guarded(self) -> frozenset[str]:
         return frozenset(n for n, s in self.spec.steps.items() if isinstance(s.when, str))
 
-    def _fusion_candidates(self, root: str) -> list[PlannedInstance]:
+    def _fusion_candidates(self, root: str, mine: Sequence[PlannedInstance]
+                           ) -> list[PlannedInstance]:
         """The instances of the steps downstream of `root` that only need steps of its
         group, resolved as far as known now (their inputs wait on the group's outputs);
         `batching.workflows` decides which of them are fused."""
         graph = self.checked.graph
         group = {root}
+        by_step: dict[str, list[PlannedInstance]] = {root: list(mine)}
         out: list[PlannedInstance] = []
         for name in graph.order:
             ups = set(graph.upstream(name))
@@ -360,9 +365,36 @@ class Executor:
             if not found or any(i.name in self.fused_done or i.name in self.policy.inflight
                                 for i in found):
                 continue
-            out += [self.policy.decide(i, step) for i in found]
+            decided = [self.policy.decide(i, step) for i in found]
+            if len(found) == 1 and found[0].fanout:
+                earlier = any(n.startswith(f"{name}[") for n in self.policy.priors)
+                if len(ups) != 1 or name in self.policy.filtered or (
+                        earlier and name not in self.policy.forced | self.policy.rerolled):
+                    continue  # earlier results may still be cached: decided from outputs
+                lanes = foreach_lanes(self.checked, step, self.context, decided[0], by_step)
+                if lanes is None:
+                    continue
+                decided = lanes
+            out += decided
+            by_step[name] = decided
             group.add(name)
         return out
+
+    def _realize(self, step: str, index: int, source: str) -> Instance | None:
+        """A fused foreach instance as the foreach names and renders it once its source's
+        images are known (the source recorded just before, in the same batch)."""
+        spec_step = self.spec.steps.get(step)
+        upstream = self.checked.graph.upstream(step) if spec_step is not None else ()
+        prior = self.priors.get(self.alias.get(source, source))
+        if spec_step is None or len(upstream) != 1 or prior is None:
+            return None
+        context = Context(self.spec, self.journal.run_id)
+        context.learn(upstream[0], StepResults((prior.output,)))
+        try:
+            found = resolve_step(self.checked, spec_step, context, self.policy.seed)
+        except PipelineInvalid:
+            return None
+        return found[index] if index < len(found) and not found[index].fanout else None
 
     def _fused_ticket(self, planned: PlannedInstance, refs: tuple[Ref, ...],
                       tickets: Mapping[str, _Ticket]) -> _Ticket:
@@ -475,17 +507,36 @@ class Executor:
                 await member(t, c)
         return out
 
+    def _source_outputs(self, refs: Sequence[Ref]) -> dict[str, Any]:
+        """The recorded outputs of a fused instance's sources that succeeded in this run."""
+        out: dict[str, Any] = {}
+        for ref in refs:
+            name = self.alias.get(ref.source, ref.source)
+            done = self.result.results.get(name)
+            if done is not None and done.status == "succeeded" and name in self.priors:
+                out[ref.source] = self.priors[name].output
+        return out
+
     async def _collect_fused(self, t: _Ticket, mine: WorkflowState) -> None:
         """Record a fused instance as if it had been sent alone after its sources: its
-        request (so its fingerprint) from their recorded outputs, its own result."""
+        request (so its fingerprint) from their recorded outputs, its own result. A
+        fused foreach instance gets its real name (from its item) here."""
         inst = t.inst
-        try:
-            real = {**inst.request, "input": resolve_refs(
-                inst.input, t.refs, {r.source: self.priors[r.source].output for r in t.refs
-                                     if self.result.results.get(r.source) is not None
-                                     and self.result.results[r.source].status == "succeeded"})}
-        except LookupError:
-            real = None
+        real: dict[str, Any] | None
+        index = lane_index(inst.name)
+        if index is not None:
+            found = self._realize(inst.step, index, t.refs[0].source) \
+                if t.refs[0].source in self._source_outputs(t.refs[:1]) else None
+            if found is not None:
+                self.alias[inst.name] = found.name
+                inst = found
+            real = found.request if found is not None else None
+        else:
+            try:
+                real = {**inst.request, "input": resolve_refs(
+                    inst.input, t.refs, self._source_outputs(t.refs))}
+            except LookupError:
+                real = None
         fp = fingerprint(real) if real is not None else t.fp
         self.fused_done[inst.name] = None
         if real is None or not _succeeded(mine):
@@ -805,13 +856,22 @@ class Executor:
                 request = intent.get("request")
                 fp: str = flying.fingerprint
                 refs = _journaled_refs(intent.get("refs"))
-                if refs and isinstance(request, Mapping):
+                index = lane_index(n)
+                if refs and index is not None:  # a fused foreach instance: its real self
+                    found = self._realize(str(intent.get("step", "")), index, refs[0].source)
+                    request = found.request if found is not None else None
+                    if found is not None:
+                        self.alias[n] = found.name
+                        fp = found.fingerprint or fp
+                        n = found.name
+                elif refs and isinstance(request, Mapping):
                     # Fused: its request (and fingerprint) from its sources' outputs,
                     # recorded just before (sources come first in a batch).
                     try:
                         request = {**request, "input": resolve_refs(
                             request.get("input"), refs,
-                            {r.source: self.priors[r.source].output for r in refs})}
+                            {r.source: self.priors[self.alias.get(r.source, r.source)].output
+                             for r in refs})}
                         fp = fingerprint(request)
                     except (LookupError, TypeError, IndexError):
                         request = None

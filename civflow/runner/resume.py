@@ -66,12 +66,12 @@ def read_history(runs_root: Path, pipeline: str) -> History:
                     batched.add(key)
                 else:
                     batched.discard(key)
-            elif event in ("finished", "settled") and name in last_fp:
+            elif event in ("finished", "settled") and (name in last_fp or "attempt" in record):
                 # A fused instance's result names its own fingerprint and attempt (its
                 # intent could only name the request with its inputs still unknown).
                 own = record.get("fingerprint")
                 key = (name, own if isinstance(own, str) and "attempt" in record
-                       else last_fp[name])
+                       else last_fp.get(name, ""))
                 if "attempt" in record:
                     attempts[key] = max(attempts.get(key, 0), _int(record.get("attempt"), 1))
                     batched.add(key)

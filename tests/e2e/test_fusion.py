@@ -22,7 +22,16 @@ from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.load import load_pipeline
 from civflow.runner.batching import plan_workflows
-from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, created, spawn
+from tests.e2e.support import (
+    CHAIN,
+    MODEL,
+    SECRET,
+    Project,
+    aim,
+    check_artifacts,
+    created,
+    spawn,
+)
 
 LANES = f"""\
 version: 1
@@ -253,3 +262,32 @@ def test_an_interrupted_fused_batch_is_settled_with_real_fingerprints(
         assert full.code == 0 and "12 cached" in full.err, full.text
         assert created(served) == 3
         assert all(n == 1 for n in served.counters()["step_creations"].values())
+
+
+def test_a_foreach_over_a_fixed_quantity_fuses_and_matches_the_unfused_run(
+        project: Project, moderated: RunningEmulator, tmp_path: Path) -> None:
+    """Promise: fusion covers a foreach whose count the input fixes (hero's
+    `quantity: 2`): hero, both upscales (named after their images once those exist) and
+    the clip go out as one workflow; every entry equals the unfused run's."""
+    text = CHAIN.replace("name: chain", "name: chain\nbatch: 10")
+    path = project.write("chain", text)
+    checked = check_pipeline(load_pipeline(path))
+    predicted = plan_workflows(checked, civflow.plan(checked))
+    assert [b.members for b in predicted] == [("hero", "upscale[#0]", "upscale[#1]", "clip")]
+    outcome = project.run("chain")
+    assert outcome.code == 0, outcome.text
+    assert created(moderated) == 1
+    entries = _entries(project, "chain")
+    assert len({e["workflowId"] for e in entries.values()}) == 1
+    check_artifacts(project, "chain")
+    reference = _reference(tmp_path, project, text, "chain")
+    for name in ("hero", "clip"):
+        for key in ("fingerprint", "request", "seed"):
+            assert entries[name][key] == reference[name][key], (name, key)
+    # A foreach instance is named by its item, whose blob id the server draws (another
+    # project, other ids): the same requests, so the same fingerprints, under either name.
+    def ups(found: dict[str, Any]) -> set[str]:
+        return {e["fingerprint"] for n, e in found.items() if n.startswith("upscale[")}
+    assert len(ups(entries)) == 2 and ups(entries) == ups(reference)
+    again = project.run("chain")
+    assert again.code == 0 and "4 cached" in again.err, again.text
