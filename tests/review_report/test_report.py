@@ -16,6 +16,7 @@ import pytest
 from civflow.review.report import write_report
 from tests.review_report.support import (
     LORAS,
+    MODEL,
     SEEDS,
     Repo,
     changed_by_edit,
@@ -274,3 +275,61 @@ def test_a_200_instance_sweep_change_shows_exactly_its_pairs(repo: Repo) -> None
                           r'<a href="files/', html)) == 11
     assert _grid(html, "sweep") == (list(airs), [str(s) for s in seeds])
     assert "0 unavailable" in done.err
+
+
+def test_added_and_removed_instances_are_marked(repo: Repo) -> None:
+    """A seed swapped in the sweep: the old seed's instances are marked removed (their
+    base pictures shown), the new seed's added (not generated yet, with the estimate);
+    the details name the workflow and the run that made each picture."""
+    repo.write("looks", looks())
+    repo.run("looks")
+    repo.commit("looks")
+    run_id = next((repo.root / ".civflow" / "runs").iterdir()).name
+    repo.git("checkout", "-q", "-b", "change")
+    repo.write("looks", looks(seeds=(11, 22, 33, 55)))
+    done = repo.cli("report", "pipelines", "--base", "main", "--out", "report")
+    assert done.code == 0, done.err
+    html = (repo.root / "report" / "index.html").read_text(encoding="utf-8")
+    assert _pairs(html, "removed") == {f"sweep[lora={n},seed=44]" for n in LORAS}
+    assert _pairs(html, "added") == {f"sweep[lora={n},seed=55]" for n in LORAS}
+    assert _pairs(html, "changed") == set()
+    assert html.count('<div class="ph">added: no base version</div>') == 3
+    assert html.count("not generated yet: <code>civflow run</code> makes it") >= 3
+    assert html.count('<div class="ph">removed: the head does not have it</div>') == 3
+    assert f"<dt>run</dt><dd>{run_id}</dd>" in html
+    assert re.search(r"<dt>workflow</dt><dd>[^<]+</dd>", html)
+    assert "<dt>LoRAs</dt><dd>urn:air:sdxl:lora:civitai:123456@789012 @ 0.8</dd>" in html
+
+
+def test_a_third_matrix_key_gives_one_grid_per_value(repo: Repo) -> None:
+    """Past the two keys laid out, each combination of the others is a grid of its
+    own, captioned with its values."""
+    repo.write("trio", f"""\
+version: 1
+name: trio
+steps:
+  shot:
+    type: imageGen
+    matrix:
+      style: [ink, clay]
+      seed: [1, 2]
+      light: [dawn, noon, dusk]
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: {MODEL}
+      width: 256
+      height: 256
+      steps: 10
+      prompt: "a fox, {{{{ matrix.style }}}}, {{{{ matrix.light }}}}"
+      seed: "{{{{ matrix.seed }}}}"
+""")
+    repo.run("trio")
+    done = repo.cli("report", "pipelines/trio.yaml", "--out", "report")
+    assert done.code == 0, done.err
+    html = (repo.root / "report" / "index.html").read_text(encoding="utf-8")
+    captions = re.findall(r"<caption>(.*?)</caption>", html)
+    assert captions == [f"shot: style across, seed down · light={v}"
+                        for v in ("dawn", "noon", "dusk")]
+    assert html.count("<td><figure") == 12
