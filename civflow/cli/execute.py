@@ -170,7 +170,8 @@ def status(file: Path, fmt: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="The output folder the runs used (default: out/ next to .civflow/).")
 def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
-    """Make out/ match the lockfiles, from the local store (nothing is submitted).
+    """Make out/ match the lockfiles, from the local store or the team's remote
+    (nothing is submitted).
 
     PATHS are pipeline files, folders or globs (default: every pipeline under the
     current folder). Run it after switching branches: out/ then shows what the
@@ -185,8 +186,11 @@ def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
     missing = 0
     for file in files:
         done = restore(load_pipeline(file), out_dir)
+        pulled = f", {done.pulled} pulled from the remote" if done.pulled else ""
         click.echo(f"{file}: {len(done.restored)} restored, {done.unchanged} unchanged, "
-                   f"{len(done.removed)} removed")
+                   f"{len(done.removed)} removed{pulled}")
+        if done.remote_problem:
+            click.echo(f"  the remote could not help: {done.remote_problem}", err=True)
         for line in done.missing:
             click.echo(f"  not restored: {line}", err=True)
         missing += len(done.missing)

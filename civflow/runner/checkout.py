@@ -1,9 +1,10 @@
 """Make out/ match the lockfile from the local store: after a branch switch, a pull, a mess.
 
-Nothing is submitted and nothing is downloaded: every file the lockfile names is
-copied back from the content store; files civflow put under `out/<pipeline>/` that
-the lockfile no longer names are removed, but only when their bytes are in the store
-(so nothing a person made, or cannot get back, is ever deleted).
+Nothing is submitted and nothing is asked of Civitai: every file the lockfile names is
+copied back from the content store, after pulling what the store lacks from the team's
+remote when the project has one (verified before use); files civflow put under
+`out/<pipeline>/` that the lockfile no longer names are removed, but only when their
+bytes are in the store (so nothing a person made, or cannot get back, is ever deleted).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from civflow.errors import UnsafePath
+from civflow.errors import RemoteError, UnsafePath
 from civflow.load.model import PipelineSpec
+from civflow.remote import fetch_objects
 from civflow.runner.state import object_store, project_root, stat_cache
 from civflow.store.integrity import check_artifacts, restore_artifact
 from civflow.store.lockfile import Lockfile
@@ -31,6 +33,8 @@ class Checkout:
     unchanged: int = 0
     removed: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # instance: why, not in the store
+    pulled: int = 0  # objects fetched from the remote first
+    remote_problem: str | None = None  # why the remote could not help, if it was needed
 
 
 def checkout(spec: PipelineSpec, out_dir: Path | None = None) -> Checkout:
@@ -42,8 +46,16 @@ def checkout(spec: PipelineSpec, out_dir: Path | None = None) -> Checkout:
     done = Checkout(spec.name)
     lock = Lockfile.load(spec.lockfile_path)
     lock_dir = spec.lockfile_path.parent
+    entries = sorted((lock.instances if lock else {}).items())
+    lacking = [a.sha256 for _, entry in entries for a in entry.artifacts
+               if not store.has(a.sha256)]
+    if lacking:
+        try:
+            done.pulled = len(fetch_objects(root, lacking).pulled)
+        except RemoteError as exc:
+            done.remote_problem = exc.message
     wanted: set[Path] = set()
-    for name, entry in sorted((lock.instances if lock else {}).items()):
+    for name, entry in entries:
         for status in check_artifacts(entry.artifacts, lock_dir, store, cache):
             wanted.add(status.out_path.resolve())
             if status.ok:
@@ -57,9 +69,9 @@ def checkout(spec: PipelineSpec, out_dir: Path | None = None) -> Checkout:
                     continue
                 done.restored.append(status.out_path)
             else:
-                done.missing.append(f"{name}: {status.artifact.path} is not in the local "
-                                    "store (civflow run downloads it again by blob id, "
-                                    "without paying)")
+                done.missing.append(f"{name}: {status.artifact.path} is neither in the "
+                                    "local store nor on a remote (civflow run downloads it "
+                                    "again by blob id, without paying)")
     if out.is_dir():
         for path in sorted(p for p in out.rglob("*") if p.is_file()):
             if path.resolve() in wanted or path.name.startswith("."):

@@ -338,3 +338,27 @@ def _out_matches_lock_of(project: Project) -> int:
             assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact["sha256"], path
             count += 1
     return count
+
+
+def test_checkout_in_a_fresh_clone_restores_out_from_the_remote(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Promise: `civflow checkout` makes out/ match the lockfile from the local store or,
+    for what this machine never had, the team's remote; nothing is submitted."""
+    project, emulator = ready
+    share = tmp_path / "share"
+    (project.root / "civflow.toml").write_text(f'[remote]\nurl = "{share.as_uri()}"\n',
+                                               encoding="utf-8")
+    project.write("chain", CHAIN)
+    assert project.run("chain", "--push").code == 0
+    _git(project.root, "init", "-q")
+    (project.root / ".gitignore").write_text(".civflow/\nout/\n", encoding="utf-8")
+    _git(project.root, "add", "-A")
+    _git(project.root, "commit", "-qm", "chain")
+    clone = _clone(tmp_path, project.root, "fresh", capsys)
+    before = (created(emulator), _blob_requests(emulator))
+    done = clone.cli("checkout")
+    assert done.code == 0, done.text
+    assert "pulled from the remote" in done.out
+    assert _out_matches_lock(clone) == 5
+    assert (created(emulator), _blob_requests(emulator)) == before
