@@ -316,8 +316,9 @@ def blocks_of(pipelines: Sequence[PipelineView], media: MediaFor, run_id: RunIdF
     for pipeline in pipelines:
         notes = "".join(f'<p class="note">{_e(n)}</p>' for n in pipeline.notes)
         blocks.append(Block(pipeline.name, None, (
-            f'<h2 id="p-{_e(pipeline.name)}">{_e(pipeline.name)} <small>{_e(pipeline.path)} · '
-            f"{_e(pipeline.status)}</small></h2>{notes}"), 0))
+            f'<h2 id="p-{_e(pipeline.name)}">{_e(pipeline.name)} <small>{_e(pipeline.path)}'
+            + (f" · {_e(pipeline.status)}" if compared else "") + f"</small></h2>{notes}"),
+            0))
         if compared:
             moved = [c for c in pipeline.cards if c.status != "unchanged"]
             if moved:
@@ -366,20 +367,24 @@ def paginate(blocks: Sequence[Block], page_size: int) -> list[Page]:
 
 
 def _summary(pipelines: Sequence[PipelineView], compared: bool) -> str:
-    head = ("<tr><th>pipeline</th><th>status</th>"
-            + "".join(f"<th>{s}</th>" for s in STATUSES)
-            + ("<th>base spent</th><th>estimate</th><th>delta</th>" if compared else "")
-            + "</tr>")
+    """Per pipeline: with a base, instances by status and the money; alone, instances by
+    the plan's decision and the estimate of what would run."""
+    columns = list(STATUSES) if compared else sorted(
+        {c.decision or "locked" for p in pipelines for c in p.cards})
+    money = ("base spent", "estimate", "delta") if compared else ("estimate",)
+    head = ("<tr><th>pipeline</th>" + ("<th>status</th>" if compared else "")
+            + "".join(f"<th>{_e(c)}</th>" for c in [*columns, *money]) + "</tr>")
     rows = []
     for p in pipelines:
-        counts = {s: 0 for s in STATUSES}
+        counts = dict.fromkeys(columns, 0)
         for card in p.cards:
-            counts[card.status] = counts.get(card.status, 0) + 1
-        money = (f"<td>{_buzz(p.base_spent)}</td><td>{_buzz(p.estimate)}</td>"
-                 f"<td>{_signed(p.delta)}</td>") if compared else ""
+            key = card.status if compared else (card.decision or "locked")
+            counts[key] = counts.get(key, 0) + 1
+        cost = (f"<td>{_buzz(p.base_spent)}</td><td>{_buzz(p.estimate)}</td>"
+                f"<td>{_signed(p.delta)}</td>") if compared else f"<td>{_buzz(p.estimate)}</td>"
         rows.append(f'<tr><td><a href="#p-{_e(p.name)}">{_e(p.name)}</a></td>'
-                    f"<td>{_e(p.status)}</td>"
-                    + "".join(f"<td>{counts[s]}</td>" for s in STATUSES) + money + "</tr>")
+                    + (f"<td>{_e(p.status)}</td>" if compared else "")
+                    + "".join(f"<td>{counts[c]}</td>" for c in columns) + cost + "</tr>")
     return f'<table class="summary">{head}{"".join(rows)}</table>'
 
 
@@ -389,7 +394,7 @@ def _signed(value: float | None) -> str:
     return ("+" if value > 0 else "") + _buzz(value)
 
 
-def _filters(pipelines: Sequence[PipelineView]) -> str:
+def _filters(pipelines: Sequence[PipelineView], compared: bool) -> str:
     counts = {s: 0 for s in STATUSES}
     decisions: set[str] = set()
     for card in itertools.chain.from_iterable(p.cards for p in pipelines):
@@ -398,7 +403,7 @@ def _filters(pipelines: Sequence[PipelineView]) -> str:
             decisions.add(card.decision)
     boxes = "".join(
         f'<label><input type="checkbox" data-filter value="{s}" checked> {s} ({counts[s]})'
-        "</label>" for s in STATUSES if counts[s])
+        "</label>" for s in STATUSES if counts[s]) if compared else ""
     select = ""
     if decisions:
         options = "".join(f'<option value="{_e(d)}">{_e(d)}</option>' for d in sorted(decisions))
@@ -430,7 +435,7 @@ def render_page(page: Page, pages: Sequence[Page], pipelines: Sequence[PipelineV
         '<meta name="generator" content="civflow report">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
         f'<header class="top"><h1>{_e(title)}</h1><span class="note">{_e(subtitle)}</span>'
-        f"{_filters(pipelines)}{nav}</header><main>"
+        f"{_filters(pipelines, compared)}{nav}</header><main>"
         f"{_summary(pipelines, compared) if page.number == 1 else ''}{body}"
         f"{nav}</main><script>{JS}</script></body></html>\n")
 
