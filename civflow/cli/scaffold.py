@@ -62,10 +62,12 @@ def init(directory: Path, hooks: bool | None) -> None:
     relative = PurePosixPath(project.relative_to(root).as_posix()) if root else PurePosixPath(".")
     files = starter_files(relative, hook=hooks)
     top = root or project
-    hooks_dir = _hooks_dir(project) if hooks and root else top / ".git" / "hooks"
-    bases = {"project": project, "root": top, "hooks": hooks_dir}
-    targets = [(bases[f.where] / f.path, f) for f in files]
-    existing = [path for path, _ in targets if path.exists() or path.is_symlink()]
+    # A new repository's hooks folder is known once it exists (core.hooksPath may move it).
+    bases = {"project": project, "root": top,
+             "hooks": _hooks_dir(project) if hooks and root else None}
+    targets = [(bases[f.where], f) for f in files]
+    existing = [base / f.path for base, f in targets
+                if base is not None and ((base / f.path).exists() or (base / f.path).is_symlink())]
     if existing:
         names = ", ".join(_shown(p) for p in existing)
         raise UsageError(f"refusing to overwrite {names}",
@@ -75,7 +77,14 @@ def init(directory: Path, hooks: bool | None) -> None:
     if root is None:
         _git(project, "init", "-q")
         click.echo(f"initialised a git repository in {_shown(project)}")
-    for path, file in targets:
+    for base, file in targets:
+        if base is None:
+            base = _hooks_dir(project)
+            if (base / file.path).exists():
+                click.echo(f"not installing the hook: {_shown(base / file.path)} exists "
+                           "(git's core.hooksPath)", err=True)
+                continue
+        path = base / file.path
         _write(path, file.text, executable=file.executable)
         click.echo(f"created {_shown(path)}")
     gitignore = project / ".gitignore"
@@ -86,11 +95,11 @@ def init(directory: Path, hooks: bool | None) -> None:
         click.echo(f"{'updated' if current else 'created'} {_shown(gitignore)}: "
                    f"{', '.join(lines)}")
     _install_merge_driver(project)
-    click.echo("\nnext:\n"
-               f"  civflow run --emulator {_shown(project / 'pipelines' / 'hello.yaml')}"
-               "   # try it, no account needed\n"
-               "  pre-commit install                     # validate pipelines on commit\n"
-               "  set CIVITAI_API_KEY (secret) and CIVFLOW_MAX_COST (variable) on GitHub")
+    steps = [] if project == Path.cwd().resolve() else [f"cd {_shown(project)}"]
+    steps += ["civflow run --emulator pipelines/hello.yaml   # try it, no account needed",
+              "pre-commit install                            # validate pipelines on commit",
+              "on GitHub, set the secret CIVITAI_API_KEY and the variable CIVFLOW_MAX_COST"]
+    click.echo("\nnext:\n" + "\n".join(f"  {line}" for line in steps))
 
 
 def _install_merge_driver(project: Path) -> None:

@@ -221,3 +221,17 @@ def test_init_asks_about_the_hook_on_a_terminal(tmp_path: Path) -> None:
     code, out = _on_a_terminal(["init", "hook"], tmp_path, b"\n")
     assert code == 0, out
     assert (tmp_path / "hook/.git/hooks/post-checkout").is_file()
+
+
+def test_hook_goes_where_git_runs_hooks(tmp_path: Path) -> None:
+    """With core.hooksPath set, the hook is written there (git would not run it from
+    .git/hooks); an existing hook there is never overwritten."""
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "core.hooksPath", ".githooks")
+    done = civflow("init", "--hooks", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert os.access(tmp_path / ".githooks" / "post-checkout", os.X_OK)
+    assert not (tmp_path / ".git" / "hooks" / "post-checkout").exists()
+    done = civflow("init", "again", "--hooks", cwd=tmp_path)
+    assert done.returncode == 2
+    assert ".githooks/post-checkout" in done.stderr
