@@ -566,9 +566,11 @@ def compare(paths: Sequence[Path | str], base_ref: str | None, *, cwd: Path | No
     of that git ref; see the module docstring for what the `Review` holds.
 
     `head_files`: the pipeline files `paths` name, when the caller already expanded
-    them. `var_pairs` (`K=V`) and `vars_files` apply to both sides; a vars file is read
-    as of the base ref on the base side. An invalid head pipeline raises its located
-    PipelineInvalid; a base that cannot be planned is compared as absent, with a note.
+    them; with `head_files` and no `paths`, only those files are compared (no removed
+    pipelines are looked for). `var_pairs` (`K=V`) and `vars_files` apply to both
+    sides; a vars file is read as of the base ref on the base side. An invalid head
+    pipeline raises its located PipelineInvalid; a base that cannot be planned is
+    compared as absent, with a note.
     """
     here = (cwd or Path.cwd()).resolve()
     given = tuple(Path(p) for p in paths)
@@ -614,7 +616,9 @@ def _compare_with(tree: BaseTree, scratch: Path, given: tuple[Path, ...], files:
         else:
             notes.append(f"{vf} is not in {tree.ref}: the base side uses this tree's copy")
             base_vars.append(vf if vf.is_absolute() else here / vf)
-    base_candidates = _base_files(tree, given, here)
+    # Removed pipelines are looked for under the paths given; a caller that names only
+    # head files (no paths) asks about those files alone.
+    base_candidates = _base_files(tree, given, here) if given else []
     reviews: list[PipelineReview] = []
     matched: set[str] = set()
     for file in files:

@@ -87,6 +87,10 @@ def test_added_deleted_and_renamed_pipelines(repo: Path, capsys: pytest.CaptureF
     # A deleted file named on the command line is a removed pipeline, not "no such file".
     data = _review(capsys, monkeypatch, repo, "pipelines/gone.yaml")
     assert [p["status"] for p in data["pipelines"]] == ["removed"]
+    # A caller that names head files alone (the report) gets those files alone.
+    review = compare([], "main", cwd=repo, head_files=[repo / "pipelines/new-name.yaml"])
+    assert [(p.head_path, p.base_path, p.status) for p in review.pipelines] == [
+        ("pipelines/new-name.yaml", "pipelines/old-name.yaml", "renamed")]
 
 
 def test_a_vars_file_changed_on_the_base(repo: Path, capsys: pytest.CaptureFixture[str],
