@@ -10,7 +10,9 @@ plans as cached and the report shows its picture. Measured side by side, per siz
 - first `write_report` call: plan, copy originals into the report, encode thumbnails,
   write the pages; its time as a ratio to the baseline;
 - second call on the same folder: nothing is copied or encoded (the counts say so), only
-  planning and HTML; its time as a ratio to the first;
+  planning and HTML; its time as a ratio to the first; "plan only" is the planning alone
+  (`civflow.review.diff.compare`), which every call pays, and "2nd-plan" what is left
+  for the report itself (checking files by size, writing HTML);
 - page weight: HTML bytes (all pages, and the largest page), thumbnails, originals.
 
 Run: .venv/bin/python bench/report.py [--sizes 1000,5000] [--page-size 500]
@@ -30,6 +32,7 @@ from PIL import Image, ImageDraw
 
 import civflow
 from civflow.review.report import write_report
+from civflow.review.report.compare import review_views
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
@@ -141,6 +144,9 @@ def measure(count: int, page_size: int) -> dict[str, float]:
         root = Path(tmp)
         file, pictures = make_project(root, count)
         plain = baseline(pictures)
+        start = time.perf_counter()
+        review_views([file], None, root)
+        plan_s = time.perf_counter() - start
         out = root / "review"
         start = time.perf_counter()
         first = write_report([file], out=out, page_size=page_size, cwd=root)
@@ -152,7 +158,7 @@ def measure(count: int, page_size: int) -> dict[str, float]:
         assert second.counts.encoded == 0 and second.counts.copied == 0, second.counts
         largest = max(p.stat().st_size for p in second.pages)
         return {
-            "instances": count, "baseline_s": plain, "first_s": first_s,
+            "instances": count, "baseline_s": plain, "plan_s": plan_s, "first_s": first_s,
             "second_s": second_s, "encoded_2nd": second.counts.encoded,
             "pages": len(second.pages), "html": second.html_bytes, "largest_page": largest,
             "thumbs": folder_bytes(out / "thumbs"), "originals": folder_bytes(out / "files"),
@@ -166,13 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = [measure(int(n), args.page_size) for n in args.sizes.split(",")]
     mb = 1024 * 1024
-    print(f"{'instances':>9} {'pillow loop':>11} {'1st call':>9} {'1st/loop':>8} "
-          f"{'2nd call':>9} {'2nd/1st':>7} {'re-enc':>6} {'pages':>5} {'HTML':>8} "
+    print(f"{'instances':>9} {'pillow loop':>11} {'plan only':>9} {'1st call':>9} "
+          f"{'1st/loop':>8} {'2nd call':>9} {'2nd/1st':>7} {'2nd-plan':>8} {'re-enc':>6} "
+          f"{'pages':>5} {'HTML':>8} "
           f"{'max page':>8} {'thumbs':>8} {'originals':>9}")
     for r in rows:
-        print(f"{r['instances']:>9,.0f} {r['baseline_s']:>10.2f}s {r['first_s']:>8.2f}s "
+        print(f"{r['instances']:>9,.0f} {r['baseline_s']:>10.2f}s {r['plan_s']:>8.2f}s "
+              f"{r['first_s']:>8.2f}s "
               f"{r['first_s'] / r['baseline_s']:>8.2f} {r['second_s']:>8.2f}s "
-              f"{r['second_s'] / r['first_s']:>7.2f} {r['encoded_2nd']:>6.0f} "
+              f"{r['second_s'] / r['first_s']:>7.2f} {r['second_s'] - r['plan_s']:>7.2f}s "
+              f"{r['encoded_2nd']:>6.0f} "
               f"{r['pages']:>5.0f} {r['html'] / mb:>6.1f}MB {r['largest_page'] / 1024:>6.0f}KB "
               f"{r['thumbs'] / mb:>6.1f}MB {r['originals'] / mb:>7.1f}MB")
     return 0
