@@ -573,7 +573,7 @@ def compare(paths: Sequence[Path | str], base_ref: str | None, *, cwd: Path | No
     compared as absent, with a note.
     """
     here = (cwd or Path.cwd()).resolve()
-    given = tuple(Path(p) for p in paths)
+    given = tuple(Path(p) for p in paths) or ((Path("."),) if head_files is None else ())
     files = list(head_files) if head_files is not None else _head_files(given, here)
     # Relative paths stay as given when they are relative to the process's folder, so
     # errors name the file as the user wrote it.
