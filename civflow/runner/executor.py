@@ -133,6 +133,15 @@ class Executor:
         # Instances a fused workflow already settled, before their own step came up.
         self.fused_done: dict[str, Mapping[str, Any] | None] = {}
         self.alias: dict[str, str] = {}  # a fused foreach instance's lane name -> its name
+        # Steps whose instances the plan rendered completely (from vars, matrix and fully
+        # cached upstream outputs): the run uses them as they are, unless an upstream
+        # step's cached outputs turned out lost and it ran again (`refreshed`).
+        by_step: dict[str, list[Instance]] = {}
+        for p in plan.instances:
+            by_step.setdefault(p.instance.step, []).append(p.instance)
+        self.planned = {name: found for name, found in by_step.items()
+                        if all(i.resolved for i in found)}
+        self.refreshed: set[str] = set()
         for entry in self.entries.values():
             self.blobs.learn_artifacts(entry.artifacts)
 
@@ -207,9 +216,13 @@ class Executor:
                 raise PipelineInvalid([self.spec.doc.diagnostic(
                     f"step '{name}': when could not be decided from its upstream outputs",
                     ("steps", name, "when"))])
-            instances = [i for i in resolve_step(self.checked, step, self.context,
-                                                 self.policy.seed)
-                         if self.policy.selected(i.name, name)]
+            known = self.planned.get(name)
+            if known is not None and not set(self.checked.graph.upstream(name)) & self.refreshed:
+                instances = known  # rendered by the plan from the same data: not twice
+            else:
+                instances = [i for i in resolve_step(self.checked, step, self.context,
+                                                     self.policy.seed)
+                             if self.policy.selected(i.name, name)]
         except PipelineInvalid as exc:
             # A template that fails on real outputs is a located failure of this step;
             # it never lets a guarded, paid step run.
@@ -250,6 +263,7 @@ class Executor:
                 self.report(Event(inst.name, Phase.CACHED))
                 return prior.output
             fresh = True  # the outputs are gone for good: run it again, with a new key
+            self.refreshed.add(inst.step)
         if fp is None:
             self._fail_step(inst.name, "its input could not be resolved from upstream outputs")
             return None
@@ -293,6 +307,7 @@ class Executor:
                     outputs[inst.name] = prior.output
                     continue
                 fresh = True
+                self.refreshed.add(inst.step)
             if fp is None:
                 self._fail_step(inst.name, "its input could not be resolved from upstream "
                                            "outputs")
@@ -318,8 +333,9 @@ class Executor:
             tickets[inst.name] = _Ticket(inst, planned, fp, attempt, external_id(fp, attempt))
             mine[-1] = replace(planned, instance=inst)
         ahead = self._fusion_candidates(step.name, mine) if self.fuse and tickets else []
-        groups = workflows([*mine, *ahead], self.batch, upstream=self._upstream,
-                           guarded=self._guarded, fuse=self.fuse)
+        groups = [g for g in workflows([*mine, *ahead], self.batch, upstream=self._upstream,
+                                       guarded=self._guarded, fuse=self.fuse)
+                  if g.step == step.name]  # other steps' own batches: when they come up
         for group in groups:
             for name in group.fused:
                 tickets[name] = self._fused_ticket(
@@ -353,8 +369,8 @@ class Executor:
         for name in graph.order:
             ups = set(graph.upstream(name))
             if name in group or name not in self.policy.wanted or not ups or \
-                    not ups <= group or name in self.complete:
-                continue
+                    not ups <= group or name in self.complete or name in self.planned:
+                continue  # (the plan rendered it whole: it waits on no output)
             step = self.spec.steps[name]
             try:
                 found = [i for i in resolve_step(self.checked, step, self.context,
@@ -362,9 +378,10 @@ class Executor:
                          if self.policy.selected(i.name, name)]
             except PipelineInvalid:
                 continue  # decided when the step comes up, from real outputs
-            if not found or any(i.name in self.fused_done or i.name in self.policy.inflight
-                                for i in found):
-                continue
+            if not found or all(i.resolved for i in found) or any(
+                    i.name in self.fused_done or i.name in self.policy.inflight
+                    for i in found):
+                continue  # nothing waits on the group's outputs (a bare `needs`), or taken
             decided = [self.policy.decide(i, step) for i in found]
             if len(found) == 1 and found[0].fanout:
                 earlier = any(n.startswith(f"{name}[") for n in self.policy.priors)
@@ -454,7 +471,8 @@ class Executor:
             tickets, charge = await self._reserve_batch(tickets, step)
             if not tickets:
                 return out
-            key = batch_external_id(t.key for t in tickets)
+            # Names too: two instances with one request share a key, not a step name.
+            key = batch_external_id(f"{t.inst.name}={t.key}" for t in tickets)
             members = [(t.inst, await self.blobs.substitute(with_refs(t.inst.input, t.refs),
                                                             self.clock()))
                        for t in tickets]
@@ -490,21 +508,28 @@ class Executor:
         self.result.spent = self.budget.spent
         shares = apportion(state.cost, [t.planned.estimate for t in tickets])
 
+        pending: list[dict[str, Any]] = []  # the members' results: one fsync for all
+
         async def member(t: _Ticket, share: float) -> None:
             mine = member_state(state, t.inst.name, share)
             if t.refs:
-                await self._collect_fused(t, mine)
+                await self._collect_fused(t, mine, pending)
                 return
             if not _succeeded(mine):
                 await self._failed(t.inst, t.fp, mine)
                 return
             async with self.download_slots:
-                out[t.inst.name] = await self._collect(t.inst, t.fp, mine)
+                out[t.inst.name] = await self._collect(t.inst, t.fp, mine, pending)
         paired = list(zip(tickets, shares, strict=True))
-        await asyncio.gather(*(member(t, c) for t, c in paired if not t.refs))
-        for t, c in paired:  # sources first: a fused request needs its sources' outputs
-            if t.refs:
-                await member(t, c)
+        try:
+            await asyncio.gather(*(member(t, c) for t, c in paired if not t.refs))
+            for t, c in paired:  # sources first: a fused request needs its sources' outputs
+                if t.refs:
+                    await member(t, c)
+        finally:
+            if pending:
+                await asyncio.to_thread(self.journal.append_many, pending)
+                await self._flush()
         return out
 
     def _source_outputs(self, refs: Sequence[Ref]) -> dict[str, Any]:
@@ -517,7 +542,8 @@ class Executor:
                 out[ref.source] = self.priors[name].output
         return out
 
-    async def _collect_fused(self, t: _Ticket, mine: WorkflowState) -> None:
+    async def _collect_fused(self, t: _Ticket, mine: WorkflowState,
+                             pending: list[dict[str, Any]]) -> None:
         """Record a fused instance as if it had been sent alone after its sources: its
         request (so its fingerprint) from their recorded outputs, its own result. A
         fused foreach instance gets its real name (from its item) here."""
@@ -544,7 +570,7 @@ class Executor:
             return
         async with self.download_slots:
             await self._download(inst.name, inst.step, inst.type, fp, real, inst.seed,
-                                 inst.reroll, mine)
+                                 inst.reroll, mine, pending=pending)
         self.report(Event(inst.name, Phase.SUCCEEDED, workflow_id=mine.id, cost=mine.cost))
         self.fused_done[inst.name] = self.priors[inst.name].output
 
@@ -773,17 +799,20 @@ class Executor:
         if self.options.fail_fast:
             self.stopping = True
 
-    async def _collect(self, inst: Instance, fp: str, state: WorkflowState
-                       ) -> Mapping[str, Any]:
+    async def _collect(self, inst: Instance, fp: str, state: WorkflowState,
+                       pending: list[dict[str, Any]] | None = None) -> Mapping[str, Any]:
         entry = await self._download(inst.name, inst.step, inst.type, fp, inst.request,
-                                     inst.seed, inst.reroll, state)
+                                     inst.seed, inst.reroll, state, pending=pending)
         self.report(Event(inst.name, Phase.SUCCEEDED, workflow_id=state.id, cost=state.cost))
         return self.priors[entry.instance].output
 
     async def _download(self, name: str, step: str, type_: str, fp: str,
                         request: Mapping[str, Any], seed: int | None, reroll: int,
-                        state: WorkflowState, *, event: str = "finished") -> LockedInstance:
-        """Fetch every output blob, then record the entry (journal, then lockfile)."""
+                        state: WorkflowState, *, event: str = "finished",
+                        pending: list[dict[str, Any]] | None = None) -> LockedInstance:
+        """Fetch every output blob, then record the entry (journal, then lockfile).
+        With `pending`, the journal record is left there for the caller to write with
+        its batch-mates' in one fsync (and to checkpoint the lockfile after)."""
         output = dict(state.steps[0].output or {})
         self.report(Event(name, Phase.DOWNLOADING, workflow_id=state.id))
         artifacts = await self.blobs.download_all(output, out_dir=self.out_dir / self.spec.name,
@@ -800,12 +829,15 @@ class Executor:
         if replaced is not None and replaced.fingerprint != fp:
             await self._keep_earlier(replaced)
         self.priors[name] = prior_of(entry, self.lock_dir, None)
-        await asyncio.to_thread(self.journal.append, {
-            "event": event, "instance": name, "fingerprint": fp, "status": "succeeded",
-            "workflowId": state.id, "cost": state.cost, "entry": entry.to_dict()})
+        record = {"event": event, "instance": name, "fingerprint": fp, "status": "succeeded",
+                  "workflowId": state.id, "cost": state.cost, "entry": entry.to_dict()}
         self.result.results[name] = InstanceResult(name, step, "succeeded", state.id,
                                                    state.cost, artifacts=artifacts)
         self._dirty = True
+        if pending is not None:
+            pending.append(record)
+            return entry
+        await asyncio.to_thread(self.journal.append, record)
         await self._flush()
         return entry
 
