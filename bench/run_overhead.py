@@ -1,31 +1,38 @@
-"""Run-overhead bench: `civflow run` against a served emulator versus a naive poller.
+"""Run-overhead bench: `civflow run` against a served emulator, three ways side by side.
 
 For DAGs of 30, 300 and 3,000 echo instances (three layers, each layer a matrix that
-needs the one before), measured side by side in one run:
+`needs` the one before, no data passed), and a 100-lane three-step chain (each lane's
+b takes its a's output, its c its b's), measured in one run, each pipeline in three
+modes:
 
-- wall time / critical-path lower bound (3 layers x 1 s per job; goal <= 1.1),
-- API requests per instance from the emulator's counters (goal <= 3; a `whatif` per
-  instance is listed apart: it is the cost estimate shown before spending),
-- peak RSS of the `civflow run` process,
-- the same DAG run by a naive submit-then-poll-every-second httpx script,
-- a no-op re-run of the largest pipeline (goal: about a second).
+- one workflow per instance (`--batch 1`, what civflow did before batching),
+- batching (`--batch N`, fusion off with CIVFLOW_FUSE=0),
+- batching + fusion (`--batch N`),
+
+printing wall time / critical path (3 layers x 1 s per job), POSTs that create work per
+instance, all API requests per instance, and peak RSS of the `civflow run` process.
+Goals (issue 14): at 3,000 instances wall <= 1.5x the critical path and <= 0.1 POST per
+instance; the 100-lane chain <= 1.1x with one POST per lane (or fewer).
 
 The emulator serves from a child process (uvicorn on 127.0.0.1) at a time scale that
 makes an echo job last one second; civflow runs as a subprocess with `--concurrency`
-equal to the layer width. Bounded: three sizes, each run stops after --timeout seconds.
-Run: .venv/bin/python bench/run_overhead.py [--sizes 30,300,3000]
+equal to the layer width. Bounded: each run stops after --timeout seconds.
+Run: .venv/bin/python bench/run_overhead.py [--sizes 30,300,3000] [--batch 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -58,28 +65,48 @@ def pipeline(width: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lanes(width: int) -> str:
+    """`width` lanes a -> b -> c: each b takes its own a's output, each c its b's."""
+    values = ", ".join(str(i) for i in range(width))
+    lines = ["version: 1", f"name: lanes{width}", "steps:"]
+    for n, layer in enumerate(LAYERS):
+        lines += [f"  {layer}:", "    type: echo", f"    matrix: {{i: [{values}]}}",
+                  "    input:"]
+        if n:
+            lines.append(f"      message: \"{{{{ steps.{LAYERS[n - 1]}.outputs[matrix.i]"
+                         f".message }}}}\"")
+        else:
+            lines.append("      message: \"lane {{ matrix.i }}\"")
+    return "\n".join(lines) + "\n"
+
+
 def counters(url: str) -> dict[str, Any]:
     data: dict[str, Any] = httpx.get(f"{url}/_emulator/counters").json()
     return data
 
 
 def request_counts(data: dict[str, Any]) -> tuple[int, int]:
-    """(requests to the API, of which whatif POSTs)."""
+    """(requests to the API, POSTs that created or re-found a workflow)."""
     total = sum(n for route, by in data["requests"].items()
                 if not route.startswith("GET /v2/resources") for n in by.values())
-    posts = sum(data["requests"].get("POST /v2/consumer/workflows", {}).values())
-    return total, posts - data["workflows_created"] - data["external_id_hits"]
+    return total, data["workflows_created"] + data["external_id_hits"]
 
 
-def run_civflow(url: str, folder: Path, width: int, timeout: float) -> tuple[float, int, int]:
+MODES = (("one/instance", "1", "1"), ("batching", "{n}", "0"), ("batch+fusion", "{n}", "1"))
+
+
+def run_civflow(url: str, folder: Path, name: str, width: int, timeout: float,
+                batch: str, fuse: str) -> tuple[float, int, int]:
     """(seconds, exit code, peak RSS in KiB) of one `civflow run` subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CIVITAI_", "CIVFLOW_"))}
-    env.update(CIVITAI_BASE_URL=url, CIVITAI_API_KEY=KEY, PYTHONPATH=str(REPO))
+    env.update(CIVITAI_BASE_URL=url, CIVITAI_API_KEY=KEY, PYTHONPATH=str(REPO),
+               CIVFLOW_FUSE=fuse)
     start = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "civflow", "run", f"pipelines/dag{width}.yaml", "--yes",
-         "--concurrency", str(width)], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=(folder / "run.err").open("ab"))
+        [sys.executable, "-m", "civflow", "run", f"pipelines/{name}.yaml", "--yes",
+         "--concurrency", str(width), "--batch", batch], cwd=folder, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=(folder / "run.err").open("ab"))
     deadline = start + timeout
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -122,20 +149,56 @@ async def naive(url: str, width: int, timeout: float) -> float:
     return time.perf_counter() - start
 
 
+def measure(url: str, folder: Path, name: str, width: int, instances: int,
+            timeout: float, batch: int) -> str:
+    """One row: the pipeline in the three modes, side by side."""
+    bound = len(LAYERS) * JOB_SECONDS
+    cells = []
+    for _label, size, fuse in MODES:
+        for lock in (folder / "pipelines").glob("*.lock.json"):
+            lock.unlink()
+        shutil.rmtree(folder / ".civflow" / "runs", ignore_errors=True)
+        httpx.post(f"{url}/_emulator/reset")
+        seconds, code, rss = run_civflow(url, folder, name, width, timeout,
+                                         size.format(n=batch), fuse)
+        total, posts = request_counts(counters(url))
+        cells.append(f"{seconds / bound:>5.2f} {in_run(folder) / bound:>5.2f} "
+                     f"{posts / instances:>6.3f} {total / instances:>5.2f} "
+                     f"{rss / 1024:>4.0f}MB {code:>2}")
+    return " | ".join(cells)
+
+
+def in_run(folder: Path) -> float:
+    """Seconds from the journal's first record to its last: the run without the
+    interpreter's start, imports and planning."""
+    stamps = []
+    for path in (folder / ".civflow" / "runs").glob("*/journal.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stamps.append(datetime.fromisoformat(json.loads(line)["at"].replace("Z", "+00:00")))
+    return (max(stamps) - min(stamps)).total_seconds() if stamps else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="30,300,3000")
-    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--lanes", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--naive", action="store_true",
+                        help="also time a naive submit-then-poll script per size")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     parent, child = multiprocessing.Pipe()
     server = multiprocessing.Process(target=_serve, args=(child,), daemon=True)
     server.start()
     url = parent.recv()
     bound = len(LAYERS) * JOB_SECONDS
-    print(f"emulator {url}; one echo job = {JOB_SECONDS:g} s; critical path = {bound:g} s")
-    print(f"{'instances':>9} | {'civflow wall/bound':>18} {'req/inst':>8} {'whatif/inst':>11} "
-          f"{'peak RSS':>9} {'exit':>4} | {'naive wall/bound':>16} {'req/inst':>8}")
+    print(f"emulator {url}; one echo job = {JOB_SECONDS:g} s; critical path = {bound:g} s; "
+          f"--batch {args.batch}")
+    print("each mode: wall / critical path, in-run (journal's first to last record) / "
+          "critical path, POSTs/instance, requests/instance, peak RSS, exit code")
+    head = " | ".join(f"{label:^35}" for label, _, _ in MODES)
+    print(f"{'pipeline':>16} | {head}")
     try:
         with tempfile.TemporaryDirectory(prefix="civflow-bench-") as tmp:
             folder = Path(tmp)
@@ -144,22 +207,25 @@ def main() -> None:
             for size in sizes:
                 width = max(1, size // len(LAYERS))
                 (folder / "pipelines" / f"dag{width}.yaml").write_text(pipeline(width))
-                httpx.post(f"{url}/_emulator/reset")
-                seconds, code, rss = run_civflow(url, folder, width, args.timeout)
-                total, whatif = request_counts(counters(url))
                 inst = width * len(LAYERS)
-                httpx.post(f"{url}/_emulator/reset")
-                naive_seconds = asyncio.run(naive(url, width, args.timeout))
-                naive_total, _ = request_counts(counters(url))
-                print(f"{inst:>9} | {seconds / bound:>18.2f} {(total - whatif) / inst:>8.2f} "
-                      f"{whatif / inst:>11.2f} {rss / 1024:>7.0f}MB {code:>4} | "
-                      f"{naive_seconds / bound:>16.2f} {naive_total / inst:>8.2f}")
-            httpx.post(f"{url}/_emulator/reset")
-            seconds, code, rss = run_civflow(url, folder, width, args.timeout)
-            total, _ = request_counts(counters(url))
-            print(f"no-op re-run of {width * len(LAYERS)} instances: {seconds:.2f} s, "
-                  f"{total} API requests, peak RSS {rss / 1024:.0f} MB, exit {code}")
-            err = (folder / "run.err").read_text(errors="replace")
+                row = measure(url, folder, f"dag{width}", width, inst, args.timeout,
+                              args.batch)
+                print(f"{f'{inst} in 3 layers':>16} | {row}", flush=True)
+                if args.naive:
+                    httpx.post(f"{url}/_emulator/reset")
+                    naive_seconds = asyncio.run(naive(url, width, args.timeout))
+                    naive_total, _ = request_counts(counters(url))
+                    print(f"{'naive poller':>16} | {naive_seconds / bound:>5.2f} {'':>5} "
+                          f"{1:>6.3f} {naive_total / inst:>5.2f}", flush=True)
+            if args.lanes:
+                width = args.lanes
+                (folder / "pipelines" / f"lanes{width}.yaml").write_text(lanes(width))
+                row = measure(url, folder, f"lanes{width}", width, width * len(LAYERS),
+                              args.timeout, args.batch)
+                print(f"{f'{width} lanes x 3':>16} | {row}", flush=True)
+                print(f"{'':>16}   (POSTs per lane = 3 x POSTs/instance)")
+            err = (folder / "run.err").read_text(errors="replace") \
+                if (folder / "run.err").exists() else ""
             if "error" in err.lower():
                 print("civflow stderr (tail):\n" + err[-2000:])
     finally:
