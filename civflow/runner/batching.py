@@ -32,6 +32,7 @@ from civflow.errors import PipelineInvalid
 from civflow.expand import Context, Instance
 from civflow.load.model import StepSpec
 from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.request import batch_body
 from civflow.template import PENDING_MARK, Pending
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "fused_refs",
     "lane_index",
     "plan_workflows",
+    "rendered_bodies",
     "resolve_refs",
     "with_refs",
     "workflows",
@@ -323,6 +325,11 @@ def plan_workflows(checked: Checked, made: Plan, *, fuse: bool = True) -> tuple[
     """What `civflow plan` shows: the workflows a run of this plan submits up front
     (batched and fused with the pipeline's `batch`). Instances whose inputs wait on
     outputs that cannot be fused are packed by the same rule once they are known."""
+    return _grouped(checked, made, fuse)[0]
+
+
+def _grouped(checked: Checked, made: Plan, fuse: bool = True
+             ) -> tuple[tuple[Batch, ...], dict[str, Instance]]:
     graph = checked.graph
     upstream = {name: frozenset(graph.upstream(name)) for name in checked.spec.steps}
     guarded = frozenset(n for n, s in checked.spec.steps.items() if isinstance(s.when, str))
@@ -339,7 +346,20 @@ def plan_workflows(checked: Checked, made: Plan, *, fuse: bool = True) -> tuple[
         for q in lanes or [p]:
             planned.append(q)
             by_step.setdefault(q.instance.step, []).append(q)
-    return workflows(planned, size, upstream=upstream, guarded=guarded, fuse=fuse)
+    return (workflows(planned, size, upstream=upstream, guarded=guarded, fuse=fuse),
+            {q.name: q.instance for q in planned})
+
+
+def rendered_bodies(checked: Checked, made: Plan) -> list[tuple[Batch, dict[str, Any]]]:
+    """What `civflow render` shows: each workflow of the plan as it will be sent, fused
+    inputs as `{"$ref", "path"}` (blob tokens stay tokens: URLs are signed at POST)."""
+    grouped, by_name = _grouped(checked, made)
+    out: list[tuple[Batch, dict[str, Any]]] = []
+    for batch in grouped:
+        members = [(by_name[n], with_refs(by_name[n].input, batch.refs.get(n, ())))
+                   for n in batch.members]
+        out.append((batch, batch_body(checked.spec, members, run_id=None, external_id=None)))
+    return out
 
 
 def apportion(total: float, estimates: Sequence[float | None]) -> list[float]:

@@ -7,7 +7,16 @@ from pathlib import Path
 from civflow.check import check_pipeline
 from civflow.load import load_pipeline
 from civflow.plan import Plan, PlanOptions, plan
-from civflow.runner.batching import DEFAULT_BATCH, apportion, batch_size, batches
+from civflow.runner.batching import (
+    DEFAULT_BATCH,
+    Ref,
+    apportion,
+    batch_size,
+    batches,
+    fused_refs,
+    plan_workflows,
+    rendered_bodies,
+)
 
 PIPELINE = """\
 version: 1
@@ -69,3 +78,37 @@ def test_apportion_sums_to_the_charge_in_whole_buzz() -> None:
     shares = apportion(2.5, [1.0, 1.0])
     assert sum(shares) == 2.5
     assert apportion(5, []) == []
+
+
+def test_render_shows_fused_bodies_as_they_will_be_sent(tmp_path: Path) -> None:
+    """Promise: `render` can show fused bodies: hero, its two upscales (a foreach over
+    `quantity: 2`) and the clip as one WorkflowTemplate whose inputs are `$ref`s."""
+    from tests.e2e.support import CHAIN
+
+    path = tmp_path / "chain.yaml"
+    path.write_text(CHAIN.replace("name: chain", "name: chain\nbatch: 10"), encoding="utf-8")
+    checked = check_pipeline(load_pipeline(path))
+    ((batch, body),) = rendered_bodies(checked, plan(checked))
+    assert batch.members == ("hero", "upscale[#0]", "upscale[#1]", "clip")
+    steps = {s["name"]: s for s in body["steps"]}
+    assert steps["upscale[#1]"]["input"]["image"] == {"$ref": "hero",
+                                                      "path": "output.images[1].url"}
+    assert steps["clip"]["input"]["images"] == [{"$ref": "upscale[#0]",
+                                                 "path": "output.blob.url"}]
+    assert body["metadata"]["civflow"]["instances"] == list(batch.members)
+    unbatched = plan_workflows(check_pipeline(load_pipeline(path)), plan(checked), fuse=False)
+    assert [b.members for b in unbatched] == [("hero",)]
+
+
+def test_text_around_an_output_cannot_be_a_ref() -> None:
+    """Promise: only a whole value passes by `$ref`; a placeholder inside a longer text,
+    or a path into a step that does not run here, keeps the step client-side."""
+    from civflow.template import Pending
+
+    running = {"a": ["a[i=0]", None]}
+    assert fused_refs({"m": Pending("steps.a.outputs[0].message")}, running) == (
+        Ref(("m",), "a[i=0]", "output.message"),)
+    assert fused_refs({"m": "x <pending: steps.a.output.message> y"}, running) is None
+    assert fused_refs({"m": Pending("steps.a.outputs[1].message")}, running) is None
+    assert fused_refs({"m": Pending("steps.b.output.message")}, running) is None
+    assert fused_refs({"m": "plain"}, running) == ()
