@@ -45,8 +45,9 @@ class EmulatorConfig:
     # AIRs answered 404; with known_airs_only, every AIR but the few named ones is.
     missing_airs: tuple[str, ...] = ()
     known_airs_only: bool = False
-    # Words that make a step's prompt fail moderation: the step fails, its jobs carry
-    # `reason: blocked` and a `blockedReason`, its workflow's other steps run on.
+    # Words that make an image step's prompt fail moderation: the step fails, its
+    # output holds blobs with a `blockedReason` and `errors`; its workflow's other
+    # steps run on (what takes its output is canceled).
     blocked_words: tuple[str, ...] = ()
     # Bytes that uploads may carry; the website's limit.
     max_upload_bytes: int = 64 * 1024 * 1024

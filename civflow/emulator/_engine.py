@@ -198,6 +198,8 @@ class Engine:
 
     def _blocked(self, step: Step) -> bool:
         """Moderation, as configured: a step whose prompt holds a blocked word."""
+        if step.type not in ("imageGen", "textToImage"):  # outputs with images to hold
+            return False
         prompt = step.input.get("prompt")
         text = prompt.lower() if isinstance(prompt, str) else ""
         return any(word.lower() in text for word in self.config.blocked_words)
@@ -270,12 +272,17 @@ class Engine:
         step.status = status
         step.completed_at = now
         step.rendered = None
+        if step.blocked:
+            # As the document allows it: a blob held back with its `blockedReason`, and
+            # the output's `errors` (jobs carry no reason in the OpenAPI schema).
+            step.output = {"images": [{"type": "image", "id": f"blocked-{job['id']}.jpeg",
+                                       "available": False, "blockedReason": "moderation",
+                                       "jobId": job["id"]} for job in step.jobs],
+                           "errors": ["The prompt was blocked by moderation."]}
         for job in step.jobs:
             if job["status"] not in TERMINAL:
                 job["status"] = status
                 job["completedAt"] = iso(now)
-                if step.blocked:
-                    job["reason"], job["blockedReason"] = "blocked", "moderation"
         for other in workflow.steps:
             if step.name in other.deps and other.status not in TERMINAL:
                 if status != "succeeded":
