@@ -364,8 +364,9 @@ def rendered_bodies(checked: Checked, made: Plan) -> list[tuple[Batch, dict[str,
 
 def apportion(total: float, estimates: Sequence[float | None]) -> list[float]:
     """A batch's charge split over its members, in proportion to their estimates (equal
-    shares when unknown): whole Buzz when the total is whole, and the shares always sum
-    to exactly the total, so the lockfile's costs add up to what was charged."""
+    shares when unknown), to the hundredth of a Buzz, the last share taking the rounding:
+    the shares always sum to exactly the total, so the lockfile's costs add up to what
+    was charged, and no member of a paid batch is recorded as free."""
     n = len(estimates)
     if n == 0:
         return []
@@ -375,14 +376,7 @@ def apportion(total: float, estimates: Sequence[float | None]) -> list[float]:
     if sum(weights) <= 0:
         weights = [1.0] * n
     scale = sum(weights)
-    if float(total).is_integer():
-        exact = [total * w / scale for w in weights]
-        shares = [math.floor(x) for x in exact]
-        left = int(total) - sum(shares)
-        order = sorted(range(n), key=lambda i: (-(exact[i] - shares[i]), i))
-        for i in order[:left]:
-            shares[i] += 1
-        return [float(s) for s in shares]
-    shares_f = [round(total * w / scale, 4) for w in weights]
-    shares_f[-1] = round(total - sum(shares_f[:-1]), 4)
-    return shares_f
+    cents = round(total * 100)
+    shares = [math.floor(cents * w / scale) for w in weights]
+    shares[-1] += cents - sum(shares)
+    return [s / 100 for s in shares]

@@ -69,14 +69,15 @@ def test_batch_size_bounds_and_default() -> None:
     assert batch_size(0) == 1 and batch_size(1000) == 100 and batch_size(7) == 7
 
 
-def test_apportion_sums_to_the_charge_in_whole_buzz() -> None:
-    """Promise: per-instance costs in the lockfile add up to exactly what was charged."""
-    assert apportion(17, [8.0, 8.0, 2.0]) == [8.0, 7.0, 2.0]
+def test_apportion_sums_to_the_charge() -> None:
+    """Promise: per-instance costs in the lockfile add up to exactly what was charged,
+    and no member of a paid batch is recorded as free."""
+    assert apportion(17, [8.0, 8.0, 2.0]) == [7.55, 7.55, 1.9]
     assert sum(apportion(10, [1.0, 1.0, 1.0])) == 10
+    assert apportion(3, [0.5] * 6) == [0.5] * 6
     assert apportion(9, [None, None, None]) == [3.0, 3.0, 3.0]
     assert apportion(0, [5.0, 5.0]) == [0.0, 0.0]
-    shares = apportion(2.5, [1.0, 1.0])
-    assert sum(shares) == 2.5
+    assert sum(apportion(2.5, [1.0, 1.0])) == 2.5
     assert apportion(5, []) == []
 
 
