@@ -113,3 +113,27 @@ def test_text_around_an_output_cannot_be_a_ref() -> None:
     assert fused_refs({"m": Pending("steps.a.outputs[1].message")}, running) is None
     assert fused_refs({"m": Pending("steps.b.output.message")}, running) is None
     assert fused_refs({"m": "plain"}, running) == ()
+
+
+def test_a_timed_out_batch_keeps_what_succeeded_and_fails_the_rest() -> None:
+    """Promise: a per-step timeout cancels what it can: after civflow cancels a batch at
+    its deadline, the member that had succeeded is still collected (its own step, its
+    share of the cost); the other fails with the timeout as its reason."""
+    from civflow.client.base import WorkflowState
+    from civflow.runner.deadlines import timed_out_steps
+    from civflow.runner.executor import member_state
+
+    state = WorkflowState.from_json({
+        "id": "wf-1", "status": "canceled", "cost": {"total": 4},
+        "steps": [{"$type": "echo", "name": "a[i=0]", "status": "succeeded",
+                   "output": {"message": "done"}, "completedAt": "2026-01-01T00:00:00Z"},
+                  {"$type": "echo", "name": "a[i=1]", "status": "processing"}]})
+    ended = timed_out_steps(state, 30)
+    first, second = member_state(ended, "a[i=0]", 2), member_state(ended, "a[i=1]", 2)
+    assert first.status == "succeeded" and first.malformed is None
+    assert first.steps[0].output == {"message": "done"} and first.cost == 2
+    assert first.raw["completedAt"] == "2026-01-01T00:00:00Z"
+    assert second.status == "canceled"
+    assert "timed out" in (second.failure().reason or "")
+    missing = member_state(ended, "a[i=9]", 0)
+    assert missing.status == "failed" and "no step" in (missing.failure().reason or "")
