@@ -72,7 +72,7 @@ def external_id(fingerprint: str, attempt: int) -> str:
 
 def batch_external_id(member_keys: Iterable[str]) -> str:
     """The idempotency key of a workflow carrying several instances: derived from the
-    members' own keys in submission order, so the same batch re-sent (a retry, a
+    members (`<instance>=<its own key>`) in submission order, so the same batch re-sent (a retry, a
     resumed run, a second machine with the same plan) is the same workflow."""
     keys = list(member_keys)
     if not keys:
