@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,10 +90,13 @@ def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
 @click.option("--reroll", multiple=True, metavar="STEP", help="Plan new seeds for STEP.")
 @click.option("--only", multiple=True, metavar="GLOB",
               help="Only these steps (and what they need).")
+@click.option("--batch", type=click.IntRange(1, 100), metavar="N",
+              help="Plan as `run --batch N` would submit: up to N steps per workflow.")
 @_options
 def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: str | None,
          force: tuple[str, ...], reroll: tuple[str, ...], only: tuple[str, ...],
-         vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
+         batch: int | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
+         strict: bool) -> None:
     """Show every instance in order, whether it runs or is cached, and why.
 
     PATHS are pipeline files, folders (searched below) or globs. With --base REF, show
@@ -113,7 +117,7 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
     files = _named_files(paths)
     if not files:
         raise UsageError("no pipeline files found", hint="name files, folders or globs")
-    shown = [_plan_one(file, fmt, options, vars_, vars_files, strict) for file in files]
+    shown = [_plan_one(file, fmt, options, vars_, vars_files, strict, batch) for file in files]
     if fmt == "json" and len(shown) > 1:
         click.echo("[\n" + ",\n".join(s.rstrip("\n") for s in shown) + "\n]")
     else:
@@ -135,10 +139,11 @@ def _named_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
-              vars_files: Sequence[Path], strict: bool) -> str:
+              vars_files: Sequence[Path], strict: bool, batch: int | None = None) -> str:
     from civflow.runner import prepare
+    from civflow.runner.batching import batch_size, plan_workflows
 
-    checked = load_checked(file, vars_, vars_files, strict=strict)
+    checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)
     _check_step_names(checked, [*options.force, *options.reroll], allow_star=True)
     # The same preparation `civflow run` makes (lockfile, an interrupted run's journal),
     # so what plan shows is what run does.
@@ -147,7 +152,17 @@ def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
         click.echo(warning.render(), err=True)
     click.echo(report.vars_note(checked.spec, prepared.lock, prepared.lock_path), err=True,
                nl=False)
-    return report.plan(prepared.plan, fmt)
+    workflows = plan_workflows(checked, prepared.plan) \
+        if batch_size(checked.spec.batch) > 1 else ()
+    return report.plan(prepared.plan, fmt, workflows)
+
+
+def _batched(checked: Checked, batch: int | None) -> Checked:
+    """`--batch N` as `civflow run` applies it: over the file's `batch` key."""
+    if batch is None:
+        return checked
+    return dataclasses.replace(checked, spec=dataclasses.replace(checked.spec,
+                                                                 batch_override=batch))
 
 
 def _plan_against_base(paths: Sequence[Path], base_ref: str, fmt: str,
@@ -167,18 +182,38 @@ def _plan_against_base(paths: Sequence[Path], base_ref: str, fmt: str,
 
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path))
+@click.option("--batch", type=click.IntRange(1, 100), metavar="N",
+              help="Render as `run --batch N` would submit: up to N steps per workflow, "
+                   "chains fused by $ref.")
 @_options
-def render(file: Path, vars_: tuple[str, ...], vars_files: tuple[Path, ...], strict: bool) -> None:
-    """Print the exact workflow bodies that would be sent, as JSON."""
+def render(file: Path, batch: int | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
+           strict: bool) -> None:
+    """Print the exact workflow bodies that would be sent, as JSON.
+
+    With `batch` above 1 (the pipeline's key or --batch), the workflows that are known
+    before the run come first, each with its member instances and its body as sent
+    (fused inputs as {"$ref", "path"}); what is only known at run time follows, one
+    instance at a time, as before.
+    """
     from civflow.request import workflow_body
     from civflow.runner import prepare
+    from civflow.runner.batching import batch_size, rendered_bodies
     from civflow.store.journal import external_id
 
-    checked = load_checked(file, vars_, vars_files, strict=strict)
+    checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)
     result = prepare(checked).plan
-    bodies = []
+    bodies: list[dict[str, Any]] = []
+    shown: set[str] = set()
+    packed_steps: set[str] = set()
+    if batch_size(checked.spec.batch) > 1:
+        for group, body in rendered_bodies(checked, result):
+            bodies.append({"workflow": list(group.members), "body": body})
+            shown.update(group.members)
+            packed_steps.update(n.split("[#", 1)[0] for n in group.members if "[#" in n)
     for planned in result.instances:
         inst = planned.instance
+        if inst.name in shown or (inst.fanout and inst.step in packed_steps):
+            continue
         key = inst.fingerprint
         attempt = result.policy.attempt(inst, key)[0] if key else 1
         bodies.append({"instance": inst.name, "body": workflow_body(

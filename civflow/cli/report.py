@@ -15,6 +15,7 @@ from civflow.store.lockfile import Lockfile
 
 if TYPE_CHECKING:
     from civflow.review.diff import Review
+    from civflow.runner.batching import Batch
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
          Decision.CACHED: "=", Decision.SKIPPED: "-"}
@@ -95,20 +96,28 @@ def _estimate_text(i: PlannedInstance) -> str:
     return f"~{_buzz(i.estimate)} Buzz{each}"
 
 
-def plan(p: Plan, fmt: str) -> str:
+def plan(p: Plan, fmt: str, workflows: Sequence[Batch] = ()) -> str:
     """The plan as text, JSON or Markdown. Steps marked `unchecked: true` (sent as
-    written) are flagged, so a reviewer sees what civflow did not check."""
+    written) are flagged, so a reviewer sees what civflow did not check. `workflows`
+    (with `batch` above 1) says which instances share a workflow and which are fused."""
     unchecked = p.unchecked
     if fmt == "json":
-        return json.dumps({
+        document: dict[str, Any] = {
             "pipeline": p.pipeline, "estimate": p.estimate, "counts": p.counts(),
             "instances": [{"instance": i.name, "step": i.instance.step,
                            "type": i.instance.type, "decision": i.decision.value,
                            "reasons": list(i.reasons), "estimate": i.estimate,
                            "fingerprint": i.instance.fingerprint,
                            "fanout": i.instance.fanout, "expected": i.expected,
-                           "unchecked": i.instance.step in unchecked} for i in p.instances]},
-            indent=2) + "\n"
+                           "unchecked": i.instance.step in unchecked} for i in p.instances]}
+        if workflows:
+            document["workflows"] = [{"members": list(b.members), "fused": list(b.fused)}
+                                     for b in workflows]
+        return json.dumps(document, indent=2) + "\n"
+    shared = "".join(_workflow_line(n, b, fmt) for n, b in enumerate(workflows, 1))
+    if shared:
+        shared = ("\n" if fmt == "markdown" else "") + \
+            f"{len(workflows)} workflow(s) to submit:\n" + shared
     if fmt == "markdown":
         rows = [f"### civflow plan: `{p.pipeline}`", "", _summary(p), "",
                 "| | instance | type | decision | why | estimate |",
@@ -118,7 +127,7 @@ def plan(p: Plan, fmt: str) -> str:
                 (" (unchecked)" if i.instance.step in unchecked else "")
             rows.append(f"| {_MARK[i.decision]} | `{i.name}` | {i.instance.type} | "
                         f"{i.decision.value} | {why} | {_estimate_text(i)} |")
-        return "\n".join(rows) + "\n"
+        return "\n".join(rows) + "\n" + shared
     width = max((len(i.name) for i in p.instances), default=8)
     lines = [_summary(p)]
     for i in p.instances:
@@ -126,7 +135,13 @@ def plan(p: Plan, fmt: str) -> str:
                      f"{'; '.join(i.reasons)}"
                      + (f"  ({_estimate_text(i)})" if i.decision.runs else "")
                      + ("  [unchecked]" if i.instance.step in unchecked else ""))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + shared
+
+
+def _workflow_line(number: int, batch: Batch, fmt: str) -> str:
+    names = ", ".join(f"`{n}`" if fmt == "markdown" else n for n in batch.members)
+    fused = f" (fused by $ref: {', '.join(batch.fused)})" if batch.fused else ""
+    return f"{'- ' if fmt == 'markdown' else '  '}workflow {number}: {names}{fused}\n"
 
 
 def graph(checked: Checked, fmt: str) -> str:
