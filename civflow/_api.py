@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from civflow.check import Checked
-from civflow.errors import RemoteError, SpendingRefused
+from civflow.errors import RemoteError, SpendingRefused, UsageError
 from civflow.plan import Plan, PlanOptions
 from civflow.runner import Estimate, Prepared, RunOptions, RunResult
 from civflow.runner.events import Reporter, ignore
@@ -93,7 +94,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                on_wait: Callable[[str], None] | None = None,
                on_resume: Callable[[str], None] | None = None,
                on_remote: Callable[[str], None] | None = None,
-               pipeline_file: str = "") -> RunResult:
+               pipeline_file: str = "", batch: int | None = None) -> RunResult:
     """Run a checked pipeline to the end; the same steps as `civflow run`.
 
     Against the real API nothing is submitted without consent: pass `yes=True`, or a
@@ -101,7 +102,8 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
     pipeline's run lock is held throughout (RunLocked when another run holds it,
     unless `wait=True`). Files of "cached (remote)" instances are pulled from the
     project's remote first (`on_remote` hears how that went); pushing is left to
-    `civflow.remote.push_pipelines` (the CLI's `run --push`).
+    `civflow.remote.push_pipelines` (the CLI's `run --push`). `batch` overrides the
+    pipeline's `batch` key, as `run --batch N` does.
 
         >>> result = await civflow.arun(checked, emulator=True)
         >>> result.files["hero"]
@@ -115,6 +117,11 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
         raise SpendingRefused("a run against the real API needs consent",
                               hint="pass yes=True, or confirm=… to be asked with the "
                                    "plan and its estimate")
+    if batch is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 100:
+            raise UsageError(f"batch={batch!r}: expected a whole number from 1 to 100")
+        checked = dataclasses.replace(
+            checked, spec=dataclasses.replace(checked.spec, batch_override=batch))
     options = RunOptions(concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
                          out_dir=out_dir, keep_stale=keep_stale)
     held = await asyncio.to_thread(acquire_run_lock, checked.spec, project_root(checked.spec),

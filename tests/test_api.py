@@ -85,3 +85,16 @@ def test_the_real_api_is_never_called_without_consent(folder: Path) -> None:
     checked = civflow.load(folder / "notebook.yaml")
     with pytest.raises(SpendingRefused, match="needs consent"):
         civflow.run(checked)
+
+
+def test_batch_packs_a_notebook_run_like_the_flag(folder: Path) -> None:
+    """`batch=` does what `run --batch N` does: the fused chain is one workflow."""
+    checked = civflow.load(folder / "notebook.yaml")
+    result = civflow.run(checked, emulator=True, batch=5)
+    assert result.count("succeeded") == 2
+    lock = (folder / "notebook.lock.json").read_text(encoding="utf-8")
+    ids = {line.split('"workflowId": "')[1].split('"')[0]
+           for line in lock.splitlines() if '"workflowId"' in line}
+    assert len(ids) == 1, ids
+    with pytest.raises(civflow.errors.UsageError, match="from 1 to 100"):
+        civflow.run(checked, emulator=True, batch=0)
