@@ -2,10 +2,14 @@
 # The whole test suite, install included: lint, strict type check, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The report's browser test drives Debian's chromium (Playwright's own download is not used).
-if [ ! -x /usr/bin/chromium ]; then
+# The report's browser test drives Debian's chromium (Playwright's own download is not
+# used); the editor-schema test runs yaml-language-server, installed with npm.
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v npm >/dev/null || missing="$missing nodejs npm"
+if [ -n "$missing" ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends chromium
+  $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends $missing
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
