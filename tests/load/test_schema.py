@@ -82,7 +82,7 @@ def test_misspelt_required_key_is_reported_once() -> None:
 
 def test_unknown_key_without_a_close_match_lists_the_known_ones() -> None:
     d = _one(MINIMAL + "colour: red\n")
-    assert d.hint is not None and d.hint.startswith("known keys here: defaults, description")
+    assert d.hint is not None and d.hint.startswith("known keys here: batch, defaults, description")
 
 
 def test_missing_required_key_has_a_hint() -> None:
