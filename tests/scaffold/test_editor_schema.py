@@ -34,6 +34,7 @@ from jsonschema import Draft7Validator
 from civflow import catalog
 from civflow.scaffold import build_editor_schema, editor_schema, editor_schema_text
 from civflow.scaffold.editor import dumps
+from tests.openapi_support import load_openapi, skip_without_openapi
 from tests.test_docs import yaml_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,9 +276,7 @@ def test_every_field_is_described_in_civflows_words() -> None:
     described = {k: v["description"] for k, v in fields.items()}
     assert "Sampling steps" in described[next(k for k in described
                                               if k.startswith("field.steps."))]
-    document = ROOT.parent / "shared" / "civitai-openapi.json"
-    if not document.is_file():
-        pytest.skip("the OpenAPI document is not beside the repository")
+    skip_without_openapi()
     prose: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -291,7 +290,7 @@ def test_every_field_is_described_in_civflows_words() -> None:
             for value in node:
                 walk(value)
 
-    walk(json.loads(document.read_text(encoding="utf-8")))
+    walk(load_openapi())
     text = editor_schema_text()
     copied = [p for p in prose if json.dumps(p)[1:-1] in text]
     assert copied == []
