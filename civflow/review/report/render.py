@@ -219,7 +219,8 @@ def _pending(card: Card) -> str:
     if card.decision == "skipped":
         return "skipped on the head (its condition is false)"
     cost = f" (estimate {_buzz(card.estimate)} Buzz)" if card.estimate is not None else ""
-    return f"not generated yet: <code>civflow run</code> makes it{cost}"
+    # One span: the placeholder is a flex box, whose loose children would be columns.
+    return f"<span>not generated yet: <code>civflow run</code> makes it{cost}</span>"
 
 
 def _media(media: Media, name: str) -> str:
