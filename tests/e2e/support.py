@@ -24,6 +24,38 @@ WORKFLOWS = "POST /v2/consumer/workflows"
 
 # A small chain that exercises every kind of artifact passing: images, a foreach over
 # them, and a video from the first upscale. Sizes are tiny so media renders fast.
+# Six images, one upscale per image (a fan-out known at run time), then a step that
+# needs the last one: many instances in flight at once, for the crash tests.
+FAN = f"""\
+version: 1
+name: fan
+defaults:
+  imageGen:
+    engine: sdcpp
+    ecosystem: sdxl
+    operation: createImage
+    model: {MODEL}
+steps:
+  gen:
+    type: imageGen
+    matrix:
+      n: [1, 2, 3, 4, 5, 6]
+    input:
+      prompt: "tile number {{{{ matrix.n }}}}"
+      width: 256
+      height: 256
+      steps: 10
+  up:
+    type: imageUpscaler
+    foreach: "{{{{ steps.gen.outputs }}}}"
+    input:
+      image: "{{{{ item.images[0].url }}}}"
+  done:
+    type: echo
+    input:
+      message: "{{{{ steps.up.outputs[5].blob.url }}}}"
+"""
+
 CHAIN = f"""\
 version: 1
 name: chain

@@ -15,38 +15,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from tests.e2e.support import FAN as FAN_ALONE
 from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, created, spawn
 
-FAN = f"""\
-version: 1
-name: fan
-batch: 4
-defaults:
-  imageGen:
-    engine: sdcpp
-    ecosystem: sdxl
-    operation: createImage
-    model: {MODEL}
-steps:
-  gen:
-    type: imageGen
-    matrix:
-      n: [1, 2, 3, 4, 5, 6]
-    input:
-      prompt: "tile number {{{{ matrix.n }}}}"
-      width: 256
-      height: 256
-      steps: 10
-  up:
-    type: imageUpscaler
-    foreach: "{{{{ steps.gen.outputs }}}}"
-    input:
-      image: "{{{{ item.images[0].url }}}}"
-  done:
-    type: echo
-    input:
-      message: "{{{{ steps.up.outputs[5].blob.url }}}}"
-"""
+# The crash tests' fan-out, packed four steps to a workflow.
+FAN = FAN_ALONE.replace("name: fan\n", "name: fan\nbatch: 4\n")
 
 # A fast image and a batch of slow videos: a crash lands while the batch is in flight.
 HERO_AND_CLIPS = f"""\

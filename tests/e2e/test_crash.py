@@ -17,37 +17,7 @@ import httpx
 import pytest
 
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
-from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, created, spawn
-
-FAN = f"""\
-version: 1
-name: fan
-defaults:
-  imageGen:
-    engine: sdcpp
-    ecosystem: sdxl
-    operation: createImage
-    model: {MODEL}
-steps:
-  gen:
-    type: imageGen
-    matrix:
-      n: [1, 2, 3, 4, 5, 6]
-    input:
-      prompt: "tile number {{{{ matrix.n }}}}"
-      width: 256
-      height: 256
-      steps: 10
-  up:
-    type: imageUpscaler
-    foreach: "{{{{ steps.gen.outputs }}}}"
-    input:
-      image: "{{{{ item.images[0].url }}}}"
-  done:
-    type: echo
-    input:
-      message: "{{{{ steps.up.outputs[5].blob.url }}}}"
-"""
+from tests.e2e.support import FAN, SECRET, Project, aim, check_artifacts, created, spawn
 
 SLOW = """\
 version: 1
