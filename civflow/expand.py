@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from civflow import catalog
@@ -89,7 +90,9 @@ class Instance:
     reroll: int = 0  # the salt that seed was derived with
     fanout: bool = False  # a foreach placeholder, expanded at run time
 
-    @property
+    # Cached: an instance's input never changes, and plan, batching and the executor
+    # each ask these of every instance, some more than once.
+    @cached_property
     def resolved(self) -> bool:
         return not self.fanout and not has_pending(self.input)
 
@@ -97,7 +100,7 @@ class Instance:
     def request(self) -> dict[str, Any]:
         return {"type": self.type, "input": self.input, "options": dict(self.options)}
 
-    @property
+    @cached_property
     def fingerprint(self) -> str | None:
         return fingerprint(self.request) if self.resolved else None
 

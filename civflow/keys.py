@@ -25,15 +25,29 @@ def key_text(path: KeyPath, *, leading_dot: bool = False) -> str:
     return text
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def nested_deeper_than(value: Any, limit: int) -> bool:
     """True if lists and mappings in `value` nest more than `limit` levels; iterative, so
-    a hostile document cannot exhaust the stack while being measured."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping | list):
-            if depth >= limit:
-                return True
-            children = item.values() if isinstance(item, Mapping) else item
-            stack.extend((child, depth + 1) for child in children)
+    a hostile document cannot exhaust the stack while being measured.
+
+    Level by level, and only containers are carried to the next level: a parsed API
+    answer is mostly strings and numbers, and this runs on every one of them."""
+    level = [value] if isinstance(value, Mapping | list) else []
+    depth = 0
+    while level:
+        if depth >= limit:
+            return True
+        deeper: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict or (
+                type(item) is not list and isinstance(item, Mapping)) else item
+            for child in children:
+                kind = type(child)
+                if kind is dict or kind is list or (
+                        kind not in _SCALARS and isinstance(child, Mapping | list)):
+                    deeper.append(child)
+        level = deeper
+        depth += 1
     return False

@@ -244,7 +244,7 @@ def known_types() -> tuple[str, ...]:
 def select(step_type: str, input: Mapping[str, object], *,
            opaque: Callable[[object], bool] = lambda v: False) -> Variant | list[InputIssue]:
     """The variant `input` asks for, or the issues that stop civflow from knowing it."""
-    candidates = [v for v in all_variants() if v.step_type == step_type]
+    candidates = list(_variants_of(step_type))
     if not candidates:
         known = known_types()
         return [InputIssue((), f"step type {step_type!r} is not in civflow's catalog",
@@ -329,6 +329,22 @@ def _mask(value: object, opaque: Callable[[object], bool]) -> object:
 
 
 @cache
+def _variants_of(step_type: str) -> tuple[Variant, ...]:
+    """The variants of one step type (asked once per instance: looked up once per type)."""
+    return tuple(v for v in all_variants() if v.step_type == step_type)
+
+
+def _position(variant: Variant) -> int:
+    """`all_variants().index(variant)` without comparing every variant field by field."""
+    return _positions()[id(variant)]
+
+
+@cache
+def _positions() -> dict[int, int]:
+    return {id(v): i for i, v in enumerate(all_variants())}
+
+
+@cache
 def _validator(variant_index: int) -> Draft202012Validator:
     from jsonschema import Draft202012Validator  # lazy: keeps `civflow validate` start-up fast
 
@@ -341,10 +357,9 @@ def check_input(step_type: str, input: Mapping[str, object], *,
     if opaque(input):
         return []
     if not isinstance(input, Mapping):
-        scalar = [v for v in all_variants()
-                  if v.step_type == step_type and v.schema.get("type") != "object"]
+        scalar = [v for v in _variants_of(step_type) if v.schema.get("type") != "object"]
         if scalar:  # a type whose input is not an object (imageUpload takes a string)
-            return _sorted([i for error in _validator(all_variants().index(scalar[0]))
+            return _sorted([i for error in _validator(_position(scalar[0]))
                             .iter_errors(input) for i in _translate(scalar[0], error)])
         return [InputIssue((), f"the input of a {step_type} step must be an object, "
                                f"got {_show(input)}", None, Severity.ERROR,
@@ -355,7 +370,7 @@ def check_input(step_type: str, input: Mapping[str, object], *,
     variant = chosen
     masked = _mask(dict(input), opaque)
     issues: list[InputIssue] = []
-    for error in _validator(all_variants().index(variant)).iter_errors(masked):
+    for error in _validator(_position(variant)).iter_errors(masked):
         issues.extend(_translate(variant, error))
     return _sorted(issues)
 

@@ -195,16 +195,14 @@ class BlobBook:
         """
         if lock_dir is None:
             raise TypeError("download_all needs lock_dir")
-        if instance is not None:
-            if out_dir is None:
-                raise TypeError("download_all(instance=...) needs out_dir")
-            base = Path(out_dir)
-            folder = base / safe_dirname(instance)
-        elif dest_dir is not None:
-            base = folder = Path(dest_dir)
-        else:
+        given = out_dir if instance is not None else dest_dir
+        if given is None:
             raise TypeError("download_all needs out_dir and instance")
         blobs = find_blobs(output)
+        if not blobs:
+            return ()  # a text or JSON output: no folder, no file, no stat cache
+        base = Path(given)
+        folder = base / safe_dirname(instance) if instance is not None else base
         for blob in blobs:  # refuse the whole answer before a single byte is written
             check_blob_id(blob.get("id"))
         own_cache = cache is None

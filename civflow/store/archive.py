@@ -9,6 +9,7 @@ Files are `<root>/<fingerprint hex>.json`, written atomically.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -25,6 +26,18 @@ class EntryArchive:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # The folder's file names, listed on the first `get`: a plan asks for every
+        # instance that has no current entry, and most are in no archive at all.
+        self._names: set[str] | None = None
+
+    def _listed(self) -> set[str]:
+        if self._names is None:
+            try:
+                with os.scandir(self.root) as found:
+                    self._names = {e.name for e in found}
+            except OSError:
+                self._names = set()
+        return self._names
 
     def _path(self, fingerprint: str) -> Path | None:
         match = _FINGERPRINT.match(fingerprint)
@@ -34,11 +47,12 @@ class EntryArchive:
         path = self._path(entry.fingerprint)
         if path is not None:
             atomic_write_text(path, json.dumps(entry.to_dict(), sort_keys=True) + "\n")
+            self._listed().add(path.name)
 
     def get(self, fingerprint: str) -> LockedInstance | None:
         """The archived entry, or None (absent, unreadable or damaged: never trusted)."""
         path = self._path(fingerprint)
-        if path is None:
+        if path is None or path.name not in self._listed():
             return None
         try:
             entry = LockedInstance.from_dict(json.loads(path.read_text(encoding="utf-8")))

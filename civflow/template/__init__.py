@@ -193,6 +193,8 @@ class TemplateEngine:
         Returns a `Pending` when the template needed a value that is not known yet;
         raises TemplateFailed for every other error, and when a limit is exceeded.
         """
+        if not is_template(source):
+            return source  # plain text: most keys and many values; nothing to meter
         run = self._compiled.get(source)
         if run is None:
             try:
