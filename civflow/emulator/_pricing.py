@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from civflow import catalog
@@ -19,6 +23,45 @@ def _display(path: catalog.Path) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
 
 
+# How many distinct step inputs keep their check result. A client that prices a batch with
+# `whatif` and then submits it sends every input twice; 4,096 covers a few such batches.
+_CHECKS_KEPT = 4096
+
+
+class _CheckCache:
+    """Catalog findings per identical (type, input), least recently used evicted first.
+
+    The catalog check is a pure function of the type and the input, and the costliest
+    part of a submit; keyed by a digest of the exact JSON so a large input (a data URL)
+    is not held twice. Shared by every emulator of the process, hence the lock.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._found: OrderedDict[bytes, list[tuple[str, str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def issues(self, step: Step) -> list[tuple[str, str]]:
+        """(key suffix after `.input`, message) for each issue, in the catalog's order."""
+        text = json.dumps([step.type, step.input], separators=(",", ":"), ensure_ascii=False)
+        key = hashlib.blake2b(text.encode(), digest_size=20).digest()
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+                return found
+        found = [(_display(issue.path), issue.message)
+                 for issue in catalog.check_input(step.type, step.input, opaque=_is_ref)]
+        with self._lock:
+            self._found[key] = found
+            while len(self._found) > self._size:
+                self._found.popitem(last=False)
+        return found
+
+
+_CHECKS = _CheckCache(_CHECKS_KEPT)
+
+
 def check_steps(steps: list[Step]) -> dict[str, list[str]]:
     """The ValidationProblemDetails map for every step input the catalog rejects.
 
@@ -33,10 +76,9 @@ def check_steps(steps: list[Step]) -> dict[str, list[str]]:
             errors.setdefault(f"{prefix}.$type", []).append(
                 f"The step type '{step.type}' is not supported.")
             continue
-        for issue in catalog.check_input(step.type, step.input, opaque=_is_ref):
+        for suffix, message in _CHECKS.issues(step):
             # Errors and warnings (unknown engine or ecosystem) both reject, see above.
-            key = f"{prefix}.input{_display(issue.path)}"
-            errors.setdefault(key, []).append(issue.message)
+            errors.setdefault(f"{prefix}.input{suffix}", []).append(message)
     return errors
 
 
