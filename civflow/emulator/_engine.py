@@ -1,8 +1,11 @@
 """Workflow state over simulated time: timers move steps along, events wake waiters.
 
-All mutation happens on the event loop thread. Each step holds at most one pending
-`loop.call_later` handle, so thousands of workflows in flight cost a heap entry each
-and no task; rendering runs in a small thread pool when a step enters `processing`.
+All mutation happens on the event loop thread. Steps of one workflow that begin in the
+same event with the same duration share a `Timeline` and its one pending `loop.call_later`
+handle, so thousands of steps in flight cost a heap entry per batch and no task; each
+event (a submit, a timer, a cancel) rolls every workflow it touched up once, at its end.
+Rendering runs in a small thread pool when a step enters `processing`, except for the
+few types whose output is a little text, rendered on the spot.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import contextlib
 import json
 import random
 import re
@@ -30,6 +34,7 @@ from civflow.emulator._ids import WorkflowIds, iso, job_id
 from civflow.emulator._model import (
     TERMINAL,
     Step,
+    Timeline,
     Workflow,
     follow,
     timespan_seconds,
@@ -40,6 +45,18 @@ from civflow.emulator._pricing import step_prices
 # shows preparing and scheduled briefly before the long processing phase).
 _PHASES = (("preparing", 0.05), ("scheduled", 0.10), ("processing", 0.10))
 _BLOB_PATH = re.compile(r"^/v2/consumer/blobs/([^/]+)$")
+# Types whose output is a little text computed from the input alone: rendering them takes
+# microseconds, less than handing them to a worker thread and back.
+_RENDER_INLINE = frozenset({"echo", "promptEnhancement", "chatCompletion"})
+
+
+def _holds_blob(value: Any) -> bool:
+    """Whether an output tree holds a `{"$blob": id}` marker (rendered anew each time)."""
+    if isinstance(value, dict):
+        return set(value) == {"$blob"} or any(_holds_blob(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_blob(v) for v in value)
+    return False
 
 
 @dataclass
@@ -84,6 +101,9 @@ class Engine:
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
         self._http = httpx.Client(timeout=10.0, follow_redirects=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # While an event runs: the steps it began, and the workflows it touched.
+        self._starting: list[tuple[Workflow, Step, float]] | None = None
+        self._touched: dict[int, Workflow] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -91,13 +111,14 @@ class Engine:
         """Bind to the running loop and resume any persisted workflows."""
         self._loop = asyncio.get_running_loop()
         if self.config.state_dir is not None:
-            self._load(self.config.state_dir / "workflows")
+            with self._event():
+                self._load(self.config.state_dir / "workflows")
 
     def close(self) -> None:
         for workflow in self.workflows.values():
             for step in workflow.steps:
-                if step.handle is not None:
-                    step.handle.cancel()
+                if step.timeline is not None:
+                    step.timeline.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._http.close()
 
@@ -149,11 +170,12 @@ class Engine:
         for step in steps:
             step.jobs = [self._new_job() for _ in range(_steps.image_count(step.type,
                                                                            step.input)[0])]
-        for step in steps:
-            if not step.deps:
-                # `$arguments` references are known now; resolve them before starting.
-                self._resolve_and_begin(workflow, step)
-        self._save(workflow)
+        with self._event():
+            for step in steps:
+                if not step.deps:
+                    # `$arguments` references are known now; resolve them before starting.
+                    self._resolve_and_begin(workflow, step)
+            self._save(workflow)
         return workflow
 
     @staticmethod
@@ -180,6 +202,26 @@ class Engine:
 
     # -- the simulated lifecycle -------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _event(self) -> Iterator[None]:
+        """One event of the simulation. Steps it begins get their timers at its end, one
+        `Timeline` per workflow and duration; workflows it touched roll up once, at its
+        end, before anything else on the loop can look at them."""
+        if self._starting is not None:  # nested: the outermost event settles
+            yield
+            return
+        self._starting, self._touched = [], {}
+        try:
+            yield
+        finally:
+            while self._starting or self._touched:
+                starting, touched = self._starting, self._touched or {}
+                self._starting, self._touched = [], {}
+                self._launch(starting)
+                for workflow in touched.values():
+                    self._settle(workflow)
+            self._starting = self._touched = None
+
     def _begin(self, workflow: Workflow, step: Step) -> None:
         """Start the timeline of a step whose inputs are all available."""
         seconds = _steps.duration(step.type, step.input)
@@ -194,7 +236,25 @@ class Engine:
         elif draw < self.config.step_failure_rate + self.config.step_expiry_rate:
             step.fate = "expired"
         scaled = seconds * self.config.time_scale
-        self._advance(workflow, step, 0, scaled)
+        if self._starting is not None:
+            self._starting.append((workflow, step, scaled))
+        else:
+            self._launch([(workflow, step, scaled)])
+
+    def _launch(self, starting: list[tuple[Workflow, Step, float]]) -> None:
+        """Give the steps begun together one timeline per workflow and duration."""
+        timelines: dict[tuple[int, float], Timeline] = {}
+        for workflow, step, scaled in starting:
+            if step.status in TERMINAL:  # canceled in the same event
+                continue
+            timeline = timelines.get((id(workflow), scaled))
+            if timeline is None:
+                timeline = timelines[(id(workflow), scaled)] = Timeline(workflow, [], scaled)
+            timeline.steps.append(step)
+            step.timeline = timeline
+        for timeline in timelines.values():
+            timeline.live = len(timeline.steps)
+            self._advance(timeline, 0)
 
     def _blocked(self, step: Step) -> bool:
         """Moderation, as configured: a step whose prompt holds a blocked word."""
@@ -204,44 +264,72 @@ class Engine:
         text = prompt.lower() if isinstance(prompt, str) else ""
         return any(word.lower() in text for word in self.config.blocked_words)
 
-    def _advance(self, workflow: Workflow, step: Step, phase: int, scaled: float) -> None:
+    def _advance(self, timeline: Timeline, phase: int) -> None:
+        scaled = timeline.scaled
         if phase < len(_PHASES):
             share = _PHASES[phase][1]
-            step.handle = self.loop.call_later(share * scaled, self._enter, workflow, step,
-                                               phase, scaled)
+            timeline.handle = self.loop.call_later(share * scaled, self._enter, timeline, phase)
             return
         remaining = scaled * (1 - sum(share for _, share in _PHASES))
-        step.proc_start = self.loop.time()
-        step.proc_end = step.proc_start + remaining
-        if step.fate == "succeeded":
-            data, jobs = step.input, [job["id"] for job in step.jobs]
-            base = workflow.base_url
-            step.rendered = self._pool.submit(_steps.render, step.type, data, jobs,
-                                              lambda url: self._fetch(url, base))
-            step.rendered.add_done_callback(
-                lambda _f: self.loop.call_soon_threadsafe(self._maybe_finish, workflow, step))
-        step.handle = self.loop.call_later(remaining, self._timer_done, workflow, step)
+        workflow, start = timeline.workflow, self.loop.time()
+        for step in timeline.steps:
+            if step.status in TERMINAL:
+                continue
+            step.proc_start, step.proc_end = start, start + remaining
+            if step.fate == "succeeded":
+                step.rendered = self._render(workflow, step)
+        timeline.handle = self.loop.call_later(remaining, self._timer_done, timeline)
 
-    def _enter(self, workflow: Workflow, step: Step, phase: int, scaled: float) -> None:
-        step.handle = None
-        if step.status in TERMINAL:
-            return
+    def _render(self, workflow: Workflow, step: Step) -> concurrent.futures.Future[_steps.Rendered]:
+        data, jobs, base = step.input, [job["id"] for job in step.jobs], workflow.base_url
+        if step.type in _RENDER_INLINE:
+            done: concurrent.futures.Future[_steps.Rendered] = concurrent.futures.Future()
+            try:
+                done.set_result(_steps.render(step.type, data, jobs, self._no_fetch))
+            except Exception as exc:  # judged when the timer ends, like a worker's failure
+                done.set_exception(exc)
+            return done
+        future = self._pool.submit(_steps.render, step.type, data, jobs,
+                                   lambda url: self._fetch(url, base))
+        future.add_done_callback(
+            lambda _f: self.loop.call_soon_threadsafe(self._rendered, workflow, step))
+        return future
+
+    @staticmethod
+    def _no_fetch(url: str) -> bytes:
+        raise _steps.StepFailure(f"this step type takes no media: {url}")
+
+    def _enter(self, timeline: Timeline, phase: int) -> None:
+        timeline.handle = None
         status = _PHASES[phase][0]
         now = time.time()
-        step.status = status
-        if status == "processing":
-            step.started_at = now
-        for job in step.jobs:
-            job["status"] = status
-            if status == "processing":
-                job["startedAt"] = iso(now)
-        self._roll_up(workflow)
-        self._advance(workflow, step, phase + 1, scaled)
+        stamp = iso(now) if status == "processing" else ""
+        workflow = timeline.workflow
+        with self._event():
+            for step in timeline.steps:
+                if step.status in TERMINAL:
+                    continue
+                step.status = status
+                if status == "processing":
+                    step.started_at = now
+                for job in step.jobs:
+                    job["status"] = status
+                    if status == "processing":
+                        job["startedAt"] = stamp
+            self._roll_up(workflow)
+            if timeline.live:
+                self._advance(timeline, phase + 1)
 
-    def _timer_done(self, workflow: Workflow, step: Step) -> None:
-        step.handle = None
-        step.timer_done = True
-        self._maybe_finish(workflow, step)
+    def _timer_done(self, timeline: Timeline) -> None:
+        timeline.handle = None
+        with self._event():
+            for step in timeline.steps:
+                step.timer_done = True
+                self._maybe_finish(timeline.workflow, step)
+
+    def _rendered(self, workflow: Workflow, step: Step) -> None:
+        with self._event():
+            self._maybe_finish(workflow, step)
 
     def _maybe_finish(self, workflow: Workflow, step: Step) -> None:
         if step.status in TERMINAL or not step.timer_done:
@@ -266,9 +354,11 @@ class Engine:
 
     def _finish(self, workflow: Workflow, step: Step, status: str) -> None:
         now = time.time()
-        if step.handle is not None:
-            step.handle.cancel()
-            step.handle = None
+        timeline, step.timeline = step.timeline, None
+        if timeline is not None:
+            timeline.live -= 1
+            if not timeline.live:  # nothing left for its timer to move
+                timeline.stop()
         step.status = status
         step.completed_at = now
         step.rendered = None
@@ -279,10 +369,11 @@ class Engine:
                                        "available": False, "blockedReason": "moderation",
                                        "jobId": job["id"]} for job in step.jobs],
                            "errors": ["The prompt was blocked by moderation."]}
+        stamp = iso(now)
         for job in step.jobs:
             if job["status"] not in TERMINAL:
                 job["status"] = status
-                job["completedAt"] = iso(now)
+                job["completedAt"] = stamp
         for other in workflow.steps:
             if step.name in other.deps and other.status not in TERMINAL:
                 if status != "succeeded":
@@ -319,6 +410,13 @@ class Engine:
         return value
 
     def _roll_up(self, workflow: Workflow) -> None:
+        """The workflow's status from its steps': now, or at the end of the running event."""
+        if self._touched is not None:
+            self._touched[id(workflow)] = workflow
+        else:
+            self._settle(workflow)
+
+    def _settle(self, workflow: Workflow) -> None:
         statuses = [s.status for s in workflow.steps]
         now = time.time()
         if workflow.started_at is None and any(s != "unassigned" for s in statuses):
@@ -345,11 +443,12 @@ class Engine:
         self._save(workflow)
 
     def cancel(self, workflow: Workflow) -> None:
-        for step in workflow.steps:
-            if step.status not in TERMINAL:
-                step.fate = "canceled"
-                self._finish(workflow, step, "canceled")
-        self._roll_up(workflow)
+        with self._event():
+            for step in workflow.steps:
+                if step.status not in TERMINAL:
+                    step.fate = "canceled"
+                    self._finish(workflow, step, "canceled")
+            self._roll_up(workflow)
 
     def delete(self, workflow: Workflow) -> None:
         """Soft-delete; refunds the charge when no step had reached processing yet."""
@@ -368,9 +467,9 @@ class Engine:
 
     def _drop(self, workflow: Workflow) -> None:
         for step in workflow.steps:
-            if step.handle is not None:
-                step.handle.cancel()
-                step.handle = None
+            timeline, step.timeline = step.timeline, None
+            if timeline is not None:
+                timeline.stop()
             step.status = step.status if step.status in TERMINAL else "canceled"
         self.workflows.pop(workflow.id, None)
         external = workflow.body.get("externalId")
@@ -428,6 +527,20 @@ class Engine:
 
     def render_step(self, workflow: Workflow, step: Step, base: str,
                     outputs: bool) -> dict[str, Any]:
+        if step.view is not None:
+            # A finished step never changes again, except its metadata and its blobs' URLs.
+            out = dict(step.view)
+            out["metadata"] = step.metadata
+        else:
+            out = self._step_view(step)
+            if step.status in TERMINAL:
+                step.view = dict(out)
+                step.plain = not _holds_blob(step.output)
+        if outputs and step.output is not None:
+            out["output"] = step.output if step.plain else self._with_blobs(step.output, base)
+        return out
+
+    def _step_view(self, step: Step) -> dict[str, Any]:
         out: dict[str, Any] = {"$type": step.type, "name": step.name, "priority": step.priority}
         if step.timeout is not None:
             out["timeout"] = step.timeout
@@ -451,8 +564,6 @@ class Engine:
                     "completedAt": iso(step.completed_at) if step.completed_at else None,
                     "metadata": step.metadata, "estimatedProgressRate": progress,
                     "input": step.input})
-        if outputs and step.output is not None:
-            out["output"] = self._with_blobs(step.output, base)
         return out
 
     def render(self, workflow: Workflow, base: str, outputs: bool = True) -> dict[str, Any]:

@@ -13,7 +13,8 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 def iso(ts: float) -> str:
     """Unix seconds as ISO-8601 UTC with a `Z`, like the service's .NET timestamps."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is `%Y-%m-%dT%H:%M:%S.%f+00:00` here, and a quarter cheaper than strftime.
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_iso(text: str) -> float:

@@ -75,7 +75,11 @@ class Step:
     output: dict[str, Any] | None = None
     deps: set[str] = field(default_factory=set)
     # Simulation only, never persisted:
-    handle: asyncio.TimerHandle | None = None
+    timeline: Timeline | None = field(default=None, repr=False, compare=False)
+    # How a finished step renders (its metadata excepted), and whether its output holds
+    # no blob (so it is served as it is): made once, at its first render after it ended.
+    view: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    plain: bool = False
     proc_start: float = 0.0
     proc_end: float = 0.0
     fate: str = "succeeded"
@@ -87,6 +91,23 @@ class Step:
         keys = ("index", "name", "type", "input", "priority", "timeout", "retries", "metadata",
                 "status", "started_at", "completed_at", "jobs", "output")
         return {key: getattr(self, key) for key in keys} | {"deps": sorted(self.deps)}
+
+
+@dataclass(eq=False)
+class Timeline:
+    """Steps of one workflow that began together with the same duration: one timer drives
+    them through the phases (a batch of twenty steps costs four timers, not eighty)."""
+
+    workflow: Workflow
+    steps: list[Step]
+    scaled: float  # the steps' duration in loop seconds
+    live: int = 0  # members not terminal yet; the last one to finish cancels the timer
+    handle: asyncio.TimerHandle | None = None
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 @dataclass
