@@ -5,6 +5,7 @@
     url = "s3://team-bucket/civflow"   # any fsspec URL; file:///mnt/team/civflow too
     push = true                        # `civflow run` pushes what it produced
     jobs = 16                          # transfers in flight
+    timeout = 60                       # seconds a listing may take before it is given up
     [remote.options]                   # handed to the fsspec filesystem as is
     endpoint_url = "http://127.0.0.1:9000"
 
@@ -33,6 +34,11 @@ __all__ = ["ENV", "MAX_JOBS", "RemoteConfig", "find_config", "load_config", "red
 ENV = "CIVFLOW_REMOTE"
 MAX_JOBS = 256
 DEFAULT_JOBS = 16
+# Seconds one listing of the remote may take in all (retries included): past it, plan and
+# run go on without the remote and say so, instead of hanging on a server that never
+# answers. Generous: a listing of a large remote pages through thousands of objects.
+DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUT = 3600.0
 # Option names that carry secrets in s3fs, gcsfs, adlfs and fsspec's own filesystems.
 _SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "sas",
                  "connection_string", "session")
@@ -55,6 +61,7 @@ class RemoteConfig:
     push: bool = False
     jobs: int = DEFAULT_JOBS
     source: str = ENV
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def protocol(self) -> str:
@@ -110,7 +117,8 @@ def load_config(root: Path, environ: Mapping[str, str] | None = None) -> RemoteC
         keep = config is not None and config.protocol == _protocol(url)
         return RemoteConfig(url=url, options=config.options if config and keep else {},
                             push=config.push if config else False,
-                            jobs=config.jobs if config else DEFAULT_JOBS, source=ENV)
+                            jobs=config.jobs if config else DEFAULT_JOBS, source=ENV,
+                            timeout=config.timeout if config else DEFAULT_TIMEOUT)
     return config
 
 
@@ -204,7 +212,7 @@ def _resolve(url: str, root: Path) -> str:
 
 
 def _parse(path: Path, table: Mapping[str, Any], root: Path) -> RemoteConfig:
-    known = {"url", "push", "jobs", "options"}
+    known = {"url", "push", "jobs", "timeout", "options"}
     for name in table:
         if name not in known:
             hint = f"known keys: {', '.join(sorted(known))}"
@@ -224,10 +232,15 @@ def _parse(path: Path, table: Mapping[str, Any], root: Path) -> RemoteConfig:
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
         raise _fail(path, "jobs", f"jobs must be a whole number from 1 to {MAX_JOBS}",
                     f"e.g. jobs = {DEFAULT_JOBS}")
+    timeout = table.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or \
+            not 1 <= timeout <= MAX_TIMEOUT:
+        raise _fail(path, "timeout", f"timeout must be a number of seconds from 1 to "
+                    f"{MAX_TIMEOUT:g}", f"e.g. timeout = {DEFAULT_TIMEOUT:g}")
     options = table.get("options", {})
     if not isinstance(options, Mapping):
         raise _fail(path, "options", "options must be a table",
                     'e.g. [remote.options] endpoint_url = "http://127.0.0.1:9000"')
     _check_options(options, path)
     return RemoteConfig(url=_resolve(url, root), options=dict(options), push=push, jobs=jobs,
-                        source=str(path))
+                        source=str(path), timeout=float(timeout))

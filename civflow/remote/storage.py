@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from civflow.errors import (
     CivflowError,
@@ -42,11 +42,19 @@ from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = ["Progress", "Remote", "Transfer"]
 
+T = TypeVar("T")
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Filesystems whose writes appear whole or not at all (a PUT, a completed multipart upload).
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 # Up to this many distinct `ab/` prefixes are listed one by one; more, the whole tree once.
 _FEW_PREFIXES = 16
+# botocore's defaults (60 s reads, several attempts) under s3fs's own five retries made one
+# listing of a silent endpoint last minutes. These apply unless the config sets its own
+# `config_kwargs`; the whole listing is bounded by the remote's `timeout` besides.
+_S3_CONFIG = {"connect_timeout": 10, "read_timeout": 30,
+              "retries": {"max_attempts": 2, "mode": "standard"}}
+_S3_RETRIES = 2
 _CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError",
                                 "CredentialRetrievalError", "NoAuthTokenError",
                                 "DefaultCredentialsError", "ClientAuthenticationError",
@@ -142,9 +150,18 @@ class Remote:
             core: Any = importlib.import_module("fsspec.core")
             # A fresh instance: fsspec's instance cache would outlive changed credentials.
             options = {"skip_instance_cache": True, **dict(config.options)}
+            s3 = config.protocol in {"s3", "s3a"}
+            if s3 and "config_kwargs" not in options:
+                options["config_kwargs"] = _S3_CONFIG
             fs, base = core.url_to_fs(config.url, **options)
+            if s3 and isinstance(getattr(fs, "retries", None), int):
+                fs.retries = min(fs.retries, _S3_RETRIES)
         self.fs: Any = fs
         self.base = str(base).rstrip("/")
+        self.timeout = config.timeout
+        # Set when a listing outlived `timeout`: its thread may still be inside `fs`, so
+        # this remote is not used again (every later call raises this at once).
+        self._gone: RemoteError | None = None
 
     def __repr__(self) -> str:
         return f"Remote({self.url!r})"
@@ -163,14 +180,18 @@ class Remote:
             return {}
         root = f"{self.base}/sha256"
         prefixes = sorted({s[:2] for s in wanted})
-        found: dict[str, int] = {}
-        with self._translated("listing it"):
-            self.fs.invalidate_cache(self.base)
-            if len(prefixes) <= _FEW_PREFIXES:
-                for prefix in prefixes:
-                    found.update(self._list(f"{root}/{prefix}"))
-            else:
-                found = self._list(root)
+
+        def listing() -> dict[str, int]:
+            found: dict[str, int] = {}
+            with self._translated("listing it"):
+                self.fs.invalidate_cache(self.base)
+                if len(prefixes) <= _FEW_PREFIXES:
+                    for prefix in prefixes:
+                        found.update(self._list(f"{root}/{prefix}"))
+                else:
+                    found = self._list(root)
+            return found
+        found = self._bounded("listing it", listing)
         return {sha: found[sha] for sha in wanted if sha in found}
 
     def has_many(self, shas: Iterable[str]) -> set[str]:
@@ -187,8 +208,39 @@ class Remote:
         if prefix is not None and not re.fullmatch(r"[0-9a-f]{2}", prefix):
             raise ValueError(f"not a two-hex prefix: {prefix!r}")
         folder = f"{self.base}/sha256" + (f"/{prefix}" if prefix is not None else "")
-        with self._translated("listing it"):
-            return self._list(folder)
+
+        def listing() -> dict[str, int]:
+            with self._translated("listing it"):
+                return self._list(folder)
+        return self._bounded("listing it", listing)
+
+    def _bounded(self, action: str, work: Callable[[], T]) -> T:
+        """`work()`, given up after `timeout` seconds: a server that accepts connections
+        and never answers must not hold a plan or a run. The work goes on in a daemon
+        thread that cannot be stopped, so this remote is not used again after that."""
+        if self._gone is not None:
+            raise self._gone
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def attempt() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # handed to the caller's thread as it is
+                box["error"] = exc
+            finally:
+                done.set()
+        threading.Thread(target=attempt, name="civflow-remote", daemon=True).start()
+        if not done.wait(self.timeout):
+            self._gone = RemoteUnreachable(
+                f"no answer within {self.timeout:g} s while {action}", url=self.url,
+                hint="check the URL, the endpoint_url option and the network; [remote] "
+                     "timeout sets how long a listing may take")
+            raise self._gone
+        if "error" in box:
+            raise box["error"]
+        value: T = box["value"]
+        return value
 
     def _list(self, folder: str) -> dict[str, int]:
         try:
@@ -207,10 +259,12 @@ class Remote:
 
     def exists(self) -> bool:
         """Whether the bucket (object stores) or the folder (elsewhere) exists."""
-        with self._translated("checking it"):
-            if self.atomic_writes:
-                return bool(self.fs.exists(self.base.split("/", 1)[0]))
-            return bool(self.fs.isdir(self.base))
+        def check() -> bool:
+            with self._translated("checking it"):
+                if self.atomic_writes:
+                    return bool(self.fs.exists(self.base.split("/", 1)[0]))
+                return bool(self.fs.isdir(self.base))
+        return self._bounded("checking it", check)
 
     # -- transfers -------------------------------------------------------------------
 

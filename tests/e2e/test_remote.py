@@ -23,7 +23,7 @@ from civflow.emulator import RunningEmulator
 from civflow.store.objects import ObjectStore
 from tests.e2e.support import CHAIN, Project, created
 from tests.remote.s3server import KEY_SECRET, credentials, make_bucket, s3_server
-from tests.remote.support import denying_server
+from tests.remote.support import denying_server, silent_server
 
 BUCKET = "civflow-team"
 
@@ -299,6 +299,33 @@ def test_an_unreachable_remote_leaves_lost_files_to_the_blob_ids(
     assert "cached (remote)" not in plan.out
     run = project.run("chain")
     assert run.code == 0 and "4 cached" in run.err, run.text
+    assert created(emulator) == paid
+    assert _out_matches_lock_of(project) > 0
+
+
+def test_a_remote_that_never_answers_holds_neither_plan_nor_run(
+        ready: tuple[Project, RunningEmulator], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: every wait is bounded. An endpoint that accepts connections and never
+    answers (a hung proxy) is given up after the remote's `timeout`: plan says why the
+    remote could not be asked, run restores the files by blob id and submits nothing.
+    (Before the bound, botocore's and s3fs's retries held `plan` for over six minutes.)"""
+    project, emulator = ready
+    credentials(monkeypatch, tmp_path)
+    project.write("chain", CHAIN)
+    assert project.run("chain").code == 0
+    paid = created(emulator)
+    _lose_files(project)
+    with silent_server() as endpoint:
+        (project.root / "civflow.toml").write_text(
+            f'[remote]\nurl = "s3://team/civflow"\ntimeout = 1\n[remote.options]\n'
+            f'endpoint_url = "{endpoint}"\n', encoding="utf-8")
+        plan = project.cli("plan", "pipelines/chain.yaml")
+        assert plan.code == 0 and "4 cached" in plan.out, plan.text
+        assert "the remote could not be asked (remote s3://team/civflow: no answer within " \
+               "1 s while listing it)" in plan.out, plan.out
+        run = project.run("chain")
+        assert run.code == 0 and "4 cached" in run.err, run.text
     assert created(emulator) == paid
     assert _out_matches_lock_of(project) > 0
 

@@ -1,6 +1,6 @@
 """Helpers for the remote tests: a real S3-compatible server (moto) on 127.0.0.1, a
-small hostile S3 that denies everything, and hand-made projects whose lockfiles name
-objects in the local store."""
+small hostile S3 that denies everything, one that never answers, and hand-made projects
+whose lockfiles name objects in the local store."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import http.server
 import json
 import logging
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,6 +103,35 @@ def denying_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """An endpoint on 127.0.0.1 that accepts every connection and never answers a
+    byte (a hung proxy, a stalled server); yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    listener.settimeout(0.05)  # so the accepting thread sees `stop` promptly
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)  # no connection is accepted after this, so none leaks
+        listener.close()
+        for connection in held:
+            connection.close()
 
 
 def sha256_of(path: Path) -> str:

@@ -12,7 +12,14 @@ from civflow.cli import main
 from civflow.remote import Remote, RemoteConfig
 from civflow.store.objects import ObjectStore
 from tests.remote.s3server import KEY_SECRET, credentials
-from tests.remote.support import clone, denying_server, make_project, sha256_of, write_config
+from tests.remote.support import (
+    clone,
+    denying_server,
+    make_project,
+    sha256_of,
+    silent_server,
+    write_config,
+)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -115,6 +122,25 @@ def test_permission_denied_is_one_rendered_error_without_the_secret(
     assert code == 1
     assert err.startswith("error: remote s3://team/civflow: permission denied"), err
     assert "hint:" in err and KEY_SECRET not in out + err and "Traceback" not in err
+
+
+def test_a_pull_from_a_remote_that_never_answers_is_given_up_at_its_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Promise: every wait is bounded; a silent endpoint is one rendered error naming the
+    timeout and the setting that changes it, never a hang or a traceback."""
+    credentials(monkeypatch, tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    with silent_server() as endpoint:
+        make_project(a, count=2, url="s3://team/civflow", options={"endpoint_url": endpoint})
+        write_config(a, "s3://team/civflow", {"endpoint_url": endpoint}, extra="timeout = 1")
+        clone(a, b)
+        monkeypatch.chdir(b)
+        code, _, err = _cli(capsys, "pull")
+    assert code == 1, err
+    assert err.startswith("error: remote s3://team/civflow: no answer within 1 s while "
+                          "listing it"), err
+    assert "[remote] timeout" in err and "Traceback" not in err
 
 
 def test_has_many_is_right_for_few_and_for_many_prefixes(tmp_path: Path) -> None:

@@ -18,11 +18,12 @@ def test_no_config_means_no_remote(tmp_path: Path) -> None:
 
 def test_civflow_toml_gives_url_options_push_and_jobs(tmp_path: Path) -> None:
     (tmp_path / "civflow.toml").write_text(
-        '[remote]\nurl = "s3://team-bucket/civflow"\npush = true\njobs = 4\n'
+        '[remote]\nurl = "s3://team-bucket/civflow"\npush = true\njobs = 4\ntimeout = 20\n'
         '[remote.options]\nendpoint_url = "http://127.0.0.1:9000"\n', encoding="utf-8")
     config = load_config(tmp_path, {})
     assert config is not None
-    assert (config.url, config.push, config.jobs) == ("s3://team-bucket/civflow", True, 4)
+    assert (config.url, config.push, config.jobs, config.timeout) == (
+        "s3://team-bucket/civflow", True, 4, 20.0)
     assert config.options == {"endpoint_url": "http://127.0.0.1:9000"}
     assert config.protocol == "s3"
 
@@ -54,6 +55,9 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "line", "words"), [
     ('[remote]\nurl = "s3://a/b"\njobs = 0\n', 3, "jobs must be"),
     ('[remote]\nurl = "s3://a/b"\npush = "yes"\n', 3, "push must be"),
+    ('[remote]\nurl = "s3://a/b"\ntimeout = 0\n', 3, "timeout must be"),
+    ('[remote]\nurl = "s3://a/b"\ntimeout = nan\n', 3, "timeout must be"),
+    ('[remote]\nurl = "s3://a/b"\ntimeout = "1m"\n', 3, "timeout must be"),
     ('[remote]\nurl = "s3://a/b"\nbucket = "x"\n', 3, "unknown remote setting"),
     ('[remote]\npush = true\n', 1, "needs a url"),
     ('[remote]\nurl = "s3://a/b"\nsecret_access_key = "x"\n', 3, "looks like a credential"),
