@@ -5,18 +5,28 @@
 - for every (instance, fingerprint) ever submitted: the highest attempt number, and
   whether the last attempt failed (and was blocked by moderation), so a new key is
   chosen without re-reading every journal per instance.
+
+The second part is a fold over every journal the pipeline ever wrote, which grows with
+each run; so its value over all journals but the newest is kept in a digest beside them
+(`.history-<hash>.json`), with the size of each journal it covers. The next run folds
+only what is new; a digest that does not match the journals on disk (a journal grew,
+went away or was added in between, the file is damaged) is ignored and rebuilt.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from civflow.errors import FileAccessError
 from civflow.plan import InFlight
-from civflow.store.journal import Journal, find_unfinished_run, pipeline_runs
+from civflow.store.atomic import atomic_write_text
+from civflow.store.journal import Journal, RunState, pipeline_runs
 from civflow.store.lockfile import LockedInstance
 
 __all__ = ["History", "read_history"]
@@ -46,13 +56,22 @@ def _int(value: object, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def read_history(runs_root: Path, pipeline: str) -> History:
-    attempts: dict[tuple[str, str], int] = {}
-    failed: dict[tuple[str, str], str] = {}
-    batched: set[tuple[str, str]] = set()
-    for journal in reversed(pipeline_runs(runs_root, pipeline)):  # oldest first
+Key = tuple[str, str]  # (instance, fingerprint)
+
+
+@dataclass
+class _Attempts:
+    """The fold of journals, oldest first: what every (instance, fingerprint) got."""
+
+    attempts: dict[Key, int] = field(default_factory=dict)
+    failed: dict[Key, str] = field(default_factory=dict)
+    batched: set[Key] = field(default_factory=set)
+
+    def add(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Fold one journal's records on top of the older ones'."""
+        attempts, failed, batched = self.attempts, self.failed, self.batched
         last_fp: dict[str, str] = {}
-        for record in journal.records():
+        for record in records:
             name, event = record.get("instance"), record.get("event")
             if not isinstance(name, str):
                 continue
@@ -81,14 +100,82 @@ def read_history(runs_root: Path, pipeline: str) -> History:
                                    "vanished" if status == "vanished" else "failed")
                 else:
                     failed.pop(key, None)
-    unfinished = find_unfinished_run(runs_root, pipeline)
+
+    def to_json(self, covered: Sequence[tuple[str, int]]) -> str:
+        return json.dumps({
+            "version": DIGEST_VERSION, "covers": [list(c) for c in covered],
+            "attempts": sorted([n, fp, a] for (n, fp), a in self.attempts.items()),
+            "failed": sorted([n, fp, how] for (n, fp), how in self.failed.items()),
+            "batched": sorted([n, fp] for n, fp in self.batched)},
+            separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: Any) -> tuple[_Attempts, list[tuple[str, int]]] | None:
+        """The digest's fold and the journals it covers; None for anything malformed."""
+        if not isinstance(data, dict) or data.get("version") != DIGEST_VERSION:
+            return None
+        try:
+            covers = [(str(run), int(size)) for run, size in data["covers"]]
+            fold = cls({(str(n), str(fp)): int(a) for n, fp, a in data["attempts"]},
+                       {(str(n), str(fp)): str(how) for n, fp, how in data["failed"]},
+                       {(str(n), str(fp)) for n, fp in data["batched"]})
+        except (KeyError, TypeError, ValueError):
+            return None
+        return fold, covers
+
+
+DIGEST_VERSION = 1
+
+
+def _digest_path(runs_root: Path, pipeline: str) -> Path:
+    # Hashed: a pipeline's name never forms a path.
+    return runs_root / f".history-{hashlib.sha256(pipeline.encode()).hexdigest()[:16]}.json"
+
+
+def _size(journal: Journal) -> int:
+    try:
+        return journal.path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _fold_all(runs_root: Path, pipeline: str,
+              oldest_first: Sequence[Journal]) -> tuple[_Attempts, list[Mapping[str, Any]]]:
+    """The fold of every journal, and the newest journal's records. Journals the digest
+    covers are not read; the digest is brought up to all but the newest journal (which a
+    resumed run may still append to)."""
+    path = _digest_path(runs_root, pipeline)
+    sizes = [(journal.run_id, _size(journal)) for journal in oldest_first]
+    fold, covered = _Attempts(), 0
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        found = _Attempts.from_json(json.loads(path.read_text(encoding="utf-8")))
+        if found is not None and found[1] == sizes[:len(found[1])] \
+                and len(found[1]) < len(sizes):
+            fold, covered = found[0], len(found[1])
+    for journal in oldest_first[covered:-1]:
+        fold.add(journal.records())
+    if len(oldest_first) - 1 > covered:  # journals to remember besides the newest
+        with contextlib.suppress(FileAccessError, OSError):  # e.g. a read-only checkout
+            atomic_write_text(path, fold.to_json(sizes[:-1]) + "\n")
+    newest = oldest_first[-1].records() if oldest_first else []
+    fold.add(newest)
+    return fold, newest
+
+
+def read_history(runs_root: Path, pipeline: str) -> History:
+    runs = list(reversed(pipeline_runs(runs_root, pipeline)))  # oldest first
+    fold, newest = _fold_all(runs_root, pipeline, runs)
+    attempts, failed, batched = fold.attempts, fold.failed, fold.batched
+    # Only the latest run can be resumed: once a later run finished, an older
+    # interrupted one is history.
+    unfinished = runs[-1] if runs and not RunState.fold(newest).finished else None
     if unfinished is None:
         return History(attempts=attempts, failed=failed, batched=frozenset(batched))
     recovered: dict[str, LockedInstance] = {}
     inflight: dict[str, InFlight] = {}
     intents: dict[str, Mapping[str, Any]] = {}
     batches: dict[str, list[str]] = {}
-    for record in unfinished.records():
+    for record in newest:
         name, event = record.get("instance"), record.get("event")
         if not isinstance(name, str):
             continue
