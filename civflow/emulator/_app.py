@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from civflow.emulator import _blob_routes as blobs
-from civflow.emulator._config import EmulatorConfig, apply_faults
+from civflow.emulator._config import EmulatorConfig
 from civflow.emulator._engine import Engine
 from civflow.emulator._http import (
     BadQuery,
@@ -357,7 +357,7 @@ async def admin_faults(request: Request) -> Response:
             return bad
         if not isinstance(body, dict):
             return validation_problem({"$": ["The body must be an object of fault settings."]})
-        problems = apply_faults(engine.config, body)
+        problems = engine.set_faults(body)
         if problems:
             return validation_problem({"faults": problems})
     return JSONResponse(engine.config.faults())

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Fields that PUT /_emulator/faults and RunningEmulator.set_faults may change at run time.
+# Fields that PUT /_emulator/faults and RunningEmulator.set_faults may change at run time
+# (a new time_scale applies to the jobs in flight too: Engine.set_faults).
 FAULT_FIELDS = (
     "latency_ms",
     "rate_limit",

@@ -29,7 +29,7 @@ import httpx
 
 from civflow.emulator import _steps
 from civflow.emulator._blobs import BlobStore, write_atomic
-from civflow.emulator._config import EmulatorConfig
+from civflow.emulator._config import EmulatorConfig, apply_faults
 from civflow.emulator._ids import WorkflowIds, iso, job_id
 from civflow.emulator._model import (
     TERMINAL,
@@ -235,21 +235,22 @@ class Engine:
             step.fate = "failed"
         elif draw < self.config.step_failure_rate + self.config.step_expiry_rate:
             step.fate = "expired"
-        scaled = seconds * self.config.time_scale
         if self._starting is not None:
-            self._starting.append((workflow, step, scaled))
+            self._starting.append((workflow, step, seconds))
         else:
-            self._launch([(workflow, step, scaled)])
+            self._launch([(workflow, step, seconds)])
 
     def _launch(self, starting: list[tuple[Workflow, Step, float]]) -> None:
         """Give the steps begun together one timeline per workflow and duration."""
         timelines: dict[tuple[int, float], Timeline] = {}
-        for workflow, step, scaled in starting:
+        scale = self.config.time_scale
+        for workflow, step, seconds in starting:
             if step.status in TERMINAL:  # canceled in the same event
                 continue
-            timeline = timelines.get((id(workflow), scaled))
+            timeline = timelines.get((id(workflow), seconds))
             if timeline is None:
-                timeline = timelines[(id(workflow), scaled)] = Timeline(workflow, [], scaled)
+                timeline = timelines[(id(workflow), seconds)] = Timeline(workflow, [],
+                                                                         seconds, scale)
             timeline.steps.append(step)
             step.timeline = timeline
         for timeline in timelines.values():
@@ -265,10 +266,10 @@ class Engine:
         return any(word.lower() in text for word in self.config.blocked_words)
 
     def _advance(self, timeline: Timeline, phase: int) -> None:
+        timeline.phase = phase
         scaled = timeline.scaled
         if phase < len(_PHASES):
-            share = _PHASES[phase][1]
-            timeline.handle = self.loop.call_later(share * scaled, self._enter, timeline, phase)
+            self._arm(timeline, _PHASES[phase][1] * scaled)
             return
         remaining = scaled * (1 - sum(share for _, share in _PHASES))
         workflow, start = timeline.workflow, self.loop.time()
@@ -278,7 +279,54 @@ class Engine:
             step.proc_start, step.proc_end = start, start + remaining
             if step.fate == "succeeded":
                 step.rendered = self._render(workflow, step)
-        timeline.handle = self.loop.call_later(remaining, self._timer_done, timeline)
+        self._arm(timeline, remaining)
+
+    def _arm(self, timeline: Timeline, delay: float) -> None:
+        """Set the timeline's one timer: to enter its next status, or at last to finish."""
+        if timeline.phase < len(_PHASES):
+            timeline.handle = self.loop.call_later(delay, self._enter, timeline)
+        else:
+            timeline.handle = self.loop.call_later(delay, self._timer_done, timeline)
+
+    def _rescale(self, old: float) -> None:
+        """Stretch what is left of every timer in flight from the `old` time scale to the
+        one now in force, as if the new scale had been in force all along for what is left
+        (a scale of 0 makes it due at once; what was due at 0 stays due). Each timeline
+        keeps its next event, so steps still pass every status, in order, and finish once."""
+        new, now = self.config.time_scale, self.loop.time()
+        stretch = new / old if old else 0.0
+        for timeline in self._in_flight():
+            timeline.scale = new
+            if timeline.handle is None:  # its time is over; its render is not yet
+                continue
+            left = max(0.0, timeline.handle.when() - now) * stretch
+            timeline.handle.cancel()
+            self._arm(timeline, left)
+            if timeline.phase == len(_PHASES):  # processing: progress goes on from here
+                for step in timeline.steps:
+                    if step.status in TERMINAL:
+                        continue
+                    done = (now - step.proc_start) * stretch
+                    step.proc_start, step.proc_end = now - done, now + left
+
+    def _in_flight(self) -> Iterator[Timeline]:
+        """Every timeline still driving a step, once each."""
+        seen: set[Timeline] = set()
+        for workflow in self.workflows.values():
+            for step in workflow.steps:
+                timeline = step.timeline
+                if timeline is not None and timeline.live and timeline not in seen:
+                    seen.add(timeline)
+                    yield timeline
+
+    def set_faults(self, changes: dict[str, Any]) -> list[str]:
+        """Change fault settings at run time (see `apply_faults`); a new time scale also
+        applies to the work in flight, not only to what begins from now on."""
+        old = self.config.time_scale
+        problems = apply_faults(self.config, changes)
+        if self.config.time_scale != old:
+            self._rescale(old)
+        return problems
 
     def _render(self, workflow: Workflow, step: Step) -> concurrent.futures.Future[_steps.Rendered]:
         data, jobs, base = step.input, [job["id"] for job in step.jobs], workflow.base_url
@@ -299,8 +347,9 @@ class Engine:
     def _no_fetch(url: str) -> bytes:
         raise _steps.StepFailure(f"this step type takes no media: {url}")
 
-    def _enter(self, timeline: Timeline, phase: int) -> None:
+    def _enter(self, timeline: Timeline) -> None:
         timeline.handle = None
+        phase = timeline.phase
         status = _PHASES[phase][0]
         now = time.time()
         stamp = iso(now) if status == "processing" else ""

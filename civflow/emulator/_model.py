@@ -96,13 +96,23 @@ class Step:
 @dataclass(eq=False)
 class Timeline:
     """Steps of one workflow that began together with the same duration: one timer drives
-    them through the phases (a batch of twenty steps costs four timers, not eighty)."""
+    them through the phases (a batch of twenty steps costs four timers, not eighty).
+
+    It keeps the simulated duration and the time scale apart, so that a new time scale
+    can stretch what is left of it while it runs."""
 
     workflow: Workflow
     steps: list[Step]
-    scaled: float  # the steps' duration in loop seconds
+    seconds: float  # the steps' simulated duration
+    scale: float  # loop seconds per simulated second, as now in force
     live: int = 0  # members not terminal yet; the last one to finish cancels the timer
+    phase: int = 0  # what its pending timer does: enter phase N, or at the last, finish
     handle: asyncio.TimerHandle | None = None
+
+    @property
+    def scaled(self) -> float:
+        """The steps' duration in loop seconds at the scale now in force."""
+        return self.seconds * self.scale
 
     def stop(self) -> None:
         if self.handle is not None:

@@ -51,7 +51,10 @@ class RunningEmulator:
         return data
 
     def set_faults(self, **faults: float | None) -> dict[str, Any]:
-        """Change fault settings (see EmulatorConfig); returns the settings now in force."""
+        """Change fault settings (see EmulatorConfig); returns the settings now in force.
+
+        A new `time_scale` also stretches what is left of the jobs in flight (0: they
+        finish at once), not only the jobs submitted after it."""
         data: dict[str, Any] = self._call("PUT", "/_emulator/faults", json=faults).json()
         return data
 
