@@ -8,8 +8,11 @@ from tests.openapi_support import ABSENT, OPENAPI_PATH
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    skipped = [r for r in terminalreporter.stats.get("skipped", [])
-               if ABSENT in str(getattr(r, "longrepr", ""))]
+    every = terminalreporter.stats.get("skipped", [])
+    skipped = [r for r in every if ABSENT in str(getattr(r, "longrepr", ""))]
+    for other in every:
+        if other not in skipped:  # anything else that skips is named, one line each
+            terminalreporter.write_line(f"SKIPPED {other.nodeid}: {_reason(other)}")
     from tests.emulator.conftest import UNCHECKED
 
     if skipped or UNCHECKED:
@@ -17,3 +20,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"{len(skipped)} conformance tests skipped and {len(UNCHECKED)} emulator tests "
             f"ran without checking answers: the official OpenAPI document is absent "
             f"({OPENAPI_PATH}); under CI=true they run and must pass")
+
+
+def _reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
