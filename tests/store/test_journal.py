@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,6 +126,7 @@ def test_find_unfinished_run_and_attempts_across_runs(tmp_path: Path) -> None:
 
 _APPENDER = """
 import sys
+import threading
 from pathlib import Path
 from civflow.store.journal import Journal
 journal = Journal.open(Path(sys.argv[1]))
@@ -153,3 +156,67 @@ def test_sigkill_during_appends_leaves_only_whole_records(tmp_path: Path) -> Non
     journal.append({"event": "run-resumed"})
     assert journal.records()[-1]["event"] == "run-resumed"
     assert len(journal.records()) == len(records) + 1
+
+
+def test_concurrent_appends_share_fsyncs_and_each_returns_on_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal.create(tmp_path, "p")
+    journal.append({"event": "run-started"})
+    real_fsync, synced = os.fsync, []
+    gate = threading.Event()
+
+    def slow_fsync(fd: int) -> None:  # a disk that takes its time, as real ones do
+        gate.wait(timeout=5)
+        real_fsync(fd)
+        synced.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    returned: dict[int, int] = {}  # writer -> bytes fsync'd when its append returned
+
+    def writer(n: int) -> None:
+        journal.append_many([{"event": "intent", "n": n, "member": m} for m in range(3)])
+        returned[n] = synced[-1]
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    gate.set()  # the first write was held up while the others queued behind it
+    for thread in threads:
+        thread.join(timeout=10)
+    records = journal.records()
+    assert len(records) == 1 + 40 * 3
+    assert len(synced) < 40  # grouped: fewer fsyncs than appends
+    for n in range(40):  # each caller's records were in the file it saw fsync'd
+        lines = journal.path.read_bytes()[:returned[n]].decode().splitlines()
+        assert sum(json.loads(line).get("n") == n for line in lines) == 3
+
+
+def test_a_failed_write_fails_every_append_in_it(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal.create(tmp_path, "p")
+    journal.append({"event": "run-started"})
+    gate = threading.Event()
+
+    def failing_fsync(_fd: int) -> None:
+        gate.wait(timeout=5)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            journal.append({"event": "intent", "n": n})
+        except FileAccessError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(errors) == 8 and all("Input/output error" in str(e) for e in errors)
+    monkeypatch.undo()
+    journal.append({"event": "run-resumed"})  # a later write that works is not refused
+    assert journal.records()[-1]["event"] == "run-resumed"
