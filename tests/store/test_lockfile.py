@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,18 @@ def test_a_broken_field_is_located_at_its_column_on_the_instance_line(tmp_path: 
     line = path.read_text().splitlines()[diagnostic.location.line - 1]
     assert line.lstrip().startswith('"a": ')  # the first broken entry, by name order
     assert line[diagnostic.location.col - 1:].startswith('"cost": ')
+
+
+def test_a_checkpoint_writes_what_the_entries_hold_now() -> None:
+    """Entries keep their JSON between checkpoints; a changed entry is a new entry, and
+    the next checkpoint writes its new values."""
+    first = _entry("hero", cost=1.0)
+    before = Lockfile("p", {"hero": first}).to_json()
+    assert json.loads(before)["instances"]["hero"]["cost"] == 1.0
+    after = Lockfile("p", {"hero": replace(first, cost=2.5)}, alternates={"f": first}).to_json()
+    document = json.loads(after)
+    assert document["instances"]["hero"]["cost"] == 2.5
+    assert document["alternates"]["f"]["cost"] == 1.0
+    assert document["alternates"]["f"]["instance"] == "hero"
+    assert "instance" not in document["instances"]["hero"]
+    assert after == Lockfile.from_json(after, "p.lock.json").to_json()  # read back, same text
