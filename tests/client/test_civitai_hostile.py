@@ -9,6 +9,7 @@ deadlines only make a trickling server lose sooner.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -274,6 +275,33 @@ def test_failure_reasons_and_raw_json_are_redacted_and_capped(api: HostileServer
     assert KEY not in repr(state) and KEY not in repr(state.raw) and KEY not in repr(blob)
     assert state.raw["metadata"] == {"<redacted>": "<redacted>"}
     assert state.steps[0].raw["metadata"] == {"note": "echoed <redacted>"}
+
+
+def _echoing(note: str) -> dict[str, Any]:
+    return {"id": "0-1", "status": "succeeded", "steps": [
+        {"$type": "echo", "name": "$0", "status": "succeeded", "output": {"message": note}}]}
+
+
+_PLAIN = json.dumps(_echoing(f"echoed {KEY}"), ensure_ascii=False)
+_ESCAPED = _PLAIN.replace("sk-", "\\u0073k-")  # the same JSON, one letter escaped
+
+
+@pytest.mark.parametrize("body", [
+    _PLAIN.encode(),  # found in the text as sent
+    _ESCAPED.encode(),  # only the parsed strings show it
+    _PLAIN.replace("echoed", "\\/echoed").encode(),  # a backslash elsewhere
+    _PLAIN.encode("utf-16"),  # JSON in UTF-16: the UTF-8 bytes of the key are not in it
+], ids=["plain", "escaped", "backslash", "utf-16"])
+def test_the_key_is_redacted_however_the_answer_spells_it(api: HostileServer,
+                                                          body: bytes) -> None:
+    """Promise: a key echoed back in an answer is blanked, whether it stands in the text
+    as it is or only appears once parsed (an escape, another encoding)."""
+    assert json.loads(body)["steps"][0]["output"]["message"].endswith(KEY)
+    api.script(f"GET {WF}/0-1", Reply(200, body))
+    state = _run(api, lambda c: c.get("0-1"))
+    assert state.steps[0].output is not None
+    assert state.steps[0].output["message"] in ("echoed <redacted>", "/echoed <redacted>")
+    assert KEY not in repr(state.raw)
 
 
 @pytest.mark.parametrize(("jobs", "output", "expected"), [
