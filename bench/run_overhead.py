@@ -14,6 +14,13 @@ instance, all API requests per instance, and peak RSS of the `civflow run` proce
 Goals (issue 14): at 3,000 instances wall <= 1.5x the critical path and <= 0.1 POST per
 instance; the 100-lane chain <= 1.1x with one POST per lane (or fewer).
 
+Reading the lanes row: b and c echo a's message, so one workflow per instance their
+requests are a's own, and the API answers their POSTs with a's finished workflow (same
+`externalId`; the count is printed under the row): a lane does one job's work, which is
+why that column can sit below 1.0. Fused, b and c are sent before their input is known
+and run, as any real chain's steps would (see docs/guide/batching.md, "What fusion
+cannot cover").
+
 The emulator serves from a child process (uvicorn on 127.0.0.1) at a time scale that
 makes an echo job last one second; civflow runs as a subprocess with `--concurrency`
 equal to the layer width. Bounded: each run stops after --timeout seconds.
@@ -164,10 +171,12 @@ async def naive(url: str, width: int, timeout: float) -> float:
 
 
 def measure(url: str, folder: Path, name: str, width: int, instances: int,
-            timeout: float, batch: int) -> str:
-    """One row: the pipeline in the three modes, side by side."""
+            timeout: float, batch: int) -> tuple[str, list[int]]:
+    """One row: the pipeline in the three modes, side by side; and per mode, how many
+    POSTs the API answered with a workflow it already had (same `externalId`)."""
     bound = len(LAYERS) * JOB_SECONDS
     cells = []
+    hits = []
     for _label, size, fuse in MODES:
         for lock in (folder / "pipelines").glob("*.lock.json"):
             lock.unlink()
@@ -175,11 +184,13 @@ def measure(url: str, folder: Path, name: str, width: int, instances: int,
         httpx.post(f"{url}/_emulator/reset")
         seconds, code, rss = run_civflow(url, folder, name, width, timeout,
                                          size.format(n=batch), fuse)
-        total, posts = request_counts(counters(url))
+        data = counters(url)
+        total, posts = request_counts(data)
+        hits.append(data["external_id_hits"])
         cells.append(f"{seconds / bound:>5.2f} {in_run(folder) / bound:>5.2f} "
                      f"{posts / instances:>6.3f} {total / instances:>5.2f} "
                      f"{rss / 1024:>4.0f}MB {code:>2}")
-    return " | ".join(cells)
+    return " | ".join(cells), hits
 
 
 def in_run(folder: Path) -> float:
@@ -223,8 +234,8 @@ def main() -> None:
                 width = max(1, size // len(LAYERS))
                 (folder / "pipelines" / f"dag{width}.yaml").write_text(pipeline(width))
                 inst = width * len(LAYERS)
-                row = measure(url, folder, f"dag{width}", width, inst, args.timeout,
-                              args.batch)
+                row, _ = measure(url, folder, f"dag{width}", width, inst, args.timeout,
+                                 args.batch)
                 print(f"{f'{inst} in 3 layers':>16} | {row}", flush=True)
                 if args.naive:
                     httpx.post(f"{url}/_emulator/reset")
@@ -235,10 +246,11 @@ def main() -> None:
             if args.lanes:
                 width = args.lanes
                 (folder / "pipelines" / f"lanes{width}.yaml").write_text(lanes(width))
-                row = measure(url, folder, f"lanes{width}", width, width * len(LAYERS),
-                              args.timeout, args.batch)
+                row, hits = measure(url, folder, f"lanes{width}", width,
+                                    width * len(LAYERS), args.timeout, args.batch)
                 print(f"{f'{width} lanes x 3':>16} | {row}", flush=True)
-                print(f"{'':>16}   (POSTs per lane = 3 x POSTs/instance)")
+                print(f"{'':>16}   (POSTs per lane = 3 x POSTs/instance; POSTs answered "
+                      f"with an existing workflow: {' / '.join(map(str, hits))})")
             err = (folder / "run.err").read_text(errors="replace") \
                 if (folder / "run.err").exists() else ""
             if "error" in err.lower():
