@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
-from civflow._api import aestimate, arun, estimate, load, plan, run
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from civflow.check import Checked
 from civflow.errors import (
     ApiError,
@@ -28,7 +30,37 @@ from civflow.errors import (
     StepsFailed,
 )
 from civflow.plan import Decision, Plan, PlannedInstance
-from civflow.runner import Estimate, InstanceResult, RunResult
+
+if TYPE_CHECKING:
+    from civflow._api import aestimate, arun, estimate, load, plan, run
+    from civflow.runner import Estimate, InstanceResult, RunResult
+
+# What runs pipelines is imported on first use: `civflow validate` and `civflow plan`
+# then start without the HTTP client, asyncio and the runner (a third of their start).
+_LAZY = {name: "civflow._api" for name in ("aestimate", "arun", "estimate", "load", "plan",
+                                            "run")}
+_LAZY.update({name: "civflow.runner" for name in ("Estimate", "InstanceResult",
+                                                  "RunResult")})
+# `civflow.plan` and `civflow.load` are functions; importing the submodules of those
+# names (above) bound them here, so those bindings go and the functions take their
+# place on first use (a submodule already imported is not bound again).
+for _name in _LAZY:
+    globals().pop(_name, None)
+del _name
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'civflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ApiError",

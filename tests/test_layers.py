@@ -9,6 +9,9 @@ remote (push/pull) reading pipelines and the local store, never running anything
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,29 @@ def test_no_import_runs_upward(path: Path) -> None:
     allowed = ALLOWED[part] | BASE | {part}
     upward = _imports(path) - allowed
     assert not upward, f"{path.relative_to(PACKAGE)} ({part}) imports {sorted(upward)}"
+
+
+def test_checking_commands_start_without_the_runner_and_http(tmp_path: Path) -> None:
+    """`civflow validate` (run in CI on every change) imports what checks a pipeline and
+    nothing that runs one: no runner, no HTTP client, no asyncio, no rich."""
+    (tmp_path / "p.yaml").write_text("version: 1\nname: p\nsteps:\n  a:\n    type: echo\n"
+                                     "    input: {message: hi}\n", encoding="utf-8")
+    probe = ("import sys\nfrom civflow.cli import main\nsys.argv = ['civflow', 'validate', "
+             "'p.yaml']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(m for m in ('civflow.runner', 'httpx', 'asyncio', "
+             "'rich') if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert "p.yaml: ok" in done.stdout, done.stderr
+    assert done.stdout.splitlines()[-1] == ""
+
+
+def test_the_package_still_offers_its_functions() -> None:
+    import civflow
+
+    assert callable(civflow.plan) and callable(civflow.run) and callable(civflow.load)
+    assert civflow.Estimate.__name__ == "Estimate" and "arun" in dir(civflow)
+    assert set(civflow.__all__) <= set(dir(civflow))
+    with pytest.raises(AttributeError):
+        civflow.no_such_thing  # noqa: B018

@@ -15,6 +15,13 @@ import click
 from civflow.cli._exit import exit_code_for, render_error
 from civflow.errors import CivflowError
 
+# httpx imports its own command line, and with it rich's console and pygments (40 ms of
+# `civflow run`'s start), whenever click and rich are installed, as they are here;
+# civflow never calls it. Until httpx imports it lazily (encode/httpx#3547), civflow's
+# command leaves it out, and httpx keeps the stub `main` it has for that case. Only the
+# command line imports this module: a program that imports civflow is not affected.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 # name -> "module:attribute" of a click.Command; imported on first use.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("civflow.cli.check", "validate", ),
