@@ -137,7 +137,9 @@ async def check_resources(prepared: Prepared, backend: Backend) -> None:
 
 
 # Steps priced per `whatif` request: independent steps of one template cost their sum.
-WHATIF_BATCH = 50
+# As many as a submitted batch may hold (`batch` <= 100): pricing 3,000 instances
+# takes 30 requests, not 60 (74 ms instead of 100 against the emulator).
+WHATIF_BATCH = 100
 
 
 @dataclass(frozen=True)
