@@ -239,9 +239,10 @@ class Journal:
         """Write records and fsync them before returning (a batch's intents, its results).
 
         Appends that arrive while a write is under way wait for it, then go out together
-        in the next write and fsync (group commit): forty batches posting at once cost a
-        handful of fsyncs, not eighty, and each caller still returns only once its own
-        records are on disk. If that write fails, every caller in it gets the error."""
+        in the next write and fsync (group commit): fifty batches posting at once share a
+        handful of fsyncs instead of taking fifty in turn, and each caller still returns
+        only once its own records are on disk. If that write fails, every caller in it
+        gets the error."""
         now = _iso(self._clock())
         lines: list[str] = []
         for record in records:
