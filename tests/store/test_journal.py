@@ -126,7 +126,6 @@ def test_find_unfinished_run_and_attempts_across_runs(tmp_path: Path) -> None:
 
 _APPENDER = """
 import sys
-import threading
 from pathlib import Path
 from civflow.store.journal import Journal
 journal = Journal.open(Path(sys.argv[1]))
