@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,7 +112,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
     """
     from civflow.runner import execute, prepare
     from civflow.runner.connect import open_backend
-    from civflow.runner.lock import acquire_run_lock
+    from civflow.runner.lock import wait_for_run_lock
     from civflow.runner.state import project_root
 
     if not emulator and not yes and confirm is None:
@@ -124,8 +126,8 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
             checked, spec=dataclasses.replace(checked.spec, batch_override=batch))
     options = RunOptions(concurrency=concurrency, max_cost=max_cost, fail_fast=fail_fast,
                          out_dir=out_dir, keep_stale=keep_stale)
-    held = await asyncio.to_thread(acquire_run_lock, checked.spec, project_root(checked.spec),
-                                   wait=wait, on_wait=on_wait)
+    held = await wait_for_run_lock(checked.spec, project_root(checked.spec), wait=wait,
+                                   on_wait=on_wait)
     try:
         prepared = prepare(checked, _options(force, reroll, only, retry_failed),
                            update_lockfile=update_lockfile)
@@ -192,5 +194,46 @@ def _sync(work: Awaitable[T]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(main())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, main()).result()
+    return _on_worker(main())
+
+
+# After an interrupt, how long `run` waits for the work to stop and checkpoint. Stopping
+# takes well under a second (cancel, then write the lockfile); this bounds a hung disk.
+_STOP_GRACE = 10.0
+
+
+def _on_worker(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` on a loop of its own in a worker thread, as `run` must inside a
+    notebook's running loop. An interrupt of the waiting thread (Ctrl-C, the notebook's
+    stop button: a KeyboardInterrupt here) cancels the work at once, so nothing more is
+    submitted, and lets it checkpoint before the interrupt goes on."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    task: list[asyncio.Task[T]] = []
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def target() -> None:
+        try:
+            task.append(loop.create_task(work))
+            started.set()
+            outcome.set_result(loop.run_until_complete(task[0]))
+        except BaseException as exc:  # the caller re-raises it, whatever it is
+            outcome.set_exception(exc)
+        finally:
+            started.set()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    threading.Thread(target=target, name="civflow-run", daemon=True).start()
+    try:
+        return outcome.result()
+    except KeyboardInterrupt:
+        started.wait(_STOP_GRACE)
+        if task:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(task[0].cancel)
+        with contextlib.suppress(BaseException):
+            outcome.result(timeout=_STOP_GRACE)
+        raise

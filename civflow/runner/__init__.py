@@ -216,10 +216,15 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
                 f"{options.max_cost:,.0f}", hint="raise --max-cost or run fewer steps (--only)")
         if confirm is not None and not await confirm(prepared.plan, cost):
             raise SpendingRefused("not confirmed: nothing was submitted")
-    journal = prepared.resumed or Journal.create(prepared.root / ".civflow" / "runs",
-                                                 prepared.checked.spec.name)
-    journal.append({"event": "run-started" if prepared.resumed is None else "run-resumed",
-                    "pipeline": pipeline_file or str(prepared.checked.spec.path)})
+    # Creating the journal and its first record fsync: off the event loop, like every
+    # write of a run, so an interrupt is never kept waiting behind a slow disk.
+    journal = prepared.resumed
+    if journal is None:
+        journal = await asyncio.to_thread(Journal.create, prepared.root / ".civflow" / "runs",
+                                          prepared.checked.spec.name)
+    await asyncio.to_thread(journal.append, {
+        "event": "run-started" if prepared.resumed is None else "run-resumed",
+        "pipeline": pipeline_file or str(prepared.checked.spec.path)})
     executor = Executor(prepared.checked, backend, plan=prepared.plan, journal=journal,
                         store=object_store(prepared.checked.spec), root=prepared.root,
                         lock=prepared.lock, lock_path=prepared.lock_path,

@@ -188,7 +188,7 @@ class Executor:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             await asyncio.shield(self._flush(force=True))
-            self.journal.append({"event": "interrupted"})
+            await asyncio.shield(asyncio.to_thread(self.journal.append, {"event": "interrupted"}))
             raise
         self._prune()
         await self._flush(force=True)

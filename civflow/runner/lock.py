@@ -12,6 +12,7 @@ Two pipeline files with the same `name:` would share outputs, journals and seeds
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -26,7 +27,13 @@ from civflow.errors import CivflowError, FileAccessError, PipelineInvalid, RunLo
 from civflow.load.model import PipelineSpec
 from civflow.store.atomic import atomic_write_text
 
-__all__ = ["RunLock", "acquire_run_lock", "run_lock"]
+__all__ = [
+    "RunLock",
+    "acquire_run_lock",
+    "run_lock",
+    "try_run_lock",
+    "wait_for_run_lock",
+]
 
 _POLL = 0.5
 
@@ -80,10 +87,9 @@ class RunLock:
             self._fd = None
 
 
-def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
-                     on_wait: Callable[[str], None] | None = None) -> RunLock:
-    """Take the pipeline's run lock; RunLocked when busy and not `wait` (then it polls,
-    blocking: call it from a worker thread inside an event loop)."""
+def try_run_lock(spec: PipelineSpec, root: Path) -> RunLock | str:
+    """Take the pipeline's run lock if it is free, without waiting: the held lock, or
+    the text naming its holder when another run has it."""
     folder = root / ".civflow" / "locks"
     path = folder / f"{spec.name}.lock"
     try:
@@ -93,19 +99,11 @@ def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
         raise FileAccessError(path=str(path), reason=exc.strerror or str(exc)) from exc
     held = RunLock(fd)
     try:
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _holder(path)
-                if not wait:
-                    raise RunLocked(pipeline=spec.name, holder=holder) from None
-                if not told and on_wait is not None:
-                    on_wait(holder)
-                    told = True
-                time.sleep(_POLL)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.release()
+            return _holder(path)
         _claim_name(spec, root, folder)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
@@ -116,6 +114,50 @@ def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
         held.release()
         raise
     return held
+
+
+def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
+                     on_wait: Callable[[str], None] | None = None) -> RunLock:
+    """Take the pipeline's run lock; RunLocked when busy and not `wait` (then it polls,
+    blocking the calling thread: inside an event loop use `wait_for_run_lock`)."""
+    told = False
+    while True:
+        got = try_run_lock(spec, root)
+        if isinstance(got, RunLock):
+            return got
+        if not wait:
+            raise RunLocked(pipeline=spec.name, holder=got)
+        if not told and on_wait is not None:
+            on_wait(got)
+            told = True
+        time.sleep(_POLL)
+
+
+async def wait_for_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
+                            on_wait: Callable[[str], None] | None = None) -> RunLock:
+    """`acquire_run_lock` for an event loop: each attempt is a short non-blocking call
+    in a worker thread and the wait between attempts is the loop's, so Ctrl-C (a
+    cancel) ends the wait at once instead of when the other run lets go."""
+    told = False
+    while True:
+        attempt = asyncio.ensure_future(asyncio.to_thread(try_run_lock, spec, root))
+        try:
+            got = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # The attempt may have taken the lock just as the cancel came: let it go.
+            with contextlib.suppress(Exception):
+                taken = await attempt
+                if isinstance(taken, RunLock):
+                    taken.release()
+            raise
+        if isinstance(got, RunLock):
+            return got
+        if not wait:
+            raise RunLocked(pipeline=spec.name, holder=got)
+        if not told and on_wait is not None:
+            on_wait(got)
+            told = True
+        await asyncio.sleep(_POLL)
 
 
 @contextlib.contextmanager
