@@ -2,6 +2,7 @@
 
     CivflowError                      everything civflow raises on purpose
     ├── UsageError                    a bad command line (unknown --var, bad flag value)
+    │   └── MissingExtra              a feature whose optional packages are not installed
     ├── FileAccessError               a file that exists but cannot be read or written
     │   └── UnsafePath                a path civflow would write resolves outside its folder
     ├── PipelineNotFound              the pipeline file (or an include) does not exist
@@ -94,6 +95,35 @@ class CivflowError(Exception):
 
 class UsageError(CivflowError):
     """The command line asks for something that cannot be done."""
+
+
+# The optional extras, and the top-level modules each brings: the base install validates,
+# plans and runs against the real API; these are for the rest.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "emulator": ("starlette", "uvicorn", "PIL", "av"),
+    "report": ("PIL", "av"),
+    "s3": ("fsspec", "s3fs"),
+}
+
+
+class MissingExtra(UsageError):
+    """A feature whose packages are an optional extra this install does not have."""
+
+    def __init__(self, *, feature: str, extra: str, module: str) -> None:
+        super().__init__(f"{feature} needs civflow's optional '{extra}' packages "
+                         f"({module} is not installed)",
+                         hint=f"pip install 'civflow[{extra}]'")
+        self.extra = extra
+        self.module = module
+
+    @classmethod
+    def check(cls, exc: ImportError, *, feature: str, extra: str) -> MissingExtra:
+        """The error for `exc` when it is one of `extra`'s packages that is missing;
+        any other ImportError (a bug, not an install) is raised as it is."""
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS[extra]:
+            raise exc
+        return cls(feature=feature, extra=extra, module=top)
 
 
 class FileAccessError(CivflowError):

@@ -60,7 +60,12 @@ def emulator(host: str, port: int, time_scale: float, buzz: float | None, api_ke
              drop_rate: float, step_failure_rate: float, step_expiry_rate: float,
              fault_seed: int, missing_airs: tuple[str, ...], known_airs_only: bool) -> None:
     """Serve the local Civitai emulator (v2 consumer API) on HOST:PORT."""
-    from civflow.emulator import EmulatorConfig, serve_forever
+    from civflow.errors import MissingExtra
+
+    try:
+        from civflow.emulator import EmulatorConfig, serve_forever
+    except ImportError as exc:
+        raise MissingExtra.check(exc, feature="the emulator", extra="emulator") from None
 
     config = EmulatorConfig(
         time_scale=time_scale, buzz=buzz, api_key=api_key, state_dir=state_dir,

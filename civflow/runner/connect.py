@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from civflow.client.civitai import CivitaiClient
+from civflow.errors import MissingExtra
 
 # Emulated jobs take this share of their modelled duration: a demo in seconds.
 EMULATOR_TIME_SCALE = 0.05
@@ -42,7 +43,10 @@ async def open_backend(emulator: bool, api_key_file: Path | None = None, *,
         finally:
             await client.aclose()
         return
-    from civflow.emulator import EmulatorConfig, start_emulator
+    try:
+        from civflow.emulator import EmulatorConfig, start_emulator
+    except ImportError as exc:
+        raise MissingExtra.check(exc, feature="the emulator", extra="emulator") from None
 
     # A random key: the client redacts its key from every answer, so a word like
     # "emulator" would be cut out of any output text that happened to contain it.

@@ -46,7 +46,7 @@ def test_the_readmes_first_command_runs_a_real_pipeline(tmp_path: Path) -> None:
     assert block is not None
     command = block.group(1).strip()
     install, _, rest = command.rpartition(" && ")
-    assert install == "python3 -m venv .venv && .venv/bin/pip install -e ."
+    assert install == "python3 -m venv .venv && .venv/bin/pip install -e '.[emulator]'"
     assert rest.startswith(".venv/bin/civflow run --emulator pipelines/")
     shutil.copytree(REPO / "pipelines", tmp_path / "pipelines",
                     ignore=shutil.ignore_patterns("*.lock.json"))

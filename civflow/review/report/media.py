@@ -183,7 +183,7 @@ class MediaFolder:
         if made is not None:
             atomic_write_bytes(thumb, made)
             self._count("encoded")
-        elif wants_thumb:
+        elif wants_thumb and THUMBNAILS:  # a file Pillow and PyAV cannot decode
             atomic_write_bytes(no_thumb, b"")
         return Media(artifact, kind, f"files/{name}",
                      f"thumbs/{thumb.name}" if made is not None else None,
@@ -253,11 +253,24 @@ def _thumb_size(artifact: Artifact, thumb: Path) -> tuple[int, int] | None:
     return max(1, round(artifact.width * scale)), max(1, round(artifact.height * scale))
 
 
+def _can_encode() -> bool:
+    """Whether this install has the report's media packages (civflow[report])."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("PIL", "av"))
+
+
+THUMBNAILS = _can_encode()
+
+
 def _encode(path: Path, kind: str) -> bytes | None:
     """A WebP thumbnail of an image, or of a video's first frame; None when the file
-    cannot be decoded (the page then shows a placeholder)."""
-    from PIL import Image
-
+    cannot be decoded (the page then shows a placeholder) or this install has no
+    Pillow (the page then shows the original picture)."""
+    try:
+        from PIL import Image
+    except ImportError:  # civflow[report] is not installed
+        return None
     try:
         if kind == "video":
             picture = _first_frame(path)
@@ -278,7 +291,10 @@ def _encode(path: Path, kind: str) -> bytes | None:
 
 
 def _first_frame(path: Path) -> Any:
-    import av
+    try:
+        import av
+    except ImportError:  # civflow[report] is not installed
+        return None
 
     with av.open(str(path)) as container:
         if not container.streams.video:

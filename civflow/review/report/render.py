@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from civflow.review.report.assets import CSS, JS
-from civflow.review.report.media import Media
+from civflow.review.report.media import THUMBNAILS, Media
 from civflow.review.report.model import STATUSES, Card, PipelineView, StepView
 
 __all__ = ["Block", "Grid", "Page", "blocks_of", "page_name", "paginate", "render_page"]
@@ -232,9 +232,10 @@ def _media(media: Media, name: str) -> str:
         poster = f' poster="{_e(media.thumb)}"' if media.thumb else ""
         return (f'<video controls preload="none"{poster}{size} src="{_e(media.original)}">'
                 f'<a href="{_e(media.original)}">video</a></video>')
-    if media.kind == "image" and media.thumb:
-        return (f'<a href="{_e(media.original)}"><img src="{_e(media.thumb)}" loading="lazy" '
-                f'decoding="async"{size} alt="{_e(name)}"></a>')
+    if media.kind == "image" and (media.thumb or not THUMBNAILS):
+        # Without Pillow (no civflow[report]) the page shows the picture itself.
+        return (f'<a href="{_e(media.original)}"><img src="{_e(media.thumb or media.original)}"'
+                f' loading="lazy" decoding="async"{size} alt="{_e(name)}"></a>')
     label = media.artifact.path.rsplit("/", 1)[-1]
     return f'<a class="ph" href="{_e(media.original)}">{_e(label)}</a>'
 
