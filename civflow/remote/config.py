@@ -5,7 +5,7 @@
     url = "s3://team-bucket/civflow"   # any fsspec URL; file:///mnt/team/civflow too
     push = true                        # `civflow run` pushes what it produced
     jobs = 16                          # transfers in flight
-    timeout = 60                       # seconds a listing may take before it is given up
+    timeout = 60                       # seconds to wait for an answer (a listing, a read)
     [remote.options]                   # handed to the fsspec filesystem as is
     endpoint_url = "http://127.0.0.1:9000"
 

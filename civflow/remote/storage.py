@@ -50,11 +50,17 @@ _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 # Up to this many distinct `ab/` prefixes are listed one by one; more, the whole tree once.
 _FEW_PREFIXES = 16
 # botocore's defaults (60 s reads, several attempts) under s3fs's own five retries made one
-# listing of a silent endpoint last minutes. These apply unless the config sets its own
-# `config_kwargs`; the whole listing is bounded by the remote's `timeout` besides.
-_S3_CONFIG = {"connect_timeout": 10, "read_timeout": 30,
-              "retries": {"max_attempts": 2, "mode": "standard"}}
+# listing of a silent endpoint last minutes, and a download that never came held a pull
+# for six. Unless the config sets its own `config_kwargs`, every request (listing or
+# transfer) waits at most the remote's `timeout` for each answer, botocore tries once
+# and s3fs twice: a stalled object costs at most two timeouts, and the first one stops
+# the whole transfer. Listings are bounded by `timeout` as a whole besides.
 _S3_RETRIES = 2
+
+
+def _s3_config(timeout: float) -> dict[str, Any]:
+    return {"connect_timeout": min(10.0, timeout), "read_timeout": timeout,
+            "retries": {"total_max_attempts": 1, "mode": "standard"}}
 _CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError",
                                 "CredentialRetrievalError", "NoAuthTokenError",
                                 "DefaultCredentialsError", "ClientAuthenticationError",
@@ -145,6 +151,7 @@ class Remote:
         self.url = redact(config.url)
         self.jobs = config.jobs
         self.atomic_writes = config.protocol in _OBJECT_STORES
+        self.timeout = config.timeout
         with self._translated("opening it"):
             # Imported on first use: `civflow validate` never pays for fsspec.
             core: Any = importlib.import_module("fsspec.core")
@@ -152,13 +159,12 @@ class Remote:
             options = {"skip_instance_cache": True, **dict(config.options)}
             s3 = config.protocol in {"s3", "s3a"}
             if s3 and "config_kwargs" not in options:
-                options["config_kwargs"] = _S3_CONFIG
+                options["config_kwargs"] = _s3_config(config.timeout)
             fs, base = core.url_to_fs(config.url, **options)
             if s3 and isinstance(getattr(fs, "retries", None), int):
                 fs.retries = min(fs.retries, _S3_RETRIES)
         self.fs: Any = fs
         self.base = str(base).rstrip("/")
-        self.timeout = config.timeout
         # Set when a listing outlived `timeout`: its thread may still be inside `fs`, so
         # this remote is not used again (every later call raises this at once).
         self._gone: RemoteError | None = None
@@ -471,7 +477,13 @@ class Remote:
         if any(isinstance(e, PermissionError) for e in chain):
             return RemoteAccessDenied(f"permission denied while {action}: {_short(exc)}",
                                       url=self.url, hint=_CREDENTIAL_HINT)
-        if any(isinstance(e, ConnectionError | TimeoutError) or "Connect" in type(e).__name__
+        if any(isinstance(e, TimeoutError) or "ReadTimeout" in type(e).__name__
+               for e in chain):
+            return RemoteUnreachable(
+                f"no answer within {self.timeout:g} s while {action}", url=self.url,
+                hint="check the endpoint and the network; [remote] timeout sets how long "
+                     "civflow waits for each answer")
+        if any(isinstance(e, ConnectionError) or "Connect" in type(e).__name__
                or "Timeout" in type(e).__name__ for e in chain):
             return RemoteUnreachable(f"cannot connect while {action}: {_short(exc)}",
                                      url=self.url, hint="check the URL, the endpoint_url "
