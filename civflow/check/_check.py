@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -152,6 +154,9 @@ def _collect(spec: PipelineSpec, scope: _Scope
              ) -> tuple[list[Diagnostic], StepGraph | None, TemplateEngine]:
     """Every phase after the schema, each on what the earlier ones left intact."""
     engine = TemplateEngine(spec.base_dir, shared_dir=spec.project_root)
+    too_big = _check_sizes(spec)
+    if too_big:  # nothing below may expand the steps: answer before trying
+        return too_big, None, engine
     templates, found = _scan(spec, engine)
     bad: set[tuple[str, KeyPath]] = {(t.step, t.input_path) for t in templates
                                   if t.analysis is None and t.input_path is not None}
@@ -250,6 +255,61 @@ def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[
                 hint="write steps.<name>.output or steps.<name>.outputs"))
         if len(out) > before and template.input_path is not None:
             bad.add((template.step, template.input_path))
+    return out
+
+
+_FANOUT_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.(outputs|output\.images)\s*\}\}\s*$")
+_LIMIT_HINT = ("split the sweep into several pipelines, or raise the bound on purpose with a "
+               "top-level `limits: {instances: N}` (at most 100,000)")
+
+
+def _instance_counts(spec: PipelineSpec) -> dict[str, int]:
+    """How many instances each step expands to, from the matrix sizes and the fan-outs
+    whose size is known before the run (`foreach` over a step's outputs or its images of
+    a literal `quantity`), computed without expanding anything; other fan-outs count 1."""
+    counts: dict[str, int] = {}
+    for step in spec.steps.values():
+        counts[step.name] = math.prod(len(values) for _, values in step.matrix)
+    for _ in range(len(spec.steps)):  # fan-outs of fan-outs, in any file order
+        changed = False
+        for step in spec.steps.values():
+            match = _FANOUT_OF.match(step.foreach) if isinstance(step.foreach, str) else None
+            source = spec.steps.get(match.group(1)) if match else None
+            if match is None or source is None or source.name == step.name:
+                continue
+            quantity = source.input.get("quantity") if match.group(2) != "outputs" else 1
+            each = quantity if isinstance(quantity, int) and not isinstance(quantity, bool) \
+                and 0 < quantity <= 1000 else 1
+            count = counts[source.name] * each
+            if count != counts[step.name]:
+                counts[step.name], changed = count, True
+        if not changed:
+            break
+    return counts
+
+
+def _check_sizes(spec: PipelineSpec) -> list[Diagnostic]:
+    """Refuse, before anything is expanded, a pipeline that would expand to more
+    instances than its limit: a 20 KB file can name a billion matrix combinations, and
+    validate and plan run on every pull request, forks included."""
+    limit = spec.instance_limit
+    counts = _instance_counts(spec)
+    out: list[Diagnostic] = []
+    for step in spec.steps.values():
+        count = counts[step.name]
+        if count <= limit:
+            continue
+        sizes = " × ".join(f"{len(v):,} {k}" for k, v in step.matrix)
+        how = f" ({sizes})" if step.matrix else " (a fan-out of its upstream)"
+        where = ("steps", step.name, "matrix" if step.matrix else "foreach")
+        out.append(spec.doc.diagnostic(
+            f"step '{step.name}' expands to {count:,} instances{how}, more than the "
+            f"pipeline's limit of {limit:,}", where, hint=_LIMIT_HINT))
+    total = sum(counts.values())
+    if not out and total > limit:
+        out.append(spec.doc.diagnostic(
+            f"the pipeline expands to {total:,} instances in all, more than its limit of "
+            f"{limit:,}", ("steps",), hint=_LIMIT_HINT))
     return out
 
 

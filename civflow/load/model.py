@@ -57,6 +57,12 @@ class StepSpec:
         return out
 
 
+# How many instances a pipeline may expand to unless its `limits.instances` says more
+# (the schema allows up to 100,000): a 20 KB file can name a billion combinations, and
+# validate and plan must answer it at once instead of expanding them.
+MAX_INSTANCES = 10_000
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
     """A validated pipeline: its steps in file order, its variables after overrides."""
@@ -83,6 +89,17 @@ class PipelineSpec:
         data = self.doc.data
         value = data.get("batch") if isinstance(data, Mapping) else None
         return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def instance_limit(self) -> int:
+        """The most instances the pipeline may expand to: its `limits.instances`
+        (schema-checked), else MAX_INSTANCES."""
+        data = self.doc.data
+        limits = data.get("limits") if isinstance(data, Mapping) else None
+        value = limits.get("instances") if isinstance(limits, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return MAX_INSTANCES
 
     @property
     def base_dir(self) -> FsPath:
