@@ -110,7 +110,7 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
         >>> result = await civflow.arun(checked, emulator=True)
         >>> result.files["hero"]
     """
-    from civflow.runner import execute, prepare
+    from civflow.runner import execute, gone_blobs, prepare
     from civflow.runner.connect import open_backend
     from civflow.runner.lock import wait_for_run_lock
     from civflow.runner.state import project_root
@@ -129,8 +129,9 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
     held = await wait_for_run_lock(checked.spec, project_root(checked.spec), wait=wait,
                                    on_wait=on_wait)
     try:
-        prepared = prepare(checked, _options(force, reroll, only, retry_failed),
-                           update_lockfile=update_lockfile)
+        planned_with = _options(force, reroll, only, retry_failed)
+        prepared = prepare(checked, planned_with, update_lockfile=update_lockfile,
+                           out_dir=out_dir)
         if prepared.resumed is not None and on_resume is not None:
             on_resume(prepared.resumed.run_id)
         await asyncio.to_thread(_pull_cached, prepared, on_remote or (lambda _: None))
@@ -143,6 +144,12 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
             return bool(await answer) if isinstance(answer, Awaitable) else bool(answer)
 
         async with open_backend(emulator, api_key_file, concurrency=concurrency) as backend:
+            # Paid-for files no copy here can give are asked of Civitai before the plan
+            # is shown: those it forgot are planned as work, priced, capped and consented.
+            gone = await gone_blobs(prepared, backend)
+            if gone:
+                prepared = prepare(checked, planned_with, update_lockfile=update_lockfile,
+                                   out_dir=out_dir, gone=gone)
             return await execute(prepared, backend, options, reporter=reporter,
                                  confirm=None if emulator else asked,
                                  pipeline_file=pipeline_file)

@@ -53,10 +53,13 @@ class Decision(Enum):
     CHANGED = "changed"
     FORCED = "forced"
     SKIPPED = "skipped"
+    # Paid for before, but its files are nowhere any more (not in out/, the store, the
+    # team's remote, nor at Civitai): it is made again, priced and capped like new work.
+    LOST = "lost"
 
     @property
     def runs(self) -> bool:
-        return self in (Decision.NEW, Decision.CHANGED, Decision.FORCED)
+        return self in (Decision.NEW, Decision.CHANGED, Decision.FORCED, Decision.LOST)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Prior:
     # Of those, the ones only the project's remote has (sha256s): pulled, not re-made.
     remote: tuple[str, ...] = ()
     remote_error: str | None = None  # why the remote could not be asked, if it could not
+    # Blob ids of the files neither out/, the store nor the remote has: only Civitai may.
+    lost: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,9 @@ class Policy:
     # Earlier paid-for results that are not current (a merge's other side, the version
     # before a change), by fingerprint.
     alternates: Mapping[str, Prior] = field(default_factory=dict)
+    # Blob ids Civitai said it no longer has (asked by `run` before it plans; `plan`
+    # alone asks nobody).
+    gone: frozenset[str] = frozenset()
 
     def prior_for(self, inst: Instance) -> Prior | None:
         """The lockfile's result for this instance: its entry, or, when that was made for
@@ -219,24 +227,37 @@ class Policy:
             fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
             return PlannedInstance(inst, Decision.CHANGED, tuple(fields), estimate)
         if not prior.artifacts_ok:
+            gone = [b for b in prior.lost if b in self.gone]
+            if gone:
+                return PlannedInstance(inst, Decision.LOST, (
+                    f"paid for before, but its files are gone: not in out/, the store or "
+                    f"the remote, and Civitai no longer has blob {gone[0]}",
+                    "made again and paid for, within --max-cost"), estimate)
             # Paid for already: the files come back from the store, the team's remote or
             # by blob id, never by submitting (and paying for) the workflow again.
-            return PlannedInstance(inst, Decision.CACHED, _damage_reasons(prior), 0.0)
+            return PlannedInstance(inst, Decision.CACHED, _damage_reasons(prior, estimate),
+                                   0.0)
         return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
 
 
-def _damage_reasons(prior: Prior) -> tuple[str, ...]:
+def _damage_reasons(prior: Prior, estimate: float | None) -> tuple[str, ...]:
     """Why an instance whose files are not all here is still cached, and where they
     come from: the team's remote ("cached (remote)"), the store, or the blob id."""
     reasons = ["fingerprint matches the lockfile"]
     pulled = len(prior.remote)
+    local = prior.damaged - pulled - len(prior.lost)
     if pulled:
         reasons.insert(0, "cached (remote)")
         reasons.append(f"{pulled} file(s) only on the remote: run pulls them, nothing is "
                        "re-submitted")
-    if not pulled or prior.damaged > pulled:
-        reasons.append(f"{prior.damaged - pulled or 'some'} file(s) missing or modified: "
-                       "restored from the store or downloaded again, not re-submitted")
+    if local > 0:
+        reasons.append(f"{local} file(s) missing from out/: restored from the store, not "
+                       "re-submitted")
+    if prior.lost:
+        price = f", about {estimate:g} Buzz" if estimate is not None else ""
+        reasons.append(f"{len(prior.lost)} file(s) only at Civitai: downloaded again by "
+                       "blob id; if Civitai no longer has them, `civflow run` plans the "
+                       f"instance as lost work{price}, within --max-cost")
     if prior.remote_error:
         reasons.append(f"the remote could not be asked ({prior.remote_error})")
     return tuple(reasons)
@@ -358,7 +379,8 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
                 inflight: Mapping[str, InFlight],
                 attempts: Mapping[tuple[str, str], int],
                 failed: Mapping[tuple[str, str], str],
-                alternates: Mapping[str, Prior] | None = None) -> Policy:
+                alternates: Mapping[str, Prior] | None = None,
+                gone: frozenset[str] = frozenset()) -> Policy:
     spec, graph = checked.spec, checked.graph
     every = set(spec.steps)
     unknown = sorted(s for s in (options.force | options.reroll) - every if s != "*")
@@ -377,7 +399,7 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
         reroll_steps=frozenset(options.reroll & every), wanted=wanted, filtered=filtered,
         only=options.only, priors=priors, inflight=inflight, attempts=attempts,
         failed=failed, retry_failed=options.retry_failed, tips=_tip_rates(spec.workflow),
-        alternates=alternates if alternates is not None else {})
+        alternates=alternates if alternates is not None else {}, gone=gone)
 
 
 def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
@@ -385,11 +407,12 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
          inflight: Mapping[str, InFlight] | None = None,
          attempts: Mapping[tuple[str, str], int] | None = None,
          failed: Mapping[tuple[str, str], str] | None = None,
-         alternates: Mapping[str, Prior] | None = None) -> Plan:
+         alternates: Mapping[str, Prior] | None = None,
+         gone: frozenset[str] = frozenset()) -> Plan:
     """Decide, for every selected instance in dependency order, whether it runs and why."""
     spec, graph = checked.spec, checked.graph
     policy = make_policy(checked, options or PlanOptions(), priors or {}, inflight or {},
-                         attempts or {}, failed or {}, alternates)
+                         attempts or {}, failed or {}, alternates, gone)
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
     out: list[PlannedInstance] = []

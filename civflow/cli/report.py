@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from civflow.runner.batching import Batch
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
-         Decision.CACHED: "=", Decision.SKIPPED: "-"}
+         Decision.CACHED: "=", Decision.SKIPPED: "-", Decision.LOST: "+"}
 
 
 def file_result(path: Path, diagnostics: Sequence[Diagnostic], *,

@@ -17,7 +17,7 @@ from civflow.client.base import Backend
 from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
 from civflow.expand import canonical_json
 from civflow.load.model import PipelineSpec
-from civflow.plan import Plan, PlanOptions, Prior, plan
+from civflow.plan import Decision, Plan, PlanOptions, Prior, plan
 from civflow.request import workflow_body
 from civflow.runner.events import Event, Phase, Reporter, ignore
 from civflow.runner.executor import Executor
@@ -26,6 +26,7 @@ from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History, read_history
 from civflow.runner.state import (
     Alternates,
+    default_out,
     entry_archive,
     object_store,
     prior_of,
@@ -46,6 +47,7 @@ __all__ = [
     "check_resources",
     "estimate",
     "execute",
+    "gone_blobs",
     "lockfile_target",
     "prepare",
     "run_lock",
@@ -69,14 +71,17 @@ class Prepared:
 
 
 def prepare(checked: Checked, options: PlanOptions | None = None, *,
-            update_lockfile: bool = False) -> Prepared:
+            update_lockfile: bool = False, out_dir: Path | None = None,
+            gone: frozenset[str] = frozenset()) -> Prepared:
     """Read the lockfile and what earlier runs left behind, and plan.
 
     With `--var` values that differ from the file's defaults, the committed lockfile is
     read but not written: the run's results go to a lockfile of their own under
     `.civflow/locks/` (read back by the next run with the same values), unless
     `update_lockfile`. Hold the pipeline's `run_lock` around prepare and execute: what
-    is read here must not change under the run.
+    is read here must not change under the run. Files are checked where a run into
+    `out_dir` (default: the project's `out/`) keeps them; `gone` names the blobs Civitai
+    no longer has (`gone_blobs`), whose instances are planned as lost work.
     """
     spec = checked.spec
     root = project_root(spec)
@@ -97,13 +102,15 @@ def prepare(checked: Checked, options: PlanOptions | None = None, *,
     store = object_store(spec)
     folder = spec.lockfile_path.parent
     cache = stat_cache(store)
-    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache)
+    out_base = default_out(spec, out_dir)
+    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache, out_base)
                                    for name, entry in (lock.instances.items() if lock else ())}
     alternates = Alternates(lock.alternates if lock else {}, entry_archive(root), folder,
-                            store, cache)
+                            store, cache, out_base)
     cache.save()
     made = plan(checked, priors, options, inflight=history.inflight,
-                attempts=history.attempts, failed=history.failed, alternates=alternates)
+                attempts=history.attempts, failed=history.failed, alternates=alternates,
+                gone=gone)
     return Prepared(checked, root, lock, history, made, target)
 
 
@@ -114,6 +121,36 @@ def lockfile_target(spec: PipelineSpec, root: Path, *, update: bool = False) -> 
         return spec.lockfile_path
     digest = hashlib.sha256(canonical_json(dict(spec.overrides)).encode()).hexdigest()[:12]
     return root / ".civflow" / "locks" / f"{spec.name}.vars-{digest}.lock.json"
+
+
+async def gone_blobs(prepared: Prepared, backend: Backend) -> frozenset[str]:
+    """Ask Civitai for every blob a cached instance can get nowhere else (not in out/,
+    the store or the remote): those it no longer has. Their instances must be made
+    again, so `run` plans them as lost work, priced and capped, before anything is sent.
+    Nothing is downloaded here."""
+    policy = prepared.plan.policy
+    wanted: set[str] = set()
+    for planned in prepared.plan.instances:
+        prior = policy.prior_for(planned.instance)
+        if planned.decision is Decision.CACHED and prior is not None:
+            wanted.update(prior.lost)
+    if not wanted:
+        return frozenset()
+    asking = asyncio.Semaphore(8)
+    gone: set[str] = set()
+
+    async def ask(blob_id: str) -> None:
+        async with asking:
+            try:
+                answer = await backend.refresh_blob(blob_id)
+            except ApiNotFound:
+                gone.add(blob_id)
+                return
+        if not isinstance(answer.get("url"), str):  # blocked or hidden since
+            gone.add(blob_id)
+
+    await asyncio.gather(*(ask(b) for b in sorted(wanted)))
+    return frozenset(gone)
 
 
 async def check_resources(prepared: Prepared, backend: Backend) -> None:

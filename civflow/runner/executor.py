@@ -56,6 +56,7 @@ from civflow.runner.results import InstanceResult, RunOptions, RunResult
 from civflow.runner.resume import History
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.archive import EntryArchive
+from civflow.store.integrity import relocated
 from civflow.store.journal import Journal, batch_external_id, external_id
 from civflow.store.lockfile import LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
@@ -69,6 +70,15 @@ _FLUSH_SHARE = 10  # ... and at least this many times as long as the last one to
 
 class _Stop(Exception):
     """Raised inside instance tasks when the run stops starting new work."""
+
+
+@dataclass(frozen=True)
+class _Reuse:
+    """What an earlier result does for an instance (see `Executor._reuse`)."""
+
+    settled: bool  # done without submitting: cached (its output), or failed (None)
+    output: Mapping[str, Any] | None = None
+    fresh: bool = False  # to be made again under a new key: its earlier files are gone
 
 
 @dataclass(frozen=True)
@@ -253,17 +263,10 @@ class Executor:
         """The tokenized output of the instance, or None if it did not succeed."""
         planned = self.policy.decide(inst, step)
         fp = inst.fingerprint
-        fresh = False
-        if planned.decision is Decision.CACHED:
-            entry, prior = await self._current(inst)
-            if prior.artifacts_ok or await self._repair(entry):
-                self.result.results[inst.name] = InstanceResult(
-                    inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
-                    artifacts=entry.artifacts)
-                self.report(Event(inst.name, Phase.CACHED))
-                return prior.output
-            fresh = True  # the outputs are gone for good: run it again, with a new key
-            self.refreshed.add(inst.step)
+        reused = await self._reuse(inst, planned)
+        if reused.settled:
+            return reused.output
+        fresh = reused.fresh
         if fp is None:
             self._fail_step(inst.name, "its input could not be resolved from upstream outputs")
             return None
@@ -296,18 +299,11 @@ class Executor:
             planned = self.policy.decide(inst, step)
             mine.append(replace(planned, instance=inst, decision=Decision.CACHED))
             fp = inst.fingerprint
-            fresh = False
-            if planned.decision is Decision.CACHED:
-                entry, prior = await self._current(inst)
-                if prior.artifacts_ok or await self._repair(entry):
-                    self.result.results[inst.name] = InstanceResult(
-                        inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
-                        artifacts=entry.artifacts)
-                    self.report(Event(inst.name, Phase.CACHED))
-                    outputs[inst.name] = prior.output
-                    continue
-                fresh = True
-                self.refreshed.add(inst.step)
+            reused = await self._reuse(inst, planned)
+            if reused.settled:
+                outputs[inst.name] = reused.output
+                continue
+            fresh = reused.fresh
             if fp is None:
                 self._fail_step(inst.name, "its input could not be resolved from upstream "
                                            "outputs")
@@ -615,6 +611,38 @@ class Executor:
                 self._not_run(t.inst, reason)
         return keep, total if keep else 0.0
 
+    async def _reuse(self, inst: Instance, planned: PlannedInstance) -> _Reuse:
+        """The one rule, batched or not, for an instance paid for before.
+
+        Cached: its files are made whole in this run's out/ from wherever they are (the
+        store, the team's remote, Civitai by blob id), and it is done. Should that fail
+        after all (a copy vanished since the plan), the instance fails and nothing is
+        submitted: making it again is work this plan did not price or ask for, and the
+        next `civflow run` plans it as lost. Lost (the plan found no copy anywhere): it
+        runs again under a new key, priced, capped and consented like new work.
+        """
+        if planned.decision is Decision.LOST:
+            self.refreshed.add(inst.step)
+            return _Reuse(settled=False, fresh=True)
+        if planned.decision is not Decision.CACHED:
+            return _Reuse(settled=False)
+        entry, prior = await self._current(inst)
+        if prior.artifacts_ok or await self._repair(entry):
+            self.result.results[inst.name] = InstanceResult(
+                inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
+                artifacts=entry.artifacts)
+            self.report(Event(inst.name, Phase.CACHED))
+            return _Reuse(settled=True, output=prior.output)
+        reason = ("its files could not be restored (not in out/, the store, the remote, "
+                  "nor at Civitai any more); nothing was submitted, and the next "
+                  "`civflow run` plans making it again, priced")
+        self.result.results[inst.name] = InstanceResult(inst.name, inst.step, "failed",
+                                                        reason=reason)
+        self.report(Event(inst.name, Phase.FAILED, status="failed", detail=reason))
+        if self.options.fail_fast:
+            self.stopping = True
+        return _Reuse(settled=True)
+
     async def _current(self, inst: Instance) -> tuple[LockedInstance, Prior]:
         """The lock entry (and its planning view) the plan found cached for `inst`; an
         earlier result becomes the entry again, and the entry it replaces is archived."""
@@ -632,6 +660,12 @@ class Executor:
                 self.priors[inst.name] = self.policy.alternates[fp]
                 self._dirty = True
         assert entry is not None, "the plan decides cached only with an entry"
+        # Files recorded outside this run's out/ (an earlier --out, a hand-edited path)
+        # are restored into it, and the entry says where they are now.
+        moved = relocated(entry, self.lock_dir, self.out_dir / self.spec.name)
+        if moved is not entry:
+            entry = self.entries[inst.name] = moved
+            self._dirty = True
         return entry, self.priors[inst.name]
 
     async def _keep_earlier(self, entry: LockedInstance) -> None:

@@ -11,7 +11,7 @@ from civflow.plan import Prior
 from civflow.remote.index import index_for
 from civflow.request import tokenize_output
 from civflow.store.archive import EntryArchive
-from civflow.store.integrity import ArtifactStatus, StatCache, check_artifacts
+from civflow.store.integrity import ArtifactStatus, StatCache, check_artifacts, relocated
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
@@ -27,6 +27,12 @@ def entry_archive(root: Path) -> EntryArchive:
 
 def object_store(spec: PipelineSpec) -> ObjectStore:
     return ObjectStore(project_root(spec) / ".civflow" / "objects")
+
+
+def default_out(spec: PipelineSpec, out_dir: Path | None = None) -> Path:
+    """Where a run (with `--out out_dir`, or the project's `out/`) writes the pipeline's
+    files: `<out>/<pipeline name>`."""
+    return (out_dir or project_root(spec) / "out") / spec.name
 
 
 @dataclass(frozen=True)
@@ -93,27 +99,34 @@ def artifact_health(entry: LockedInstance, lock_dir: Path, store: ObjectStore,
 
 
 def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
-             cache: StatCache | None = None) -> Prior:
+             cache: StatCache | None = None, out_base: Path | None = None) -> Prior:
     """Planning view of one lock entry; `artifacts_ok` only if every artifact is intact.
 
     Intact means the store object and the out/ file both hash to the recorded sha256
     (checked through the stat cache, see `artifact_health` for which ones need
     restoring and which a download). Those no local copy can give are looked up on the
     project's remote, if it has one (`remote`: pulled by the run, not re-submitted).
-    With `store=None` artifacts are taken as they are.
+    With `store=None` artifacts are taken as they are. With `out_base` (the run's
+    `out/<pipeline>`), files recorded outside it are checked where the run restores them
+    (`relocated`). `lost` names the blobs no local copy nor the remote can give.
     """
     sha_by_blob = {a.blob_id: a.sha256 for a in entry.artifacts}
     damaged = 0
     remote: tuple[str, ...] = ()
     remote_error: str | None = None
+    lost: tuple[str, ...] = ()
+    if out_base is not None:
+        entry = relocated(entry, lock_dir, out_base)
     if store is not None and entry.artifacts:
         health = artifact_health(entry, lock_dir, store, cache)
         damaged = sum(not s.ok for s in health.statuses)
-        lost = {a.sha256 for a in health.redownload}
-        index = index_for(store) if lost else None  # the remote is asked only then
+        gone_here = {a.sha256 for a in health.redownload}
+        index = index_for(store) if gone_here else None  # the remote is asked only then
         if index is not None:
-            remote = tuple(sorted(index.holding(lost)))
+            remote = tuple(sorted(index.holding(gone_here)))
             remote_error = index.error
+        lost = tuple(sorted({a.blob_id for a in health.redownload
+                             if a.sha256 not in remote}))
     return Prior(
         fingerprint=entry.fingerprint,
         request=entry.request,
@@ -125,6 +138,7 @@ def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
         damaged=damaged,
         remote=remote,
         remote_error=remote_error,
+        lost=lost,
     )
 
 
@@ -135,7 +149,8 @@ def load_priors(spec: PipelineSpec, *, check_artifacts: bool = True) -> dict[str
     store = object_store(spec) if check_artifacts else None
     folder = spec.lockfile_path.parent
     cache = stat_cache(store) if store is not None else None
-    priors = {name: prior_of(entry, folder, store, cache)
+    out_base = default_out(spec) if check_artifacts else None
+    priors = {name: prior_of(entry, folder, store, cache, out_base)
               for name, entry in lock.instances.items()}
     if cache is not None:
         cache.save()
@@ -147,10 +162,11 @@ class Alternates(Mapping[str, Prior]):
     other side) and this machine's archive (`.civflow/entries`), read on demand."""
 
     def __init__(self, committed: Mapping[str, LockedInstance], archive: EntryArchive,
-                 lock_dir: Path, store: ObjectStore, cache: StatCache) -> None:
+                 lock_dir: Path, store: ObjectStore, cache: StatCache,
+                 out_base: Path | None = None) -> None:
         self._committed = committed
         self._archive = archive
-        self._args = (lock_dir, store, cache)
+        self._args = (lock_dir, store, cache, out_base)
         self._seen: dict[str, Prior | None] = {}
 
     def entry(self, fingerprint: str) -> LockedInstance | None:

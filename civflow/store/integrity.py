@@ -14,14 +14,14 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from civflow.errors import FileAccessError
-from civflow.names import contained
+from civflow.errors import FileAccessError, UnsafePath
+from civflow.names import contained, safe_dirname, safe_extension
 from civflow.store.atomic import atomic_write_text
-from civflow.store.lockfile import Artifact
+from civflow.store.lockfile import Artifact, LockedInstance
 from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "StatCache",
     "check_artifact",
     "check_artifacts",
+    "relocated",
     "restore_artifact",
 ]
 
@@ -245,3 +246,29 @@ def restore_artifact(status: ArtifactStatus, store: ObjectStore, cache: StatCach
         cache.record(store.path_for(artifact.sha256), artifact.sha256)
         return ArtifactStatus(artifact, ArtifactState.OK, status.out_path)
     return status
+
+
+def relocated(entry: LockedInstance, lock_dir: Path, out_base: Path) -> LockedInstance:
+    """`entry` with every artifact recorded outside `out_base` (the current run's
+    `out/<pipeline>`) moved to where a download into it puts that file:
+    `<out_base>/<safe_dirname(instance)>/<n>.<ext>`.
+
+    An earlier run's `--out`, a moved project or a hand-edited path (`../../x.png`) then
+    never decides where civflow writes, nor makes a paid result look lost: its bytes
+    are restored into the current out/ from wherever they are. Entries whose files are
+    all inside `out_base` come back as they are.
+    """
+    moved: list[Artifact] = []
+    changed = False
+    for n, artifact in enumerate(entry.artifacts):
+        try:
+            contained(out_base, lock_dir / artifact.path)
+        except UnsafePath:
+            ext = safe_extension(PurePosixPath(artifact.path).suffix.lstrip(".")) or "bin"
+            target = out_base / safe_dirname(entry.instance) / f"{n}.{ext}"
+            path = Path(os.path.relpath(target, lock_dir)).as_posix()
+            moved.append(replace(artifact, path=path))
+            changed = True
+        else:
+            moved.append(artifact)
+    return replace(entry, artifacts=tuple(moved)) if changed else entry
