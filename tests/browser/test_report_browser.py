@@ -24,6 +24,7 @@ from tests.review_report.support import (
     Repo,
     changed_by_edit,
     changed_looks,
+    looks,
     make_repo,
 )
 
@@ -144,3 +145,50 @@ def _check_page(browser: Any, out: Path, shots: Path) -> None:
         for shot in shots.iterdir():
             shutil.copy2(shot, Path(keep) / shot.name)
     print(f"screenshots: {shots}")
+
+
+HOSTILE = b"<html><body><script>document.title = 'pwned'; window.pwned = 1;</script></body></html>"
+
+
+def test_an_active_artifact_is_published_inert(repo: Repo, tmp_path: Path) -> None:
+    """Anyone who can push to a team remote chooses an artifact's bytes and recorded
+    path: one that ends in .html (or .svg, .js) is published as a download, and opening
+    its link runs nothing."""
+    import json
+
+    from civflow.store.objects import ObjectStore
+
+    _chromium_or_skip()
+    repo.write("looks", looks())
+    repo.run("looks")
+    planted = tmp_path / "planted.html"
+    planted.write_bytes(HOSTILE)
+    sha = ObjectStore(repo.root / ".civflow" / "objects").import_file(planted)
+    lock_path = repo.root / "pipelines" / "looks.lock.json"
+    lock = json.loads(lock_path.read_text(encoding="utf-8"))
+    cover = lock["instances"]["cover"]
+    for suffix, media_type in (("html", "text/html"), ("svg", "image/svg+xml"),
+                               ("js", None)):
+        cover["artifacts"].append({
+            "blobId": f"planted-{suffix}", "sha256": sha, "size": len(HOSTILE),
+            "mediaType": media_type, "width": None, "height": None,
+            "path": f"../out/looks/cover/planted.{suffix}"})
+    from civflow.store.lockfile import Lockfile
+
+    Lockfile.from_json(json.dumps(lock), lock_path).save(lock_path)
+    out = tmp_path / "report"
+    done = repo.cli("report", "pipelines", "--out", str(out))
+    assert done.code == 0, done.err
+    published = {p.suffix for p in (out / "files").iterdir()}
+    assert published.isdisjoint({".html", ".svg", ".js", ".htm", ".xml"}), published
+    with _browser() as browser:
+        page = _open(browser, out / "index.html")
+        links = page.evaluate("Array.from(document.querySelectorAll('a[href^=\"files/\"]'))"
+                              ".map(a => [a.getAttribute('href'), a.hasAttribute('download')])")
+        planted_links = [(h, d) for h, d in links if h == f"files/{sha}.bin"]
+        assert planted_links and all(d for _, d in planted_links), links
+        assert page.evaluate("window.pwned") is None and page.title() != "pwned"
+        with contextlib.suppress(Exception):  # a download, not a page: goto may refuse it
+            page.goto((out / planted_links[0][0]).as_uri())
+        assert page.evaluate("window.pwned") is None and page.title() != "pwned"
+        page.close()

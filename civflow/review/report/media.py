@@ -30,7 +30,7 @@ from civflow.store.atomic import atomic_write_bytes
 from civflow.store.lockfile import Artifact
 from civflow.store.objects import ObjectStore
 
-__all__ = ["Media", "MediaCounts", "MediaFolder", "kind_of"]
+__all__ = ["PUBLISHED", "Media", "MediaCounts", "MediaFolder", "kind_of"]
 
 THUMB_PX = 256
 MAX_WORKERS = 4  # threads copying and encoding at once
@@ -45,22 +45,25 @@ _EXTENSIONS = {
 }
 _IMAGE_SUFFIXES = {"jpg", "jpeg", "png", "webp", "gif", "avif", "bmp"}
 _VIDEO_SUFFIXES = {"mp4", "webm", "mov", "mkv"}
+# The only suffixes a report publishes: media a browser shows inertly, and plain data.
+# Anything else (html, svg, js, xml, pdf, ...) whoever chose its bytes could make run
+# script when opened from the page, so it is published as `.bin`, a download.
+PUBLISHED = frozenset({*_IMAGE_SUFFIXES, *_VIDEO_SUFFIXES, "mp3", "wav", "json", "txt"})
 
 
 def _suffix(artifact: Artifact) -> str:
+    """The published file's suffix: from the media type when it is one of the known
+    kinds, else from the recorded path when that is in PUBLISHED, else `bin`."""
     known = _EXTENSIONS.get((artifact.media_type or "").split(";")[0].strip().lower())
     if known:
         return known
-    return safe_extension(Path(artifact.path).suffix.lstrip(".")) or "bin"
+    recorded = safe_extension(Path(artifact.path).suffix.lstrip("."))
+    return recorded if recorded in PUBLISHED else "bin"
 
 
 def kind_of(artifact: Artifact) -> str:
-    """"image", "video" or "file", from the media type (or, lacking one, the suffix)."""
-    media_type = (artifact.media_type or "").lower()
-    if media_type.startswith("image/"):
-        return "image"
-    if media_type.startswith("video/"):
-        return "video"
+    """"image", "video" or "file", from the suffix the report publishes it under, so
+    an `image/svg+xml` (active content) is a file, never a picture."""
     suffix = _suffix(artifact)
     if suffix in _IMAGE_SUFFIXES:
         return "image"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from civflow.names import shown
 from civflow.review.report.assets import CSS, JS
 from civflow.review.report.media import THUMBNAILS, Media
 from civflow.review.report.model import STATUSES, Card, PipelineView, StepView
@@ -29,7 +30,7 @@ MAX_FIELDS = 24  # input fields listed in one card's details
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(shown(str(value)), quote=True)
 
 
 def _text(value: object, limit: int = MAX_TEXT) -> str:
@@ -158,8 +159,8 @@ class _Cards:
             others = [k for k in sorted(given) if k not in
                       ("prompt", "negativePrompt", "seed", "model", "loras")]
             rows += [(k, _text(given[k], 300)) for k in others[:MAX_FIELDS]]
-            rows += [("file", f'<a href="{_e(m.original)}">{_e(m.artifact.path.rsplit("/", 1)[-1])}'
-                              f"</a> {_size(m)}") for m in self.media(card, side) if m.original]
+            rows += [("file", f'{_file_link(m)} {_size(m)}')
+                     for m in self.media(card, side) if m.original]
         body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
         return f'<details><summary>details</summary><dl class="kv">{body}</dl></details>'
 
@@ -236,8 +237,15 @@ def _media(media: Media, name: str) -> str:
         # Without Pillow (no civflow[report]) the page shows the picture itself.
         return (f'<a href="{_e(media.original)}"><img src="{_e(media.thumb or media.original)}"'
                 f' loading="lazy" decoding="async"{size} alt="{_e(name)}"></a>')
+    return _file_link(media, 'class="ph" ')
+
+
+def _file_link(media: Media, attributes: str = "") -> str:
+    """A link to a published file by its recorded name; anything but a picture or a
+    video is a download, never opened as a page (see media.PUBLISHED)."""
     label = media.artifact.path.rsplit("/", 1)[-1]
-    return f'<a class="ph" href="{_e(media.original)}">{_e(label)}</a>'
+    download = "" if media.kind in ("image", "video") else " download"
+    return f'<a {attributes}href="{_e(media.original)}"{download}>{_e(label)}</a>'
 
 
 def _grid_axes(step: StepView, grid: Grid) -> tuple[str, str | None]:
