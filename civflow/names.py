@@ -120,6 +120,31 @@ def unsafe_name_reason(value: str) -> str | None:
     return None
 
 
+def shown(text: str) -> str:
+    """`text` as civflow prints it: control characters, bidirectional overrides and
+    isolates (U+202A-202E, U+2066-2069) and other invisible format characters become
+    `\\uXXXX` escapes, so a name from a pipeline or a server can neither reorder what a
+    terminal, a comment or a page shows around it nor hide part of itself."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else
+                   f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+                   for ch in text)
+
+
+_MARKDOWN = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
+             "|": "&#124;", "\\": "&#92;", "`": "&#96;", "*": "&#42;", "_": "&#95;",
+             "[": "&#91;", "]": "&#93;", "~": "&#126;", "@": "&#64;", "#": "&#35;",
+             "!": "&#33;", ":": "&#58;", "$": "&#36;", "\n": " ", "\r": " ", "\t": " "}
+
+
+def markdown_text(text: str) -> str:
+    """`text` safe anywhere in GitHub Markdown, a table cell included: no formatting,
+    no links, no mentions, no HTML, one line; invisible characters `shown` escaped."""
+    return "".join(_MARKDOWN.get(c, c) for c in shown(text.replace("\n", " ")
+                                                      .replace("\r", " ").replace("\t", " ")))
+
+
 def blob_id_ok(blob_id: object) -> bool:
     """Whether `blob_id` has the strict shape civflow accepts (letters, digits, `_`, `-`,
     one optional `.ext`; at most 128 + 11 characters)."""

@@ -122,3 +122,13 @@ def test_contained_refuses_escapes_and_symlinks_out(tmp_path: Path) -> None:
     os.symlink(tmp_path, base / "link")
     with pytest.raises(UnsafePath):
         contained(base, base / "link" / "x")
+
+
+def test_shown_escapes_what_could_reorder_or_hide_text() -> None:
+    from civflow.names import markdown_text, shown
+
+    assert shown("shot[front-s11]") == "shot[front-s11]"
+    assert shown("é 日本 ✓") == "é 日本 ✓"
+    assert shown("a\u202eb\u2066c\u200bd\x1be") == "a\\u202eb\\u2066c\\u200bd\\u001be"
+    assert shown("tab\tnl\n") == "tab\\u0009nl\\u000a"
+    assert markdown_text("`x`|[y](z)\u202e") == "&#96;x&#96;&#124;&#91;y&#93;(z)&#92;u202e"

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from civflow.names import shown
 from civflow.runner.events import Event, Phase
 
 _STYLE = {Phase.CACHED: "dim", Phase.SKIPPED: "yellow", Phase.SUCCEEDED: "green",
@@ -34,14 +35,14 @@ class LineLog:
     def __call__(self, event: Event) -> None:
         if event.phase in (Phase.WAITING, Phase.RUNNING, Phase.DOWNLOADING):
             return
-        parts = [f"[{time.monotonic() - self.start:7.1f}s]", f"{event.instance}:",
+        parts = [f"[{time.monotonic() - self.start:7.1f}s]", f"{shown(event.instance)}:",
                  event.phase.value]
         if event.workflow_id:
             parts.append(f"workflow {event.workflow_id}")
         if event.cost:
             parts.append(f"{event.cost:g} Buzz")
         if event.detail:
-            parts.append(f"({event.detail})")
+            parts.append(f"({shown(event.detail)})")
         print(" ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -80,6 +81,7 @@ class LiveTable:
 
     def _table(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False, show_edge=False)
         for column in ("instance", "state", "", "Buzz", "time"):
@@ -90,7 +92,9 @@ class LiveTable:
             elapsed = (row.ended or time.monotonic()) - row.started
             state = row.status if row.phase in (Phase.RUNNING, Phase.SUBMITTED) and \
                 row.status else row.phase.value
-            table.add_row(name, f"[{_STYLE.get(row.phase, 'white')}]{state}[/]", row.note,
+            # Names and notes are text, never rich markup: a matrix value may hold '['.
+            table.add_row(Text(shown(name)), Text(state, style=_STYLE.get(row.phase, "white")),
+                          Text(shown(row.note)),
                           f"{row.cost:g}" if row.cost else "",
                           "" if row.phase in (Phase.CACHED, Phase.SKIPPED) else f"{elapsed:.1f}s")
         table.caption = f"{spent:g} Buzz so far"

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from civflow.check import Checked
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid
 from civflow.load.model import PipelineSpec
+from civflow.names import markdown_text as escape
+from civflow.names import shown
 from civflow.plan import Decision, Plan, PlannedInstance
 from civflow.store.lockfile import Lockfile
 
@@ -123,24 +125,26 @@ def plan(p: Plan, fmt: str, workflows: Sequence[Batch] = ()) -> str:
                 "| | instance | type | decision | why | estimate |",
                 "|---|---|---|---|---|---|"]
         for i in p.instances:
-            why = "; ".join(i.reasons).replace("|", "\\|") + \
+            why = escape("; ".join(i.reasons)) + \
                 (" (unchecked)" if i.instance.step in unchecked else "")
-            rows.append(f"| {_MARK[i.decision]} | `{i.name}` | {i.instance.type} | "
-                        f"{i.decision.value} | {why} | {_estimate_text(i)} |")
+            rows.append(f"| {_MARK[i.decision]} | <code>{escape(i.name)}</code> | "
+                        f"{escape(i.instance.type)} | {i.decision.value} | {why} | "
+                        f"{_estimate_text(i)} |")
         return "\n".join(rows) + "\n" + shared
-    width = max((len(i.name) for i in p.instances), default=8)
+    width = max((len(shown(i.name)) for i in p.instances), default=8)
     lines = [_summary(p)]
     for i in p.instances:
-        lines.append(f"  {_MARK[i.decision]} {i.name:<{width}}  {i.decision.value:<8}  "
-                     f"{'; '.join(i.reasons)}"
+        lines.append(f"  {_MARK[i.decision]} {shown(i.name):<{width}}  {i.decision.value:<8}  "
+                     f"{shown('; '.join(i.reasons))}"
                      + (f"  ({_estimate_text(i)})" if i.decision.runs else "")
                      + ("  [unchecked]" if i.instance.step in unchecked else ""))
     return "\n".join(lines) + "\n" + shared
 
 
 def _workflow_line(number: int, batch: Batch, fmt: str) -> str:
-    names = ", ".join(f"`{n}`" if fmt == "markdown" else n for n in batch.members)
-    fused = f" (fused by $ref: {', '.join(batch.fused)})" if batch.fused else ""
+    names = ", ".join(f"<code>{escape(n)}</code>" if fmt == "markdown" else shown(n)
+                      for n in batch.members)
+    fused = f" (fused by $ref: {shown(', '.join(batch.fused))})" if batch.fused else ""
     return f"{'- ' if fmt == 'markdown' else '  '}workflow {number}: {names}{fused}\n"
 
 

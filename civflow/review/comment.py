@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from civflow.names import markdown_text
 from civflow.review.diff import FieldChange, InstanceChange, PipelineReview, Review
 
 __all__ = ["JSON_SCHEMA", "MARKER", "MAX_COMMENT", "markdown", "review_json", "safe_url",
@@ -39,10 +40,6 @@ MAX_PATTERNS = 8
 MAX_INSTANCE_FIELDS = 4
 
 _MARK = {"added": "+", "removed": "-", "changed": "~", "unchanged": "="}
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
-             "|": "&#124;", "\\": "&#92;", "`": "&#96;", "*": "&#42;", "_": "&#95;",
-             "[": "&#91;", "]": "&#93;", "~": "&#126;", "@": "&#64;", "#": "&#35;",
-             "!": "&#33;", ":": "&#58;", "$": "&#36;", "\n": " ", "\r": " ", "\t": " "}
 
 
 # -- text pieces -----------------------------------------------------------------------
@@ -56,11 +53,7 @@ def safe_url(url: str) -> bool:
 
 
 
-def escape(text: str) -> str:
-    """`text` safe anywhere in GitHub Markdown, a table cell included: no formatting,
-    no links, no mentions, no HTML, one line."""
-    return "".join(_ENTITIES.get(c, c) if c.isprintable() or c in "\n\r\t" else "�"
-                   for c in text)
+escape = markdown_text
 
 
 def shorten(text: str, limit: int = MAX_VALUE) -> str:

@@ -12,12 +12,14 @@ inside the scratch folder it was meant for. Reads are bounded in size and count.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from civflow.errors import UnsafePath, UsageError
+from civflow.names import shown
 
 __all__ = [
     "MAX_BASE_BYTES",
@@ -232,20 +234,24 @@ def open_base(ref: str, cwd: Path) -> BaseTree:
     """
     root = repo_root(cwd)
     if not ref or ref.startswith("-") or any(c in ref for c in "\x00\n\r"):
-        raise UsageError(f"--base {ref!r}: not a git ref",
+        raise UsageError(f"--base {shown(repr(ref))}: not a git ref",
                          hint="name a branch, a tag or a commit, e.g. --base main")
     done = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options",
                 f"{ref}^{{commit}}", check=False)
     commit = done.stdout.decode("ascii", "replace").strip()
     if done.returncode != 0 or not commit:
+        # The ref is the caller's text: quoted for the shell in the commands the hint
+        # suggests, and shown with its invisible characters escaped.
+        quoted = shown(shlex.quote(ref))
+        branch = shown(shlex.quote(f"origin/{ref.removeprefix('origin/')}"))
         shallow = _git(root, "rev-parse", "--is-shallow-repository", check=False)
         if shallow.stdout.strip() == b"true":
             hint = (f"this is a shallow clone: fetch the base first, e.g. "
-                    f"`git fetch --depth=50 origin {ref}` (or, in GitHub Actions, "
+                    f"`git fetch --depth=50 origin {quoted}` (or, in GitHub Actions, "
                     f"actions/checkout with `fetch-depth: 0`), then name it as "
-                    f"--base origin/{ref.removeprefix('origin/')}")
+                    f"--base {branch}")
         else:
-            hint = (f"fetch it first (`git fetch origin {ref}`), or name a branch, tag or "
-                    f"commit this clone has (`git branch -a`)")
-        raise UsageError(f"--base {ref}: no such commit in {root}", hint=hint)
+            hint = (f"fetch it first (`git fetch origin {quoted}`), or name a branch, tag "
+                    f"or commit this clone has (`git branch -a`)")
+        raise UsageError(f"--base {quoted}: no such commit in {root}", hint=hint)
     return BaseTree(root, ref, commit)

@@ -117,7 +117,7 @@ def test_plan_text_json_markdown(capsys: pytest.CaptureFixture[str], workdir: Pa
     assert data["instances"][1]["fanout"] is True
     code, md, _ = run(capsys, "plan", path, "--format", "markdown")
     assert md.startswith("### civflow plan: `hero-shot`\n")
-    assert "| + | `hero` | imageGen | new | not in the lockfile |" in md
+    assert "| + | <code>hero</code> | imageGen | new | not in the lockfile |" in md
 
 
 def test_plan_only_and_force(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
@@ -409,3 +409,20 @@ steps:
     path.write_text(path.read_text().replace("snippets/house.j2", "../../../etc/passwd"))
     code, out, _ = run(capsys, "validate", str(path))
     assert code == 2 and "outside" in out
+
+
+def test_plan_shows_invisible_characters_of_names_escaped(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A matrix value with a right-to-left override would display the instance name
+    reversed; every format shows it escaped instead."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".civflow").mkdir()
+    (tmp_path / "p.yaml").write_text(
+        'version: 1\nname: p\nsteps:\n  say:\n    type: echo\n    matrix:\n'
+        '      who: ["gpj.\u202eexe"]\n    input:\n      message: "hi {{ matrix.who }}"\n',
+        encoding="utf-8")
+    for fmt in ("text", "markdown"):
+        code, out, err = run(capsys, "plan", "p.yaml", "--format", fmt)
+        assert code == 0, err
+        assert "\u202e" not in out and "u202e" in out, out

