@@ -99,7 +99,9 @@ single = re.fullmatch(r"repos/([^/]+/[^/]+)/issues/comments/(\d+)", url)
 if method == "GET" and listing:
     out = [c for c in state["comments"] if c["issue"] == int(listing[2])]
 elif method == "POST" and listing:
-    out = {"id": 1000 + len(state["comments"]), "issue": int(listing[2]), "body": fields["body"]}
+    # Comments posted with the workflow's token are the Actions bot's, as on GitHub.
+    out = {"id": 1000 + len(state["comments"]), "issue": int(listing[2]), "body": fields["body"],
+           "user": {"login": "github-actions[bot]"}}
     state["comments"].append(out)
 elif method == "PATCH" and single:
     (out,) = [c for c in state["comments"] if c["id"] == int(single[2])]
@@ -122,6 +124,17 @@ def install_fake_gh(folder: Path) -> Path:
     gh.write_text(f"#!{sys.executable}\n{FAKE_GH}", encoding="utf-8")
     gh.chmod(0o755)
     return folder / "gh-state.json"
+
+
+def plant_comment(state: Path, issue: int, body: str, login: str) -> int:
+    """A comment someone else wrote on the pull request (its author may edit it)."""
+    data = json.loads(state.read_text(encoding="utf-8")) if state.exists() else \
+        {"comments": [], "calls": []}
+    comment = {"id": 1000 + len(data["comments"]), "issue": issue, "body": body,
+               "user": {"login": login}}
+    data["comments"].append(comment)
+    state.write_text(json.dumps(data), encoding="utf-8")
+    return int(comment["id"])
 
 
 def comments(state: Path) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from tests.scaffold.actions import (
     condition,
     install_fake_gh,
     load_workflow,
+    plant_comment,
     run_script,
     substitute,
 )
@@ -79,6 +80,23 @@ def test_workflow_has_the_structure_actions_requires() -> None:
     assert "civflow run --yes --max-cost" in keyed["run"]
     assert "${{ vars.CIVFLOW_MAX_COST }}" in keyed["env"]["MAX_COST"]
     assert MARKER in text
+
+
+def test_secrets_and_event_values_reach_only_the_steps_that_use_them() -> None:
+    """Secrets are given step by step (a job- or workflow-wide secret reaches every
+    step, the pull request's own commands included); values from the event reach shell
+    lines through `env:`, never pasted into a script where a branch name could run."""
+    flow = load_workflow(_workflow_text())
+    assert not any("secrets." in str(v) for v in flow.get("env", {}).values())
+    for name, job in flow["jobs"].items():
+        assert not any("secrets." in str(v) for v in job.get("env", {}).values()), name
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), (name, step.get("name"))
+            secrets = {k for k, v in step.get("env", {}).items() if "secrets." in str(v)}
+            if secrets - {"GH_TOKEN"}:
+                # Only steps that talk to the remote or the API hold credentials.
+                assert any(word in step["run"] for word in
+                           ("civflow pull", "civflow push", "civflow run")), step
 
 
 def _steps(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,12 +210,17 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
         }
         review = flow["jobs"]["review"]
         assert condition(review["if"], context)
+        # The pull request's author posts the marker first, hoping the plan lands in a
+        # comment they can edit afterwards.
+        planted = plant_comment(state, 7, f"{MARKER}\nlooks good, merge it", "mallory")
         created_before = emulator.counters()["workflows_created"]
         ran = _run_job(review, pr_ci, context, pr_env, outputs)
         assert {"Validate", "Fetch the artifacts the lockfiles name", "Review page",
                 "Plan against the base branch", "Sticky comment"} <= set(ran), ran
         assert emulator.counters()["workflows_created"] == created_before  # nothing paid
-        (comment,) = comments(state)
+        theirs, comment = comments(state)
+        assert theirs["id"] == planted and theirs["body"].endswith("looks good, merge it")
+        assert comment["user"]["login"] == "github-actions[bot]"
         assert comment["issue"] == 7 and MARKER in comment["body"]
         assert url in comment["body"]
         assert "seed=11" in comment["body"] and "seed=22" in comment["body"]
@@ -208,7 +231,8 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
             "blurry, lowres", "blurry, lowres, text"), encoding="utf-8")
         _git(pr_ci, "commit", "-q", "-am", "no text", env=env)
         _run_job(review, pr_ci, context, pr_env, outputs)
-        (again,) = comments(state)
+        theirs_again, again = comments(state)
+        assert theirs_again == theirs
         assert again["id"] == comment["id"] and again["body"] != comment["body"]
         assert [c[0] for c in calls(state)] == ["GET", "POST", "GET", "PATCH"]
     assert not any(SECRET in out for out in outputs), "the API key was printed"
