@@ -220,6 +220,11 @@ async def estimate(prepared: Prepared, backend: Backend | None, *,
     return Estimate(total, unpriced)
 
 
+def _over_cap(total: float, cap: float) -> None:
+    raise SpendingRefused(f"the plan is estimated at {total:,.0f} Buzz, over --max-cost "
+                          f"{cap:,.0f}", hint="raise --max-cost or run fewer steps (--only)")
+
+
 def check_out_dir(out_dir: Path) -> None:
     """`--out` must be a folder civflow can write, found out before anything is paid for."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -244,13 +249,15 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
     """Check resources and the output folder, estimate, ask (when `confirm` is given),
     then run."""
     check_out_dir(options.out_dir or prepared.root / "out")
+    if options.max_cost is not None and prepared.plan.estimate > options.max_cost:
+        # The catalog's prices alone are over the cap: refused before any request, the
+        # whatif included.
+        _over_cap(prepared.plan.estimate, options.max_cost)
     await check_resources(prepared, backend)
     if confirm is not None or options.max_cost is not None:
         cost = await estimate(prepared, backend, whatif_all=confirm is not None)
         if options.max_cost is not None and cost.total > options.max_cost:
-            raise SpendingRefused(
-                f"the plan is estimated at {cost.total:,.0f} Buzz, over --max-cost "
-                f"{options.max_cost:,.0f}", hint="raise --max-cost or run fewer steps (--only)")
+            _over_cap(cost.total, options.max_cost)
         if confirm is not None and not await confirm(prepared.plan, cost):
             raise SpendingRefused("not confirmed: nothing was submitted")
     # Creating the journal and its first record fsync: off the event loop, like every

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from civflow.emulator import RunningEmulator
-from tests.e2e.support import MODEL, Project, check_artifacts, created
+from tests.e2e.support import (
+    MODEL,
+    WORKFLOWS,
+    Project,
+    check_artifacts,
+    created,
+    requests_to,
+)
 
 SWEEP = f"""\
 version: 1
@@ -97,11 +104,13 @@ def test_files_gone_everywhere_are_planned_as_work_and_held_to_the_cap(
             (project.lock_path("sweep").parent / artifact["path"]).unlink()
     shutil.rmtree(project.root / ".civflow" / "objects")
     made, charged = created(emulator), _charged(emulator)
+    posts = requests_to(emulator, WORKFLOWS)
 
     refused = project.run("sweep", "--max-cost", "0", *batching)
     assert refused.code == 8, refused.text
     assert "over --max-cost 0" in refused.err, refused.err
-    # Priced (a whatif at most), nothing created or charged.
+    # Refused before any POST, not even a whatif; nothing created or charged.
+    assert requests_to(emulator, WORKFLOWS) == posts
     assert created(emulator) == made and _charged(emulator) == charged
 
     paid = project.run("sweep", *batching)
