@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,15 @@ def test_options_change_and_missing_artifacts_are_restored_not_repaid(tmp_path: 
     planned = _by_name(plan(checked, {"hero": gone}))["hero"]
     # Paid for already: the files come back from the store or by blob id.
     assert planned.decision is Decision.CACHED and planned.estimate == 0.0
-    assert planned.reasons[1].startswith("2 file(s) missing or modified: restored")
+    assert planned.reasons[1].startswith("2 file(s) missing from out/: restored")
+    # Files only Civitai has: cached while it has them, lost (priced) once it has not.
+    only_there = replace(gone, lost=("blob-a",))
+    planned = _by_name(plan(checked, {"hero": only_there}))["hero"]
+    assert planned.decision is Decision.CACHED and planned.estimate == 0.0
+    assert "only at Civitai" in planned.reasons[-1]
+    lost = _by_name(plan(checked, {"hero": only_there}, gone=frozenset({"blob-a"})))["hero"]
+    assert lost.decision is Decision.LOST and lost.decision.runs
+    assert lost.estimate is not None and lost.estimate > 0
 
 
 def test_forced_step_and_its_dependents(tmp_path: Path) -> None:
