@@ -81,6 +81,9 @@ _MB = 1024 * 1024
 _ERROR_BODY_CAP = 64 * 1024  # bytes of an error answer kept for its message
 _POOL_SHARD = 32  # connections per httpx pool
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: a header-safe token
+# Shorter keys are refused: the key is blanked wherever it could be shown, and a key
+# like `k` or `test` matches ordinary text (civitai.com keys are 32 hex characters).
+MIN_KEY_LENGTH = 16
 _KEY_HINT = ("set CIVITAI_API_KEY (create a key at https://civitai.com/user/account), pass "
              "--api-key-file, or try the pipeline offline with --emulator")
 _log = logging.getLogger(__name__)
@@ -181,6 +184,14 @@ class CivitaiClient:
                 raise AuthenticationError(
                     "the Civitai API key contains spaces or characters a key never has",
                     hint="copy the key again; it is a single token of printable characters")
+            if len(api_key) < MIN_KEY_LENGTH:
+                raise AuthenticationError(
+                    f"the Civitai API key is {len(api_key)} characters long; civflow needs "
+                    f"at least {MIN_KEY_LENGTH}",
+                    hint="a real key is 32 characters; for the emulator or a CI dry run any "
+                         f"random token of {MIN_KEY_LENGTH} or more characters works. civflow "
+                         "blanks the key out of what it shows, and a short one would match "
+                         "ordinary words in prompts and URLs")
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self._key = _Secret(api_key) if api_key else None
         self.max_attempts = max(1, max_attempts)

@@ -428,3 +428,12 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     asyncio.run(client.aclose())
     with pytest.raises(AuthenticationError, match="no such API key file"):
         CivitaiClient.from_env(tmp_path / "missing")
+
+
+def test_a_key_too_short_to_blank_safely_is_refused() -> None:
+    for short in ("k", "test", "x" * 15):
+        with pytest.raises(AuthenticationError) as refused:
+            CivitaiClient("http://127.0.0.1:9", short)
+        assert "characters long; civflow needs at least 16" in refused.value.message
+        assert refused.value.hint is not None and "16 or more" in refused.value.hint
+    CivitaiClient("http://127.0.0.1:9", "x" * 16)  # long enough
