@@ -428,7 +428,7 @@ def test_a_workflow_that_never_finishes_is_canceled_at_its_timeout(
         port = server.servers[0].sockets[0].getsockname()[1]
         checked = check_pipeline(load_pipeline(path))
         try:
-            async with CivitaiClient(f"http://127.0.0.1:{port}", "key") as client:
+            async with CivitaiClient(f"http://127.0.0.1:{port}", "key-0123456789abcdef") as client:
                 with run_lock(checked.spec, project.root):
                     return await execute(prepare(checked), client,
                                          RunOptions(wait_seconds=1, timeout_grace=0))
