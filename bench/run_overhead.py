@@ -51,7 +51,7 @@ from civflow.emulator import EmulatorConfig, start_emulator
 JOB_SECONDS = 1.0
 ECHO_SECONDS = 0.5  # the emulator's modelled duration of an echo job
 LAYERS = ("a", "b", "c")
-KEY = "bench-key"
+KEY = "bench-key-0123456789"
 REPO = Path(__file__).resolve().parents[1]
 
 
