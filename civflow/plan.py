@@ -410,11 +410,12 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             out += [PlannedInstance(i, Decision.SKIPPED, (why,), None) for i in instances]
             continue
         outputs: list[Mapping[str, Any]] = []
+        cached: list[Instance] = []
         for inst in instances:
             planned = policy.decide(inst, step, [u for u in upstream if u in running])
             if inst.fanout:
                 planned = replace(planned, expected=_fanout_size(step, out))
-            if verdict is None:
+            if verdict is None or inst.when_pending:
                 planned = PlannedInstance(planned.instance, planned.decision,
                                           (*planned.reasons, "when is evaluated at run time"),
                                           planned.estimate)
@@ -424,7 +425,8 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             prior = policy.prior_for(inst)
             if planned.decision is Decision.CACHED and prior is not None:
                 outputs.append(prior.output)
+                cached.append(inst)
         if name not in running and outputs and len(outputs) == len(instances):
-            context.learn(name, StepResults(tuple(outputs)))
+            context.learn(name, StepResults.of(cached, outputs))
     unchecked = frozenset(n for n, s in spec.steps.items() if s.unchecked)
     return Plan(spec.name, tuple(out), policy, unchecked)

@@ -25,6 +25,10 @@ from civflow.catalog import OutputIssueKind
 from civflow.check._inputs import check_inputs
 from civflow.check.graph import StepGraph, build_graph
 from civflow.check.render import (
+    INSTANCE_FIELDS,
+    STEP_VIEW_FIELDS,
+    instance_key,
+    matrix_instances,
     template_location,
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
@@ -295,7 +299,7 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
         before = len(out)
         for ref in template.analysis.references:
             where = template_location(spec, template.doc_path, ref.line, key=template.is_key)
-            problem = _reference_problem(spec, template.step, ref, blocked)
+            problem = _reference_problem(spec, engine, template.step, ref, blocked)
             if problem is not None:
                 message, hint = problem
                 out.append(spec.doc.diagnostic(message, location=where, hint=hint))
@@ -317,8 +321,9 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
     return out
 
 
-def _reference_problem(spec: PipelineSpec, step: str, ref: TemplateRef,
-                       blocked: frozenset[str]) -> tuple[str, str | None] | None:
+def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
+                       ref: TemplateRef, blocked: frozenset[str]
+                       ) -> tuple[str, str | None] | None:
     """(message, hint) when `ref` cannot work, else None."""
     if ref.step == step:
         return (f"step '{step}' refers to its own output",
@@ -331,13 +336,67 @@ def _reference_problem(spec: PipelineSpec, step: str, ref: TemplateRef,
                 _did_you_mean(ref.step, list(spec.steps)) or f"steps: {', '.join(spec.steps)}")
     if ref.kind is None:
         return None
+    if ref.kind == "instances":
+        return _instances_problem(upstream, ref)
     if ref.kind not in ("output", "outputs"):
-        return (f"'{ref}' is not valid: a step has '.output' and '.outputs'",
-                _did_you_mean(ref.kind, ["output", "outputs"]))
+        return _keyed_problem(spec, engine, upstream, ref)
     if ref.kind == "output" and upstream.fans_out:
         return (f"step '{ref.step}' has several instances, so it has no single '.output'",
                 f"use steps.{ref.step}.outputs (a list, one per instance)")
+    return _output_problem(upstream, ref, ref.path)
+
+
+def _instances_problem(upstream: StepSpec, ref: TemplateRef) -> tuple[str, str | None] | None:
+    """`steps.<name>.instances[i].<field>`: a list of {key, name, matrix, output}."""
     path = ref.path
+    if path and not isinstance(path[0], int):
+        return (f"'{ref}' is not valid: '.instances' is a list",
+                f"index or filter it first: steps.{ref.step}.instances | "
+                f"selectattr('key', 'in', [...])")
+    if len(path) < 2 or not isinstance(path[1], str):
+        return None
+    field = path[1]
+    if field not in INSTANCE_FIELDS:
+        return (f"{ref} does not exist: an instance has {', '.join(sorted(INSTANCE_FIELDS))}",
+                _did_you_mean(field, sorted(INSTANCE_FIELDS)))
+    if field == "matrix" and len(path) > 2 and isinstance(path[2], str):
+        axes = [axis for axis, _ in upstream.matrix]
+        if path[2] not in axes:
+            return (f"{ref} does not exist: step '{ref.step}' has "
+                    + (f"the matrix axes {', '.join(axes)}" if axes else "no matrix"),
+                    _did_you_mean(path[2], axes) or (
+                        f"read one of steps.{ref.step}.instances[...].matrix."
+                        f"{{{','.join(axes)}}}" if axes else
+                        "only a matrix step's instances carry matrix values"))
+    if field == "output":
+        return _output_problem(upstream, ref, path[2:])
+    return None
+
+
+def _keyed_problem(spec: PipelineSpec, engine: TemplateEngine, upstream: StepSpec,
+                   ref: TemplateRef) -> tuple[str, str | None] | None:
+    """`steps.<name>["KEY"]`: one instance's output. A matrix step's keys are known
+    before anything runs, a foreach step's only at run time."""
+    assert ref.kind is not None
+    if not upstream.fans_out:
+        return (f"'{ref}' is not valid: a step has '.output', '.outputs' and '.instances'",
+                _did_you_mean(ref.kind, list(STEP_VIEW_FIELDS)))
+    if upstream.foreach is None:
+        try:
+            keys = [instance_key(name) for name, _ in
+                    matrix_instances(upstream, engine, spec)]
+        except PipelineInvalid:
+            return None  # the key template's own error is reported at the key
+        if ref.kind not in keys:
+            shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+            return (f"step '{ref.step}' has no instance '{ref.kind}'",
+                    _did_you_mean(ref.kind, keys) or f"its keys: {shown}")
+    return _output_problem(upstream, ref, ref.path)
+
+
+def _output_problem(upstream: StepSpec, ref: TemplateRef, path: KeyPath
+                    ) -> tuple[str, str | None] | None:
+    """(message, hint) when `path` cannot be in an output of `upstream`."""
     if ref.kind == "outputs":
         if path and not isinstance(path[0], int):
             if not upstream.fans_out:

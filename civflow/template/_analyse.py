@@ -30,8 +30,10 @@ class Reference:
     line: int
 
     def __str__(self) -> str:
-        return key_text(("steps", self.step, *((self.kind,) if self.kind else ()),
-                         *self.path))
+        head = key_text(("steps", self.step))
+        if self.kind is not None:
+            head += f".{self.kind}" if self.kind.isidentifier() else f"[{self.kind!r}]"
+        return head + (key_text(self.path, leading_dot=True) if self.path else "")
 
 
 @dataclass(frozen=True, slots=True)
