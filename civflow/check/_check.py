@@ -167,6 +167,7 @@ def _collect(spec: PipelineSpec, scope: _Scope
     found += _check_needs(spec, scope.blocked)
     found += _check_matrix_values(spec)
     found += _check_references(spec, engine, templates, scope.blocked, bad)
+    found += _check_item_shapes(spec, engine, templates, scope.blocked, bad)
     graph: StepGraph | None = None
     if all(t.analysis is not None for t in templates):
         try:
@@ -319,6 +320,83 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
         if len(out) > before and template.input_path is not None:
             bad.add((template.step, template.input_path))
     return out
+
+
+def _check_item_shapes(spec: PipelineSpec, engine: TemplateEngine, templates: list[_Template],
+                       blocked: frozenset[str], bad: set[tuple[str, KeyPath]]
+                       ) -> list[Diagnostic]:
+    """Reads of the items of an earlier step's list, checked against its output shape:
+    `selectattr('key', ...)` over `.outputs` (outputs have no `key`), and `item.<path>`
+    in a step whose `foreach` is such a list. Each would fail at run time, after the
+    steps before it were paid for."""
+    out: list[Diagnostic] = []
+    sources: dict[str, TemplateRef] = {}
+    for template in templates:
+        if template.field == "foreach" and template.analysis is not None and \
+                template.analysis.item_source is not None:
+            sources[template.step] = template.analysis.item_source
+    for template in templates:
+        analysis = template.analysis
+        if analysis is None:
+            continue
+        before = len(out)
+        for read in analysis.item_reads:
+            problem = _item_problem(spec, engine, template.step, read.source, read.path,
+                                    read.line, blocked)
+            if problem is not None:
+                dotted = ".".join(str(p) for p in read.path)
+                where = template_location(spec, template.doc_path, read.line,
+                                          key=template.is_key)
+                out.append(spec.doc.diagnostic(
+                    f"{read.via}('{dotted}') reads a field the items of {read.source} do not "
+                    f"have: {problem[0]}", location=where,
+                    hint=_item_hint(spec, read.source, read.path) or problem[1]))
+        axes = [axis for axis, _ in spec.steps[template.step].matrix]
+        for path, line in analysis.matrix_paths if axes else ():
+            if isinstance(path[0], str) and path[0] not in axes:
+                out.append(spec.doc.diagnostic(
+                    f"matrix.{path[0]} does not exist: step '{template.step}' has the matrix "
+                    f"axes {', '.join(axes)}", location=template_location(
+                        spec, template.doc_path, line, key=template.is_key),
+                    hint=_did_you_mean(path[0], axes) or
+                    "add the axis under 'matrix:', or read one that is there"))
+        source = sources.get(template.step)
+        if source is not None and template.field != "foreach":
+            for path, line in analysis.item_paths:
+                problem = _item_problem(spec, engine, template.step, source, path, line,
+                                        blocked)
+                if problem is not None:
+                    where = template_location(spec, template.doc_path, line,
+                                              key=template.is_key)
+                    out.append(spec.doc.diagnostic(
+                        f"item{key_text(path, leading_dot=True)} cannot exist: 'item' is one "
+                        f"of {source}, and {problem[0]}", location=where,
+                        hint=_item_hint(spec, source, path) or problem[1]))
+        if len(out) > before:  # not rendered again (and reported twice) by later checks
+            bad.add((template.step, template.input_path if template.input_path is not None
+                     else (f"<{template.field}>",)))
+    return out
+
+
+def _item_problem(spec: PipelineSpec, engine: TemplateEngine, step: str, source: TemplateRef,
+                  path: KeyPath, line: int, blocked: frozenset[str]
+                  ) -> tuple[str, str | None] | None:
+    """The problem of reading `path` in one item of the list `source`, if any."""
+    if source.step not in spec.steps or source.kind is None:
+        return None
+    item = TemplateRef(source.step, source.kind, (*source.path, 0, *path), line)
+    problem = _reference_problem(spec, engine, step, item, blocked)
+    if problem is None:
+        return None
+    return problem[0].split(" does not exist: ", 1)[-1], problem[1]
+
+
+def _item_hint(spec: PipelineSpec, source: TemplateRef, path: KeyPath) -> str | None:
+    """Outputs carry no key: point at `.instances`, which does."""
+    if source.kind == "outputs" and not source.path and path and path[0] in INSTANCE_FIELDS:
+        return (f"the items of steps.{source.step}.outputs are outputs; select from "
+                f"steps.{source.step}.instances (each has key, name, matrix and output)")
+    return None
 
 
 def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
