@@ -95,6 +95,7 @@ class PlannedInstance:
     reasons: tuple[str, ...]
     estimate: float | None  # for a fan-out: each of its instances
     expected: int = 1  # how many instances it stands for (a fan-out of known size)
+    sized: bool = True  # False for a fan-out whose size only the run will know
 
     @property
     def name(self) -> str:
@@ -299,15 +300,15 @@ def estimate_instance(instance: Instance, tips: Sequence[float] = ()) -> float |
 _IMAGES_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.output\.images\s*\}\}\s*$")
 
 
-def _fanout_size(step: StepSpec, planned: Sequence[PlannedInstance]) -> int:
+def _fanout_size(step: StepSpec, planned: Sequence[PlannedInstance]) -> int | None:
     """How many instances a fan-out over `steps.X.output.images` will have when X's
-    `quantity` fixes it (1 when it cannot be known before the run)."""
+    `quantity` fixes it (None when it cannot be known before the run)."""
     match = _IMAGES_OF.match(str(step.foreach))
     source = next((p for p in planned if match and p.instance.step == match.group(1)), None)
     quantity = source.instance.input.get("quantity") if source is not None else None
     if isinstance(quantity, int) and not isinstance(quantity, bool) and 0 < quantity <= 1000:
         return quantity
-    return 1
+    return None
 
 
 def _tip_rates(workflow: Mapping[str, Any]) -> tuple[float, ...]:
@@ -393,7 +394,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
     out: list[PlannedInstance] = []
-    context = Context(spec, run_id)
+    context = Context(spec, run_id, checked.engine)
     for name in graph.order:
         if name not in policy.wanted:
             continue
@@ -414,11 +415,11 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
         for inst in instances:
             planned = policy.decide(inst, step, [u for u in upstream if u in running])
             if inst.fanout:
-                planned = replace(planned, expected=_fanout_size(step, out))
+                size = _fanout_size(step, out)
+                planned = replace(planned, expected=size or 1, sized=size is not None)
             if verdict is None or inst.when_pending:
-                planned = PlannedInstance(planned.instance, planned.decision,
-                                          (*planned.reasons, "when is evaluated at run time"),
-                                          planned.estimate)
+                planned = replace(planned, reasons=(*planned.reasons,
+                                                    "when is evaluated at run time"))
             out.append(planned)
             if planned.decision.runs:
                 running.add(name)

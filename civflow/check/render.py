@@ -191,16 +191,23 @@ def base_context(spec: PipelineSpec, run_id: str | None) -> dict[str, Any]:
 class _PendingView(dict[str, Any]):
     """`steps.<name>` while its outputs are unknown: any key is a placeholder too."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None
+                 ) -> None:
         super().__init__({field: Pending(f"steps.{step}.{field}") for field in STEP_VIEW_FIELDS})
         self._step = step
+        if known is not None:  # who the instances are is known; what they make is not
+            self["instances"] = [instance_record(name, matrix, Pending(
+                f"steps.{step}[{instance_key(name)!r}]")) for name, matrix in known]
 
     def __missing__(self, key: object) -> Pending:
         return Pending(f"steps.{self._step}[{key!r}]")
 
 
-def pending_step_view(step: str) -> dict[str, Any]:
-    return _PendingView(step)
+def pending_step_view(step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None
+                      ) -> dict[str, Any]:
+    """`steps.<step>` before it ran; `known` (name, matrix values) of its instances, when
+    they are known before the run, fill `.instances` with placeholder outputs."""
+    return _PendingView(step, known)
 
 
 def known_step_view(records: Sequence[Mapping[str, Any]], *, single: bool) -> dict[str, Any]:

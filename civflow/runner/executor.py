@@ -116,7 +116,7 @@ class Executor:
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
         self.download_slots = asyncio.Semaphore(8)
         self.stopping = False
-        self.context = Context(self.spec, journal.run_id)
+        self.context = Context(self.spec, journal.run_id, checked.engine)
         self.stats = stat_cache(store)
         self.settled: set[str] = set()  # in-flight intents this run took over
         self.complete: dict[str, frozenset[str]] = {}  # step -> its instances, all succeeded
