@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -20,14 +20,17 @@ from civflow.check.render import (
     comfy_body,
     fanout_name,
     foreach_names,
+    instance_record,
+    known_step_view,
     matrix_instances,
     pending_step_view,
     render_field,
     render_tree,
+    when_per_instance,
 )
 from civflow.errors import PipelineInvalid
 from civflow.load.model import PipelineSpec, StepSpec
-from civflow.template import Pending, is_pending
+from civflow.template import Pending, TemplateEngine, is_pending
 
 __all__ = [
     "SEED_MAX",
@@ -89,6 +92,7 @@ class Instance:
     seed: int | None = None  # the seed civflow filled in, if it did
     reroll: int = 0  # the salt that seed was derived with
     fanout: bool = False  # a foreach placeholder, expanded at run time
+    when_pending: bool = False  # its per-instance `when` waits on outputs not known yet
 
     # Cached: an instance's input never changes, and plan, batching and the executor
     # each ask these of every instance, some more than once.
@@ -107,10 +111,19 @@ class Instance:
 
 @dataclass(frozen=True)
 class StepResults:
-    """The known outputs of one upstream step (tokenized), in instance order."""
+    """The known outputs of one upstream step (tokenized), in instance order, with the
+    instances' names and matrix values when known (for `steps.<name>.instances`)."""
 
     outputs: tuple[Mapping[str, Any], ...]
     skipped: bool = False
+    names: tuple[str, ...] = ()
+    matrices: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, instances: Sequence[Instance], outputs: Sequence[Mapping[str, Any]]
+           ) -> StepResults:
+        return cls(tuple(outputs), names=tuple(i.name for i in instances),
+                   matrices=tuple(i.matrix for i in instances))
 
 
 class Context:
@@ -120,9 +133,12 @@ class Context:
     quadratic in the number of steps.
     """
 
-    def __init__(self, spec: PipelineSpec, run_id: str | None) -> None:
+    def __init__(self, spec: PipelineSpec, run_id: str | None,
+                 engine: TemplateEngine | None = None) -> None:
         self.values: dict[str, Any] = base_context(spec, run_id)
-        self._views: dict[str, Any] = {name: pending_step_view(name) for name in spec.steps}
+        self._views: dict[str, Any] = {
+            name: pending_step_view(name, _known_instances(spec, step, engine))
+            for name, step in spec.steps.items()}
         self.values["steps"] = self._views
         self._spec = spec
 
@@ -131,11 +147,28 @@ class Context:
         spec_step = self._spec.steps[step]
         if results.skipped:
             self._views[step] = pending_step_view(step)
-        elif spec_step.fans_out:
-            self._views[step] = {"outputs": list(results.outputs)}
-        else:
-            self._views[step] = {"output": results.outputs[0] if results.outputs else None,
-                                 "outputs": list(results.outputs)}
+            return
+        names = results.names if len(results.names) == len(results.outputs) else tuple(
+            f"{step}[{i}]" if spec_step.fans_out else step for i in range(len(results.outputs)))
+        matrices = results.matrices if len(results.matrices) == len(names) else \
+            tuple({} for _ in names)
+        records = [instance_record(name, matrix, output)
+                   for name, matrix, output in zip(names, matrices, results.outputs, strict=True)]
+        self._views[step] = known_step_view(records, single=not spec_step.fans_out)
+
+
+def _known_instances(spec: PipelineSpec, step: StepSpec, engine: TemplateEngine | None
+                     ) -> list[tuple[str, dict[str, Any]]] | None:
+    """The instances a step will have, when known before it runs: a matrix step's (and a
+    single step's), so `steps.X.instances | selectattr('key', ...)` names the instances
+    downstream in the plan already. Not a foreach's (its list comes from outputs), nor
+    those of a step whose per-instance `when` may leave some out."""
+    if engine is None or step.foreach is not None or when_per_instance(engine, step):
+        return None
+    try:
+        return matrix_instances(step, engine, spec)
+    except PipelineInvalid:
+        return None  # reported, located, when the step itself is rendered
 
 
 SeedSource = Callable[[str, str], tuple[int, int]]  # (instance, step) -> (seed, reroll)
@@ -170,8 +203,13 @@ def resolve_step(checked: Checked, step: StepSpec, context: Context, seeds: Seed
     else:
         combos = [(name, {"matrix": matrix} if step.matrix else {}, None)
                   for name, matrix in matrix_instances(step, engine, spec)]
+    per_instance = when_per_instance(engine, step)
     out: list[Instance] = []
     for name, extra, index in combos:
+        verdict = _truth(render_field(engine, spec, step, "when", str(step.when),
+                                      {**values, **extra})) if per_instance else True
+        if verdict is False:
+            continue  # this instance's `when` is false: it is not part of the step
         rendered = comfy_body(spec, step,
                               render_tree(engine, spec, step, step.input, {**values, **extra}))
         seed: int | None = None
@@ -182,23 +220,33 @@ def resolve_step(checked: Checked, step: StepSpec, context: Context, seeds: Seed
             rendered = {**rendered, seed_key: seed}
         out.append(Instance(name, step.name, step.type, rendered, options,
                             matrix=extra.get("matrix", {}), index=index, seed=seed,
-                            reroll=reroll))
+                            reroll=reroll, when_pending=verdict is None))
     return out
 
 
-def evaluate_when(checked: Checked, step: StepSpec, context: Context) -> bool | None:
-    """True/False, or None when it depends on outputs not known yet.
-
-    A `when` that fails to evaluate raises PipelineInvalid located at the key; it is
-    never taken for "not known yet", so a broken guard can never let a paid step run.
-    """
-    if step.when is None:
-        return True
-    if isinstance(step.when, bool):
-        return step.when
-    value = render_field(checked.engine, checked.spec, step, "when", step.when, context.values)
+def _truth(value: Any) -> bool | None:
+    """A rendered `when`: True/False, or None while it waits on unknown outputs."""
     if is_pending(value):
         return None
     if isinstance(value, str):
         return value.strip().lower() not in ("", "false", "no", "0", "off", "none")
     return bool(value)
+
+
+def evaluate_when(checked: Checked, step: StepSpec, context: Context) -> bool | None:
+    """True/False, or None when it depends on outputs not known yet.
+
+    A `when` that reads `matrix`, `item` or `index` is decided per instance by
+    `resolve_step` (an instance whose `when` is false is left out); for the step as a
+    whole it is True. A `when` that fails to evaluate raises PipelineInvalid located at
+    the key; it is never taken for "not known yet", so a broken guard can never let a
+    paid step run.
+    """
+    if step.when is None:
+        return True
+    if isinstance(step.when, bool):
+        return step.when
+    if when_per_instance(checked.engine, step):
+        return True
+    return _truth(render_field(checked.engine, checked.spec, step, "when", step.when,
+                               context.values))

@@ -100,6 +100,7 @@ class PlannedInstance:
     reasons: tuple[str, ...]
     estimate: float | None  # for a fan-out: each of its instances
     expected: int = 1  # how many instances it stands for (a fan-out of known size)
+    sized: bool = True  # False for a fan-out whose size only the run will know
 
     @property
     def name(self) -> str:
@@ -320,15 +321,15 @@ def estimate_instance(instance: Instance, tips: Sequence[float] = ()) -> float |
 _IMAGES_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.output\.images\s*\}\}\s*$")
 
 
-def _fanout_size(step: StepSpec, planned: Sequence[PlannedInstance]) -> int:
+def _fanout_size(step: StepSpec, planned: Sequence[PlannedInstance]) -> int | None:
     """How many instances a fan-out over `steps.X.output.images` will have when X's
-    `quantity` fixes it (1 when it cannot be known before the run)."""
+    `quantity` fixes it (None when it cannot be known before the run)."""
     match = _IMAGES_OF.match(str(step.foreach))
     source = next((p for p in planned if match and p.instance.step == match.group(1)), None)
     quantity = source.instance.input.get("quantity") if source is not None else None
     if isinstance(quantity, int) and not isinstance(quantity, bool) and 0 < quantity <= 1000:
         return quantity
-    return 1
+    return None
 
 
 def _tip_rates(workflow: Mapping[str, Any]) -> tuple[float, ...]:
@@ -416,7 +417,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
     out: list[PlannedInstance] = []
-    context = Context(spec, run_id)
+    context = Context(spec, run_id, checked.engine)
     for name in graph.order:
         if name not in policy.wanted:
             continue
@@ -433,21 +434,23 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             out += [PlannedInstance(i, Decision.SKIPPED, (why,), None) for i in instances]
             continue
         outputs: list[Mapping[str, Any]] = []
+        cached: list[Instance] = []
         for inst in instances:
             planned = policy.decide(inst, step, [u for u in upstream if u in running])
             if inst.fanout:
-                planned = replace(planned, expected=_fanout_size(step, out))
-            if verdict is None:
-                planned = PlannedInstance(planned.instance, planned.decision,
-                                          (*planned.reasons, "when is evaluated at run time"),
-                                          planned.estimate)
+                size = _fanout_size(step, out)
+                planned = replace(planned, expected=size or 1, sized=size is not None)
+            if verdict is None or inst.when_pending:
+                planned = replace(planned, reasons=(*planned.reasons,
+                                                    "when is evaluated at run time"))
             out.append(planned)
             if planned.decision.runs:
                 running.add(name)
             prior = policy.prior_for(inst)
             if planned.decision is Decision.CACHED and prior is not None:
                 outputs.append(prior.output)
+                cached.append(inst)
         if name not in running and outputs and len(outputs) == len(instances):
-            context.learn(name, StepResults(tuple(outputs)))
+            context.learn(name, StepResults.of(cached, outputs))
     unchecked = frozenset(n for n, s in spec.steps.items() if s.unchecked)
     return Plan(spec.name, tuple(out), policy, unchecked)

@@ -290,10 +290,17 @@ def test_context_exposes_known_outputs(tmp_path: Path) -> None:
     checked = _checked(tmp_path)
     context = Context(checked.spec, "r1")
     context.learn("hero", StepResults(({"images": []},)))
-    context.learn("sweep", StepResults(({"a": 1}, {"a": 2})))
+    context.learn("sweep", StepResults(({"a": 1}, {"a": 2}), names=("sweep[x=1]", "sweep[x=2]"),
+                                       matrices=({"x": 1}, {"x": 2})))
     steps = context.values["steps"]
-    assert steps["hero"] == {"output": {"images": []}, "outputs": [{"images": []}]}
-    assert steps["sweep"] == {"outputs": [{"a": 1}, {"a": 2}]}
+    hero = {"key": "hero", "name": "hero", "matrix": {}, "output": {"images": []}}
+    assert steps["hero"] == {"output": {"images": []}, "outputs": [{"images": []}],
+                             "instances": [hero]}
+    assert steps["sweep"] == {
+        "x=1": {"a": 1}, "x=2": {"a": 2}, "outputs": [{"a": 1}, {"a": 2}],
+        "instances": [{"key": "x=1", "name": "sweep[x=1]", "matrix": {"x": 1}, "output": {"a": 1}},
+                      {"key": "x=2", "name": "sweep[x=2]", "matrix": {"x": 2}, "output": {"a": 2}}]}
+    assert str(steps["cutout"]["x=3"]) == "<pending: steps.cutout['x=3']>"
     assert str(steps["cutout"]["output"]) == "<pending: steps.cutout.output>"
     assert context.values["run"] == {"id": "r1"}
     assert context.values["pipeline"] == {"name": "demo"}

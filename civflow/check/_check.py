@@ -27,6 +27,10 @@ from civflow.catalog import OutputIssueKind
 from civflow.check._inputs import check_inputs
 from civflow.check.graph import StepGraph, build_graph
 from civflow.check.render import (
+    INSTANCE_FIELDS,
+    STEP_VIEW_FIELDS,
+    instance_key,
+    matrix_instances,
     template_location,
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
@@ -168,6 +172,7 @@ def _collect(spec: PipelineSpec, scope: _Scope
     found += _check_needs(spec, scope.blocked)
     found += _check_matrix_values(spec)
     found += _check_references(spec, engine, templates, scope.blocked, bad)
+    found += _check_item_shapes(spec, engine, templates, scope.blocked, bad)
     graph: StepGraph | None = None
     if all(t.analysis is not None for t in templates):
         try:
@@ -355,7 +360,7 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
         before = len(out)
         for ref in template.analysis.references:
             where = template_location(spec, template.doc_path, ref.line, key=template.is_key)
-            problem = _reference_problem(spec, template.step, ref, blocked)
+            problem = _reference_problem(spec, engine, template.step, ref, blocked)
             if problem is not None:
                 message, hint = problem
                 out.append(spec.doc.diagnostic(message, location=where, hint=hint))
@@ -377,8 +382,86 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
     return out
 
 
-def _reference_problem(spec: PipelineSpec, step: str, ref: TemplateRef,
-                       blocked: frozenset[str]) -> tuple[str, str | None] | None:
+def _check_item_shapes(spec: PipelineSpec, engine: TemplateEngine, templates: list[_Template],
+                       blocked: frozenset[str], bad: set[tuple[str, KeyPath]]
+                       ) -> list[Diagnostic]:
+    """Reads of the items of an earlier step's list, checked against its output shape:
+    `selectattr('key', ...)` over `.outputs` (outputs have no `key`), and `item.<path>`
+    in a step whose `foreach` is such a list. Each would fail at run time, after the
+    steps before it were paid for."""
+    out: list[Diagnostic] = []
+    sources: dict[str, TemplateRef] = {}
+    for template in templates:
+        if template.field == "foreach" and template.analysis is not None and \
+                template.analysis.item_source is not None:
+            sources[template.step] = template.analysis.item_source
+    for template in templates:
+        analysis = template.analysis
+        if analysis is None:
+            continue
+        before = len(out)
+        for read in analysis.item_reads:
+            problem = _item_problem(spec, engine, template.step, read.source, read.path,
+                                    read.line, blocked)
+            if problem is not None:
+                dotted = ".".join(str(p) for p in read.path)
+                where = template_location(spec, template.doc_path, read.line,
+                                          key=template.is_key)
+                out.append(spec.doc.diagnostic(
+                    f"{read.via}('{dotted}') reads a field the items of {read.source} do not "
+                    f"have: {problem[0]}", location=where,
+                    hint=_item_hint(spec, read.source, read.path) or problem[1]))
+        axes = [axis for axis, _ in spec.steps[template.step].matrix]
+        for path, line in analysis.matrix_paths if axes else ():
+            if isinstance(path[0], str) and path[0] not in axes:
+                out.append(spec.doc.diagnostic(
+                    f"matrix.{path[0]} does not exist: step '{template.step}' has the matrix "
+                    f"axes {', '.join(axes)}", location=template_location(
+                        spec, template.doc_path, line, key=template.is_key),
+                    hint=_did_you_mean(path[0], axes) or
+                    "add the axis under 'matrix:', or read one that is there"))
+        source = sources.get(template.step)
+        if source is not None and template.field != "foreach":
+            for path, line in analysis.item_paths:
+                problem = _item_problem(spec, engine, template.step, source, path, line,
+                                        blocked)
+                if problem is not None:
+                    where = template_location(spec, template.doc_path, line,
+                                              key=template.is_key)
+                    out.append(spec.doc.diagnostic(
+                        f"item{key_text(path, leading_dot=True)} cannot exist: 'item' is one "
+                        f"of {source}, and {problem[0]}", location=where,
+                        hint=_item_hint(spec, source, path) or problem[1]))
+        if len(out) > before:  # not rendered again (and reported twice) by later checks
+            bad.add((template.step, template.input_path if template.input_path is not None
+                     else (f"<{template.field}>",)))
+    return out
+
+
+def _item_problem(spec: PipelineSpec, engine: TemplateEngine, step: str, source: TemplateRef,
+                  path: KeyPath, line: int, blocked: frozenset[str]
+                  ) -> tuple[str, str | None] | None:
+    """The problem of reading `path` in one item of the list `source`, if any."""
+    if source.step not in spec.steps or source.kind is None:
+        return None
+    item = TemplateRef(source.step, source.kind, (*source.path, 0, *path), line)
+    problem = _reference_problem(spec, engine, step, item, blocked)
+    if problem is None:
+        return None
+    return problem[0].split(" does not exist: ", 1)[-1], problem[1]
+
+
+def _item_hint(spec: PipelineSpec, source: TemplateRef, path: KeyPath) -> str | None:
+    """Outputs carry no key: point at `.instances`, which does."""
+    if source.kind == "outputs" and not source.path and path and path[0] in INSTANCE_FIELDS:
+        return (f"the items of steps.{source.step}.outputs are outputs; select from "
+                f"steps.{source.step}.instances (each has key, name, matrix and output)")
+    return None
+
+
+def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
+                       ref: TemplateRef, blocked: frozenset[str]
+                       ) -> tuple[str, str | None] | None:
     """(message, hint) when `ref` cannot work, else None."""
     if ref.step == step:
         return (f"step '{step}' refers to its own output",
@@ -391,13 +474,67 @@ def _reference_problem(spec: PipelineSpec, step: str, ref: TemplateRef,
                 _did_you_mean(ref.step, list(spec.steps)) or f"steps: {', '.join(spec.steps)}")
     if ref.kind is None:
         return None
+    if ref.kind == "instances":
+        return _instances_problem(upstream, ref)
     if ref.kind not in ("output", "outputs"):
-        return (f"'{ref}' is not valid: a step has '.output' and '.outputs'",
-                _did_you_mean(ref.kind, ["output", "outputs"]))
+        return _keyed_problem(spec, engine, upstream, ref)
     if ref.kind == "output" and upstream.fans_out:
         return (f"step '{ref.step}' has several instances, so it has no single '.output'",
                 f"use steps.{ref.step}.outputs (a list, one per instance)")
+    return _output_problem(upstream, ref, ref.path)
+
+
+def _instances_problem(upstream: StepSpec, ref: TemplateRef) -> tuple[str, str | None] | None:
+    """`steps.<name>.instances[i].<field>`: a list of {key, name, matrix, output}."""
     path = ref.path
+    if path and not isinstance(path[0], int):
+        return (f"'{ref}' is not valid: '.instances' is a list",
+                f"index or filter it first: steps.{ref.step}.instances | "
+                f"selectattr('key', 'in', [...])")
+    if len(path) < 2 or not isinstance(path[1], str):
+        return None
+    field = path[1]
+    if field not in INSTANCE_FIELDS:
+        return (f"{ref} does not exist: an instance has {', '.join(sorted(INSTANCE_FIELDS))}",
+                _did_you_mean(field, sorted(INSTANCE_FIELDS)))
+    if field == "matrix" and len(path) > 2 and isinstance(path[2], str):
+        axes = [axis for axis, _ in upstream.matrix]
+        if path[2] not in axes:
+            return (f"{ref} does not exist: step '{ref.step}' has "
+                    + (f"the matrix axes {', '.join(axes)}" if axes else "no matrix"),
+                    _did_you_mean(path[2], axes) or (
+                        f"read one of steps.{ref.step}.instances[...].matrix."
+                        f"{{{','.join(axes)}}}" if axes else
+                        "only a matrix step's instances carry matrix values"))
+    if field == "output":
+        return _output_problem(upstream, ref, path[2:])
+    return None
+
+
+def _keyed_problem(spec: PipelineSpec, engine: TemplateEngine, upstream: StepSpec,
+                   ref: TemplateRef) -> tuple[str, str | None] | None:
+    """`steps.<name>["KEY"]`: one instance's output. A matrix step's keys are known
+    before anything runs, a foreach step's only at run time."""
+    assert ref.kind is not None
+    if not upstream.fans_out:
+        return (f"'{ref}' is not valid: a step has '.output', '.outputs' and '.instances'",
+                _did_you_mean(ref.kind, list(STEP_VIEW_FIELDS)))
+    if upstream.foreach is None:
+        try:
+            keys = [instance_key(name) for name, _ in
+                    matrix_instances(upstream, engine, spec)]
+        except PipelineInvalid:
+            return None  # the key template's own error is reported at the key
+        if ref.kind not in keys:
+            shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+            return (f"step '{ref.step}' has no instance '{ref.kind}'",
+                    _did_you_mean(ref.kind, keys) or f"its keys: {shown}")
+    return _output_problem(upstream, ref, ref.path)
+
+
+def _output_problem(upstream: StepSpec, ref: TemplateRef, path: KeyPath
+                    ) -> tuple[str, str | None] | None:
+    """(message, hint) when `path` cannot be in an output of `upstream`."""
     if ref.kind == "outputs":
         if path and not isinstance(path[0], int):
             if not upstream.fans_out:

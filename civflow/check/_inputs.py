@@ -93,6 +93,16 @@ def _check_guards(spec: PipelineSpec, engine: TemplateEngine, step: StepSpec,
         if not isinstance(text, str) or (step.name, (f"<{field}>",)) in bad:
             continue
         try:
+            if field == "when":
+                # A `when` of a matrix or foreach step is decided per instance, with
+                # `matrix` / `item` in scope: every combination is tried here.
+                scopes = [{**context, "item": Pending("item"), "index": Pending("index")}
+                          ] if step.foreach is not None else \
+                    [{**context, "matrix": values} for values in matrix_combos(step)] \
+                    if step.matrix else [context]
+                for scope in scopes:
+                    render_field(engine, spec, step, field, text, scope)
+                continue
             value = render_field(engine, spec, step, field, text, context)
             if field == "foreach" and not is_pending(value) and \
                     not isinstance(value, list | tuple):

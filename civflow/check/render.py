@@ -102,15 +102,55 @@ def content_key(item: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
 
 
+# The fields of one entry of `steps.<name>.instances`; the entry is recognised by them.
+INSTANCE_FIELDS = frozenset({"key", "name", "matrix", "output"})
+# What `steps.<name>` offers besides its instance keys (these win over a key of that name).
+STEP_VIEW_FIELDS = ("output", "outputs", "instances")
+# Names a `when` reads when it is decided per instance rather than once for the step.
+PER_INSTANCE_NAMES = frozenset({"matrix", "item", "index"})
+
+
+def instance_key(name: str) -> str:
+    """`shot[mug-marble]` -> `mug-marble`; a step with one instance is keyed by its name."""
+    head, bracket, rest = name.partition("[")
+    return rest[:-1] if bracket and rest.endswith("]") else head
+
+
+def instance_record(name: str, matrix: Mapping[str, Any], output: Any) -> dict[str, Any]:
+    """One entry of `steps.<name>.instances`: who the instance is, and what it made."""
+    return {"key": instance_key(name), "name": name, "matrix": dict(matrix), "output": output}
+
+
+def record_key(item: Any) -> str | None:
+    """The upstream key an item of `steps.<name>.instances` carries, else None."""
+    if isinstance(item, Mapping) and set(item) == INSTANCE_FIELDS and \
+            isinstance(item.get("key"), str) and item["key"]:
+        return str(item["key"])
+    return None
+
+
+def when_per_instance(engine: TemplateEngine, step: StepSpec) -> bool:
+    """True when a step's `when` reads `matrix`, `item` or `index`: it is then decided
+    for each instance (like a matrix job's `if`), not once for the step."""
+    if not isinstance(step.when, str) or not (step.matrix or step.foreach is not None):
+        return False
+    try:
+        names = engine.analyse(step.when).names
+    except TemplateFailed:
+        return False  # reported by the checks; rendering it again reports it located
+    return bool(names & PER_INSTANCE_NAMES)
+
+
 def foreach_names(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec,
                   context: Mapping[str, Any], items: Sequence[Any]) -> list[str]:
     """The instance names of a foreach: `step[key]`, the key from the step's `key:`
-    template or `content_key`; a repeated key gets `~2`, `~3`, … in list order."""
+    template, the upstream key an item of `steps.<name>.instances` carries, or
+    `content_key`; a repeated key gets `~2`, `~3`, … in list order."""
     names: list[str] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
         if step.key is None:
-            key = content_key(item)
+            key = record_key(item) or content_key(item)
         else:
             value = render_field(engine, spec, step, "key", step.key,
                                  {**context, "item": item, "index": index})
@@ -148,9 +188,40 @@ def base_context(spec: PipelineSpec, run_id: str | None) -> dict[str, Any]:
     return context
 
 
-def pending_step_view(step: str) -> dict[str, Any]:
-    return {"output": Pending(f"steps.{step}.output"),
-            "outputs": Pending(f"steps.{step}.outputs")}
+class _PendingView(dict[str, Any]):
+    """`steps.<name>` while its outputs are unknown: any key is a placeholder too."""
+
+    def __init__(self, step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None
+                 ) -> None:
+        super().__init__({field: Pending(f"steps.{step}.{field}") for field in STEP_VIEW_FIELDS})
+        self._step = step
+        if known is not None:  # who the instances are is known; what they make is not
+            self["instances"] = [instance_record(name, matrix, Pending(
+                f"steps.{step}[{instance_key(name)!r}]")) for name, matrix in known]
+
+    def __missing__(self, key: object) -> Pending:
+        return Pending(f"steps.{self._step}[{key!r}]")
+
+
+def pending_step_view(step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None
+                      ) -> dict[str, Any]:
+    """`steps.<step>` before it ran; `known` (name, matrix values) of its instances, when
+    they are known before the run, fill `.instances` with placeholder outputs."""
+    return _PendingView(step, known)
+
+
+def known_step_view(records: Sequence[Mapping[str, Any]], *, single: bool) -> dict[str, Any]:
+    """`steps.<name>` once its outputs are known: `.outputs` in instance order,
+    `.instances` with each instance's key and matrix values, `["KEY"]` for one
+    instance's output, and `.output` for a step with one instance."""
+    view: dict[str, Any] = {} if single else {str(r["key"]): r["output"] for r in records}
+    view["outputs"] = [r["output"] for r in records]
+    view["instances"] = list(records)
+    if single:
+        view["output"] = records[0]["output"] if records else None
+    else:
+        view.pop("output", None)  # an instance keyed `output` is not `.output`
+    return view
 
 
 def render_tree(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, value: Any,

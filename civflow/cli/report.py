@@ -77,15 +77,22 @@ def _buzz(value: float | None) -> str:
 
 
 def _summary(p: Plan) -> str:
-    counts = p.counts()
-    runs = sum(n for k, n in counts.items() if Decision(k).runs)
+    counts: dict[str, int] = {}
+    for i in p.instances:  # instances the run will have: a sized fan-out counts its size
+        if i.sized:
+            counts[i.decision.value] = counts.get(i.decision.value, 0) + i.expected
+    runs = sum(i.expected for i in p.instances if i.decision.runs and i.sized)
     parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    fanout = " (+ fan-outs decided at run time)" if any(
-        i.instance.fanout for i in p.instances) else ""
+    known = sum(i.expected for i in p.instances if i.sized)
+    open_ = sum(1 for i in p.instances if not i.sized)
+    # What the run's summary will add up to: a fan-out's size is known when the upstream
+    # quantity fixes it; otherwise only its number of fan-outs is.
+    count = f"{known} instances" if not open_ else \
+        f"{known} known + {open_} fan-out{'s' if open_ > 1 else ''} sized at run time"
     unpriced = len(p.unpriced)
     later = f" + {unpriced} priced at run time" if unpriced else ""
-    return (f"{p.pipeline}: {len(p.instances)} instances, {runs} to run ({parts}); "
-            f"estimated {_buzz(p.estimate)} Buzz{later}{fanout}")
+    return (f"{p.pipeline}: {count}, {runs} to run ({parts}); "
+            f"estimated {_buzz(p.estimate)} Buzz{later}")
 
 
 def _estimate_text(i: PlannedInstance) -> str:

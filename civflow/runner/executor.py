@@ -126,7 +126,7 @@ class Executor:
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
         self.download_slots = asyncio.Semaphore(8)
         self.stopping = False
-        self.context = Context(self.spec, journal.run_id)
+        self.context = Context(self.spec, journal.run_id, checked.engine)
         self.stats = stat_cache(store)
         self.settled: set[str] = set()  # in-flight intents this run took over
         self.complete: dict[str, frozenset[str]] = {}  # step -> its instances, all succeeded
@@ -227,7 +227,8 @@ class Executor:
                     f"step '{name}': when could not be decided from its upstream outputs",
                     ("steps", name, "when"))])
             known = self.planned.get(name)
-            if known is not None and not set(self.checked.graph.upstream(name)) & self.refreshed:
+            if known is not None and not set(self.checked.graph.upstream(name)) & \
+                    self.refreshed and not any(i.when_pending for i in known):
                 instances = known  # rendered by the plan from the same data: not twice
             else:
                 instances = [i for i in resolve_step(self.checked, step, self.context,
@@ -245,7 +246,7 @@ class Executor:
         if any(o is None for o in outputs):
             return None
         self.complete[name] = frozenset(i.name for i in instances)
-        return StepResults(tuple(o for o in outputs if o is not None))
+        return StepResults.of(instances, [o for o in outputs if o is not None])
 
     def _skip_step(self, step: str, reason: str) -> None:
         self.result.results[step] = InstanceResult(step, step, "skipped", reason=reason)
@@ -402,7 +403,7 @@ class Executor:
         if spec_step is None or len(upstream) != 1 or prior is None:
             return None
         context = Context(self.spec, self.journal.run_id)
-        context.learn(upstream[0], StepResults((prior.output,)))
+        context.learn(upstream[0], StepResults((prior.output,), names=(source,)))
         try:
             found = resolve_step(self.checked, spec_step, context, self.policy.seed)
         except PipelineInvalid:

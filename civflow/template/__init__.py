@@ -32,7 +32,9 @@ from civflow.template._analyse import (
     Reference,
     free_names,
     is_template,
+    item_shapes,
     references,
+    root_paths,
     walk_strings,
 )
 from civflow.template._limits import LimitExceeded, Limits
@@ -164,7 +166,9 @@ class TemplateEngine:
                 lines.setdefault(name, include_line)  # the include is what the user wrote
             names |= inner.names
             bad = bad or inner.bad_steps_use
-        return Analysis(tuple(refs), frozenset(names), bad, lines)
+        reads, paths, lone = item_shapes(tree)
+        return Analysis(tuple(refs), frozenset(names), bad, lines, tuple(reads), tuple(paths),
+                        tuple(root_paths(tree, "matrix")), lone)
 
     def _include_source(self, name: str, tree: nodes.Template) -> str:
         line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)

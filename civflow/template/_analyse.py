@@ -30,8 +30,21 @@ class Reference:
     line: int
 
     def __str__(self) -> str:
-        return key_text(("steps", self.step, *((self.kind,) if self.kind else ()),
-                         *self.path))
+        head = key_text(("steps", self.step))
+        if self.kind is not None:
+            head += f".{self.kind}" if self.kind.isidentifier() else f"[{self.kind!r}]"
+        return head + (key_text(self.path, leading_dot=True) if self.path else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRead:
+    """A filter reading an attribute of every item of a `steps` list:
+    `steps.shot.outputs | selectattr('key', ...)` reads `key` of each output."""
+
+    source: Reference
+    path: tuple[str | int, ...]
+    via: str  # the filter
+    line: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +55,102 @@ class Analysis:
     names: frozenset[str]  # undeclared names the template reads
     bad_steps_use: int | None  # line of a use of `steps` that is not steps.<name>
     name_lines: Mapping[str, int] = field(default_factory=dict)  # first line of each name
+    item_reads: tuple[ItemRead, ...] = ()
+    item_paths: tuple[tuple[tuple[str | int, ...], int], ...] = ()  # `item.a.b`, and its line
+    matrix_paths: tuple[tuple[tuple[str | int, ...], int], ...] = ()  # `matrix.a`, its line
+    # The `steps` list whose items a lone `{{ steps.x.outputs | selectattr(...) | list }}`
+    # gives unchanged (what a foreach's `item` then is), if the template is one.
+    item_source: Reference | None = None
+
+
+# Filters that give (some of) a list's items unchanged.
+_KEEPS_ITEMS = frozenset({"selectattr", "rejectattr", "select", "reject", "list", "sort",
+                          "unique", "reverse"})
+# Filters that read an attribute of every item: the position of that argument (None when
+# only `attribute=` names it).
+_READS_ATTRIBUTE: Mapping[str, int | None] = {
+    "selectattr": 0, "rejectattr": 0, "groupby": 0, "map": None, "sort": None, "sum": None,
+    "unique": None, "min": None, "max": None}
+
+
+def _steps_ref(node: nodes.Node) -> Reference | None:
+    """The `steps.<step>...` reference `node` is (a chain without dynamic parts)."""
+    if not isinstance(node, nodes.Getattr | nodes.Getitem):
+        return None
+    root, parts = _chain(node)
+    if not (isinstance(root, nodes.Name) and root.name == "steps") or not parts or \
+            not isinstance(parts[0], str) or any(p is None for p in parts):
+        return None
+    rest = parts[1:]
+    kind = rest[0] if rest and isinstance(rest[0], str) else None
+    if kind is None:
+        return None
+    path = tuple(p for p in rest[1:] if p is not None)
+    return Reference(parts[0], kind, path, node.lineno)
+
+
+def _list_source(node: nodes.Node) -> Reference | None:
+    """The `steps` list whose items `node` gives unchanged, through item-keeping filters."""
+    while isinstance(node, nodes.Filter) and node.name in _KEEPS_ITEMS and node.node is not None:
+        node = node.node
+    return _steps_ref(node)
+
+
+def _attribute_arg(node: nodes.Filter) -> str | None:
+    position = _READS_ATTRIBUTE.get(node.name, -1)
+    if position == -1:
+        return None
+    for kw in node.kwargs:
+        if kw.key == "attribute" and isinstance(kw.value, nodes.Const):
+            return kw.value.value if isinstance(kw.value.value, str) else None
+    if position is not None and len(node.args) > position:
+        arg = node.args[position]
+        if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+            return arg.value
+    return None
+
+
+def item_shapes(tree: nodes.Template
+                ) -> tuple[list[ItemRead], list[tuple[tuple[str | int, ...], int]],
+                           Reference | None]:
+    """Attribute reads over `steps` lists, `item.<path>` reads, and the lone list source."""
+    reads: list[ItemRead] = []
+    for node in tree.find_all(nodes.Filter):
+        attr = _attribute_arg(node)
+        source = _list_source(node.node) if attr is not None and node.node is not None \
+            else None
+        if attr is None or source is None:
+            continue
+        path = tuple(int(p) if p.isdigit() else p for p in attr.split("."))
+        reads.append(ItemRead(source, path, node.name, node.lineno))
+    lone: Reference | None = None
+    if len(tree.body) == 1 and isinstance(tree.body[0], nodes.Output) and \
+            len(tree.body[0].nodes) == 1:
+        lone = _list_source(tree.body[0].nodes[0])
+    return reads, root_paths(tree, "item"), lone
+
+
+def root_paths(tree: nodes.Template, name: str) -> list[tuple[tuple[str | int, ...], int]]:
+    """The known parts of every `name.a.b[0]` chain, with its line (none when a loop or
+    an assignment may rebind `name`)."""
+    if next(tree.find_all(_BINDING), None) is not None:
+        return []
+    paths: list[tuple[tuple[str | int, ...], int]] = []
+    accesses: list[Any] = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
+    inner = {id(a.node) for a in accesses}
+    for access in accesses:
+        if id(access) in inner:
+            continue
+        root, parts = _chain(access)
+        if isinstance(root, nodes.Name) and root.name == name:
+            known: list[str | int] = []
+            for part in parts:
+                if part is None:
+                    break
+                known.append(part)
+            if known:
+                paths.append((tuple(known), access.lineno))
+    return paths
 
 
 # Statements that bind names; without them every loaded name is free.

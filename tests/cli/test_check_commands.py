@@ -105,7 +105,8 @@ def test_plan_text_json_markdown(capsys: pytest.CaptureFixture[str], workdir: Pa
     code, text, _ = run(capsys, "plan", path)
     assert code == 0
     lines = text.splitlines()
-    assert lines[0].startswith("hero-shot: 3 instances, 3 to run (3 new); estimated ")
+    # the fan-out over hero's two images counts as the two instances the run will have
+    assert lines[0].startswith("hero-shot: 4 instances, 4 to run (4 new); estimated ")
     assert lines[1].split()[:3] == ["+", "hero", "new"]
     assert "upscale[*]" in lines[2] and "one instance per element of" in lines[2]
     assert "upstream upscale" in lines[3]
