@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from civflow.emulator import RunningEmulator
-from tests.e2e.support import MODEL, Project, created
+from tests.e2e.support import MODEL, REPO, Project, created
 
 SHOTS = f"""\
 version: 1
@@ -140,3 +140,25 @@ def test_a_matrix_axis_from_a_variable_is_keyed_and_reordered_for_free(
     less = project.run("shots", "--var", "product_order=[mug]")
     assert less.code == 0 and "shot[mug-linen]: cached" in less.err, less.text
     assert "shot[cap-linen]" not in less.err and created(emulator) == paid
+
+
+def test_the_shipped_product_matrix_reordered_pays_nothing(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """The journey that paid 12 Buzz for the wrong upscales: reordering both axes of the
+    shipped example now renames, re-runs and pays nothing."""
+    project, emulator = ready
+    text = (REPO / "pipelines" / "product-matrix.yaml").read_text(encoding="utf-8")
+    project.write("product-matrix", text)
+    first = project.run("product-matrix")
+    assert first.code == 0 and ": 21 succeeded;" in first.err, first.text
+    assert {"hires[mug-marble]", "hires[vase-linen]", "hires[lamp-walnut]"} <= set(
+        project.lock("product-matrix")["instances"])
+    paid = created(emulator)
+    reordered = text.replace("[mug, teapot, vase, bowl, candle, lamp]",
+                             "[lamp, bowl, mug, candle, vase, teapot]").replace(
+        "[marble, linen, walnut]", "[walnut, marble, linen]")
+    assert reordered != text
+    project.write("product-matrix", reordered)
+    again = project.run("product-matrix")
+    assert again.code == 0 and "21 cached" in again.err, again.text
+    assert created(emulator) == paid
