@@ -19,7 +19,13 @@ from civflow.errors import (
     PipelineNotFound,
     UsageError,
 )
-from civflow.load.model import WORKFLOW_FIELDS, PipelineSpec, StepSpec, deep_merge
+from civflow.load.model import (
+    WORKFLOW_FIELDS,
+    PipelineSpec,
+    StepSpec,
+    deep_merge,
+    step_defaults,
+)
 from civflow.load.schema import pipeline_schema, schema_diagnostics
 from civflow.load.yamlsrc import SourceDoc, load_yaml
 
@@ -171,7 +177,8 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
     workflow: Mapping[str, Any] = data.get("workflow") or {}
     steps: dict[str, StepSpec] = {}
     for order, (name, raw) in enumerate(data["steps"].items()):
-        merged, from_defaults = deep_merge(defaults.get(raw["type"], {}), raw["input"])
+        base, sources = step_defaults(defaults, raw["type"], raw["input"])
+        merged, from_defaults = deep_merge(base, raw["input"])
         steps[name] = StepSpec(
             name=name,
             type=raw["type"],
@@ -187,6 +194,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
             priority=raw.get("priority"),
             order=order,
             defaulted=frozenset(from_defaults),
+            default_sources={p: sources[p] for p in from_defaults if p in sources},
             unchecked=raw.get("unchecked", False) is True,
         )
     return PipelineSpec(
