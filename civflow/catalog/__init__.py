@@ -34,6 +34,7 @@ from civflow.catalog._outputs import (
     OutputIssue,
     OutputIssueKind,
     blob_paths,
+    output_fields,
     output_path_error,
     output_path_issue,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "input_variants",
     "known_types",
     "openapi_version",
+    "output_fields",
     "output_kinds",
     "output_path_error",
     "output_path_issue",

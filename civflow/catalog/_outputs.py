@@ -270,3 +270,35 @@ def blob_paths(step_type: str, input: Mapping[str, object],
 
     walk(output, shape, ())
     return found
+
+
+_MAX_FIELDS = 200
+
+
+def output_fields(step_type: str) -> list[tuple[str, str]]:
+    """(path, note) of every field a template can read in a step's output, as written in
+    a template (`images[].url`); notes say `sometimes` and `download`. Bounded in depth
+    and count, since generated shapes may be large."""
+    out: list[tuple[str, str]] = []
+
+    def walk(shape: object, path: str, notes: tuple[str, ...], depth: int) -> None:
+        if len(out) >= _MAX_FIELDS or depth > _MAX_SHAPE_DEPTH:
+            return
+        if isinstance(shape, _Optional):
+            walk(shape.shape, path, (*notes, "sometimes"), depth)
+        elif isinstance(shape, _ListOf):
+            walk(shape.item, f"{path}[]", notes, depth + 1)
+        elif isinstance(shape, _MapOf):
+            walk(shape.value, f"{path}[KEY]", notes, depth + 1)
+        elif isinstance(shape, dict):
+            blob = ("a blob: civflow downloads its url",) if isinstance(shape, _Blob) else ()
+            if path:
+                out.append((path, ", ".join((*notes, *blob))))
+            for key, inner in shape.items():
+                walk(inner, f"{path}.{key}" if path else key, notes, depth + 1)
+        elif path:
+            out.append((path, ", ".join(notes) + ("any JSON" if shape is OPEN and not notes
+                                                  else "")))
+
+    walk(_shape(step_type), "", (), 0)
+    return out

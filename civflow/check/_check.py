@@ -35,7 +35,13 @@ from civflow.check.render import (
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
 from civflow.keys import KeyPath, key_text
-from civflow.load.model import RESERVED_NAMES, PipelineSpec, StepSpec, deep_merge
+from civflow.load.model import (
+    RESERVED_NAMES,
+    PipelineSpec,
+    StepSpec,
+    deep_merge,
+    step_defaults,
+)
 from civflow.load.yamlsrc import SourceDoc
 from civflow.names import unsafe_name_reason
 from civflow.template import (
@@ -674,15 +680,18 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
         if not isinstance(raw, Mapping) or any(p[:2] == ("steps", name) for p in broken):
             blocked.add(name)
             continue
-        base = defaults.get(raw["type"]) or {}
+        base, sources = step_defaults(defaults, raw["type"], raw["input"])
         merged, from_defaults = deep_merge(base, raw["input"])
         steps[name] = StepSpec(
             name=name, type=raw["type"], input=merged, needs=tuple(raw.get("needs", ())),
-            matrix=tuple((k, tuple(v)) for k, v in (raw.get("matrix") or {}).items()),
+            # an axis from a variable stands as one value here: the full load reads it
+            matrix=tuple((k, tuple(v) if isinstance(v, list) else (v,))
+                         for k, v in (raw.get("matrix") or {}).items()),
             foreach=raw.get("foreach"), key=raw.get("key"), when=raw.get("when"),
             timeout=raw.get("timeout"),
             retries=raw.get("retries"), priority=raw.get("priority"), order=order,
-            defaulted=frozenset(from_defaults), unchecked=name in unchecked)
+            defaulted=frozenset(from_defaults), unchecked=name in unchecked,
+            default_sources={p: sources[p] for p in from_defaults if p in sources})
     if not steps:
         return None
     name = data.get("name")

@@ -156,6 +156,14 @@ def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIs
     else:
         where_path = spec.input_path(step.name, path)
     hint = issue.hint or _fallback_hint(issue)
+    if where_path[0] == "defaults" and issue.kind is IssueKind.UNKNOWN_FIELD and not hint:
+        fields = [str(f) for f in (issue.expected or ())]
+        shown = ", ".join(fields[:10]) + (", ..." if len(fields) > 10 else "")
+        hint = (f"it comes from defaults '{where_path[1]}'; this shape takes {shown}. "
+                f"Scope a default to the engine or ecosystem it fits, e.g. "
+                f"'{step.type}/<engine>:'")
+        return spec.doc.diagnostic(f"step '{step.name}': {issue.message}", where_path,
+                                   key=key, hint=hint, severity=issue.severity)
     if issue.is_unknown_name and not issue.suggestions:
         hint = f"{hint}; {UNCHECKED_HINT}" if hint else UNCHECKED_HINT
     if issue.kind is IssueKind.RUN_TIME_VARIANT:

@@ -19,7 +19,13 @@ from civflow.errors import (
     PipelineNotFound,
     UsageError,
 )
-from civflow.load.model import WORKFLOW_FIELDS, PipelineSpec, StepSpec, deep_merge
+from civflow.load.model import (
+    WORKFLOW_FIELDS,
+    PipelineSpec,
+    StepSpec,
+    deep_merge,
+    step_defaults,
+)
 from civflow.load.schema import pipeline_schema, schema_diagnostics
 from civflow.load.yamlsrc import SourceDoc, load_yaml
 
@@ -116,6 +122,37 @@ def _loc(path: Path, line: int, col: int) -> Location:
     return Location(str(path), line, col)
 
 
+_LONE_VAR = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+                       r"\s*\}\}\s*$")
+
+
+def _matrix_axis(doc: SourceDoc, step: str, axis: str, value: Any,
+                 variables: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A matrix axis's values: a list as written, or the list a variable holds
+    (`"{{ product_order }}"`, after --var and --vars-file); then checked alike."""
+    if isinstance(value, list):
+        return tuple(value)
+    where = ("steps", step, "matrix", axis)
+    match = _LONE_VAR.match(str(value))
+    found: Any = variables
+    parts = match.group(1).split(".") if match else []
+    for part in parts:
+        found = found.get(part) if isinstance(found, Mapping) else None
+    if not parts or found is None:
+        raise PipelineInvalid([doc.diagnostic(
+            f"step '{step}': matrix axis '{axis}' names no variable: {value!r}", where,
+            hint=f"declare it under 'vars:' as a list, e.g. {parts[0] if parts else axis}: "
+                 "[a, b]")])
+    if not isinstance(found, list) or not found:
+        got = "an empty list" if isinstance(found, list) else type(found).__name__
+        raise PipelineInvalid([doc.diagnostic(
+            f"step '{step}': matrix axis '{axis}' must be a non-empty list; "
+            f"{'.'.join(parts)} is {got}", where,
+            hint=f"give {'.'.join(parts)} a list of values in 'vars:' (or with --var / "
+                 "--vars-file)")])
+    return tuple(found)
+
+
 def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> PipelineSpec:
     """Parse, schema-check and type a pipeline file; apply variable overrides."""
     doc = read_source(path)
@@ -140,13 +177,15 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
     workflow: Mapping[str, Any] = data.get("workflow") or {}
     steps: dict[str, StepSpec] = {}
     for order, (name, raw) in enumerate(data["steps"].items()):
-        merged, from_defaults = deep_merge(defaults.get(raw["type"], {}), raw["input"])
+        base, sources = step_defaults(defaults, raw["type"], raw["input"])
+        merged, from_defaults = deep_merge(base, raw["input"])
         steps[name] = StepSpec(
             name=name,
             type=raw["type"],
             input=merged,
             needs=tuple(raw.get("needs", ())),
-            matrix=tuple((k, tuple(v)) for k, v in (raw.get("matrix") or {}).items()),
+            matrix=tuple((k, _matrix_axis(doc, name, k, v, declared))
+                         for k, v in (raw.get("matrix") or {}).items()),
             foreach=raw.get("foreach"),
             key=raw.get("key"),
             when=raw.get("when"),
@@ -155,6 +194,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
             priority=raw.get("priority"),
             order=order,
             defaulted=frozenset(from_defaults),
+            default_sources={p: sources[p] for p in from_defaults if p in sources},
             unchecked=raw.get("unchecked", False) is True,
         )
     return PipelineSpec(

@@ -37,6 +37,8 @@ class StepSpec:
     order: int = 0
     # input paths whose value came from `defaults:` rather than the step itself
     defaulted: frozenset[KeyPath] = frozenset()
+    # for each of those, the `defaults:` entry it came from when not the plain type
+    default_sources: Mapping[KeyPath, str] = field(default_factory=dict)
     # `unchecked: true`: the input is sent as written, not checked against the catalog
     unchecked: bool = False
 
@@ -119,11 +121,50 @@ class PipelineSpec:
         spec = self.steps[step]
         for cut in range(len(path), 0, -1):
             if path[:cut] in spec.defaulted:
-                return ("defaults", spec.type, *path)
+                return ("defaults", spec.default_sources.get(path[:cut], spec.type), *path)
         return ("steps", step, "input", *path)
 
     def input_location(self, step: str, path: KeyPath, *, key: bool = False) -> Location:
         return self.doc.location(self.input_path(step, path), key=key)
+
+
+def step_defaults(defaults: Mapping[str, Any], step_type: str, own: Mapping[str, Any]
+                  ) -> tuple[dict[str, Any], dict[KeyPath, str]]:
+    """The defaults that apply to one step, and which `defaults:` entry gave each path.
+
+    `TYPE` applies to every step of the type, `TYPE/ECOSYSTEM` and then `TYPE/ENGINE`
+    over it to the steps of that ecosystem or engine (the step's own, else the one the
+    defaults give). A step that picks another engine than `TYPE` sets is not given
+    `TYPE`'s fields: they describe another input shape (SDXL fields on Flux Kontext).
+    """
+    plain = defaults.get(step_type)
+    plain = plain if isinstance(plain, Mapping) else {}
+    own_engine = own.get("engine")
+    if isinstance(own_engine, str) and plain.get("engine") not in (None, own_engine):
+        plain = {}
+    engine = own_engine if own_engine is not None else plain.get("engine")
+    ecosystem = own.get("ecosystem", plain.get("ecosystem"))
+    keys = [step_type] + [f"{step_type}/{scope}" for scope in (ecosystem, engine)
+                          if isinstance(scope, str) and scope]
+    merged: dict[str, Any] = {}
+    sources: dict[KeyPath, str] = {}
+    for key in dict.fromkeys(keys):
+        entry = plain if key == step_type else defaults.get(key)
+        if not isinstance(entry, Mapping):
+            continue
+        merged, _ = deep_merge(merged, entry)
+        if key != step_type:
+            sources.update(dict.fromkeys(_paths(entry), key))
+    return merged, sources
+
+
+def _paths(value: Mapping[str, Any], path: KeyPath = ()) -> list[KeyPath]:
+    out: list[KeyPath] = []
+    for key, inner in value.items():
+        out.append((*path, key))
+        if isinstance(inner, Mapping):
+            out += _paths(inner, (*path, key))
+    return out
 
 
 def deep_merge(base: Mapping[str, Any], own: Mapping[str, Any], path: KeyPath = ()

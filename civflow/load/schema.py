@@ -20,6 +20,9 @@ _TYPE_WORDS = {
     "number": "a number", "boolean": "true or false", "null": "null",
 }
 
+# A matrix axis written as a variable: `"{{ product_order }}"` or `"{{ lists.products }}"`.
+_MATRIX_VAR = ("^\\s*\\{\\{\\s*[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*"
+               "\\s*\\}\\}\\s*$")
 _PATTERN_WORDS = {
     "^[a-z0-9][a-z0-9_-]{0,63}$":
         "lowercase letters, digits, '-' and '_', starting with a letter or digit, at most 64",
@@ -28,6 +31,8 @@ _PATTERN_WORDS = {
     "^[A-Za-z_][A-Za-z0-9_]*$": "letters, digits and '_', not starting with a digit",
     "^(\\d+\\.)?\\d{1,2}:\\d{2}:\\d{2}(\\.\\d{1,7})?$": "a TimeSpan such as \"00:10:00\"",
     "^https://": "an https:// URL",
+    _MATRIX_VAR: "a list, or a lone template naming a variable that holds one, "
+                 "such as \"{{ product_order }}\"",
 }
 
 
@@ -218,6 +223,9 @@ def _pattern_hint(pattern: str, instance: Any) -> str | None:
         return "hours:minutes:seconds, e.g. \"00:10:00\" for ten minutes"
     if pattern == "^https://":
         return "Civitai only calls https:// webhooks"
+    if pattern == _MATRIX_VAR:
+        return ("matrix values are fixed before anything runs: compute the list in 'vars:' "
+                "(or pass it with --var / --vars-file) and name that variable here")
     if pattern == "^[a-z0-9][a-z0-9_-]{0,63}$" and isinstance(instance, str):
         slug = _slug(instance, "-_")
         return f"for example '{slug}'" if slug else None

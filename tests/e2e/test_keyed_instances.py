@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from civflow.emulator import RunningEmulator
-from tests.e2e.support import MODEL, Project, created
+from tests.e2e.support import MODEL, REPO, Project, created
 
 SHOTS = f"""\
 version: 1
@@ -123,3 +123,42 @@ def test_plan_counts_a_fanout_the_upstream_quantity_fixes_and_says_which_it_cann
     assert "fan: 4 known + 1 fan-out sized at run time, 4 to run" in shown.out, shown.out
     run = project.run("fan")
     assert run.code == 0 and ": 7 succeeded;" in run.err, run.text
+
+
+def test_a_matrix_axis_from_a_variable_is_keyed_and_reordered_for_free(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    project, emulator = ready
+    text = SHOTS.replace("product: [PRODUCTS]", 'product: "{{ product_order }}"')
+    project.write("shots", text.replace("vars:\n", "vars:\n  product_order: [mug, cap, tee]\n"))
+    first = project.run("shots")
+    assert first.code == 0 and ": 11 succeeded;" in first.err, first.text
+    paid = created(emulator)
+    project.write("shots", text.replace("vars:\n", "vars:\n  product_order: [tee, mug, cap]\n"))
+    again = project.run("shots")
+    assert again.code == 0 and "11 cached" in again.err, again.text
+    assert created(emulator) == paid
+    less = project.run("shots", "--var", "product_order=[mug]")
+    assert less.code == 0 and "shot[mug-linen]: cached" in less.err, less.text
+    assert "shot[cap-linen]" not in less.err and created(emulator) == paid
+
+
+def test_the_shipped_product_matrix_reordered_pays_nothing(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """The journey that paid 12 Buzz for the wrong upscales: reordering both axes of the
+    shipped example now renames, re-runs and pays nothing."""
+    project, emulator = ready
+    text = (REPO / "pipelines" / "product-matrix.yaml").read_text(encoding="utf-8")
+    project.write("product-matrix", text)
+    first = project.run("product-matrix")
+    assert first.code == 0 and ": 21 succeeded;" in first.err, first.text
+    assert {"hires[mug-marble]", "hires[vase-linen]", "hires[lamp-walnut]"} <= set(
+        project.lock("product-matrix")["instances"])
+    paid = created(emulator)
+    reordered = text.replace("[mug, teapot, vase, bowl, candle, lamp]",
+                             "[lamp, bowl, mug, candle, vase, teapot]").replace(
+        "[marble, linen, walnut]", "[walnut, marble, linen]")
+    assert reordered != text
+    project.write("product-matrix", reordered)
+    again = project.run("product-matrix")
+    assert again.code == 0 and "21 cached" in again.err, again.text
+    assert created(emulator) == paid
