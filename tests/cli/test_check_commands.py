@@ -410,3 +410,16 @@ steps:
     path.write_text(path.read_text().replace("snippets/house.j2", "../../../etc/passwd"))
     code, out, _ = run(capsys, "validate", str(path))
     assert code == 2 and "outside" in out
+
+
+def test_steps_explains_a_type_from_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text, _ = run(capsys, "steps", "imageGen/flux1-kontext")
+    assert code == 0
+    assert "imageGen (engine flux1-kontext, model pro)" in text
+    assert "  guidanceScale            number, 1..20, default 3.5" in text
+    assert "  prompt                   string, at most 1000 characters, required" in text
+    assert "\n  images[].url" in text and "cfgScale" not in text
+    code, text, _ = run(capsys, "steps")
+    assert code == 0 and text.startswith("imageGen ")
+    code, _, err = run(capsys, "steps", "imageGn")
+    assert code == 2 and "did you mean 'imageGen'?" in err
