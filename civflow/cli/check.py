@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -244,3 +245,67 @@ def _check_step_names(checked: Checked, names: Sequence[str], *, allow_star: boo
 
 
 __all__ = ["graph", "load_checked", "plan", "render", "validate"]
+
+
+@click.command()
+@click.argument("target", required=False, metavar="[TYPE[/ENGINE]]")
+def steps(target: str | None) -> None:
+    """Explain step types from the catalog, like `kubectl explain`.
+
+    Without TYPE, every type with its number of input shapes; with TYPE (or
+    TYPE/ENGINE, TYPE/ECOSYSTEM), each input shape's fields with their type, bounds
+    and defaults, and the output fields a template can read.
+    """
+    from civflow import catalog
+    from civflow.errors import UsageError
+
+    variants = catalog.catalogued_variants()
+    if target is None:
+        counts: dict[str, int] = {}
+        for variant in variants:
+            counts[variant.step_type] = counts.get(variant.step_type, 0) + 1
+        for name, count in counts.items():
+            click.echo(f"{name:<28} {count} input shape{'s' if count > 1 else ''}")
+        return
+    step_type, _, scope = target.partition("/")
+    mine = [v for v in variants if v.step_type == step_type and
+            (not scope or scope in v.discriminators.values())]
+    if not mine:
+        known = sorted({v.step_type for v in variants})
+        close = difflib.get_close_matches(step_type, known, n=1)
+        raise UsageError(f"no step type {target!r} in the catalog",
+                         hint=f"did you mean '{close[0]}'?" if close else
+                         "run 'civflow steps' for the list")
+    lines: list[str] = []
+    for variant in mine:
+        lines.append(f"{variant.label}")
+        schema = variant.schema
+        needed = set(schema.get("required", ()))
+        for name, spec_ in schema.get("properties", {}).items():
+            if name in variant.discriminators:
+                continue
+            lines.append(f"  {name:<24} {_field_text(spec_, name in needed)}")
+        lines.append("")
+    lines.append(f"{step_type} output (steps.NAME.output..., steps.NAME[\"KEY\"]...):")
+    for path, note in catalog.output_fields(step_type):
+        lines.append(f"  {path:<32} {note}".rstrip())
+    click.echo("\n".join(lines))
+
+
+def _field_text(field: Mapping[str, Any], required: bool) -> str:
+    """`integer, 1..100, default 20, required` from one JSON Schema property."""
+    kind = field.get("type")
+    parts = ["/".join(kind) if isinstance(kind, list) else str(kind or "any")]
+    if "enum" in field:
+        shown = ", ".join(json.dumps(v) for v in field["enum"][:8])
+        parts.append(f"one of {shown}{', ...' if len(field['enum']) > 8 else ''}")
+    low, high = field.get("minimum"), field.get("maximum")
+    if low is not None or high is not None:
+        parts.append(f"{'' if low is None else low}..{'' if high is None else high}")
+    if "maxLength" in field:
+        parts.append(f"at most {field['maxLength']} characters")
+    if "default" in field:
+        parts.append(f"default {json.dumps(field['default'])}")
+    if required:
+        parts.append("required")
+    return ", ".join(parts)

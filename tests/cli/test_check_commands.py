@@ -427,3 +427,16 @@ def test_plan_shows_invisible_characters_of_names_escaped(
         code, out, err = run(capsys, "plan", "p.yaml", "--format", fmt)
         assert code == 0, err
         assert "\u202e" not in out and "u202e" in out, out
+
+
+def test_steps_explains_a_type_from_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text, _ = run(capsys, "steps", "imageGen/flux1-kontext")
+    assert code == 0
+    assert "imageGen (engine flux1-kontext, model pro)" in text
+    assert "  guidanceScale            number, 1..20, default 3.5" in text
+    assert "  prompt                   string, at most 1000 characters, required" in text
+    assert "\n  images[].url" in text and "cfgScale" not in text
+    code, text, _ = run(capsys, "steps")
+    assert code == 0 and text.startswith("imageGen ")
+    code, _, err = run(capsys, "steps", "imageGn")
+    assert code == 2 and "did you mean 'imageGen'?" in err
