@@ -624,7 +624,11 @@ class Executor:
         """
         if planned.decision is Decision.LOST:
             self.refreshed.add(inst.step)
-            return _Reuse(settled=False, fresh=True)
+            # An interrupted run already sent the re-make: re-attach to it by its key
+            # (a new key would pay a second time). Otherwise it gets a key of its own.
+            flying = self.policy.inflight.get(inst.name)
+            resumed = flying is not None and flying.fingerprint == inst.fingerprint
+            return _Reuse(settled=False, fresh=not resumed)
         if planned.decision is not Decision.CACHED:
             return _Reuse(settled=False)
         entry, prior = await self._current(inst)

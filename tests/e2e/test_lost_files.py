@@ -144,3 +144,44 @@ def test_a_hand_edited_path_never_writes_outside_out(
     entry = project.lock("sweep")["instances"]["shot[seed=1]"]
     assert entry["artifacts"][0]["path"].startswith("../out/sweep/")
     check_artifacts(project, "sweep")
+
+
+def test_a_killed_re_make_of_lost_work_is_resumed_not_paid_again(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 while a lost instance is being made again: the next run re-attaches to
+    that workflow by its key instead of paying under a new one."""
+    import signal
+    import time
+
+    from civflow.emulator import EmulatorConfig, start_emulator
+    from tests.e2e.support import SECRET, aim, spawn
+
+    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET)) as served:
+        aim(monkeypatch, served)
+        project.write("sweep", SWEEP)
+        assert project.run("sweep").code == 0
+        lock = project.lock("sweep")
+        for name, entry in lock["instances"].items():
+            if name.startswith("shot"):
+                for artifact in entry["artifacts"]:
+                    served.forget_blob(artifact["blobId"])
+                    (project.lock_path("sweep").parent / artifact["path"]).unlink()
+        shutil.rmtree(project.root / ".civflow" / "objects")
+        made = created(served)
+        served.set_faults(time_scale=5)  # the re-made shots are still running when killed
+        process = spawn(project, served, "sweep", log="lost")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and created(served) < made + 2:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert created(served) == made + 2, (project.root / "lost.err").read_text()
+        served.set_faults(time_scale=0)
+        resumed = project.run("sweep")
+        assert resumed.code == 0, resumed.text
+        # The two shots were re-attached, not created again. Their seeds are fixed, so
+        # the same pictures come back and the upscale stays cached.
+        assert created(served) == made + 2
+        per_key = served.counters()["creations_by_external_id"]
+        assert all(n == 1 for n in per_key.values()), per_key
+        check_artifacts(project, "sweep")
