@@ -17,6 +17,7 @@ from civflow.client.base import Backend
 from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
 from civflow.expand import canonical_json
 from civflow.load.model import PipelineSpec
+from civflow.names import blob_id_ok
 from civflow.plan import Decision, Plan, PlanOptions, Prior, plan
 from civflow.request import workflow_body
 from civflow.runner.events import Event, Phase, Reporter, ignore
@@ -134,10 +135,13 @@ async def gone_blobs(prepared: Prepared, backend: Backend) -> frozenset[str]:
         prior = policy.prior_for(planned.instance)
         if planned.decision is Decision.CACHED and prior is not None:
             wanted.update(prior.lost)
+    # A blob id of a shape civflow never sends (a hand-edited lockfile) cannot be
+    # fetched again either: gone, without asking.
+    gone: set[str] = {b for b in wanted if not blob_id_ok(b)}
+    wanted -= gone
     if not wanted:
-        return frozenset()
+        return frozenset(gone)
     asking = asyncio.Semaphore(8)
-    gone: set[str] = set()
 
     async def ask(blob_id: str) -> None:
         async with asking:

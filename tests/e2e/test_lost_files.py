@@ -185,3 +185,31 @@ def test_a_killed_re_make_of_lost_work_is_resumed_not_paid_again(
         per_key = served.counters()["creations_by_external_id"]
         assert all(n == 1 for n in per_key.values()), per_key
         check_artifacts(project, "sweep")
+
+
+def test_a_hand_edited_blob_id_is_never_sent_and_counts_as_lost(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """A lockfile whose lost file names a blob id civflow would never send (`../x`):
+    it is not asked for, and the instance is priced as lost work, held to the cap."""
+    project, emulator = ready
+    project.write("sweep", SWEEP)
+    assert project.run("sweep").code == 0
+    path = project.lock_path("sweep")
+    lock = json.loads(path.read_text(encoding="utf-8"))
+    artifact = lock["instances"]["shot[seed=1]"]["artifacts"][0]
+    for name in ("shot[seed=1]", "shot[seed=2]"):  # seed=2's blob is asked of Civitai
+        (path.parent / lock["instances"][name]["artifacts"][0]["path"]).unlink()
+    shutil.rmtree(project.root / ".civflow" / "objects")
+    text = path.read_text(encoding="utf-8").replace(json.dumps(artifact["blobId"]),
+                                                    json.dumps("../../etc/passwd"))
+    path.write_text(text, encoding="utf-8")
+    def asked() -> int:  # blob refreshes, and POSTs no route of the API matches
+        return sum(n for route, by in emulator.counters()["requests"].items()
+                   if "refresh" in route or "unmatched" in route for n in by.values())
+
+    before = asked()
+    made = created(emulator)
+    refused = project.run("sweep", "--max-cost", "0")
+    assert refused.code == 8 and "over --max-cost 0" in refused.err, refused.text
+    assert created(emulator) == made
+    assert asked() - before == 1  # shot[seed=2]'s blob only; the edited id is never sent
