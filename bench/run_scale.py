@@ -27,14 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from civflow.check import check_pipeline
 from civflow.client.base import Download, WorkflowState
 from civflow.load import load_pipeline
+from civflow.origin import Origin
 from civflow.runner import RunOptions, execute, prepare, run_lock
 
 
 class InstantApi:
     """Every workflow succeeds on submit; echo's output is its input message."""
 
+    # An in-memory stand-in, not Civitai: what it makes is a preview, like the emulator's.
+    origin = Origin.EMULATOR
+
     def __init__(self) -> None:
         self.submitted = 0
+
+    async def identify(self) -> Origin:
+        return self.origin
 
     async def submit(self, template: Mapping[str, Any], *, wait: int = 0,
                      whatif: bool = False) -> WorkflowState:
@@ -95,7 +102,7 @@ def measure(text: str, n: int) -> tuple[float, float]:
         start = time.perf_counter()
         checked = check_pipeline(load_pipeline(path))
         with run_lock(checked.spec, root):
-            prepared = prepare(checked)
+            prepared = prepare(checked, origin=api.origin)
             ran = time.perf_counter()
             result = asyncio.run(execute(prepared, api, RunOptions(concurrency=64)))
         end = time.perf_counter()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from civflow.check import Checked
 from civflow.errors import RemoteError, SpendingRefused, UsageError
+from civflow.origin import Origin
 from civflow.plan import Plan, PlanOptions
 from civflow.runner import Estimate, Prepared, RunOptions, RunResult
 from civflow.runner.events import Reporter, ignore
@@ -47,16 +48,18 @@ def _options(force: Iterable[str], reroll: Iterable[str], only: Iterable[str],
 
 
 def plan(checked: Checked, *, force: Iterable[str] = (), reroll: Iterable[str] = (),
-         only: Iterable[str] = (), retry_failed: bool = False) -> Plan:
+         only: Iterable[str] = (), retry_failed: bool = False, emulator: bool = False) -> Plan:
     """What a run would do now and why, reading the lockfile and any interrupted run
-    exactly as `civflow plan` does. No network.
+    exactly as `civflow plan` does. No network. With `emulator=True`, what a run on
+    the emulator would do (it caches only its own previews).
 
         >>> civflow.plan(checked).counts()
         {'cached': 3, 'changed': 1}
     """
     from civflow.runner import prepare
 
-    return prepare(checked, _options(force, reroll, only, retry_failed)).plan
+    return prepare(checked, _options(force, reroll, only, retry_failed),
+                   origin=Origin.EMULATOR if emulator else Origin.CIVITAI).plan
 
 
 async def aestimate(checked: Checked, *, emulator: bool = False, whatif: bool = False,
@@ -70,7 +73,8 @@ async def aestimate(checked: Checked, *, emulator: bool = False, whatif: bool = 
     from civflow.runner import estimate, prepare
     from civflow.runner.connect import open_backend
 
-    prepared = prepare(checked, _options(force, reroll, only, False))
+    prepared = prepare(checked, _options(force, reroll, only, False),
+                       origin=Origin.EMULATOR if emulator else Origin.CIVITAI)
     if not whatif:
         return await estimate(prepared, None)
     async with open_backend(emulator, api_key_file) as backend:
@@ -130,11 +134,6 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
                                    on_wait=on_wait)
     try:
         planned_with = _options(force, reroll, only, retry_failed)
-        prepared = prepare(checked, planned_with, update_lockfile=update_lockfile,
-                           out_dir=out_dir)
-        if prepared.resumed is not None and on_resume is not None:
-            on_resume(prepared.resumed.run_id)
-        await asyncio.to_thread(_pull_cached, prepared, on_remote or (lambda _: None))
 
         async def asked(plan: Plan, cost: Estimate) -> bool:
             if yes:
@@ -144,12 +143,21 @@ async def arun(checked: Checked, *, emulator: bool = False, yes: bool = False,
             return bool(await answer) if isinstance(answer, Awaitable) else bool(answer)
 
         async with open_backend(emulator, api_key_file, concurrency=concurrency) as backend:
+            # Which API this is decides what counts as done: only its own results are
+            # cached (an emulator's picture is a preview, never paid work). A served
+            # emulator says so itself, whatever its URL.
+            origin = await backend.identify()
+            prepared = prepare(checked, planned_with, update_lockfile=update_lockfile,
+                               out_dir=out_dir, origin=origin)
+            if prepared.resumed is not None and on_resume is not None:
+                on_resume(prepared.resumed.run_id)
+            await asyncio.to_thread(_pull_cached, prepared, on_remote or (lambda _: None))
             # Paid-for files no copy here can give are asked of Civitai before the plan
             # is shown: those it forgot are planned as work, priced, capped and consented.
             gone = await gone_blobs(prepared, backend)
             if gone:
                 prepared = prepare(checked, planned_with, update_lockfile=update_lockfile,
-                                   out_dir=out_dir, gone=gone)
+                                   out_dir=out_dir, gone=gone, origin=origin)
             return await execute(prepared, backend, options, reporter=reporter,
                                  confirm=None if emulator else asked,
                                  pipeline_file=pipeline_file)

@@ -31,6 +31,7 @@ from civflow.expand import (
     resolve_step,
 )
 from civflow.load.model import StepSpec
+from civflow.origin import Origin
 
 __all__ = [
     "Decision",
@@ -145,6 +146,10 @@ class Policy:
     # Blob ids Civitai said it no longer has (asked by `run` before it plans; `plan`
     # alone asks nobody).
     gone: frozenset[str] = frozenset()
+    # The API this plan is for, and instances the other one made (name -> fingerprint,
+    # origin): never cached here, only named in the reason.
+    origin: Origin = Origin.CIVITAI
+    elsewhere: Mapping[str, tuple[str, Origin]] = field(default_factory=dict)
 
     def prior_for(self, inst: Instance) -> Prior | None:
         """The lockfile's result for this instance: its entry, or, when that was made for
@@ -217,7 +222,7 @@ class Policy:
                                        (f"upstream {running_upstream[0]}", fanout), estimate)
             return PlannedInstance(inst, Decision.NEW, (fanout,), estimate)
         if prior is None:
-            reasons: tuple[str, ...] = ("not in the lockfile",)
+            reasons: tuple[str, ...] = (self._not_locked(inst),)
             if not inst.resolved and running_upstream:
                 reasons = (f"upstream {running_upstream[0]}", "not in the lockfile")
             return PlannedInstance(inst, Decision.NEW, reasons, estimate)
@@ -226,6 +231,9 @@ class Policy:
             return PlannedInstance(inst, Decision.CHANGED, ups, estimate)
         if inst.fingerprint != prior.fingerprint:
             fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
+            other = self.elsewhere.get(inst.name)
+            if other is not None and other[0] == inst.fingerprint:
+                fields.append(self._not_locked(inst))  # previewed: still new work here
             return PlannedInstance(inst, Decision.CHANGED, tuple(fields), estimate)
         if not prior.artifacts_ok:
             gone = [b for b in prior.lost if b in self.gone]
@@ -239,6 +247,19 @@ class Policy:
             return PlannedInstance(inst, Decision.CACHED, _damage_reasons(prior, estimate),
                                    0.0)
         return PlannedInstance(inst, Decision.CACHED, ("fingerprint matches the lockfile",), 0.0)
+
+
+    def _not_locked(self, inst: Instance) -> str:
+        """Why an instance this origin never made runs: not in the lockfile, or made
+        by the other API only (a preview is not paid work, and vice versa)."""
+        other = self.elsewhere.get(inst.name)
+        if other is None:
+            return "not in the lockfile"
+        fingerprint, made = other
+        same = " with these inputs" if fingerprint == inst.fingerprint else ""
+        if made is Origin.EMULATOR:
+            return f"made on the emulator{same}: a preview, not paid work"
+        return f"made on Civitai{same}; the emulator makes its own preview"
 
 
 def _damage_reasons(prior: Prior, estimate: float | None) -> tuple[str, ...]:
@@ -381,7 +402,8 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
                 attempts: Mapping[tuple[str, str], int],
                 failed: Mapping[tuple[str, str], str],
                 alternates: Mapping[str, Prior] | None = None,
-                gone: frozenset[str] = frozenset()) -> Policy:
+                gone: frozenset[str] = frozenset(), origin: Origin = Origin.CIVITAI,
+                elsewhere: Mapping[str, tuple[str, Origin]] | None = None) -> Policy:
     spec, graph = checked.spec, checked.graph
     every = set(spec.steps)
     unknown = sorted(s for s in (options.force | options.reroll) - every if s != "*")
@@ -400,7 +422,8 @@ def make_policy(checked: Checked, options: PlanOptions, priors: Mapping[str, Pri
         reroll_steps=frozenset(options.reroll & every), wanted=wanted, filtered=filtered,
         only=options.only, priors=priors, inflight=inflight, attempts=attempts,
         failed=failed, retry_failed=options.retry_failed, tips=_tip_rates(spec.workflow),
-        alternates=alternates if alternates is not None else {}, gone=gone)
+        alternates=alternates if alternates is not None else {}, gone=gone, origin=origin,
+        elsewhere=elsewhere or {})
 
 
 def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
@@ -409,11 +432,12 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
          attempts: Mapping[tuple[str, str], int] | None = None,
          failed: Mapping[tuple[str, str], str] | None = None,
          alternates: Mapping[str, Prior] | None = None,
-         gone: frozenset[str] = frozenset()) -> Plan:
+         gone: frozenset[str] = frozenset(), origin: Origin = Origin.CIVITAI,
+         elsewhere: Mapping[str, tuple[str, Origin]] | None = None) -> Plan:
     """Decide, for every selected instance in dependency order, whether it runs and why."""
     spec, graph = checked.spec, checked.graph
     policy = make_policy(checked, options or PlanOptions(), priors or {}, inflight or {},
-                         attempts or {}, failed or {}, alternates, gone)
+                         attempts or {}, failed or {}, alternates, gone, origin, elsewhere)
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
     out: list[PlannedInstance] = []

@@ -45,7 +45,7 @@ def test_the_public_surface_is_curated() -> None:
     assert inspect.iscoroutinefunction(civflow.arun)
     assert inspect.iscoroutinefunction(civflow.aestimate)
     assert list(inspect.signature(civflow.plan).parameters) == [
-        "checked", "force", "reroll", "only", "retry_failed"]
+        "checked", "force", "reroll", "only", "retry_failed", "emulator"]
 
 
 @pytest.fixture
@@ -67,8 +67,10 @@ def test_a_notebook_session_runs_twice_and_inside_a_running_loop(folder: Path) -
     assert image.is_file() and image.is_relative_to(folder / "out")
     assert "hero" in first.table() and "spent" in str(first)
     # A second call (civflow.runner used to be shadowed by the civflow.runner package) and
-    # the plan reads the lockfile: everything is cached.
-    assert civflow.plan(checked).counts() == {"cached": 2}
+    # the plan for the emulator reads its previews: everything is cached. For the real
+    # API nothing is: a preview is never paid work.
+    assert civflow.plan(checked, emulator=True).counts() == {"cached": 2}
+    assert civflow.plan(checked).counts() == {"new": 2}
     again = civflow.run(checked, emulator=True)
     assert again.count("cached") == 2 and again.spent == 0
 
@@ -92,7 +94,7 @@ def test_batch_packs_a_notebook_run_like_the_flag(folder: Path) -> None:
     checked = civflow.load(folder / "notebook.yaml")
     result = civflow.run(checked, emulator=True, batch=5)
     assert result.count("succeeded") == 2
-    lock = (folder / "notebook.lock.json").read_text(encoding="utf-8")
+    lock = (folder / ".civflow" / "previews" / "notebook.lock.json").read_text(encoding="utf-8")
     ids = {line.split('"workflowId": "')[1].split('"')[0]
            for line in lock.splitlines() if '"workflowId"' in line}
     assert len(ids) == 1, ids

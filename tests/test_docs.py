@@ -31,6 +31,8 @@ import pytest
 import yaml
 
 from civflow.cli import _exit
+from tests.stand_in import KEY as STAND_IN_KEY
+from tests.stand_in import civitai_stand_in
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -213,19 +215,29 @@ RECIPES = sorted(p for p in (DOCS / "recipes").glob("*.md")
 
 @pytest.mark.parametrize("page", RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_on_the_emulator(page: Path, tmp_path: Path) -> None:
-    """Each recipe's pipelines run with `civflow run --emulator`; the second run is all
-    cached; the recipe's Python (the notebook) runs as written."""
+    """Each recipe's pipelines run with `civflow run --emulator` (previews, recorded under
+    .civflow/previews); a second run would be all cached; the recipe's Python (the
+    notebook) runs as written."""
     written = project_for(page, tmp_path)
     pipelines = [path for block, path in written.items() if block.lang == "yaml"]
     for pipeline in pipelines:
         done = civflow("run", "--emulator", pipeline, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
-        lockfile = pipeline.with_name(pipeline.stem + ".lock.json")
-        assert lockfile.is_file(), f"{page.name}: no lockfile for {pipeline.name}"
-        again = civflow("plan", pipeline, "--format", "json", cwd=tmp_path)
+        assert not pipeline.with_name(pipeline.stem + ".lock.json").exists()
+        name = yaml.safe_load(pipeline.read_text(encoding="utf-8"))["name"]
+        previews = list(tmp_path.rglob(f".civflow/previews/{name}.lock.json"))
+        assert previews, f"{page.name}: no preview lockfile for {pipeline.name}"
+        again = civflow("plan", pipeline, "--emulator", "--format", "json", cwd=tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
         assert set(json.loads(again.stdout)["counts"]) == {"cached"}, again.stdout
-    for block in blocks(page):
+    python = [block for block in blocks(page) if block.lang == "python"]
+    if python:  # the recipe's Python reads what a real run committed
+        with civitai_stand_in() as api:
+            for pipeline in pipelines:
+                done = civflow("run", "--yes", pipeline, cwd=tmp_path,
+                               CIVITAI_BASE_URL=api.url, CIVITAI_API_KEY=STAND_IN_KEY)
+                assert done.returncode == 0, done.stdout + done.stderr
+    for block in python:
         if block.lang == "python":
             done = subprocess.run([sys.executable, "-c", block.body], cwd=tmp_path,
                                   env=_env(), text=True, capture_output=True, timeout=300,
@@ -245,9 +257,12 @@ def test_sharing_recipe_round_trip(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(project)], check=True, timeout=60)
     remote = {"CIVFLOW_REMOTE": (tmp_path / "remote").as_uri()}
     (pipeline,) = [path for block, path in written.items() if block.lang == "yaml"]
-    for args in (("run", "--emulator", pipeline), ("push",)):
-        done = civflow(*args, cwd=project, **remote)
-        assert done.returncode == 0, done.stdout + done.stderr
+    # Paid work is what is shared: a run against (a stand-in for) the real API.
+    with civitai_stand_in() as api:
+        for args in (("run", "--yes", pipeline), ("push",)):
+            done = civflow(*args, cwd=project, **remote, CIVITAI_BASE_URL=api.url,
+                           CIVITAI_API_KEY=STAND_IN_KEY)
+            assert done.returncode == 0, done.stdout + done.stderr
     made = sorted(p.relative_to(project) for p in (project / "out").rglob("*") if p.is_file())
     assert made
     shutil.rmtree(project / ".civflow")

@@ -100,4 +100,6 @@ steps:
     shown = re.findall(r'<img src="(files/[0-9a-f]{64}\.[a-z]+)"', page)
     assert len(shown) == 1, page[-2000:]
     assert (project.root / "page" / shown[0]).is_file()
+    # An emulator run's picture is a preview, labelled as one.
+    assert "preview: made on the emulator, not paid work" in page
     assert not list((project.root / "page").rglob("*.none")), "no 'cannot decode' marker"

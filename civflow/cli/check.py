@@ -14,6 +14,7 @@ import click
 from civflow.check import Checked
 from civflow.cli import report
 from civflow.errors import CivflowError, PipelineInvalid
+from civflow.origin import Origin
 
 if TYPE_CHECKING:
     from civflow.plan import PlanOptions
@@ -93,11 +94,14 @@ def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
               help="Only these steps (and what they need).")
 @click.option("--batch", type=click.IntRange(1, 100), metavar="N",
               help="Plan as `run --batch N` would submit: up to N steps per workflow.")
+@click.option("--emulator", is_flag=True,
+              help="Plan as `run --emulator` would run: only the emulator's own previews "
+                   "are cached (they are never taken for paid work, nor paid work for them).")
 @_options
 def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: str | None,
          force: tuple[str, ...], reroll: tuple[str, ...], only: tuple[str, ...],
-         batch: int | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
-         strict: bool) -> None:
+         batch: int | None, emulator: bool, vars_: tuple[str, ...],
+         vars_files: tuple[Path, ...], strict: bool) -> None:
     """Show every instance in order, whether it runs or is cached, and why.
 
     PATHS are pipeline files, folders (searched below) or globs. With --base REF, show
@@ -118,7 +122,11 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
     files = _named_files(paths)
     if not files:
         raise UsageError("no pipeline files found", hint="name files, folders or globs")
-    shown = [_plan_one(file, fmt, options, vars_, vars_files, strict, batch) for file in files]
+    from civflow.runner.connect import wants_emulator
+
+    origin = Origin.EMULATOR if wants_emulator(emulator) else Origin.CIVITAI
+    shown = [_plan_one(file, fmt, options, vars_, vars_files, strict, batch, origin)
+             for file in files]
     if fmt == "json" and len(shown) > 1:
         click.echo("[\n" + ",\n".join(s.rstrip("\n") for s in shown) + "\n]")
     else:
@@ -140,7 +148,8 @@ def _named_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
-              vars_files: Sequence[Path], strict: bool, batch: int | None = None) -> str:
+              vars_files: Sequence[Path], strict: bool, batch: int | None = None,
+              origin: Origin = Origin.CIVITAI) -> str:
     from civflow.runner import prepare
     from civflow.runner.batching import batch_size, plan_workflows
 
@@ -148,7 +157,7 @@ def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
     _check_step_names(checked, [*options.force, *options.reroll], allow_star=True)
     # The same preparation `civflow run` makes (lockfile, an interrupted run's journal),
     # so what plan shows is what run does.
-    prepared = prepare(checked, options)
+    prepared = prepare(checked, options, origin=origin)
     for warning in checked.warnings:
         click.echo(warning.render(), err=True)
     click.echo(report.vars_note(checked.spec, prepared.lock, prepared.lock_path), err=True,

@@ -141,6 +141,12 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
 def _summary(result: Any) -> str:
     parts = [f"{result.count(s)} {s}" for s in ("succeeded", "cached", "failed", "skipped",
                                                   "not-run") if result.count(s)]
+    if result.preview:
+        return (f"run {result.run_id} on the emulator: {', '.join(parts) or 'nothing to do'}; "
+                f"emulated cost {result.spent:g} Buzz, nothing paid\n"
+                f"  outputs:  {_shown(result.out_dir)}/\n  previews: {_shown(result.lockfile)}"
+                "\n  (previews are never taken for paid work: a run against Civitai makes "
+                "and pays for them)")
     return (f"run {result.run_id}: {', '.join(parts) or 'nothing to do'}; "
             f"spent {result.spent:g} Buzz\n"
             f"  outputs:  {_shown(result.out_dir)}/\n  lockfile: {_shown(result.lockfile)}")

@@ -177,7 +177,11 @@ def vars_note(spec: PipelineSpec, lock: Lockfile | None, lock_path: Path) -> str
     """What vars the plan and the lockfile stand for, when that is not simply the file."""
     lines = []
     shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(spec.overrides.items()))
-    if lock_path != spec.lockfile_path:
+    if "previews" in lock_path.parts:
+        lines.append(f"note: planned for the emulator: only its own previews count as done, "
+                     f"recorded in {lock_path.name} under .civflow/previews, never in the "
+                     "committed lockfile")
+    elif lock_path != spec.lockfile_path:
         lines.append(f"note: one-off vars ({shown}): a run records its results in "
                      f"{lock_path.name} under .civflow/locks, not in the committed lockfile "
                      "(run --update-lockfile to change that)")

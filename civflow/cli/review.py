@@ -55,7 +55,7 @@ def report(paths: tuple[Path, ...], out_dir: Path, base: str | None, grid: str |
         raise UsageError("no pipeline files found", hint="name files, folders or globs")
     x, y = parse_grid(grid)
     written = write_report(files, out=out_dir, base=base, grid=Grid(x, y),
-                           page_size=page_size)
+                           page_size=page_size, paths=paths or (Path("."),))
     for warning in written.warnings:
         click.echo(f"warning: {warning}", err=True)
     counts = written.counts

@@ -2,20 +2,21 @@
 
 Everything above this module (the runner, the CLI) sees `WorkflowState` and
 `StepState`, never raw httpx responses; each keeps the raw JSON in `raw` for the
-fields civflow does not model. The client hands `from_json` JSON already stripped of
-the API key; texts meant for printing or journaling (`WorkflowState.failure`) are
-further cleaned of control characters and capped in length here.
+fields civflow does not model, exactly as the API sent it. Texts meant for printing or
+journaling (`WorkflowState.failure`) are scrubbed of the API key, cleaned of control
+characters and capped in length here (`clean_text`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 from civflow.errors import ApiProtocolError
+from civflow.origin import Origin
 
 __all__ = [
     "REASON_LIMIT",
@@ -26,6 +27,8 @@ __all__ = [
     "StepState",
     "WorkflowState",
     "clean_text",
+    "remember_secret",
+    "scrub",
 ]
 
 # Statuses after which a workflow, step or job never changes again (civitai-api.md §4.1).
@@ -37,11 +40,38 @@ REASON_LIMIT = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
+# The API keys of this process's clients: blanked from every text civflow shows.
+_SECRETS: set[str] = set()
+
+
+def remember_secret(secret: str) -> None:
+    """Register a secret that `scrub` (and so `clean_text`) blanks from now on."""
+    if secret:
+        _SECRETS.add(secret)
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret replaced by `<redacted>`: for what civflow
+    prints, logs or journals as a diagnostic, never for data it uses or records."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
 def clean_text(text: str, limit: int = REASON_LIMIT) -> str:
-    """A server-sent text made safe to print on one line: control characters (terminal
-    escapes, newlines) become spaces, runs of spaces one, and it is cut at `limit`."""
-    text = " ".join(_CONTROL.sub(" ", text).split())
+    """A server-sent text made safe to print on one line: the API key blanked (`scrub`),
+    control characters (terminal escapes, newlines) become spaces, runs of spaces one,
+    and it is cut at `limit`."""
+    text = " ".join(_CONTROL.sub(" ", scrub(text)).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _shown(state: object) -> str:
+    """A state's repr with the API key blanked: outputs may echo it back."""
+    parts = ", ".join(f"{f.name}={getattr(state, f.name)!r}" for f in fields(state)  # type: ignore[arg-type]
+                      if f.repr)
+    return scrub(f"{type(state).__name__}({parts})")
 
 
 def _number(value: object) -> float | None:
@@ -60,7 +90,10 @@ class StepState:
     output: Mapping[str, Any] | None
     progress: float | None
     queue_position: int | None
-    raw: Mapping[str, Any]
+    raw: Mapping[str, Any] = field(repr=False)  # as sent; repr shows the typed fields
+
+    def __repr__(self) -> str:
+        return _shown(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepState:
@@ -133,7 +166,10 @@ class WorkflowState:
     cost: float
     steps: tuple[StepState, ...]
     external_id: str | None
-    raw: Mapping[str, Any]
+    raw: Mapping[str, Any] = field(repr=False)  # as sent; repr shows the typed fields
+
+    def __repr__(self) -> str:
+        return _shown(self)
 
     @property
     def is_terminal(self) -> bool:
@@ -161,7 +197,7 @@ class WorkflowState:
 
     def failure(self) -> Failure:
         """Why this workflow did not succeed (see `Failure`); `reason` is None when the
-        API gave none. The texts come from JSON the client has already redacted."""
+        API gave none. The texts are scrubbed of the API key by `clean_text`."""
         reason: str | None = None
         blocked = False
         for step in self.steps:
@@ -230,6 +266,11 @@ class Backend(Protocol):
     `AuthenticationError` with `status=403` when a signed URL has expired: the caller
     refreshes the blob (`refresh_blob`) and downloads the fresh URL.
     """
+
+    @property
+    def origin(self) -> Origin | None: ...
+
+    async def identify(self) -> Origin: ...
 
     async def submit(self, template: Mapping[str, Any], *, wait: int = 0,
                      whatif: bool = False) -> WorkflowState: ...

@@ -12,9 +12,12 @@ a `whatif` (which charges nothing) is always retried.
 Secrets. The API key is sent only to the API's own origin, never appears in a
 message, log line, repr or chained exception text: every text the client builds
 is passed through `_redact`, and a foreign exception whose text would carry the key
-is replaced, as the `__cause__`, by a redacted stand-in. Every JSON answer is
-redacted as a whole before it is returned, so the `raw` of a state, a failure
-reason or a blob record can be printed or journaled as is.
+is replaced, as the `__cause__`, by a redacted stand-in. Answers themselves are
+returned exactly as sent (a prompt, a URL or an output that happens to contain the
+key is data, and data is never rewritten); the key is registered with
+`remember_secret`, and every server text civflow prints or journals passes
+`clean_text`, which blanks it. A key shorter than `MIN_KEY_LENGTH` is refused: it
+could not be blanked from such texts without mangling ordinary words.
 
 Bounds. A hostile or broken server cannot hang or bloat civflow: every API request
 must be answered in full within `wait + deadline` seconds, its body is read as a
@@ -32,7 +35,6 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -56,7 +58,7 @@ from civflow.client._answers import (
     loads,
     retry_after,
 )
-from civflow.client.base import Download, WorkflowState, clean_text
+from civflow.client.base import Download, WorkflowState, clean_text, remember_secret
 from civflow.errors import (
     ApiError,
     ApiNotFound,
@@ -68,6 +70,7 @@ from civflow.errors import (
     RateLimited,
     ServiceUnavailable,
 )
+from civflow.origin import EMULATOR_HEADER, Origin
 
 __all__ = ["DEFAULT_BASE_URL", "CivitaiClient"]
 
@@ -172,6 +175,7 @@ class CivitaiClient:
                  max_download_bytes: int = 8 * 1024 * _MB,
                  poll_floor: float = 1.0, poll_cap: float = 10.0,
                  concurrency_limit: int | None = None,
+                 origin: Origin | None = None,
                  on_request: OnRequest | None = None,
                  rng: random.Random | None = None,
                  sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
@@ -194,6 +198,9 @@ class CivitaiClient:
                          "ordinary words in prompts and URLs")
         self.base_url = httpx.URL(base_url.rstrip("/") + "/")
         self._key = _Secret(api_key) if api_key else None
+        if self._key is not None:
+            remember_secret(self._key.reveal())
+        self._origin = origin
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -262,6 +269,21 @@ class CivitaiClient:
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+    @property
+    def origin(self) -> Origin | None:
+        """Which API this is, once known (given, or learnt by `identify`)."""
+        return self._origin
+
+    async def identify(self) -> Origin:
+        """The emulator or Civitai: the emulator says so in every answer
+        (`EMULATOR_HEADER`), so one free request tells, whatever the URL or port."""
+        if self._origin is None:
+            answer = await self._call("GET", _WORKFLOWS, _WORKFLOWS, what="workflows",
+                                      params={"take": "1"})
+            self._origin = Origin.EMULATOR if EMULATOR_HEADER in answer.headers \
+                else Origin.CIVITAI
+        return self._origin
 
     # -- the operations -------------------------------------------------------------
 
@@ -421,18 +443,6 @@ class CivitaiClient:
             text = text.replace(self._key.reveal(), "<redacted>")
         return text
 
-    def _mentions_key(self, value: Any) -> bool:
-        """Whether the key may appear in some string of a parsed answer. One pass of the
-        C encoder instead of a walk over every string: it writes strings verbatim except
-        for quotes, backslashes and control characters, so a key free of those is found
-        wherever it is. Any other key is looked for by the walk."""
-        if self._key is None:
-            return False
-        key = self._key.reveal()
-        if any(c in key for c in '"\\') or not key.isprintable():
-            return True
-        return key in json.dumps(value, ensure_ascii=False)
-
     def _redact_value(self, value: Any) -> Any:
         """`value` with the key blanked in every string, however deep (for `detail`)."""
         if isinstance(value, str):
@@ -474,7 +484,8 @@ class CivitaiClient:
 
     async def _json(self, method: str, path: str, route: str, **kwargs: Any
                     ) -> Mapping[str, Any]:
-        """The JSON object an API call answered, with the key blanked in every string."""
+        """The JSON object an API call answered, exactly as sent: data civflow uses or
+        records is never rewritten (texts it prints are scrubbed where it prints them)."""
         answer = await self._call(method, path, route, **kwargs)
         try:
             data = loads(answer.content)
@@ -491,10 +502,7 @@ class CivitaiClient:
             raise ServiceUnavailable(f"{method} {route}: the API answered {type(data).__name__}"
                                      " where an object was expected",
                                      status=answer.status)
-        if not self._mentions_key(data):
-            return data
-        redacted: Mapping[str, Any] = self._redact_value(data)
-        return redacted
+        return data
 
     async def _call(self, method: str, path: str, route: str, *, what: str,
                     params: Any = None, json_body: Any = None, content: _Content = None,

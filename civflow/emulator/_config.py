@@ -52,6 +52,10 @@ class EmulatorConfig:
     blocked_words: tuple[str, ...] = ()
     # Bytes that uploads may carry; the website's limit.
     max_upload_bytes: int = 64 * 1024 * 1024
+    # Every answer says "I am the emulator" (`civflow.origin.EMULATOR_HEADER`), so what it
+    # makes is recorded as a preview, never as paid work. Only a test standing in for
+    # the real API turns this off (from Python; no command or variable can).
+    announce: bool = True
 
     def faults(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FAULT_FIELDS}

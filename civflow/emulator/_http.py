@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from civflow.emulator._engine import Engine
+from civflow.origin import EMULATOR_HEADER
 
 _TYPES = {
     400: "https://tools.ietf.org/html/rfc9110#section-15.5.1",
@@ -93,6 +94,19 @@ def bool_param(request: Request, name: str, default: bool) -> bool:
     raise BadQuery(name, raw)
 
 
+_ANNOUNCE = (EMULATOR_HEADER.lower().encode(), b"1")
+
+
+def _announcing(send: Send) -> Send:
+    """`send` with the emulator's header on every answer: a client anywhere knows that
+    what it gets is a preview (civflow.origin)."""
+    async def stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), _ANNOUNCE]}
+        await send(message)
+    return stamped
+
+
 class _Bucket:
     """A token bucket for the requests-per-second rate limit."""
 
@@ -138,6 +152,8 @@ class FaultsAndCounters:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.engine.config.announce:
+            send = _announcing(send)
         template = self._template(scope)
         if not scope["path"].startswith("/_emulator/"):
             early = await self._fault(receive)

@@ -18,7 +18,8 @@ import re
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from civflow.names import markdown_text
 from civflow.review.diff import FieldChange, InstanceChange, PipelineReview, Review
@@ -80,10 +81,6 @@ def buzz(value: float | None) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
-def signed(value: float) -> str:
-    return ("+" if value > 0 else "−" if value < 0 else "±") + buzz(abs(value))
-
-
 def _context(old: str, new: str, limit: int, around: int = 30) -> tuple[str, str]:
     """Two long strings cut to the part that differs, with `around` characters of context
     either side, so the changed word of a long prompt is what the comment shows."""
@@ -135,9 +132,63 @@ def _plan_command(review: Review) -> str:
     return shlex.join([*words, "--format", "json"])
 
 
+def later(unpriced: int) -> str:
+    return f" + {unpriced} at run time" if unpriced else ""
+
+
 def _estimate_cell(p: PipelineReview) -> str:
-    later = f" + {p.unpriced} at run time" if p.unpriced else ""
-    return f"{buzz(p.estimate)}{later}"
+    return f"{buzz(p.estimate)}{later(p.unpriced)}"
+
+
+def cost_text(estimate: float, unpriced: int) -> str:
+    """Buzz with what only the run can price beside it, never counted as 0."""
+    later = f" + {unpriced} priced at run time" if unpriced else ""
+    return f"{buzz(estimate)} Buzz{later}"
+
+
+class Spend(Protocol):
+    """The money of a review, a pipeline, or the report's sum of pipelines."""
+
+    @property
+    def delta(self) -> float: ...
+
+    @property
+    def unpriced(self) -> int: ...
+
+    @property
+    def base_spent(self) -> float: ...
+
+    @property
+    def paid_on_branch(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The sum of several `Spend`s (the report's pipelines)."""
+
+    delta: float = 0.0
+    unpriced: int = 0
+    base_spent: float = 0.0
+    paid_on_branch: float = 0.0
+
+    @classmethod
+    def of(cls, items: Iterable[Spend]) -> Totals:
+        listed = list(items)
+        return cls(sum(i.delta for i in listed), sum(i.unpriced for i in listed),
+                   sum(i.base_spent for i in listed), sum(i.paid_on_branch for i in listed))
+
+
+def money(item: Spend, *, strong: bool = False) -> str:
+    """The one money sentence of the terminal plan, the comment and the report: what
+    merging costs, and beside it (never netted) what it replaces and what the branch
+    already paid."""
+    cost = f"merging costs {cost_text(item.delta, item.unpriced)}"
+    parts = [f"**{cost}**" if strong else cost]
+    if item.base_spent:
+        parts.append(f"replaces {buzz(item.base_spent)} Buzz spent on the base")
+    if item.paid_on_branch:
+        parts.append(f"{buzz(item.paid_on_branch)} Buzz already paid on this branch")
+    return " · ".join(parts)
 
 
 # -- Markdown --------------------------------------------------------------------------
@@ -148,18 +199,15 @@ def _summary_line(review: Review) -> str:
     against = (f"against {_code(review.base_ref)}"
                + (f" ({_code(review.base_commit[:12])})" if review.base_commit else "")
                if review.base_ref is not None else "(no base)")
-    later = f" + {review.unpriced} priced at run time" if review.unpriced else ""
     return (f"**{len(review.pipelines)} pipeline(s) {against}:** {c['changed']} changed, "
             f"{c['added']} added, {c['removed']} removed, {c['unchanged']} unchanged · "
-            f"**estimate {buzz(review.estimate)} Buzz**{later} · replaces "
-            f"{buzz(review.base_spent)} Buzz spent on the base · "
-            f"**Δ {signed(review.delta)} Buzz**")
+            f"{money(review, strong=True)}")
 
 
 def _pipeline_table(review: Review) -> list[str]:
     rows = ["| pipeline | file | status | changed | added | removed | unchanged "
-            "| base spent | estimate | Δ |",
-            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+            "| replaces (base spent) | merging costs |",
+            "|---|---|---|--:|--:|--:|--:|--:|--:|"]
     shown = sorted(review.pipelines, key=lambda p: (p.status == "unchanged",))
     for p in shown[:MAX_PIPELINE_ROWS]:
         c = p.counts()
@@ -168,7 +216,7 @@ def _pipeline_table(review: Review) -> list[str]:
             where = f"{p.base_path} → {p.head_path}"
         rows.append(f"| {_code(p.name)} | {escape(where)} | {p.status} | {c['changed']} | "
                     f"{c['added']} | {c['removed']} | {c['unchanged']} | "
-                    f"{buzz(p.base_spent)} | {_estimate_cell(p)} | {signed(p.delta)} |")
+                    f"{buzz(p.base_spent)} | {_estimate_cell(p)} |")
     rest = shown[MAX_PIPELINE_ROWS:]
     if rest:
         counts: Counter[str] = Counter()
@@ -177,12 +225,12 @@ def _pipeline_table(review: Review) -> list[str]:
         rows.append(f"| … {len(rest)} more | | | {counts['changed']} | {counts['added']} | "
                     f"{counts['removed']} | {counts['unchanged']} | "
                     f"{buzz(sum(p.base_spent for p in rest))} | "
-                    f"{buzz(sum(p.estimate for p in rest))} | "
-                    f"{signed(sum(p.delta for p in rest))} |")
+                    f"{buzz(sum(p.estimate for p in rest))}"
+                    f"{later(sum(p.unpriced for p in rest))} |")
     c = review.counts()
     rows.append(f"| **total** | | | {c['changed']} | {c['added']} | {c['removed']} | "
-                f"{c['unchanged']} | {buzz(review.base_spent)} | {buzz(review.estimate)} | "
-                f"**{signed(review.delta)}** |")
+                f"{c['unchanged']} | {buzz(review.base_spent)} | "
+                f"**{buzz(review.delta)}{later(review.unpriced)}** |")
     return rows
 
 
@@ -388,20 +436,21 @@ def _json_safe(value: Any) -> Any:
 
 def _money(item: Review | PipelineReview) -> dict[str, Any]:
     return {"base_spent": item.base_spent, "estimate": item.estimate, "delta": item.delta,
-            "unpriced": item.unpriced}
+            "unpriced": item.unpriced, "paid_on_branch": item.paid_on_branch}
 
 
 def review_json(review: Review) -> str:
     """Every pipeline and instance of the review, whole values included.
 
     Top level: `schema` (1), `base` {`ref`, `commit`} (null without --base), `paths`,
-    `counts` {added, removed, changed, unchanged}, `base_spent`, `estimate`, `delta`,
-    `unpriced`, `notes`, `pipelines`. Each pipeline: `name`, `status`, `head_path`,
-    `base_path`, `counts`, the same money keys, `notes`, `instances`. Each instance:
-    `instance`, `step`, `type`, `status`, `fields` [{`path`, `kind`, `old`, `new`}],
-    `more_fields`, `reasons`, `decision`, `decision_reasons`, `estimate`, `expected`,
-    `base_cost`, `matrix`, `fingerprint` {`base`, `head`}, `base_entry`, `head_entry`
-    (the lockfile entries, as the lockfile writes them).
+    `counts` {added, removed, changed, unchanged}, `base_spent`, `estimate`, `delta` (what
+    merging costs: the estimate, never netted against `base_spent`), `unpriced` (instances
+    priced only at run time), `paid_on_branch`, `notes`, `pipelines`. Each pipeline:
+    `name`, `status`, `head_path`, `base_path`, `counts`, the same money keys, `notes`,
+    `instances`. Each instance: `instance`, `step`, `type`, `status`, `fields` [{`path`,
+    `kind`, `old`, `new`}], `more_fields`, `reasons`, `decision`, `decision_reasons`,
+    `estimate`, `expected`, `base_cost`, `matrix`, `fingerprint` {`base`, `head`},
+    `base_entry`, `head_entry` (the lockfile entries, as the lockfile writes them).
     """
     document = {
         "schema": JSON_SCHEMA,
@@ -430,12 +479,9 @@ def text(review: Review) -> str:
     c = review.counts()
     against = (f"against {review.base_ref} ({(review.base_commit or '')[:12]})"
                if review.base_ref is not None else "(no base)")
-    later = f" + {review.unpriced} priced at run time" if review.unpriced else ""
     lines = [f"plan {against}: {len(review.pipelines)} pipeline(s), {c['changed']} changed, "
              f"{c['added']} added, {c['removed']} removed, {c['unchanged']} unchanged; "
-             f"estimate {buzz(review.estimate)} Buzz{later}, replaces "
-             f"{buzz(review.base_spent)} Buzz spent on the base, delta "
-             f"{signed(review.delta)} Buzz"]
+             f"{money(review)}"]
     lines += [f"note: {n}" for n in review.notes]
     for p in review.pipelines:
         pc = p.counts()
@@ -445,8 +491,7 @@ def text(review: Review) -> str:
         lines.append("")
         lines.append(f"{where} ({p.name}): {p.status}; {pc['changed']} changed, "
                      f"{pc['added']} added, {pc['removed']} removed, {pc['unchanged']} "
-                     f"unchanged; base spent {buzz(p.base_spent)}, estimate "
-                     f"{_estimate_cell(p)}, delta {signed(p.delta)}")
+                     f"unchanged; {money(p)}")
         lines += [f"  note: {n}" for n in p.notes]
         moved = [i for i in p.instances if i.status != "unchanged"]
         width = min(max((len(i.name) for i in moved), default=8), 60)

@@ -17,8 +17,11 @@ one model; none of them plans anything itself.
     │   │   ├── planned                     the head's PlannedInstance (decision, estimate), or None
     │   │   └── base_planned                the base's PlannedInstance, or None
     │   ├── base_spent                  Buzz the base paid for what is removed or replaced
-    │   ├── estimate                    Buzz the head plan estimates for what will run
-    │   └── delta                       estimate - base_spent
+    │   ├── estimate, unpriced          Buzz the head plan estimates for what will run, and
+    │   │                               how many instances only the run can price
+    │   ├── delta                       what merging will spend on the base branch: the
+    │   │                               estimate (+ unpriced), never netted against base_spent
+    │   └── paid_on_branch              Buzz the head's lockfile records for work it made
     └── base_spent, estimate, delta, counts()   the same over every pipeline
 
 Field paths read as a person writes the input: `prompt`, `seed`, `loras[…@789012]` (a
@@ -28,9 +31,15 @@ not resolve an instance, the request its lockfile recorded) against the head pla
 A value still pending on the head (an upstream output that a run will produce) is not a
 field change; the instance is "changed" because its upstream is.
 
+Money is honest: `delta` is what merging costs on the base branch (the head plan runs
+there against the head's lockfile, so it is the head's estimate), with run-time-priced
+instances counted apart (`unpriced`, "+ N priced at run time"), never as 0. Spend being
+replaced (`base_spent`) is shown beside it and never subtracted: re-making a paid result
+does not refund it. Results made on the emulator are previews, planned as work and
+priced (civflow.origin).
+
 With `base_ref=None` there is nothing to compare with: every instance is "unchanged"
-against itself, `base_spent` is 0 and `delta` equals `estimate`, so the report can show
-a plain review of the head.
+against itself and `base_spent` is 0, so the report can show a plain review of the head.
 """
 
 from __future__ import annotations
@@ -148,6 +157,8 @@ class PipelineReview:
     head_lock_dir: Path | None = None  # head artifacts' paths are relative to this
     base_lock_dir: Path | None = None  # base artifacts' paths: relative to this (head tree)
     notes: tuple[str, ...] = ()
+    # This machine's emulator previews by instance (never paid work, never counted).
+    previews: Mapping[str, LockedInstance] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = dict.fromkeys(INSTANCE_STATUSES, 0)
@@ -173,7 +184,18 @@ class PipelineReview:
 
     @property
     def delta(self) -> float:
-        return self.estimate - self.base_spent
+        """What merging will spend on the base branch (see the module docstring)."""
+        return self.estimate
+
+    @property
+    def paid_on_branch(self) -> float:
+        """Buzz the head's lockfile records for current results the base does not have
+        (work applied on the branch): merging does not pay for it again."""
+        return sum(i.head_entry.cost or 0.0 for i in self.instances
+                   if i.head_entry is not None and i.planned is not None
+                   and not i.planned.decision.runs and i.head_entry.made_by != "emulator"
+                   and (i.base_entry is None
+                        or i.base_entry.fingerprint != i.head_entry.fingerprint))
 
     def by_step(self) -> dict[str, list[InstanceChange]]:
         out: dict[str, list[InstanceChange]] = {}
@@ -213,7 +235,12 @@ class Review:
 
     @property
     def delta(self) -> float:
-        return self.estimate - self.base_spent
+        """What merging will spend on the base branch, + `unpriced` at run time."""
+        return self.estimate
+
+    @property
+    def paid_on_branch(self) -> float:
+        return sum(p.paid_on_branch for p in self.pipelines)
 
 
 # -- field changes ---------------------------------------------------------------------
@@ -411,6 +438,23 @@ class _Side:
     plan: Plan | None = None
     lock: Lockfile | None = None
     error: str | None = None
+    previews: Mapping[str, LockedInstance] = field(default_factory=dict)
+
+
+def _previews(checked: Checked) -> Mapping[str, LockedInstance]:
+    """The emulator's entries of this pipeline on this machine (`run --emulator`): shown
+    as previews where the head has no paid result, never counted as one."""
+    from civflow.origin import Origin
+    from civflow.runner import lockfile_target
+    from civflow.runner.state import project_root
+
+    spec = checked.spec
+    try:
+        lock = Lockfile.load(lockfile_target(spec, project_root(spec), origin=Origin.EMULATOR))
+    except CivflowError:
+        return {}
+    return {name: entry for name, entry in (lock.instances.items() if lock else ())
+            if entry.made_by == "emulator"}
 
 
 def _plan_head(path: Path, pairs: Sequence[str], vars_files: Sequence[Path],
@@ -422,7 +466,7 @@ def _plan_head(path: Path, pairs: Sequence[str], vars_files: Sequence[Path],
     spec = load_pipeline(path, parse_var_overrides(pairs, vars_files))
     checked = check_pipeline(spec, strict=strict)
     prepared = prepare(checked, options)
-    return _Side(spec, checked, prepared.plan, prepared.lock)
+    return _Side(spec, checked, prepared.plan, prepared.lock, previews=_previews(checked))
 
 
 def _plan_base(path: Path, pairs: Sequence[str], vars_files: Sequence[Path],
@@ -696,4 +740,5 @@ def _pipeline_review(head: _Side, base: _Side, head_path: str, base_path: str | 
         base_dir = tree.root / posixpath.dirname(base_path)
     return PipelineReview(
         head.spec.name, head_path, base_path, status, tuple(changes), head.plan, base.plan,
-        head.spec, head.spec.project_root, head_dir, base_dir, tuple(notes))
+        head.spec, head.spec.project_root, head_dir, base_dir, tuple(notes),
+        previews=head.previews)

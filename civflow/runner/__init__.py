@@ -14,10 +14,17 @@ from typing import Any
 from civflow import catalog
 from civflow.check import Checked
 from civflow.client.base import Backend
-from civflow.errors import ApiNotFound, FileAccessError, SpendingRefused
+from civflow.errors import (
+    ApiNotFound,
+    FileAccessError,
+    PipelineInvalid,
+    SpendingRefused,
+    UsageError,
+)
 from civflow.expand import canonical_json
 from civflow.load.model import PipelineSpec
 from civflow.names import blob_id_ok
+from civflow.origin import Origin
 from civflow.plan import Decision, Plan, PlanOptions, Prior, plan
 from civflow.request import workflow_body
 from civflow.runner.events import Event, Phase, Reporter, ignore
@@ -52,6 +59,7 @@ __all__ = [
     "lockfile_target",
     "prepare",
     "run_lock",
+    "runs_root",
 ]
 
 
@@ -73,7 +81,8 @@ class Prepared:
 
 def prepare(checked: Checked, options: PlanOptions | None = None, *,
             update_lockfile: bool = False, out_dir: Path | None = None,
-            gone: frozenset[str] = frozenset()) -> Prepared:
+            gone: frozenset[str] = frozenset(),
+            origin: Origin = Origin.CIVITAI) -> Prepared:
     """Read the lockfile and what earlier runs left behind, and plan.
 
     With `--var` values that differ from the file's defaults, the committed lockfile is
@@ -83,19 +92,25 @@ def prepare(checked: Checked, options: PlanOptions | None = None, *,
     is read here must not change under the run. Files are checked where a run into
     `out_dir` (default: the project's `out/`) keeps them; `gone` names the blobs Civitai
     no longer has (`gone_blobs`), whose instances are planned as lost work.
+
+    `origin` is the API the run talks to. Only results that API made are cached: a run
+    against Civitai never takes an emulator's picture for paid work, and an emulator run
+    makes its own previews. Emulator runs keep their lockfile and journals under
+    `.civflow/previews/` (git-ignored), so the committed lockfile only ever holds paid work.
     """
     spec = checked.spec
     root = project_root(spec)
-    lock = Lockfile.load(spec.lockfile_path)
-    target = lockfile_target(spec, root, update=update_lockfile)
-    trial = lockfile_target(spec, root)  # what runs with these same values recorded
-    if trial != spec.lockfile_path:
+    home = lockfile_target(spec, root, update=True, origin=origin)
+    lock = Lockfile.load(home)
+    target = lockfile_target(spec, root, update=update_lockfile, origin=origin)
+    trial = lockfile_target(spec, root, origin=origin)  # what runs with these values recorded
+    if trial != home:
         own = Lockfile.load(trial)
         if own is not None:
             lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **own.instances},
                             lock.vars if lock else {},
                             {**(lock.alternates if lock else {}), **own.alternates})
-    history = read_history(root / ".civflow" / "runs", spec.name)
+    history = read_history(runs_root(root, origin), spec.name)
     if history.recovered:
         # Entries an interrupted run finished but had not yet checkpointed.
         lock = Lockfile(spec.name, {**(lock.instances if lock else {}), **history.recovered},
@@ -104,23 +119,63 @@ def prepare(checked: Checked, options: PlanOptions | None = None, *,
     folder = spec.lockfile_path.parent
     cache = stat_cache(store)
     out_base = default_out(spec, out_dir)
-    priors: Mapping[str, Prior] = {name: prior_of(entry, folder, store, cache, out_base)
-                                   for name, entry in (lock.instances.items() if lock else ())}
+    priors: Mapping[str, Prior] = {
+        name: prior_of(entry, folder, store, cache, out_base)
+        for name, entry in (lock.instances.items() if lock else ())
+        if Origin.of_entry(entry.made_by) is origin}
     alternates = Alternates(lock.alternates if lock else {}, entry_archive(root), folder,
-                            store, cache, out_base)
+                            store, cache, out_base, origin=origin)
     cache.save()
     made = plan(checked, priors, options, inflight=history.inflight,
                 attempts=history.attempts, failed=history.failed, alternates=alternates,
-                gone=gone)
+                gone=gone, origin=origin, elsewhere=_made_elsewhere(spec, root, lock, origin))
     return Prepared(checked, root, lock, history, made, target)
 
 
-def lockfile_target(spec: PipelineSpec, root: Path, *, update: bool = False) -> Path:
-    """The committed lockfile; for one-off `--var` values, `.civflow/locks/<name>.vars-
-    <hash>.lock.json`, so a trial never rewrites what the team committed."""
-    if not spec.overrides or update:
+def _made_elsewhere(spec: PipelineSpec, root: Path, lock: Lockfile | None,
+                    origin: Origin) -> Mapping[str, tuple[str, Origin]]:
+    """Instances the other API made (name -> fingerprint, origin): in this lockfile (an
+    entry copied or committed by hand), or in the other origin's own lockfile. None is
+    cached; the plan only says why they still run."""
+    other = Origin.EMULATOR if origin is Origin.CIVITAI else Origin.CIVITAI
+    found: dict[str, tuple[str, Origin]] = {}
+    try:
+        theirs = Lockfile.load(lockfile_target(spec, root, origin=other))
+    except PipelineInvalid:
+        theirs = None  # the other lockfile only explains a decision; damage there is moot
+    for source in (theirs, lock):
+        for name, entry in (source.instances.items() if source else ()):
+            made = Origin.of_entry(entry.made_by)
+            if made is not origin:
+                found[name] = (entry.fingerprint, made)
+    return found
+
+
+def runs_root(root: Path, origin: Origin = Origin.CIVITAI) -> Path:
+    """Where the journals of runs against `origin` are kept."""
+    if origin is Origin.EMULATOR:
+        return root / ".civflow" / "previews" / "runs"
+    return root / ".civflow" / "runs"
+
+
+def lockfile_target(spec: PipelineSpec, root: Path, *, update: bool = False,
+                    origin: Origin = Origin.CIVITAI) -> Path:
+    """Where a run against `origin` records what it made.
+
+    Against Civitai: the committed lockfile; for one-off `--var` values,
+    `.civflow/locks/<name>.vars-<hash>.lock.json`, so a trial never rewrites what the
+    team committed. Against the emulator: `.civflow/previews/<name>.lock.json` (and
+    `<name>.vars-<hash>.lock.json`), git-ignored, so a preview can never be committed
+    as paid work by following the docs.
+    """
+    digest = None
+    if spec.overrides and not update:
+        digest = hashlib.sha256(canonical_json(dict(spec.overrides)).encode()).hexdigest()[:12]
+    if origin is Origin.EMULATOR:
+        suffix = f".vars-{digest}" if digest else ""
+        return root / ".civflow" / "previews" / f"{spec.name}{suffix}.lock.json"
+    if digest is None:
         return spec.lockfile_path
-    digest = hashlib.sha256(canonical_json(dict(spec.overrides)).encode()).hexdigest()[:12]
     return root / ".civflow" / "locks" / f"{spec.name}.vars-{digest}.lock.json"
 
 
@@ -253,6 +308,12 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
     """Check resources and the output folder, estimate, ask (when `confirm` is given),
     then run."""
     check_out_dir(options.out_dir or prepared.root / "out")
+    made_for = prepared.plan.policy.origin
+    if await backend.identify() is not made_for:
+        # A plan for Civitai would record an emulator's pictures as paid work.
+        raise UsageError(f"the plan was made for {made_for.value} but the API is "
+                         f"{backend.origin}: nothing was submitted",
+                         hint="prepare the plan with origin=await backend.identify()")
     if options.max_cost is not None and prepared.plan.estimate > options.max_cost:
         # The catalog's prices alone are over the cap: refused before any request, the
         # whatif included.
@@ -268,7 +329,8 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
     # write of a run, so an interrupt is never kept waiting behind a slow disk.
     journal = prepared.resumed
     if journal is None:
-        journal = await asyncio.to_thread(Journal.create, prepared.root / ".civflow" / "runs",
+        journal = await asyncio.to_thread(Journal.create,
+                                          runs_root(prepared.root, prepared.plan.policy.origin),
                                           prepared.checked.spec.name)
     await asyncio.to_thread(journal.append, {
         "event": "run-started" if prepared.resumed is None else "run-resumed",

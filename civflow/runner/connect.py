@@ -11,6 +11,7 @@ from pathlib import Path
 
 from civflow.client.civitai import CivitaiClient
 from civflow.errors import MissingExtra
+from civflow.origin import Origin
 
 # Emulated jobs take this share of their modelled duration: a demo in seconds.
 EMULATOR_TIME_SCALE = 0.05
@@ -48,12 +49,12 @@ async def open_backend(emulator: bool, api_key_file: Path | None = None, *,
     except ImportError as exc:
         raise MissingExtra.check(exc, feature="the emulator", extra="emulator") from None
 
-    # A random key: the client redacts its key from every answer, so a word like
-    # "emulator" would be cut out of any output text that happened to contain it.
+    # A random key, long enough for the client to accept (it blanks its key from every
+    # text it shows).
     key = secrets.token_urlsafe(24)
     running = await asyncio.to_thread(start_emulator,
                                       EmulatorConfig(time_scale=emulator_time_scale(), api_key=key))
-    client = CivitaiClient(running.url, key, concurrency_limit=limit)
+    client = CivitaiClient(running.url, key, concurrency_limit=limit, origin=Origin.EMULATOR)
     try:
         yield client
     finally:

@@ -36,6 +36,7 @@ from civflow.expand import (
 )
 from civflow.load.model import StepSpec
 from civflow.names import strip_urls
+from civflow.origin import Origin
 from civflow.plan import Decision, Plan, PlannedInstance, Prior
 from civflow.request import batch_body, run_tag, tokenize_output, workflow_body
 from civflow.runner.batching import (
@@ -121,7 +122,8 @@ class Executor:
         self.history = history
         self.lock_path = lock_path
         self.result = RunResult(journal.run_id, lockfile=lock_path, artifacts_base=self.lock_dir,
-                                out_dir=self.out_dir / self.spec.name)
+                                out_dir=self.out_dir / self.spec.name,
+                                preview=self.policy.origin is Origin.EMULATOR)
         self.budget = Budget(options.max_cost)
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
         self.download_slots = asyncio.Semaphore(8)
@@ -862,10 +864,12 @@ class Executor:
             instance=name, step=step, type=type_, fingerprint=fp, request=_plain(request),
             seed=seed, workflow_id=state.id, cost=state.cost,
             completed_at=_completed_at(state, self.clock), output=strip_urls(tokenized),
-            artifacts=artifacts, reroll=reroll)
+            artifacts=artifacts, reroll=reroll, made_by=str(self.policy.origin))
         replaced = self.entries.get(name)
         self.entries[name] = entry
-        if replaced is not None and replaced.fingerprint != fp:
+        # An entry the other API made is not an earlier paid result: it is not kept.
+        if replaced is not None and replaced.fingerprint != fp and \
+                Origin.of_entry(replaced.made_by) is self.policy.origin:
             await self._keep_earlier(replaced)
         self.priors[name] = prior_of(entry, self.lock_dir, None)
         record = {"event": event, "instance": name, "fingerprint": fp, "status": "succeeded",

@@ -43,6 +43,9 @@ class RunResult:
     lockfile: Path | None = None
     artifacts_base: Path | None = None  # artifact paths are relative to this folder
     out_dir: Path | None = None
+    # Made on the emulator: previews, recorded under .civflow/previews; `spent` is what
+    # the emulator pretended to charge, and nothing here is ever taken for paid work.
+    preview: bool = False
 
     @property
     def failed(self) -> list[str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from civflow.load.model import PipelineSpec, project_root_for
+from civflow.origin import Origin
 from civflow.plan import Prior
 from civflow.remote.index import index_for
 from civflow.request import tokenize_output
@@ -163,14 +164,20 @@ class Alternates(Mapping[str, Prior]):
 
     def __init__(self, committed: Mapping[str, LockedInstance], archive: EntryArchive,
                  lock_dir: Path, store: ObjectStore, cache: StatCache,
-                 out_base: Path | None = None) -> None:
-        self._committed = committed
+                 out_base: Path | None = None, *, origin: Origin = Origin.CIVITAI) -> None:
+        # Only what this origin made: an emulator's preview is never a paid alternate.
+        self._committed = {fp: e for fp, e in committed.items()
+                           if Origin.of_entry(e.made_by) is origin}
+        self._origin = origin
         self._archive = archive
         self._args = (lock_dir, store, cache, out_base)
         self._seen: dict[str, Prior | None] = {}
 
     def entry(self, fingerprint: str) -> LockedInstance | None:
-        return self._committed.get(fingerprint) or self._archive.get(fingerprint)
+        entry = self._committed.get(fingerprint) or self._archive.get(fingerprint)
+        if entry is None or Origin.of_entry(entry.made_by) is not self._origin:
+            return None
+        return entry
 
     def __getitem__(self, fingerprint: str) -> Prior:
         if fingerprint not in self._seen:

@@ -122,6 +122,16 @@ class Artifact:
                    path=_str(data, "path", where))
 
 
+_ORIGINS = ("civitai", "emulator")
+
+
+def _made_by(data: Mapping[str, Any], where: str) -> str | None:
+    value = _str(data, "madeBy", where, optional=True)
+    if value is not None and value not in _ORIGINS:
+        raise _Shape(f"{where}.madeBy", " or ".join(f'"{o}"' for o in _ORIGINS))
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class LockedInstance:
     """What one successful step instance was asked and produced."""
@@ -140,6 +150,9 @@ class LockedInstance:
     artifacts: tuple[Artifact, ...] = field(default=())
     # How many times `--reroll` salted the seed; written only once it is not 0.
     reroll: int = 0
+    # Which API made it: "civitai" or "emulator" (civflow.origin). None for an entry
+    # written before civflow recorded it, read as made by Civitai and kept as it is.
+    made_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -151,6 +164,8 @@ class LockedInstance:
         }
         if self.reroll:
             data["reroll"] = self.reroll
+        if self.made_by is not None:
+            data["madeBy"] = self.made_by
         return data
 
     # An entry does not change once made, and every lockfile checkpoint of a long run
@@ -189,6 +204,7 @@ class LockedInstance:
             artifacts=tuple(Artifact.from_dict(a, f"{where}.artifacts[{i}]")
                             for i, a in enumerate(artifacts)),
             reroll=_int(data, "reroll", where, optional=True) or 0,
+            made_by=_made_by(data, where),
         )
 
 

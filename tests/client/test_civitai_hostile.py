@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from civflow.client.base import REASON_LIMIT, Failure, WorkflowState
+from civflow.client.base import REASON_LIMIT, Failure, WorkflowState, clean_text
 from civflow.client.civitai import CivitaiClient
 from civflow.errors import (
     ApiError,
@@ -255,9 +255,10 @@ def _failed(jobs: list[dict[str, Any]], output: dict[str, Any] | None = None) ->
             "metadata": {KEY: KEY}}
 
 
-def test_failure_reasons_and_raw_json_are_redacted_and_capped(api: HostileServer) -> None:
-    """Promise: no server-sent text handed on (a failure reason, any `raw`, a blob
-    record) carries the key; reasons are one line, free of terminal escapes, capped."""
+def test_failure_reasons_are_redacted_and_capped_and_data_is_kept(api: HostileServer) -> None:
+    """Promise: a server-sent text civflow shows (a failure reason, a repr) never
+    carries the key; reasons are one line, free of terminal escapes, capped. The
+    answer itself (`raw`, a blob record) is data and comes back exactly as sent."""
     long_reason = f"\x1b[2J\x1b]0;pwned\x07boom with {KEY}\nand more " + "x" * 5000
     api.script(f"GET {WF}/0-1", Reply(200, _failed([{"id": "j", "status": "failed",
                                                      "reason": long_reason}])))
@@ -272,9 +273,10 @@ def test_failure_reasons_and_raw_json_are_redacted_and_capped(api: HostileServer
     assert failure.reason.startswith("[2J ]0;pwned boom with <redacted> and more xxx")
     assert len(failure.reason) == REASON_LIMIT and failure.reason.endswith("…")
     assert not any(ord(ch) < 32 for ch in failure.reason)
-    assert KEY not in repr(state) and KEY not in repr(state.raw) and KEY not in repr(blob)
-    assert state.raw["metadata"] == {"<redacted>": "<redacted>"}
-    assert state.steps[0].raw["metadata"] == {"note": "echoed <redacted>"}
+    assert KEY not in repr(state)
+    assert state.raw["metadata"] == {KEY: KEY}
+    assert state.steps[0].raw["metadata"] == {"note": f"echoed {KEY}"}
+    assert blob["url"] == f"https://cdn/{KEY}"
 
 
 def _echoing(note: str) -> dict[str, Any]:
@@ -292,16 +294,17 @@ _ESCAPED = _PLAIN.replace("sk-", "\\u0073k-")  # the same JSON, one letter escap
     _PLAIN.replace("echoed", "\\/echoed").encode(),  # a backslash elsewhere
     _PLAIN.encode("utf-16"),  # JSON in UTF-16: the UTF-8 bytes of the key are not in it
 ], ids=["plain", "escaped", "backslash", "utf-16"])
-def test_the_key_is_redacted_however_the_answer_spells_it(api: HostileServer,
-                                                          body: bytes) -> None:
-    """Promise: a key echoed back in an answer is blanked, whether it stands in the text
-    as it is or only appears once parsed (an escape, another encoding)."""
-    assert json.loads(body)["steps"][0]["output"]["message"].endswith(KEY)
+def test_an_echoed_key_is_data_but_never_shown(api: HostileServer, body: bytes) -> None:
+    """Promise: a key echoed back in an answer, however spelt (as is, escaped, another
+    encoding), is left in the data civflow uses and records (outputs are never
+    rewritten), and blanked from every text civflow shows about it."""
+    message = json.loads(body)["steps"][0]["output"]["message"]
+    assert message.endswith(KEY)
     api.script(f"GET {WF}/0-1", Reply(200, body))
     state = _run(api, lambda c: c.get("0-1"))
     assert state.steps[0].output is not None
-    assert state.steps[0].output["message"] in ("echoed <redacted>", "/echoed <redacted>")
-    assert KEY not in repr(state.raw)
+    assert state.steps[0].output["message"] == message
+    assert KEY not in repr(state) and KEY not in clean_text(message)
 
 
 @pytest.mark.parametrize(("jobs", "output", "expected"), [

@@ -13,8 +13,11 @@ from tests.e2e.support import project as project  # re-exported as a fixture
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
-    """A real emulator on loopback at time scale 0, requiring SECRET, aimed at by the client."""
-    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET)) as running:
+    """A real emulator on loopback at time scale 0, requiring SECRET, aimed at by the client
+    as the real API: it does not announce itself (tests/stand_in.py), so what runs make
+    there is recorded as paid work, in the committed lockfile."""
+    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET,
+                                       announce=False)) as running:
         aim(monkeypatch, running)
         yield running
 

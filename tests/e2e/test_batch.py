@@ -68,7 +68,8 @@ steps:
 @pytest.fixture
 def moderated(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
     """An emulator whose moderation blocks any prompt with the word 'forbidden'."""
-    config = EmulatorConfig(time_scale=0, api_key=SECRET, blocked_words=("forbidden",))
+    config = EmulatorConfig(announce=False, time_scale=0, api_key=SECRET,
+                            blocked_words=("forbidden",))
     with start_emulator(config) as running:
         aim(monkeypatch, running)
         yield running

@@ -57,7 +57,7 @@ steps:
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
     """Jobs last a few tenths of a second, so a kill lands in every phase of a run."""
-    with start_emulator(EmulatorConfig(time_scale=0.3, api_key=SECRET,
+    with start_emulator(EmulatorConfig(announce=False, time_scale=0.3, api_key=SECRET,
                                        fault_seed=11)) as running:
         aim(monkeypatch, running)
         yield running

@@ -89,7 +89,8 @@ steps:
 @pytest.fixture
 def moderated(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
     """An emulator whose moderation blocks any prompt with the word 'forbidden'."""
-    config = EmulatorConfig(time_scale=0, api_key=SECRET, blocked_words=("forbidden",))
+    config = EmulatorConfig(announce=False, time_scale=0, api_key=SECRET,
+                            blocked_words=("forbidden",))
     with start_emulator(config) as running:
         aim(monkeypatch, running)
         yield running
@@ -200,7 +201,7 @@ def test_kill_9_during_fused_lanes_never_pays_twice(project: Project,
     """Promise: never paid twice, with fusion on. kill -9 at seeded random moments while
     requests fail or drop; the fused lanes are settled as units by the next runs and
     every instance (a named step) was created once; fingerprints are the real ones."""
-    with start_emulator(EmulatorConfig(time_scale=0.3, api_key=SECRET,
+    with start_emulator(EmulatorConfig(announce=False, time_scale=0.3, api_key=SECRET,
                                        fault_seed=5)) as served:
         aim(monkeypatch, served)
         project.write("echoes", ECHOES.replace("batch: 3", "batch: 6"))
@@ -238,7 +239,7 @@ def test_an_interrupted_fused_batch_is_settled_with_real_fingerprints(
     fingerprints not known when the intents were journaled): `run --only 'a[i=0]'`
     settles every lane, records each fused instance under the fingerprint its real
     inputs give (so the plan then finds it cached), and the full run only adds `tail`."""
-    with start_emulator(EmulatorConfig(time_scale=4, api_key=SECRET)) as served:
+    with start_emulator(EmulatorConfig(announce=False, time_scale=4, api_key=SECRET)) as served:
         aim(monkeypatch, served)
         project.write("echoes", ECHOES.replace("batch: 3", "batch: 6"))
         process = spawn(project, served, "echoes", log="crash")

@@ -66,7 +66,7 @@ EXIT_WITHIN = 2.0
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
     """An echo takes 2 s here, so the chain is mid-way whenever the signal lands."""
-    with start_emulator(EmulatorConfig(time_scale=4, api_key=SECRET)) as running:
+    with start_emulator(EmulatorConfig(announce=False, time_scale=4, api_key=SECRET)) as running:
         aim(monkeypatch, running)
         yield running
 

@@ -156,7 +156,7 @@ def test_a_killed_re_make_of_lost_work_is_resumed_not_paid_again(
     from civflow.emulator import EmulatorConfig, start_emulator
     from tests.e2e.support import SECRET, aim, spawn
 
-    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET)) as served:
+    with start_emulator(EmulatorConfig(announce=False, time_scale=0, api_key=SECRET)) as served:
         aim(monkeypatch, served)
         project.write("sweep", SWEEP)
         assert project.run("sweep").code == 0

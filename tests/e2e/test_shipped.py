@@ -59,6 +59,9 @@ def test_the_readmes_first_command_runs_a_real_pipeline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     name = Path(args[-1]).stem
-    assert (tmp_path / "pipelines" / f"{name}.lock.json").is_file()
+    # An emulator run is a preview: recorded under .civflow/previews (git-ignored), never
+    # in the committed lockfile a real run would take for paid work.
+    assert (tmp_path / ".civflow" / "previews" / f"{name}.lock.json").is_file()
+    assert not (tmp_path / "pipelines" / f"{name}.lock.json").exists()
     produced = {p.suffix for p in (tmp_path / "out" / name).rglob("*") if p.is_file()}
     assert produced & {".png", ".jpeg", ".webp"} and ".mp4" in produced, produced

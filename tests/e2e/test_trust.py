@@ -114,7 +114,7 @@ def once_each(emulator: RunningEmulator) -> dict[str, int]:
 @pytest.fixture
 def slow(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
     """A video takes about 30 s: a concurrent run or a crash lands while it is in flight."""
-    with start_emulator(EmulatorConfig(time_scale=1, api_key=SECRET)) as running:
+    with start_emulator(EmulatorConfig(announce=False, time_scale=1, api_key=SECRET)) as running:
         aim(monkeypatch, running)
         yield running
 

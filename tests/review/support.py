@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from civflow.cli import main
+from tests import stand_in
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "urn:air:sdxl:checkpoint:civitai:101055@128078"
@@ -86,14 +86,11 @@ def commit(root: Path, message: str) -> str:
     return git(root, "rev-parse", "HEAD").strip()
 
 
-def run_on_emulator(root: Path, pipeline: str) -> None:
-    """`civflow run PIPELINE --emulator --yes` in a child process (module fixtures have
-    no capsys); its lockfile then records costs."""
-    done = subprocess.run([sys.executable, "-m", "civflow", "run", pipeline, "--emulator",
-                           "--yes"], cwd=root, capture_output=True, text=True, timeout=600,
-                          env={k: v for k, v in os.environ.items()
-                               if not k.startswith("CIVITAI")})
-    assert done.returncode == 0, done.stdout + done.stderr
+def run_paid(root: Path, pipeline: str) -> None:
+    """`civflow run PIPELINE --yes` in a child process (module fixtures have no capsys)
+    against a stand-in for the real API: the committed lockfile then records paid work
+    and its costs, as after a real run."""
+    stand_in.run_paid(root, pipeline)
 
 
 @dataclass(frozen=True)

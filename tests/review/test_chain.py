@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.review.support import MODEL, cli, commit, make_repo, run_on_emulator, write
+from tests.review.support import MODEL, cli, commit, make_repo, run_paid, write
 
 CHAIN = f"""\
 version: 1
@@ -47,7 +47,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_repo(tmp_path_factory.mktemp("chain") / "repo")
     write(root, {"pipelines/chain.yaml": CHAIN})
     commit(root, "chain")
-    run_on_emulator(root, "pipelines/chain.yaml")
+    run_paid(root, "pipelines/chain.yaml")
     commit(root, "lockfile")
     return root
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from civflow.review import compare
-from civflow.review.comment import MARKER, MAX_COMMENT, buzz, signed
+from civflow.review.comment import MARKER, MAX_COMMENT, buzz
 from tests.review.support import (
     STYLES,
     SUBJECTS,
@@ -21,7 +21,7 @@ from tests.review.support import (
     commit,
     git,
     make_repo,
-    run_on_emulator,
+    run_paid,
     write,
 )
 
@@ -37,7 +37,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = make_repo(tmp_path_factory.mktemp("sweep") / "repo")
     write(root, {"pipelines/sweep.yaml": SWEEP})
     commit(root, "sweep")
-    run_on_emulator(root, "pipelines/sweep.yaml")
+    run_paid(root, "pipelines/sweep.yaml")
     commit(root, "lockfile")
     git(root, "checkout", "-q", "-b", "change")
     text = SWEEP.replace("in the snow", "in the rain").replace("    ink: 0.6", "    ink: 0.8")
@@ -83,10 +83,10 @@ def test_comment_names_exactly_the_changed_instances_and_the_delta(
     assert spent > 0
     data = _json(capsys, monkeypatch, sweep)
     assert data["base_spent"] == pytest.approx(spent)
-    assert data["delta"] == pytest.approx(data["estimate"] - spent)
+    # What merging costs is the new work, never netted against what it replaces.
+    assert data["delta"] == pytest.approx(data["estimate"]) and data["delta"] > 0
     assert f"replaces {buzz(spent)} Buzz spent on the base" in md
-    assert f"**estimate {buzz(data['estimate'])} Buzz**" in md
-    assert f"**Δ {signed(data['delta'])} Buzz**" in md
+    assert f"**merging costs {buzz(data['delta'])} Buzz**" in md
     # The step's edits read as two lines, however many instances they touch.
     assert "<code>loras&#91;…&#64;789012&#93;</code>: 0.6 → 0.8 ×20" in md
     assert "<code>prompt</code>: &quot;…snow&quot; → &quot;…rain&quot; ×10" in md

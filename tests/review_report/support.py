@@ -1,4 +1,4 @@
-"""A git repository with pipelines run on the embedded emulator, for report tests."""
+"""A git repository with pipelines run against a stand-in for the real API, for report tests."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from civflow.cli import main
+from tests.stand_in import civitai_stand_in, pointed_at
 
 MODEL = "urn:air:sdxl:checkpoint:civitai:101055@128078"
 # Three LoRAs by a short name (so instances read `sweep[lora=ink,seed=11]`), each with
@@ -85,7 +86,8 @@ class Outcome:
 
 
 class Repo:
-    """A git repository in a temp folder whose pipelines run on the embedded emulator."""
+    """A git repository in a temp folder whose pipelines run against a stand-in for the
+    real API (tests/stand_in.py), so its lockfiles hold paid work."""
 
     def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
         self.root = root
@@ -123,7 +125,9 @@ class Repo:
         return Outcome(code, captured.out, captured.err)
 
     def run(self, name: str) -> None:
-        done = self.cli("run", f"pipelines/{name}.yaml", "--emulator", "--yes")
+        """`civflow run` against a stand-in for the real API: paid work, committed."""
+        with civitai_stand_in() as api, pointed_at(api):
+            done = self.cli("run", f"pipelines/{name}.yaml", "--yes")
         assert done.code == 0, done.err
 
 

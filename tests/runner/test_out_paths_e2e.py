@@ -36,7 +36,7 @@ steps:
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
-    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET)) as running:
+    with start_emulator(EmulatorConfig(announce=False, time_scale=0, api_key=SECRET)) as running:
         aim(monkeypatch, running)
         yield running
 

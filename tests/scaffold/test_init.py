@@ -31,6 +31,7 @@ from jsonschema import Draft7Validator
 
 from civflow.scaffold import editor_schema_text
 from tests.scaffold.actions import base_env
+from tests.stand_in import run_paid
 
 PIPELINE = Path("pipelines/hello.yaml")
 
@@ -151,7 +152,8 @@ def test_post_checkout_hook_restores_out_after_a_branch_switch(tmp_path: Path) -
     assert hook.is_file() and os.access(hook, os.X_OK)
     picture = repo / "out" / "hello" / "picture[seed=11]" / "0.jpeg"
     git(repo, "checkout", "-q", "-b", "main")
-    assert civflow("run", "--emulator", PIPELINE, cwd=repo).returncode == 0
+    # Paid work (a stand-in for the real API): what a branch's committed lockfile holds.
+    run_paid(repo, PIPELINE)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "lighthouse")
     lighthouse = picture.read_bytes()
@@ -159,7 +161,7 @@ def test_post_checkout_hook_restores_out_after_a_branch_switch(tmp_path: Path) -
     pipeline = repo / PIPELINE
     pipeline.write_text(pipeline.read_text("utf-8").replace("a lighthouse on a cliff",
                                                              "a red fox on a cliff"), "utf-8")
-    assert civflow("run", "--emulator", PIPELINE, cwd=repo).returncode == 0
+    run_paid(repo, PIPELINE)
     git(repo, "commit", "-q", "-am", "fox")
     fox = picture.read_bytes()
     assert fox != lighthouse

@@ -160,7 +160,7 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
     _git(dev, "push", "-q", "origin", "main", env=env)
     flow = load_workflow((dev / WORKFLOW_FILE).read_text(encoding="utf-8"))
 
-    with start_emulator(EmulatorConfig(time_scale=0, api_key=SECRET)) as emulator:
+    with start_emulator(EmulatorConfig(announce=False, time_scale=0, api_key=SECRET)) as emulator:
         job_env = base_env(CIVITAI_BASE_URL=emulator.url, GITHUB_REPOSITORY="studio/art",
                            PIPELINES=flow["env"]["PIPELINES"], CIVFLOW_REMOTE=remote)
         # The merge to main: the `run` job in a fresh clone, as actions/checkout makes it.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from civflow.errors import CivflowError, UsageError
+from civflow.review.comment import Totals, money
 from civflow.review.report.media import Media, MediaCounts, MediaFolder, Source
 from civflow.review.report.model import Card, PipelineView
 from civflow.review.report.render import (
@@ -94,15 +95,17 @@ def _run_ids(root: Path, pipeline: str) -> dict[str, str]:
 
 def write_report(files: Sequence[Path], *, out: Path, base: str | None = None,
                  grid: Grid | None = None, page_size: int = PAGE_SIZE,
-                 cwd: Path | None = None,
+                 cwd: Path | None = None, paths: Sequence[Path] = (),
                  views: Callable[[Sequence[Path], str | None, Path], list[PipelineView]]
                  | None = None) -> Written:
-    """Write the report of `files` (compared with git ref `base` when given) to `out`."""
+    """Write the report of `files` (compared with git ref `base` when given) to `out`;
+    `paths` (as the user named them) also finds the pipelines the change removed."""
     cwd = Path(cwd or Path.cwd())
     if views is None:
         from civflow.review.report.compare import review_views
 
-        views = review_views
+        def views(files: Sequence[Path], base: str | None, cwd: Path) -> list[PipelineView]:
+            return review_views(files, base, cwd, paths)
     pipelines = views(files, base, cwd)
     _check_grid(grid, pipelines)
     target = check_out_dir(out, [p.root for p in pipelines])
@@ -122,6 +125,8 @@ def write_report(files: Sequence[Path], *, out: Path, base: str | None = None,
     title = "civflow report"
     subtitle = (f"head against {base}" if base else "head") + \
         f" · {sum(len(p.cards) for p in pipelines):,} instance(s)"
+    if base is not None:  # the same money sentence as the plan and the comment
+        subtitle += f" · {money(Totals.of(pipelines))}"
     for page in pages:
         text = render_page(page, pages, pipelines, title=title, subtitle=subtitle,
                            compared=base is not None)
@@ -156,7 +161,8 @@ def _media_lookup(pipelines: Sequence[PipelineView], folder: MediaFolder,
     for pipeline in pipelines:
         store = ObjectStore(pipeline.root / ".civflow" / "objects")
         sides = [(side, card, entry) for card in pipeline.cards
-                 for side, entry in (("head", card.head), ("base", card.base))
+                 for side, entry in (("head", card.head), ("base", card.base),
+                                     ("preview", card.preview))
                  if entry is not None]
         absent = {a.sha256 for _, _, entry in sides for a in entry.artifacts
                   if not store.has(a.sha256) and not folder.has(a)}
@@ -168,7 +174,8 @@ def _media_lookup(pipelines: Sequence[PipelineView], folder: MediaFolder,
         out = pipeline.root / "out"
         sources = {side: Source(store, out, lock_dir or pipeline.root)
                    for side, lock_dir in (("head", pipeline.head_lock_dir),
-                                          ("base", pipeline.base_lock_dir))}
+                                          ("base", pipeline.base_lock_dir),
+                                          ("preview", pipeline.head_lock_dir))}
         folder.prepare((a, sources[side]) for side, _, entry in sides for a in entry.artifacts)
         for side, card, entry in sides:
             table[(pipeline.name, card.name, side)] = tuple(

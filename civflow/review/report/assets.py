@@ -35,6 +35,8 @@ background:#e8ebf0;border-radius:3px}
 max-width:100%;min-height:96px;padding:8px;background:repeating-linear-gradient(
 45deg,#eef0f4,#eef0f4 8px,#e4e7ed 8px,#e4e7ed 16px);color:var(--mute);font-size:12px;
 border-radius:3px}
+.preview-tag{flex-basis:100%;font-size:11px;font-weight:600;color:#7a2e0e;
+background:#fef0c7;border:1px dashed #dc6803;border-radius:3px;padding:2px 6px}
 .st{display:inline-block;font-size:11px;font-weight:600;text-transform:uppercase;
 padding:0 5px;border-radius:3px;color:#fff;background:var(--same)}
 .st-changed{background:var(--chg)}.st-added{background:var(--add)}

@@ -49,6 +49,9 @@ class Card:
     # True when the head entry is what the head's pipeline asks for (else it is stale:
     # the pictures are of an earlier version, and `run` makes new ones).
     head_current: bool = True
+    # The emulator's picture of exactly what the head asks for, when no paid result is:
+    # shown labelled as a preview, never as the result.
+    preview: LockedInstance | None = None
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,12 @@ class PipelineView:
     head_lock_dir: Path | None
     base_lock_dir: Path | None
     steps: tuple[StepView, ...]
-    base_spent: float | None = None
-    estimate: float | None = None
-    delta: float | None = None
+    base_spent: float = 0.0
+    estimate: float = 0.0
+    delta: float = 0.0  # what merging costs (civflow.review.diff), never netted
     notes: tuple[str, ...] = ()
+    unpriced: int = 0  # instances only the run can price: "+ N priced at run time"
+    paid_on_branch: float = 0.0
 
     @property
     def cards(self) -> list[Card]:

@@ -79,6 +79,10 @@ def page_name(number: int) -> str:
     return "index.html" if number == 1 else f"page-{number}.html"
 
 
+_PREVIEW = ("preview: made on the emulator, not paid work (the real picture is made when "
+            "the change is applied)")
+
+
 class _Cards:
     """Card and pair markup for one report (its media and run-id lookups)."""
 
@@ -87,7 +91,7 @@ class _Cards:
         self.run_id = run_id
 
     def files(self, card: Card, side: str) -> str:
-        entry = card.head if side == "head" else card.base
+        entry = {"head": card.head, "base": card.base, "preview": card.preview}[side]
         if entry is None:
             return ""
         shown = self.media(card, side)
@@ -95,12 +99,18 @@ class _Cards:
             return '<div class="ph">no files</div>'
         return "".join(_media(m, card.name) for m in shown)
 
+    def waiting(self, card: Card) -> str:
+        """The head side of an instance with no paid result yet: its emulator preview,
+        labelled as such, or what making it will take."""
+        if card.preview is not None:
+            return (f'<div class="preview-tag">{_PREVIEW}</div>'
+                    f"{self.files(card, 'preview')}")
+        return f'<div class="ph">{_pending(card)}</div>'
+
     def card(self, card: Card) -> str:
         side = "base" if card.status == "removed" else "head"
-        if side == "head" and card.head is not None and not card.head_current:
-            body = f'<div class="ph">{_pending(card)}</div>'
-        elif side == "head" and card.head is None:
-            body = f'<div class="ph">{_pending(card)}</div>'
+        if side == "head" and (card.head is None or not card.head_current):
+            body = self.waiting(card)
         else:
             body = self.files(card, side)
         return (f'<figure class="card"{_data(card)}><div class="media">{body}</div>'
@@ -111,7 +121,7 @@ class _Cards:
         before = self.files(card, "base") if card.base is not None else \
             '<div class="ph">added: no base version</div>'
         if card.head is None or not card.head_current:
-            after = f'<div class="ph">{_pending(card)}</div>' if card.status != "removed" \
+            after = self.waiting(card) if card.status != "removed" \
                 else '<div class="ph">removed: the head does not have it</div>'
         else:
             after = self.files(card, "head")
@@ -381,7 +391,7 @@ def _summary(pipelines: Sequence[PipelineView], compared: bool) -> str:
     the plan's decision and the estimate of what would run."""
     columns = list(STATUSES) if compared else sorted(
         {c.decision or "locked" for p in pipelines for c in p.cards})
-    money = ("base spent", "estimate", "delta") if compared else ("estimate",)
+    money = ("replaces (base spent)", "merging costs") if compared else ("estimate",)
     head = ("<tr><th>pipeline</th>" + ("<th>status</th>" if compared else "")
             + "".join(f"<th>{_e(c)}</th>" for c in [*columns, *money]) + "</tr>")
     rows = []
@@ -390,18 +400,13 @@ def _summary(pipelines: Sequence[PipelineView], compared: bool) -> str:
         for card in p.cards:
             key = card.status if compared else (card.decision or "locked")
             counts[key] = counts.get(key, 0) + 1
-        cost = (f"<td>{_buzz(p.base_spent)}</td><td>{_buzz(p.estimate)}</td>"
-                f"<td>{_signed(p.delta)}</td>") if compared else f"<td>{_buzz(p.estimate)}</td>"
+        later = f" + {p.unpriced} priced at run time" if p.unpriced else ""
+        cost = (f"<td>{_buzz(p.base_spent)}</td><td>{_buzz(p.delta)}{later}</td>"
+                if compared else f"<td>{_buzz(p.estimate)}{later}</td>")
         rows.append(f'<tr><td><a href="#p-{_e(p.name)}">{_e(p.name)}</a></td>'
                     + (f"<td>{_e(p.status)}</td>" if compared else "")
                     + "".join(f"<td>{counts[c]}</td>" for c in columns) + cost + "</tr>")
     return f'<table class="summary">{head}{"".join(rows)}</table>'
-
-
-def _signed(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return ("+" if value > 0 else "") + _buzz(value)
 
 
 def _filters(pipelines: Sequence[PipelineView], compared: bool) -> str:
