@@ -77,7 +77,8 @@ class LocalFolder:
         """The file or folder `key` names, after checking that it lies under the root.
 
         Lexically first (no `..`, no absolute key elsewhere, no NUL), then with every
-        symlink resolved: the real path must be the root's real path or inside it.
+        symlink resolved: the real path must be the root's real path or inside it. For
+        a `write` the last part is not resolved: writes replace it, never follow it.
         """
         action = "write" if write else "read"
         text = str(key)
@@ -98,7 +99,9 @@ class LocalFolder:
             raise UnsafePath(path=text, base=str(self.root), action=action)
         target = self.root.joinpath(*parts)
         real_root = os.path.realpath(self.root)
-        real = os.path.realpath(target)
+        # A write replaces (os.replace) or removes the last part itself, never what a
+        # link there points to: only the folders on the way must stay inside.
+        real = os.path.realpath(target.parent if write and parts else target)
         if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
             raise UnsafePath(path=text, base=str(self.root), action=action)
         return target
