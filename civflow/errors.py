@@ -103,6 +103,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "emulator": ("starlette", "uvicorn", "PIL", "av"),
     "report": ("PIL", "av"),
     "s3": ("fsspec", "s3fs"),
+    "gcs": ("fsspec", "gcsfs"),
+    "azure": ("fsspec", "adlfs"),
 }
 
 
@@ -137,8 +139,8 @@ class FileAccessError(CivflowError):
 class UnsafePath(FileAccessError):
     """A path built from names civflow was given would land outside the folder it belongs in."""
 
-    def __init__(self, *, path: str, base: str) -> None:
-        super().__init__(path=path, reason=f"resolves outside {base}; refusing to write it")
+    def __init__(self, *, path: str, base: str, action: str = "write") -> None:
+        super().__init__(path=path, reason=f"resolves outside {base}; refusing to {action} it")
         self.base = base
 
 

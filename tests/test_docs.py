@@ -249,7 +249,6 @@ def test_sharing_recipe_round_trip(tmp_path: Path) -> None:
     """The sharing recipe as written: run, push; on a machine without the store or out/,
     pull restores every file and the plan is all cached (the remote is a local folder,
     given by CIVFLOW_REMOTE as the recipe says CI may do)."""
-    pytest.importorskip("fsspec", reason="the dev extra installs the remote's library")
     page = DOCS / "recipes" / "sharing-artifacts.md"
     project = tmp_path / "project"
     written = project_for(page, project)

@@ -1,8 +1,9 @@
-"""Shared artifacts on object storage: a content-addressed remote reached through fsspec.
+"""Shared artifacts in a folder or on object storage: a content-addressed remote.
 
 For the command line (`civflow push` / `civflow pull`) and for the planner and
 executor (see `remote_for`, `Remote.has_many`, `Remote.pull_into`, `Remote.push_from`).
-The S3 support needs the optional extra: `pip install 'civflow[s3]'`.
+A `file://` folder needs nothing beyond the base install; cloud stores go through
+fsspec and need their extra: `civflow[s3]`, `civflow[gcs]` or `civflow[azure]`.
 
 For code that needs a lockfile's artifacts without running anything (`report --base`):
 

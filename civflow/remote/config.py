@@ -2,11 +2,11 @@
 
     # civflow.toml, at the project's root (beside .civflow/ or .git)
     [remote]
-    url = "s3://team-bucket/civflow"   # any fsspec URL; file:///mnt/team/civflow too
+    url = "s3://team-bucket/civflow"   # s3://, gs://, az://…; or file:///mnt/team/civflow
     push = true                        # `civflow run` pushes what it produced
     jobs = 16                          # transfers in flight
     timeout = 60                       # seconds to wait for an answer (a listing, a read)
-    [remote.options]                   # handed to the fsspec filesystem as is
+    [remote.options]                   # handed to the fsspec filesystem as is (cloud)
     endpoint_url = "http://127.0.0.1:9000"
 
 The same table may stand in pyproject.toml as `[tool.civflow.remote]`; civflow.toml

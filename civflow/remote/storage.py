@@ -1,4 +1,10 @@
-"""A content-addressed remote through fsspec: list, push and pull objects named by sha256.
+"""A content-addressed remote: list, push and pull objects named by sha256.
+
+A `file://` URL (or a plain path) is a folder on this machine, reached with the standard
+library (`civflow.remote.local`): the base install needs no extra for it. Every other
+URL goes through fsspec and its filesystem packages, which are optional extras:
+`s3://` needs `civflow[s3]`, `gs://` `civflow[gcs]`, `az://` / `abfs://`
+`civflow[azure]`. `_open_storage` is the one place a URL's scheme picks its backend.
 
 The layout is the local store's (`sha256/ab/cdef…` under the remote's URL), so the same
 output made by two pipelines, branches or people is stored once. Promises:
@@ -36,8 +42,10 @@ from civflow.errors import (
     RemoteAccessDenied,
     RemoteError,
     RemoteUnreachable,
+    UnsafePath,
 )
 from civflow.remote.config import RemoteConfig, redact
+from civflow.remote.local import LocalFolder, folder_of
 from civflow.store.objects import ObjectStore, hash_file
 
 __all__ = ["Progress", "Remote", "Transfer"]
@@ -47,6 +55,11 @@ T = TypeVar("T")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Filesystems whose writes appear whole or not at all (a PUT, a completed multipart upload).
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+# Folders on this machine: civflow's own backend, no fsspec.
+_LOCAL = frozenset({"file", "local"})
+# The optional extra (pyproject.toml) that brings each cloud scheme's storage library.
+EXTRA_FOR_SCHEME = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs",
+                    "az": "azure", "abfs": "azure", "abfss": "azure", "adl": "azure"}
 # Up to this many distinct `ab/` prefixes are listed one by one; more, the whole tree once.
 _FEW_PREFIXES = 16
 # botocore's defaults (60 s reads, several attempts) under s3fs's own five retries made one
@@ -68,6 +81,8 @@ _CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError",
 _CREDENTIAL_HINT = ("civflow never reads credentials itself: set them where the storage "
                     "library looks (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                     "AWS_PROFILE, or an instance role)")
+_FOLDER_HINT = ("check that this user may read and write the folder (its owner, group and "
+                "mode); a file:// remote needs no credentials")
 _MAX_REASON = 200
 # Objects up to this size are read into memory once to be hashed and sent.
 _IN_MEMORY = 16 * 1024 * 1024
@@ -127,6 +142,30 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= _MAX_REASON else text[:_MAX_REASON - 1] + "…"
 
 
+def _open_storage(config: RemoteConfig) -> tuple[Any, str]:
+    """The filesystem for the remote's URL and the base path of its keys: a folder on
+    this machine through `LocalFolder`, anything else through fsspec (imported only
+    here, on first use: `civflow validate` never pays for it, and a base install
+    without it still reaches folders)."""
+    if config.protocol in _LOCAL:
+        try:
+            root = folder_of(config.url)
+        except ValueError as exc:
+            raise RemoteUnreachable(str(exc), url=redact(config.url),
+                                    hint="use file:///absolute/path, or a plain path") from None
+        return LocalFolder(root), str(root).rstrip("/")
+    core: Any = importlib.import_module("fsspec.core")
+    # A fresh instance: fsspec's instance cache would outlive changed credentials.
+    options = {"skip_instance_cache": True, **dict(config.options)}
+    s3 = config.protocol in {"s3", "s3a"}
+    if s3 and "config_kwargs" not in options:
+        options["config_kwargs"] = _s3_config(config.timeout)
+    fs, base = core.url_to_fs(config.url, **options)
+    if s3 and isinstance(getattr(fs, "retries", None), int):
+        fs.retries = min(fs.retries, _S3_RETRIES)
+    return fs, str(base).rstrip("/")
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -137,7 +176,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 class Remote:
-    """One remote (`RemoteConfig`) opened through fsspec; safe to use from one thread.
+    """One remote (`RemoteConfig`): a local folder, or a store reached through fsspec;
+    safe to use from one thread.
 
     The main entry points, for the CLI and for the planner and executor:
 
@@ -153,18 +193,9 @@ class Remote:
         self.atomic_writes = config.protocol in _OBJECT_STORES
         self.timeout = config.timeout
         with self._translated("opening it"):
-            # Imported on first use: `civflow validate` never pays for fsspec.
-            core: Any = importlib.import_module("fsspec.core")
-            # A fresh instance: fsspec's instance cache would outlive changed credentials.
-            options = {"skip_instance_cache": True, **dict(config.options)}
-            s3 = config.protocol in {"s3", "s3a"}
-            if s3 and "config_kwargs" not in options:
-                options["config_kwargs"] = _s3_config(config.timeout)
-            fs, base = core.url_to_fs(config.url, **options)
-            if s3 and isinstance(getattr(fs, "retries", None), int):
-                fs.retries = min(fs.retries, _S3_RETRIES)
+            fs, base = _open_storage(config)
         self.fs: Any = fs
-        self.base = str(base).rstrip("/")
+        self.base = base
         # Set when a listing outlived `timeout`: its thread may still be inside `fs`, so
         # this remote is not used again (every later call raises this at once).
         self._gone: RemoteError | None = None
@@ -456,14 +487,24 @@ class Remote:
         """Turn the storage library's exceptions into RemoteErrors that say what to do."""
         try:
             yield
+        except UnsafePath as exc:  # a key, or a symlink in a shared folder, leads outside
+            raise RemoteError(f"refused while {action}: {exc.message}", url=self.url,
+                              hint="a symlink or '..' in the remote folder points outside "
+                                   "it; civflow never reads or writes there (remove the "
+                                   "link)") from exc
         except CivflowError:
             raise
         except ImportError as exc:
-            wants_extra = exc.name == "fsspec" or self.config.protocol in {"s3", "s3a"}
-            extra = "s3" if wants_extra else None
-            hint = (f"pip install 'civflow[{extra}]'" if extra else
-                    "install the fsspec filesystem package for this kind of URL")
-            raise RemoteUnreachable(f"no storage library for {self.config.protocol}://: "
+            protocol = self.config.protocol
+            extra = EXTRA_FOR_SCHEME.get(protocol)
+            if extra is not None:
+                hint = f"pip install 'civflow[{extra}]'"
+            elif exc.name == "fsspec":
+                hint = (f"pip install fsspec and its filesystem package for {protocol}://, "
+                        "or use a file:// folder, which needs no extra")
+            else:
+                hint = f"install the fsspec filesystem package for {protocol}://"
+            raise RemoteUnreachable(f"no storage library for {protocol}://: "
                                     f"{_short(exc)}", url=self.url, hint=hint) from exc
         except Exception as exc:
             raise self._classify(exc, action) from exc
@@ -475,8 +516,10 @@ class Remote:
             return RemoteAccessDenied(f"no usable credentials found while {action}",
                                       url=self.url, hint=_CREDENTIAL_HINT)
         if any(isinstance(e, PermissionError) for e in chain):
+            local = self.config.protocol in _LOCAL
             return RemoteAccessDenied(f"permission denied while {action}: {_short(exc)}",
-                                      url=self.url, hint=_CREDENTIAL_HINT)
+                                      url=self.url,
+                                      hint=_FOLDER_HINT if local else _CREDENTIAL_HINT)
         if any(isinstance(e, TimeoutError) or "ReadTimeout" in type(e).__name__
                for e in chain):
             return RemoteUnreachable(
