@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from civflow import __version__
 from civflow.cli._exit import exit_code_for, render_error
 from civflow.errors import CivflowError
 
@@ -82,7 +83,10 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="civflow")
+# civflow.__version__ is the one place the version is written (pyproject.toml reads it),
+# so an editable install whose metadata is stale still tells the truth.
+@click.version_option(__version__, "--version", prog_name="civflow",
+                      message="%(prog)s %(version)s")
 def cli() -> None:
     """Declarative workflow-as-code for the Civitai orchestration API."""
 

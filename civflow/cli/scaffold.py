@@ -41,7 +41,12 @@ def schema(output: Path | None) -> None:
 @click.option("--hooks/--no-hooks", default=None,
               help="Install a git post-checkout hook that runs `civflow checkout` after a "
                    "branch switch (asked when run on a terminal; default: no).")
-def init(directory: Path, hooks: bool | None) -> None:
+@click.option("--install", "install", metavar="SPEC",
+              help="What the GitHub workflow's `pip install` lines install: a pip "
+                   "requirement such as 'civflow[s3]==1.2.0', or a pinned repository "
+                   "'git+https://github.com/OWNER/REPO@COMMIT' (default: "
+                   "civflow==THIS VERSION, from the package index).")
+def init(directory: Path, hooks: bool | None, install: str | None) -> None:
     """Start a civflow repository in DIRECTORY (default: here): an example pipeline with
     the editor schema, .gitignore entries, the lockfile merge driver, a GitHub Actions
     workflow and a pre-commit config. Existing files are never overwritten.
@@ -49,8 +54,19 @@ def init(directory: Path, hooks: bool | None) -> None:
     A plain folder becomes a git repository. Inside an existing repository the workflow
     and the pre-commit config go to its top, where GitHub and pre-commit read them.
     """
-    from civflow.scaffold.starter import GITIGNORE_LINES, appended, missing_lines, starter_files
+    from civflow.scaffold.starter import (
+        GITIGNORE_LINES,
+        InstallSpecInvalid,
+        appended,
+        install_requirement,
+        missing_lines,
+        starter_files,
+    )
 
+    try:
+        requirement = install_requirement(install)
+    except InstallSpecInvalid as exc:
+        raise UsageError(f"--install: {exc}", hint=exc.hint) from exc
     project = directory.resolve()
     if project.exists() and not project.is_dir():
         raise UsageError(f"{directory} is not a folder")
@@ -60,7 +76,7 @@ def init(directory: Path, hooks: bool | None) -> None:
             "Install a git post-checkout hook that restores out/ after a branch switch?",
             default=True)
     relative = PurePosixPath(project.relative_to(root).as_posix()) if root else PurePosixPath(".")
-    files = starter_files(relative, hook=hooks)
+    files = starter_files(relative, hook=hooks, install=requirement)
     top = root or project
     # A new repository's hooks folder is known once it exists (core.hooksPath may move it).
     bases = {"project": project, "root": top,

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
+import yaml
+
+from civflow import __version__
 from civflow.scaffold.editor import editor_schema_text
 
 SCHEMA_FILE = ".civflow-schema.json"
@@ -20,6 +25,17 @@ PIPELINE_FILE = "pipelines/hello.yaml"
 WORKFLOW_FILE = ".github/workflows/civflow.yml"
 PRE_COMMIT_FILE = ".pre-commit-config.yaml"
 GITIGNORE_LINES = (".civflow/", "out/")
+# What the workflow installs unless told otherwise: this very version, from the index.
+DEFAULT_INSTALL = f"civflow=={__version__}"
+VCS_SCHEMES = ("git+", "hg+", "svn+", "bzr+")
+# Never in a requirement, and each one would change what a `run:` line does: the shell's
+# command separators, substitutions, quotes and escapes, and Actions' `${{ }}`. The
+# comparisons < > of a version range are allowed: the line is shell-quoted.
+_FORBIDDEN = set("`$;|&()\\'\"{}")
+# A requirement that starts with a project name: `name`, `name[extras]`, then a version
+# specifier, ` @ URL`, or nothing.
+_NAMED = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[[^\]]*\])?\s*"
+                    r"(?:[<>=!~@]|$)")
 
 
 @dataclass(frozen=True)
@@ -45,10 +61,76 @@ def _fill(text: str, **values: str) -> str:
     return text
 
 
-def starter_files(project: PurePosixPath, *, hook: bool) -> list[StarterFile]:
+class InstallSpecInvalid(ValueError):
+    """`civflow init --install SPEC` names something pip cannot be told to install
+    safely from a workflow line."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def install_requirement(spec: str | None) -> str:
+    """The requirement the workflow's `pip install` lines install: `civflow==VERSION`
+    by default, else `spec` as given (any pip requirement: a version, a range, extras,
+    `civflow @ URL`, a wheel's URL or path). A bare VCS URL (`git+https://...@REF`)
+    becomes `civflow @ git+https://...@REF`, and must name its commit or tag.
+    Raises InstallSpecInvalid for more than one line, a shell metacharacter, a pip
+    option, or a project other than civflow."""
+    vcs_hint = ("give the repository and the commit: "
+                "--install 'git+https://github.com/OWNER/REPO@COMMIT'")
+    if spec is None:
+        return DEFAULT_INSTALL
+    if spec.strip() == "git":
+        raise InstallSpecInvalid("'git' needs the repository's URL and commit", vcs_hint)
+    if any(c in spec for c in "\r\n"):
+        raise InstallSpecInvalid("the install requirement must be one line",
+                                 "give one requirement, such as civflow==" + __version__)
+    requirement = " ".join(spec.split())
+    if "@@" in requirement:  # a template placeholder's marker, and never in a URL
+        raise InstallSpecInvalid("the install requirement holds '@@'", vcs_hint)
+    bad = sorted({c for c in requirement if c in _FORBIDDEN or not c.isprintable()})
+    if bad:
+        raise InstallSpecInvalid(
+            f"the install requirement holds {' '.join(map(repr, bad))}: not in a "
+            "workflow's shell line",
+            "give the requirement alone, such as civflow==" + __version__ +
+            " (environment markers are not supported here)")
+    if not requirement:
+        raise InstallSpecInvalid("the install requirement is empty",
+                                 "leave --install out for civflow==" + __version__)
+    if requirement.startswith("-"):
+        raise InstallSpecInvalid(f"{requirement!r} is a pip option, not a requirement",
+                                 "give what to install, such as civflow==" + __version__)
+    if requirement.startswith(VCS_SCHEMES):
+        if "@" not in urlsplit(requirement.split("+", 1)[1]).path:
+            raise InstallSpecInvalid(
+                "a VCS URL without @REF installs whatever its branch holds on each run",
+                vcs_hint)
+        return f"civflow @ {requirement}"
+    named = _NAMED.match(requirement)
+    if named and re.sub(r"[-_.]+", "-", named[1]).lower() != "civflow":
+        raise InstallSpecInvalid(f"{requirement!r} does not install civflow",
+                                 "name civflow, such as civflow==" + __version__)
+    return requirement
+
+
+def install_command(requirement: str) -> str:
+    """The `run:` value of the workflow's install steps: `pip install` and the
+    requirement as one shell word, YAML-quoted only where a plain scalar would not
+    read back the same (a ` #` or `: ` in it)."""
+    line = f"pip install {shlex.quote(requirement)}"
+    if yaml.safe_load(f"run: {line}") == {"run": line}:
+        return line
+    return json.dumps(line)
+
+
+def starter_files(project: PurePosixPath, *, hook: bool,
+                  install: str = DEFAULT_INSTALL) -> list[StarterFile]:
     """What `civflow init` creates. `project` is the project's folder relative to the
     repository root (`.` when they are the same): GitHub and pre-commit read their
-    files at the root, so those point into the project from there."""
+    files at the root, so those point into the project from there. `install` is the
+    requirement the workflow installs (see `install_requirement`)."""
     prefix = "" if str(project) == "." else f"{project}/"
     pipelines = f"{prefix}pipelines"
     modeline = "/".join([".."] * (len(PurePosixPath(PIPELINE_FILE).parts) - 1) + [SCHEMA_FILE])
@@ -57,7 +139,8 @@ def starter_files(project: PurePosixPath, *, hook: bool) -> list[StarterFile]:
                                          PIPELINE=PIPELINE_FILE)),
         StarterFile(SCHEMA_FILE, editor_schema_text()),
         StarterFile(WORKFLOW_FILE, _fill(_template("civflow.yml"),
-                                         PIPELINES=json.dumps(pipelines)), where="root"),
+                                         PIPELINES=json.dumps(pipelines),
+                                         INSTALL=install_command(install)), where="root"),
         # Single-quoted YAML: a backslash is itself, a quote is doubled.
         StarterFile(PRE_COMMIT_FILE, _fill(
             _template("pre-commit-config.yaml"),

