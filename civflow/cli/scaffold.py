@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -44,8 +45,9 @@ def schema(output: Path | None) -> None:
 @click.option("--install", "install", metavar="SPEC",
               help="What the GitHub workflow's `pip install` lines install: a pip "
                    "requirement such as 'civflow[s3]==1.2.0', or a pinned repository "
-                   "'git+https://github.com/OWNER/REPO@COMMIT' (default: "
-                   "civflow==THIS VERSION, from the package index).")
+                   "'git+https://github.com/OWNER/REPO@COMMIT' (default: what this civflow "
+                   "was installed from, pinned: its repository and commit when it came from "
+                   "git or a clone, else civflow==THIS VERSION from the package index).")
 def init(directory: Path, hooks: bool | None, install: str | None) -> None:
     """Start a civflow repository in DIRECTORY (default: here): an example pipeline with
     the editor schema, .gitignore entries, the lockfile merge driver, a GitHub Actions
@@ -64,7 +66,7 @@ def init(directory: Path, hooks: bool | None, install: str | None) -> None:
     )
 
     try:
-        requirement = install_requirement(install)
+        requirement = install_requirement(install if install is not None else _installed_from())
     except InstallSpecInvalid as exc:
         raise UsageError(f"--install: {exc}", hint=exc.hint) from exc
     project = directory.resolve()
@@ -110,12 +112,51 @@ def init(directory: Path, hooks: bool | None, install: str | None) -> None:
         _write(gitignore, appended(current, lines))
         click.echo(f"{'updated' if current else 'created'} {_shown(gitignore)}: "
                    f"{', '.join(lines)}")
+    click.echo(f"the workflow installs {requirement} (change it with --install; see "
+               "docs/guide/ci.md)")
     _install_merge_driver(project)
     steps = [] if project == Path.cwd().resolve() else [f"cd {_shown(project)}"]
     steps += ["civflow run --emulator pipelines/hello.yaml   # try it, no account needed",
               "pre-commit install                            # validate pipelines on commit",
               "on GitHub, set the secret CIVITAI_API_KEY and the variable CIVFLOW_MAX_COST"]
     click.echo("\nnext:\n" + "\n".join(f"  {line}" for line in steps))
+
+
+def _installed_from() -> str | None:
+    """A pinned requirement for what this civflow was installed from (`pinned_source`
+    of pip's PEP 610 record), or None: the index version."""
+    import json
+    from importlib import metadata
+
+    try:
+        record = metadata.distribution("civflow").read_text("direct_url.json")
+        direct = json.loads(record) if record else {}
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    return pinned_source(direct) if isinstance(direct, dict) else None
+
+
+def pinned_source(direct: dict[str, object]) -> str | None:
+    """`git+URL@COMMIT` for a PEP 610 record of a git install, or of an editable install
+    from a clone whose `origin` is a public https (or GitHub ssh) URL: what CI can
+    install again. None for anything else (a local path CI cannot reach)."""
+    vcs, url = direct.get("vcs_info"), direct.get("url")
+    if isinstance(vcs, dict) and vcs.get("vcs") == "git" and isinstance(url, str):
+        commit = vcs.get("commit_id")
+        return f"git+{url}@{commit}" if isinstance(commit, str) and commit else None
+    if not (isinstance(url, str) and url.startswith("file://")):
+        return None
+    clone = Path(url.removeprefix("file://"))
+    try:
+        origin = _git(clone, "remote", "get-url", "origin").strip()
+        commit = _git(clone, "rev-parse", "HEAD").strip()
+    except (UsageError, OSError):
+        return None
+    if origin.startswith("git@github.com:"):
+        origin = "https://github.com/" + origin.removeprefix("git@github.com:")
+    if not origin.startswith("https://") or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        return None  # a local path or a private scheme: CI could not reach it
+    return f"git+{origin}@{commit}"
 
 
 def _install_merge_driver(project: Path) -> None:

@@ -31,7 +31,7 @@ import pytest
 
 import civflow
 from civflow.emulator import EmulatorConfig, start_emulator
-from civflow.scaffold.starter import WORKFLOW_FILE, starter_files
+from civflow.scaffold.starter import WORKFLOW_FILE, install_requirement, starter_files
 from tests.scaffold.actions import (
     base_env,
     calls,
@@ -318,3 +318,27 @@ def test_starter_files_take_the_requirement() -> None:
                    if f.path == WORKFLOW_FILE]
     assert install_lines(load_workflow(workflow.text)) == \
         ["pip install 'civflow @ git+https://x/y@abc'"] * 2
+
+
+def test_the_default_pin_is_where_this_civflow_came_from(tmp_path: Path) -> None:
+    """`init` without --install pins what CI can install again: a git install's commit,
+    or the public origin and commit of the clone an editable install points at."""
+    from civflow.cli.scaffold import pinned_source
+
+    commit = "3f9a1c7e0b2d4a5f6e7d8c9b0a1f2e3d4c5b6a7f"
+    assert pinned_source({"url": "https://github.com/studio/civflow",
+                          "vcs_info": {"vcs": "git", "commit_id": commit}}) == \
+        f"git+https://github.com/studio/civflow@{commit}"
+    clone = tmp_path / "clone"
+    env = base_env()
+    _git(tmp_path, "init", "-q", str(clone), env=env)
+    _git(clone, "commit", "-q", "--allow-empty", "-m", "start", env=env)
+    head = _git(clone, "rev-parse", "HEAD", env=env).strip()
+    editable = {"url": clone.as_uri(), "dir_info": {"editable": True}}
+    assert pinned_source(editable) is None  # no origin: nothing CI could reach
+    _git(clone, "remote", "add", "origin", "/srv/git/civflow.git", env=env)
+    assert pinned_source(editable) is None  # a local path
+    _git(clone, "remote", "set-url", "origin", "git@github.com:studio/civflow.git", env=env)
+    assert pinned_source(editable) == f"git+https://github.com/studio/civflow.git@{head}"
+    assert install_requirement(pinned_source(editable)) == \
+        f"civflow @ git+https://github.com/studio/civflow.git@{head}"
