@@ -96,7 +96,13 @@ state = json.load(open(store)) if os.path.exists(store) else {"comments": [], "c
 state["calls"].append([method, url])
 listing = re.fullmatch(r"repos/([^/]+/[^/]+)/issues/(\d+)/comments", url)
 single = re.fullmatch(r"repos/([^/]+/[^/]+)/issues/comments/(\d+)", url)
-if method == "GET" and listing:
+pull = re.fullmatch(r"repos/([^/]+/[^/]+)/pulls/(\d+)", url)
+if method == "GET" and pull:
+    out = state.get("pulls", {}).get(pull[2])
+    if out is None:
+        json.dump(state, open(store, "w"))
+        sys.exit("gh: Not Found (HTTP 404)")
+elif method == "GET" and listing:
     out = [c for c in state["comments"] if c["issue"] == int(listing[2])]
 elif method == "POST" and listing:
     # Comments posted with the workflow's token are the Actions bot's, as on GitHub.
@@ -137,6 +143,18 @@ def plant_comment(state: Path, issue: int, body: str, login: str) -> int:
     return int(comment["id"])
 
 
+def plant_pull(state: Path, number: int, *, head: str, base: str = "main",
+               repo: str = "studio/art", open_: bool = True) -> None:
+    """A pull request as `gh api repos/R/pulls/N` answers it (`repo`: where its head is)."""
+    data = json.loads(state.read_text(encoding="utf-8")) if state.exists() else \
+        {"comments": [], "calls": []}
+    data.setdefault("pulls", {})[str(number)] = {
+        "number": number, "state": "open" if open_ else "closed",
+        "head": {"ref": head, "repo": {"full_name": repo}},
+        "base": {"ref": base, "repo": {"full_name": "studio/art"}}}
+    state.write_text(json.dumps(data), encoding="utf-8")
+
+
 def comments(state: Path) -> list[dict[str, Any]]:
     data = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
     found: list[dict[str, Any]] = data.get("comments", [])
@@ -147,6 +165,59 @@ def calls(state: Path) -> list[list[str]]:
     data = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
     found: list[list[str]] = data.get("calls", [])
     return found
+
+
+def git_in(cwd: Path, *args: str, env: Mapping[str, str]) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=dict(env), text=True,
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, f"git {' '.join(args)}\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+class StepFailed(AssertionError):
+    """A step of a job ended non-zero (with its output)."""
+
+
+def run_job(job: Mapping[str, Any], workdir: Path, context: dict[str, str],
+            env: Mapping[str, str], outputs: list[str], *,
+            expect_failure: bool = False) -> list[str]:
+    """Each step of a job in order, as the runner would: `uses` steps are what the runner
+    does here (checkout and setup-python: already done; upload-artifact: the folder must
+    exist), `pip install` is skipped (civflow is installed in this virtualenv), a step's
+    `$GITHUB_OUTPUT` becomes `steps.ID.outputs.NAME` in `context`, and a failed step
+    skips the rest but those whose `if:` asks for failure(). Returns the names of the
+    steps that ran; a failure raises StepFailed unless `expect_failure`."""
+    ran: list[str] = []
+    failed: str | None = None
+    for number, step in enumerate(job["steps"]):
+        label = step.get("name") or step.get("uses", "")
+        if not condition(step.get("if"), context, failed=failed is not None, files=workdir):
+            continue
+        if "uses" in step:
+            if step["uses"].startswith("actions/upload-artifact"):
+                assert (workdir / step["with"]["path"] / "index.html").is_file()
+            ran.append(label)
+            continue
+        if step["run"].startswith("pip install"):
+            continue
+        out_file = workdir.parent / f".github-output-{number}"
+        out_file.write_text("", encoding="utf-8")
+        step_env = {**env, "GITHUB_OUTPUT": str(out_file),
+                    **{k: substitute(str(v), context) for k, v in step.get("env", {}).items()}}
+        done = run_script(substitute(step["run"], context), cwd=workdir, env=step_env)
+        outputs.append(done.stdout + done.stderr)
+        for line in out_file.read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition("=")
+            if "id" in step and name:
+                context[f"steps.{step['id']}.outputs.{name}"] = value
+        ran.append(label)
+        if done.returncode != 0:
+            failed = failed or f"step {label!r} failed:\n{done.stdout}{done.stderr}"
+    if failed is not None and not expect_failure:
+        raise StepFailed(failed)
+    if failed is None and expect_failure:
+        raise StepFailed("every step succeeded")
+    return ran
 
 
 def base_env(**extra: str) -> dict[str, str]:

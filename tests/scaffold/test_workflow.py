@@ -37,11 +37,11 @@ from tests.scaffold.actions import (
     calls,
     comments,
     condition,
+    git_in,
     install_fake_gh,
     load_workflow,
     plant_comment,
-    run_script,
-    substitute,
+    run_job,
 )
 
 SECRET = "sk-test-3f9a1c7e0b2d"  # the emulator's key; must never be printed
@@ -57,9 +57,13 @@ def _workflow_text() -> str:
 def test_workflow_has_the_structure_actions_requires() -> None:
     """on / jobs / steps as Actions requires; the triggers, permissions and secrets."""
     flow = load_workflow(_workflow_text())
-    assert set(flow["on"]) == {"pull_request", "push"}
+    assert set(flow["on"]) == {"pull_request", "push", "pull_request_target", "issue_comment"}
     assert set(flow["on"]["push"]["branches"]) >= {"main"}
-    assert set(flow["jobs"]) == {"review", "run"}
+    # Labels and comments: only what asks for an apply, nothing else of those events.
+    assert flow["on"]["pull_request_target"] == {"types": ["labeled"]}
+    assert flow["on"]["issue_comment"] == {"types": ["created"]}
+    assert set(flow["jobs"]) == {"review", "approve", "apply", "run"}
+    assert "concurrency" not in flow  # a comment's run must never cancel a paid one
     for name, job in flow["jobs"].items():
         assert job["runs-on"] == "ubuntu-latest", name
         assert isinstance(job["steps"], list) and job["steps"], name
@@ -80,11 +84,19 @@ def test_workflow_has_the_structure_actions_requires() -> None:
     uses = [s["uses"].split("@")[0] for s in review["steps"] if "uses" in s]
     assert "actions/upload-artifact" in uses
     text = _workflow_text()
-    # The key reaches one step only: the paid run on the default branch.
-    assert text.count("secrets.CIVITAI_API_KEY") == 1
-    (keyed,) = [s for s in run["steps"] if "CIVITAI_API_KEY" in s.get("env", {})]
-    assert "civflow run --yes --max-cost" in keyed["run"]
-    assert "${{ vars.CIVFLOW_MAX_COST }}" in keyed["env"]["MAX_COST"]
+    # The key reaches two steps only: the paid run on the default branch, and the apply
+    # of a pull request, whose job starts only after the approval job passed.
+    assert text.count("secrets.CIVITAI_API_KEY") == 2
+    apply, approve = flow["jobs"]["apply"], flow["jobs"]["approve"]
+    assert apply["needs"] == "approve" and "if" not in apply
+    assert not any("secrets." in str(v) for s in approve["steps"]
+                   for v in s.get("env", {}).values() if "GH_TOKEN" not in str(v)), approve
+    for job in (run, apply):
+        (keyed,) = [s for s in job["steps"] if "CIVITAI_API_KEY" in s.get("env", {})]
+        assert "civflow run --yes --max-cost" in keyed["run"]
+        assert "${{ vars.CIVFLOW_MAX_COST }}" in keyed["env"]["MAX_COST"]
+    assert apply["concurrency"]["cancel-in-progress"] is False
+    assert "number" in apply["concurrency"]["group"]
     assert MARKER in text
 
 
@@ -105,42 +117,8 @@ def test_secrets_and_event_values_reach_only_the_steps_that_use_them() -> None:
                            ("civflow pull", "civflow push", "civflow run")), step
 
 
-def _steps(job: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(job["steps"])
-
-
 def _git(cwd: Path, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, text=True, capture_output=True,
-                          timeout=120, check=False)
-    assert done.returncode == 0, f"git {' '.join(args)}\n{done.stdout}{done.stderr}"
-    return done.stdout
-
-
-def _run_job(job: dict[str, Any], workdir: Path, context: dict[str, str],
-             env: dict[str, str], outputs: list[str]) -> list[str]:
-    """Each step of a job in order; `uses` steps are what the runner would do here
-    (checkout and setup-python: already done; upload-artifact: the folder must exist).
-    Returns the names of the steps that ran."""
-    ran: list[str] = []
-    failed = False
-    for step in _steps(job):
-        label = step.get("name") or step.get("uses", "")
-        if not condition(step.get("if"), context, failed=failed, files=workdir):
-            continue
-        if "uses" in step:
-            if step["uses"].startswith("actions/upload-artifact"):
-                assert (workdir / step["with"]["path"] / "index.html").is_file()
-            ran.append(label)
-            continue
-        if step["run"].startswith("pip install"):
-            continue  # civflow is installed in this virtualenv already
-        step_env = {**env, **{k: substitute(str(v), context)
-                              for k, v in step.get("env", {}).items()}}
-        done = run_script(substitute(step["run"], context), cwd=workdir, env=step_env)
-        outputs.append(done.stdout + done.stderr)
-        assert done.returncode == 0, f"step {label!r} failed:\n{done.stdout}{done.stderr}"
-        ran.append(label)
-    return ran
+    return git_in(cwd, *args, env=env)
 
 
 @pytest.mark.timeout(900)
@@ -179,9 +157,9 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
             "vars.CIVFLOW_REMOTE": remote, "secrets.AWS_ACCESS_KEY_ID": "",
             "secrets.AWS_SECRET_ACCESS_KEY": "",
         }
-        run_job = flow["jobs"]["run"]
-        assert condition(run_job["if"], context)
-        ran = _run_job(run_job, main_ci, context, {**job_env, "GITHUB_REF_NAME": "main"},
+        main_job = flow["jobs"]["run"]
+        assert condition(main_job["if"], context)
+        ran = run_job(main_job, main_ci, context, {**job_env, "GITHUB_REF_NAME": "main"},
                        outputs)
         assert "Run every pipeline" in ran and "Push the artifacts to the remote" in ran
         assert emulator.counters()["workflows_created"] == 4
@@ -220,7 +198,7 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
         # comment they can edit afterwards.
         planted = plant_comment(state, 7, f"{MARKER}\nlooks good, merge it", "mallory")
         created_before = emulator.counters()["workflows_created"]
-        ran = _run_job(review, pr_ci, context, pr_env, outputs)
+        ran = run_job(review, pr_ci, context, pr_env, outputs)
         assert {"Validate", "Fetch the artifacts the lockfiles name", "Review page",
                 "Plan against the base branch", "Sticky comment"} <= set(ran), ran
         assert emulator.counters()["workflows_created"] == created_before  # nothing paid
@@ -236,7 +214,7 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
         pipeline_ci.write_text(pipeline_ci.read_text(encoding="utf-8").replace(
             "blurry, lowres", "blurry, lowres, text"), encoding="utf-8")
         _git(pr_ci, "commit", "-q", "-am", "no text", env=env)
-        _run_job(review, pr_ci, context, pr_env, outputs)
+        run_job(review, pr_ci, context, pr_env, outputs)
         theirs_again, again = comments(state)
         assert theirs_again == theirs
         assert again["id"] == comment["id"] and again["body"] != comment["body"]
@@ -245,7 +223,7 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
 
 
 def install_lines(flow: dict[str, Any]) -> list[str]:
-    """The `run:` of every step that installs civflow, in both jobs."""
+    """The `run:` of every step that installs civflow, in every job."""
     return [step["run"] for job in flow["jobs"].values() for step in job["steps"]
             if "pip install" in step.get("run", "")]
 
@@ -259,7 +237,7 @@ def _init(tmp_path: Path, *install: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_workflow_installs_this_version_pinned_by_default() -> None:
     lines = install_lines(load_workflow(_workflow_text()))
-    assert lines == [f"pip install civflow=={civflow.__version__}"] * 2
+    assert lines == [f"pip install civflow=={civflow.__version__}"] * 3  # review, apply, run
 
 
 @pytest.mark.parametrize(("spec", "requirement"), [
@@ -282,7 +260,7 @@ def test_init_install_writes_the_requirement_as_one_shell_word(
     assert done.returncode == 0, done.stdout + done.stderr
     text = (tmp_path / "studio" / WORKFLOW_FILE).read_text(encoding="utf-8")
     lines = install_lines(load_workflow(text))
-    assert len(lines) == 2 and lines[0] == lines[1]
+    assert len(lines) == 3 and len(set(lines)) == 1
     assert shlex.split(lines[0]) == ["pip", "install", " ".join(requirement.split())]
 
 
@@ -317,7 +295,7 @@ def test_starter_files_take_the_requirement() -> None:
                                             install="civflow @ git+https://x/y@abc")
                    if f.path == WORKFLOW_FILE]
     assert install_lines(load_workflow(workflow.text)) == \
-        ["pip install 'civflow @ git+https://x/y@abc'"] * 2
+        ["pip install 'civflow @ git+https://x/y@abc'"] * 3
 
 
 def test_the_default_pin_is_where_this_civflow_came_from(tmp_path: Path) -> None:
