@@ -113,3 +113,23 @@ def test_an_unknown_air_is_exit_4_before_anything_is_spent(
     assert requests_to(emulator, WORKFLOWS) == 0  # not even a whatif
     assert created(emulator) == 0
 
+
+
+def test_a_normal_key_never_alters_recorded_data(project: Project,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: with a short key, the prompt 'tea campaign key visual' was recorded as
+    'tea campaign <redacted>ey visual' and blob URLs broke. Keys are now at least 16
+    characters, and only what civflow shows is blanked: a key that even appears in an
+    echoed output is recorded as the API answered it, never printed."""
+    key = "k3y-visual-0123456789abcdef"
+    prompt = f"a tea campaign key visual; echoed back: {key}"
+    with start_emulator(EmulatorConfig(announce=False, time_scale=0, api_key=key)) as api:
+        aim(monkeypatch, api, key)
+        project.write("echo", f"version: 1\nname: echo\nsteps:\n  say:\n    type: echo\n"
+                              f"    input:\n      message: \"{prompt}\"\n")
+        done = project.run("echo")
+        assert done.code == 0, done.text
+        entry = project.lock("echo")["instances"]["say"]
+        assert entry["request"]["input"]["message"] == prompt
+        assert entry["output"]["message"] == prompt  # the answer, as sent
+        assert key not in done.text
