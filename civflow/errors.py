@@ -170,9 +170,14 @@ class TemplateFailed(CivflowError):
     pipeline file turn it into a located `PipelineInvalid`.
     """
 
-    def __init__(self, message: str, *, line: int = 1, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, line: int = 1, hint: str | None = None,
+                 file: str | None = None, col: int = 1) -> None:
         super().__init__(message, hint=hint)
         self.line = line
+        # Set when the error is inside an included template: `line` and `col` are then
+        # in that file, not in the pipeline's template.
+        self.file = file
+        self.col = col
 
 
 class ApiError(CivflowError):

@@ -31,6 +31,7 @@ from civflow.check.render import (
     STEP_VIEW_FIELDS,
     instance_key,
     matrix_instances,
+    template_diagnostic,
     template_location,
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
@@ -215,8 +216,7 @@ def _scan(spec: PipelineSpec, engine: TemplateEngine) -> tuple[list[_Template], 
             try:
                 analysis = engine.analyse(text)
             except TemplateFailed as exc:
-                where = template_location(spec, doc_path, exc.line, key=is_key)
-                found.append(spec.doc.diagnostic(exc.message, location=where, hint=exc.hint))
+                found.append(template_diagnostic(spec, doc_path, exc, exc.message, key=is_key))
                 analysis = None
             templates.append(_Template(step.name, doc_path, input_path, text, is_key, analysis))
     return templates, found

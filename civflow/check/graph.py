@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from civflow.check.render import template_location
+from civflow.check.render import template_diagnostic, template_location
 from civflow.errors import Diagnostic, Location, PipelineInvalid
 from civflow.keys import KeyPath
 from civflow.load.model import PipelineSpec, StepSpec
@@ -77,8 +77,8 @@ def build_graph(spec: PipelineSpec, engine: TemplateEngine) -> StepGraph:
             try:
                 analysis = engine.analyse(text)
             except TemplateFailed as exc:
-                where = template_location(spec, doc_path, exc.line, key=is_key)
-                problems.append(spec.doc.diagnostic(exc.message, location=where, hint=exc.hint))
+                problems.append(template_diagnostic(spec, doc_path, exc, exc.message,
+                                                    key=is_key))
                 continue
             for ref in analysis.references:
                 found.append(LocatedRef(ref, doc_path,

@@ -11,16 +11,17 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from civflow.catalog import comfy
-from civflow.errors import Location, PipelineInvalid
+from civflow.errors import Diagnostic, Location, PipelineInvalid
 from civflow.keys import KeyPath
 from civflow.load.model import PipelineSpec, StepSpec
-from civflow.template import Pending, TemplateEngine, TemplateFailed
+from civflow.template import MAX_INCLUDE_BYTES, Pending, TemplateEngine, TemplateFailed
 
 
 def template_location(spec: PipelineSpec, doc_path: KeyPath, line: int, *, key: bool = False
@@ -35,6 +36,25 @@ def template_location(spec: PipelineSpec, doc_path: KeyPath, line: int, *, key: 
     # Inside a block scalar or a multi-line string: point at the text, past its indentation.
     text = spec.doc.line_text(start.line + offset) or ""
     return Location(start.file, start.line + offset, len(text) - len(text.lstrip(" ")) + 1)
+
+
+def template_diagnostic(spec: PipelineSpec, doc_path: KeyPath, exc: TemplateFailed,
+                        message: str, *, key: bool = False) -> Diagnostic:
+    """The diagnostic of a template error: in the pipeline file, or, for an error inside
+    an included template, in that file (where the mistake is), naming the include."""
+    included_from = template_location(spec, doc_path, 1, key=key)
+    if exc.file is None:
+        where = template_location(spec, doc_path, exc.line, key=key)
+        return spec.doc.diagnostic(message, location=where, hint=exc.hint)
+    shown = os.path.relpath(exc.file) if os.path.isabs(exc.file) else exc.file
+    try:
+        with open(exc.file, encoding="utf-8") as handle:
+            lines = handle.read(MAX_INCLUDE_BYTES).splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    text = lines[exc.line - 1] if 0 < exc.line <= len(lines) else None
+    return Diagnostic(f"{message} (included from {included_from})",
+                      Location(shown, exc.line, exc.col), exc.hint, source_line=text)
 
 
 def _value_text(value: Any) -> str:
@@ -248,9 +268,8 @@ def _render_one(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, text
         return engine.render(text, context)
     except TemplateFailed as exc:
         doc_path = spec.input_path(step.name, path)
-        where = template_location(spec, doc_path, exc.line, key=key)
-        raise PipelineInvalid([spec.doc.diagnostic(
-            f"in step '{step.name}': {exc.message}", location=where, hint=exc.hint)]) from None
+        raise PipelineInvalid([template_diagnostic(
+            spec, doc_path, exc, f"in step '{step.name}': {exc.message}", key=key)]) from None
 
 
 def render_field(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, field: str,
@@ -259,10 +278,9 @@ def render_field(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, fie
     try:
         return engine.render(text, context)
     except TemplateFailed as exc:
-        where = template_location(spec, ("steps", step.name, field), exc.line)
-        raise PipelineInvalid([spec.doc.diagnostic(
-            f"in step '{step.name}' {field}: {exc.message}", location=where,
-            hint=exc.hint)]) from None
+        raise PipelineInvalid([template_diagnostic(
+            spec, ("steps", step.name, field), exc,
+            f"in step '{step.name}' {field}: {exc.message}")]) from None
 
 
 def resolve_pending(value: Any) -> Any:

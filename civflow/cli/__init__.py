@@ -40,6 +40,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("civflow.cli.review", "report"),
     "emulator": ("civflow.cli.emulator", "emulator"),
     "init": ("civflow.cli.scaffold", "init"),
+    "install": ("civflow.cli.scaffold", "install"),
     "schema": ("civflow.cli.scaffold", "schema"),
 }
 
@@ -55,10 +56,11 @@ _HELP = {
     "checkout": "Make out/ match the lockfiles, from the local store.",
     "push": "Upload the lockfiles' artifacts to the project's remote.",
     "pull": "Download the lockfiles' artifacts from the remote, and restore out/.",
-    "lock": "Lockfiles in git: a merge driver, repair from run journals.",
+    "lock": "Lockfiles in git: repair after a conflicting merge, prune earlier results.",
     "report": "Write a static HTML review page of the pictures (with --base: before/after).",
     "emulator": "Serve the local Civitai emulator on 127.0.0.1.",
     "init": "Start a repository: example pipeline, editor schema, CI workflow, hooks.",
+    "install": "Set up this clone (idempotent): the hook that restores out/ on checkout.",
     "schema": "Print the editor JSON Schema (every step type, field, enum and bound).",
 }
 

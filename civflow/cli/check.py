@@ -13,7 +13,7 @@ import click
 
 from civflow.check import Checked
 from civflow.cli import report
-from civflow.errors import CivflowError, PipelineInvalid
+from civflow.errors import CivflowError, PipelineInvalid, UsageError
 from civflow.origin import Origin
 
 if TYPE_CHECKING:
@@ -44,20 +44,24 @@ def load_checked(path: Path, vars_: Sequence[str], vars_files: Sequence[Path], *
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               show_default=True)
 @_options
-def validate(files: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
+def validate(paths: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
              vars_files: tuple[Path, ...], strict: bool) -> None:
     """Check pipeline files: schema, templates, references, catalog, cycles.
 
-    Every independent error of every file is reported in one run, in file order.
+    PATHS are pipeline files, folders (searched below, as `plan` does) or globs. Every
+    independent error of every file is reported in one run, in file order.
     """
     from civflow.check import check_file
     from civflow.cli._exit import exit_code_for
     from civflow.load import parse_var_overrides
 
+    files = _named_files(paths)
+    if not files:
+        raise UsageError("no pipeline files found", hint="name files, folders or globs")
     results: list[dict[str, Any]] = []
     worst = 0
     for path in files:

@@ -200,8 +200,27 @@ def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
         for line in done.missing:
             click.echo(f"  not restored: {line}", err=True)
         missing += len(done.missing)
+    if not _hook_installed():
+        click.echo("tip: `civflow install` does this after every branch switch in this clone",
+                   err=True)
     if missing:
         raise click.exceptions.Exit(1)
+
+
+def _hook_installed() -> bool:
+    """Whether this clone runs `civflow checkout` after a branch switch (a git hook that
+    says so); True outside git, where there is nothing to suggest."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--git-path", "hooks/post-checkout"],
+                              capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return True  # not a git repository (or no git): nothing to suggest
+    try:
+        return "civflow checkout" in Path(done.stdout.strip()).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def pipeline_files(paths: Sequence[Path]) -> list[Path]:

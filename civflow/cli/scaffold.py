@@ -50,8 +50,9 @@ def schema(output: Path | None) -> None:
                    "git or a clone, else civflow==THIS VERSION from the package index).")
 def init(directory: Path, hooks: bool | None, install: str | None) -> None:
     """Start a civflow repository in DIRECTORY (default: here): an example pipeline with
-    the editor schema, .gitignore entries, the lockfile merge driver, a GitHub Actions
-    workflow and a pre-commit config. Existing files are never overwritten.
+    the editor schema, .gitignore entries, a GitHub Actions workflow and a pre-commit
+    config (and, with --hooks, the post-checkout hook that `civflow install` sets up in
+    every other clone). Existing files are never overwritten.
 
     A plain folder becomes a git repository. Inside an existing repository the workflow
     and the pre-commit config go to its top, where GitHub and pre-commit read them.
@@ -114,9 +115,9 @@ def init(directory: Path, hooks: bool | None, install: str | None) -> None:
                    f"{', '.join(lines)}")
     click.echo(f"the workflow installs {requirement} (change it with --install; see "
                "docs/guide/ci.md)")
-    _install_merge_driver(project)
     steps = [] if project == Path.cwd().resolve() else [f"cd {_shown(project)}"]
     steps += ["civflow run --emulator pipelines/hello.yaml   # try it, no account needed",
+              "civflow install                               # in every other clone: hooks",
               "pre-commit install                            # validate pipelines on commit",
               "on GitHub, set the secret CIVITAI_API_KEY and the variable CIVFLOW_MAX_COST"]
     click.echo("\nnext:\n" + "\n".join(f"  {line}" for line in steps))
@@ -159,11 +160,37 @@ def pinned_source(direct: dict[str, object]) -> str | None:
     return f"git+{origin}@{commit}"
 
 
-def _install_merge_driver(project: Path) -> None:
-    """`civflow lock install`'s own logic: .gitattributes and git's merge.civflow.*."""
-    from civflow.cli.lock import install
+@click.command()
+@click.argument("directory", required=False, default=Path("."),
+                type=click.Path(file_okay=False, path_type=Path))
+def install(directory: Path) -> None:
+    """Set up this clone of a civflow repository: the post-checkout hook that makes out/
+    match the lockfiles after a branch switch. Run it once per clone; running it again
+    changes nothing. Lockfiles need no setup: plain git merges them.
 
-    click.get_current_context().invoke(install, repo=project)
+    DIRECTORY is the civflow project (the folder with pipelines/; default: here).
+    """
+    from civflow.scaffold.starter import starter_files
+
+    project = directory.resolve()
+    root = _git_root(project)
+    if root is None:
+        raise UsageError(f"{directory} is not inside a git repository",
+                         hint="run it in a clone; `civflow init` starts a new repository")
+    relative = PurePosixPath(project.relative_to(root).as_posix())
+    (hook,) = [f for f in starter_files(relative, hook=True) if f.where == "hooks"]
+    path = _hooks_dir(project) / hook.path
+    current = _read(path) if path.exists() else None
+    if current == hook.text:
+        click.echo(f"{_shown(path)}: already installed")
+        return
+    if current is not None:
+        raise UsageError(f"{_shown(path)} exists and is not civflow's hook; left as it is",
+                         hint="add `civflow checkout` to it by hand, or move it away and run "
+                              "civflow install again")
+    _write(path, hook.text, executable=True)
+    click.echo(f"installed {_shown(path)}: after a branch switch, out/ matches the "
+               "checked-out lockfiles (from the store or the remote; nothing is paid)")
 
 
 # -- files and git ---------------------------------------------------------------------------

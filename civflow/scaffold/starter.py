@@ -24,7 +24,9 @@ SCHEMA_FILE = ".civflow-schema.json"
 PIPELINE_FILE = "pipelines/hello.yaml"
 WORKFLOW_FILE = ".github/workflows/civflow.yml"
 PRE_COMMIT_FILE = ".pre-commit-config.yaml"
-GITIGNORE_LINES = (".civflow/", "out/")
+# The local store, journals and previews; the outputs; the review page `civflow report
+# --out report` writes (12 MB for 40 instances: never meant to be committed).
+GITIGNORE_LINES = (".civflow/", "out/", "report/")
 # What the workflow installs unless told otherwise: this very version, from the index.
 DEFAULT_INSTALL = f"civflow=={__version__}"
 VCS_SCHEMES = ("git+", "hg+", "svn+", "bzr+")
@@ -115,6 +117,11 @@ def install_requirement(spec: str | None) -> str:
     return requirement
 
 
+def _yaml_quoted(text: str) -> str:
+    """A single-quoted YAML scalar: a backslash is itself, a quote is doubled."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def install_command(requirement: str) -> str:
     """The `run:` value of the workflow's install steps: `pip install` and the
     requirement as one shell word, YAML-quoted only where a plain scalar would not
@@ -144,7 +151,9 @@ def starter_files(project: PurePosixPath, *, hook: bool,
         # Single-quoted YAML: a backslash is itself, a quote is doubled.
         StarterFile(PRE_COMMIT_FILE, _fill(
             _template("pre-commit-config.yaml"),
-            FILES="'" + f"^{re.escape(pipelines)}/.*\\.ya?ml$".replace("'", "''") + "'"),
+            PIPELINES=_shell_word(pipelines),
+            FILES=_yaml_quoted(f"^{re.escape(prefix)}"),
+            EXCLUDE=_yaml_quoted(f"^{re.escape(prefix)}(out|report|\\.civflow)/")),
             where="root"),
     ]
     if hook:

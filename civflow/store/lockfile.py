@@ -1,19 +1,33 @@
 """The committed lockfile: per instance its fingerprint, workflow, cost, output and artifacts.
 
 `pipelines/hero-shot.yaml` is locked by `pipelines/hero-shot.lock.json`. The file is
-plain JSON written deterministically for git: sorted keys, final newline, `"schema": 1`,
-and each instance on a line of its own, in name order. A pull request's diff then shows
-one line per instance a change re-ran and nothing else (a 200-instance sweep is a file of
-about 200 lines, not 10,000), unrelated instances never share a diff hunk's changed
-lines, and `civflow lock merge` joins two branches entry by entry. It is written
-atomically so a crash never leaves half of it behind.
+plain JSON written deterministically for git so that plain `git merge` (GitHub's merge
+button included, with no civflow set up in the clone) joins branches that changed
+different instances:
+
+- each instance is one line, in name order, with a blank line between instances: two
+  branches that changed different instances changed lines git keeps apart, so the merge
+  is clean and keeps both. (Without the blank line, changes to neighbouring lines are
+  one conflict.)
+- every instance line ends with a comma, because the list closes with a fixed `"": null`
+  member: adding an instance at the end never touches its neighbour's line;
+- an instance's earlier paid results (the other side of a merge that changed the same
+  instance, kept by `civflow lock repair`) ride on its own line, under `"earlier"`, so
+  keeping them never adds a line that another branch could also add.
+
+A 200-instance sweep is a file of about 400 lines, a one-word prompt change re-runs and
+rewrites only the lines of the instances it touches, and a conflict (both branches
+re-ran the same instance) is confined to that instance's line, which `civflow lock
+repair` resolves keeping both results. It is written atomically so a crash never leaves
+half of it behind. Schema 1 files (top-level `alternates`, no separators) are read as
+well, and written as schema 2 the next time.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,18 +39,30 @@ from civflow.names import strip_urls
 from civflow.store.atomic import atomic_write_text
 
 __all__ = [
+    "CONFLICT_MARKER",
+    "MAX_EARLIER",
     "SCHEMA",
     "Artifact",
     "LockedInstance",
     "Lockfile",
+    "newest_first",
 ]
 
-SCHEMA = 1
+SCHEMA = 2
+_READS = (1, 2)  # the schemas this civflow reads
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Deeper JSON than this is damage, not a lockfile: outputs nest a few levels.
 MAX_DEPTH = 64
-_HINT = ("the lockfile is written by `civflow run`; fix the entry by hand, or delete the "
-         "file to start afresh (every step then runs again)")
+_HINT = ("`civflow lock repair FILE` rebuilds it from every well-formed entry it still "
+         "holds (conflict markers included) and keeps a copy of what it replaces; "
+         "nothing is submitted or paid")
+# Earlier paid results kept per instance in the committed file (the other side of a
+# conflicting merge, kept by `civflow lock repair`): the newest ones. Older ones stay
+# findable on the machine that had them (.civflow/entries); `civflow lock prune` drops
+# them from the file.
+MAX_EARLIER = 3
+# Lines git leaves around a conflict (`|||||||` with merge.conflictStyle diff3).
+CONFLICT_MARKER = re.compile(r"^(<{7}|={7}|>{7}|\|{7})(?: |$)", re.MULTILINE)
 
 
 def _plain(value: Any) -> Any:
@@ -221,23 +247,37 @@ class Lockfile:
     alternates: Mapping[str, LockedInstance] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        document: dict[str, Any] = {
-            "schema": SCHEMA,
-            "pipeline": self.pipeline,
-            "instances": {name: _Json(entry.json_unnamed)
-                          for name, entry in self.instances.items()},
-        }
+        """The file's text (see the module docstring for why it is laid out so). At most
+        MAX_EARLIER earlier results per instance are written, the newest ones."""
+        earlier: dict[str, list[LockedInstance]] = {}
+        live = {(e.instance, e.fingerprint) for e in self.instances.values()}
+        for entry in self.alternates.values():
+            if (entry.instance, entry.fingerprint) not in live:
+                earlier.setdefault(entry.instance, []).append(entry)
+        lines = ["{", '  "instances": {', ""]
+        for name in sorted(set(self.instances) | set(earlier)):
+            line = _instance_json(self.instances.get(name), earlier.get(name, ()))
+            lines.append(f"    {_dumps(name)}: {line},")
+            lines.append("")
+        lines += ['    "": null', "  },", f'  "pipeline": {_dumps(self.pipeline)},',
+                  f'  "schema": {SCHEMA}{"," if self.vars else ""}']
         if self.vars:
-            document["vars"] = _plain(self.vars)
-        if self.alternates:
-            document["alternates"] = {fp: _Json(entry.json_named)
-                                      for fp, entry in self.alternates.items()}
-        return _one_entry_per_line(document, entries=("instances", "alternates"))
+            lines.append(f'  "vars": {_dumps(_plain(self.vars))}')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def from_json(cls, text: str, path: Path | str) -> Lockfile:
         """Parse a lockfile's text; any damage is a PipelineInvalid naming the file."""
         where = str(path)
+        marker = CONFLICT_MARKER.search(text)
+        if marker is not None:
+            lineno = text.count("\n", 0, marker.start()) + 1
+            raise PipelineInvalid([Diagnostic(
+                "the lockfile has merge conflicts: both branches re-ran the same instance",
+                Location(where, lineno, 1), source_line=_line(text, lineno),
+                hint=f"`civflow lock repair {where}` keeps both results (one current, the "
+                     "other as an earlier result), so neither is paid for again")])
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -267,28 +307,45 @@ class Lockfile:
         if not isinstance(document, Mapping):
             raise _Shape("(top level)", "an object")
         schema = document.get("schema")
-        if schema != SCHEMA:
-            raise _Shape("schema", f"{SCHEMA} (this civflow reads lockfile schema {SCHEMA} "
-                                   f"only; found {json.dumps(schema)})")
+        if schema not in _READS:
+            raise _Shape("schema", f"{' or '.join(map(str, _READS))} (this civflow reads "
+                                   f"lockfile schemas {', '.join(map(str, _READS))}; found "
+                                   f"{json.dumps(schema)}: a newer civflow wrote it)")
         pipeline = _str(document, "pipeline", "lockfile")
         raw = _mapping(document, "instances", "lockfile")
         instances: dict[str, LockedInstance] = {}
+        alternates: dict[str, LockedInstance] = {}
         for name, data in raw.items():
             key = f"instances.{name}"
-            if isinstance(data, Mapping) and "instance" not in data:
-                data = {**data, "instance": name}
-            entry = LockedInstance.from_dict(data, key)
+            if name == "" and data is None:
+                continue  # the fixed last member (schema 2)
+            if not isinstance(data, Mapping):
+                raise _Shape(key, "an object")
+            earlier = data.get("earlier") or []
+            if not isinstance(earlier, list):
+                raise _Shape(f"{key}.earlier", "a list")
+            for i, old in enumerate(earlier):
+                if isinstance(old, Mapping) and "instance" not in old:
+                    old = {**old, "instance": name}
+                entry = LockedInstance.from_dict(old, f"{key}.earlier[{i}]")
+                alternates[entry.fingerprint] = entry
+            current = {k: v for k, v in data.items() if k != "earlier"}
+            if not current:
+                continue  # only earlier results (its instance is gone from the pipeline)
+            if "instance" not in current:
+                current["instance"] = name
+            entry = LockedInstance.from_dict(current, key)
             if entry.instance != name:
                 raise _Shape(f"{key}.instance", f"{name!r}, the key it is stored under")
             instances[name] = entry
         made_with = document.get("vars") or {}
         if not isinstance(made_with, Mapping):
             raise _Shape("vars", "an object")
-        others = document.get("alternates") or {}
+        others = document.get("alternates") or {}  # schema 1
         if not isinstance(others, Mapping):
             raise _Shape("alternates", "an object")
-        alternates = {str(fp): LockedInstance.from_dict(data, f"alternates.{fp}")
-                      for fp, data in others.items()}
+        for fp, data in others.items():
+            alternates[str(fp)] = LockedInstance.from_dict(data, f"alternates.{fp}")
         return cls(pipeline, instances, made_with, alternates)
 
     @classmethod
@@ -307,37 +364,25 @@ class Lockfile:
         atomic_write_text(Path(path), self.to_json())
 
 
-class _Json(str):
-    """Text that is JSON already (an entry's line), written as it is."""
+def newest_first(entry: LockedInstance) -> tuple[str, str]:
+    """Sort key of results by when they were made (then fingerprint, for a stable order)."""
+    return entry.completed_at or "", entry.fingerprint
+
+
+def _instance_json(current: LockedInstance | None, earlier: Iterable[LockedInstance]) -> str:
+    """One instance's line: its current entry (as `json_unnamed`, cached), with its
+    newest MAX_EARLIER earlier results, newest first, under `"earlier"`."""
+    older = sorted(earlier, key=newest_first, reverse=True)[:MAX_EARLIER]
+    if not older:
+        return current.json_unnamed if current is not None else "{}"
+    listed = "[" + ", ".join(e.json_unnamed for e in older) + "]"
+    if current is None:
+        return f'{{"earlier": {listed}}}'
+    return f'{current.json_unnamed[:-1]}, "earlier": {listed}}}'
 
 
 def _dumps(value: Any) -> str:
-    if isinstance(value, _Json):
-        return value
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
-
-
-def _one_entry_per_line(document: Mapping[str, Any], entries: tuple[str, ...]) -> str:
-    """`document` as JSON with each value of the `entries` mappings on a line of its own.
-
-    Equal to `json.loads` of `json.dumps(document)`; only the line breaks are chosen,
-    so that a line is an instance.
-    """
-    out = ["{"]
-    keys = sorted(document)
-    for i, key in enumerate(keys):
-        comma = "," if i < len(keys) - 1 else ""
-        value = document[key]
-        if key in entries and isinstance(value, Mapping) and value:
-            names = sorted(value)
-            out.append(f"  {_dumps(key)}: {{")
-            out.extend(f"    {_dumps(name)}: {_dumps(value[name])}"
-                       f"{',' if j < len(names) - 1 else ''}" for j, name in enumerate(names))
-            out.append(f"  }}{comma}")
-        else:
-            out.append(f"  {_dumps(key)}: {_dumps(value)}{comma}")
-    out.append("}")
-    return "\n".join(out) + "\n"
 
 
 def _line(text: str, lineno: int) -> str | None:

@@ -147,8 +147,9 @@ class TemplateEngine:
             self._analysed[source] = cached
         return cached
 
-    def _analyse(self, source: str, seen: set[str]) -> Analysis:
-        tree = self._parse(source)
+    def _analyse(self, source: str, seen: set[str], *, filename: str | None = None
+                 ) -> Analysis:
+        tree = self._parse(source, filename)
         refs, bad = references(tree)
         names = free_names(tree)
         lines: dict[str, int] = {}
@@ -159,7 +160,14 @@ class TemplateEngine:
             if included is None or included in seen:
                 continue
             seen.add(included)
-            inner = self._analyse(self._include_source(included, tree), seen)
+            source, filename = self._include_source(included, tree)
+            try:
+                inner = self._analyse(source, seen, filename=filename)
+            except TemplateFailed as exc:
+                # Located in the included file, where the mistake is, not at the include.
+                if exc.file is None:
+                    exc.file = filename
+                raise
             refs.extend(inner.references)
             include_line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)
             for name in inner.names - names:
@@ -170,22 +178,22 @@ class TemplateEngine:
         return Analysis(tuple(refs), frozenset(names), bad, lines, tuple(reads), tuple(paths),
                         tuple(root_paths(tree, "matrix")), lone)
 
-    def _include_source(self, name: str, tree: nodes.Template) -> str:
+    def _include_source(self, name: str, tree: nodes.Template) -> tuple[str, str | None]:
         line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)
         if self.env.loader is None:
             raise TemplateFailed(f"cannot include {name!r} here", line=line)
         try:
-            source, _, _ = self.env.loader.get_source(self.env, name)
+            source, filename, _ = self.env.loader.get_source(self.env, name)
         except jinja2.TemplateNotFound as exc:
             raise _include_failure(name, exc, line) from None
         except OSError as exc:
             raise TemplateFailed(f"cannot read included template {name!r}: {exc.strerror}",
                                  line=line) from None
-        return source
+        return source, filename
 
-    def _parse(self, source: str) -> nodes.Template:
+    def _parse(self, source: str, filename: str | None = None) -> nodes.Template:
         try:
-            return self.env.parse(source)
+            return self.env.parse(source, filename=filename)
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_failure(exc) from None
 
@@ -326,7 +334,8 @@ def _syntax_failure(exc: jinja2.TemplateSyntaxError) -> TemplateFailed:
         hint = "every {% if %} needs its {% endif %}, every {% for %} its {% endfor %}"
     else:
         hint = "expressions go in {{ ... }}, statements in {% ... %}"
-    return TemplateFailed(f"template syntax error: {message}", line=exc.lineno or 1, hint=hint)
+    return TemplateFailed(f"template syntax error: {message}", line=exc.lineno or 1, hint=hint,
+                          file=exc.filename)
 
 
 def _undefined_message(exc: jinja2.UndefinedError) -> str:

@@ -67,7 +67,8 @@ def test_init_in_a_plain_folder(tmp_path: Path) -> None:
     assert list(Draft7Validator(json.loads(schema_file.read_text("utf-8"))).iter_errors(data)) \
         == []
     # Ignored, merged, wired.
-    assert (repo / ".gitignore").read_text(encoding="utf-8").splitlines() == [".civflow/", "out/"]
+    assert (repo / ".gitignore").read_text(encoding="utf-8").splitlines() == [
+        ".civflow/", "out/", "report/"]
     assert "*.lock.json merge=civflow" in (repo / ".gitattributes").read_text(encoding="utf-8")
     assert git(repo, "config", "merge.civflow.driver").strip() == "civflow lock merge %O %A %B"
     assert (repo / ".github/workflows/civflow.yml").is_file()
@@ -237,3 +238,38 @@ def test_hook_goes_where_git_runs_hooks(tmp_path: Path) -> None:
     done = civflow("init", "again", "--hooks", cwd=tmp_path)
     assert done.returncode == 2
     assert ".githooks/post-checkout" in done.stderr
+
+
+def test_a_fresh_clone_needs_one_idempotent_civflow_install(tmp_path: Path) -> None:
+    """Issue 23: `init --hooks` refused in a clone (its files exist). `civflow install`
+    sets the clone up, twice is harmless, and a branch switch then restores out/."""
+    repo = tmp_path / "studio"
+    assert civflow("init", repo, "--no-hooks", cwd=tmp_path).returncode == 0
+    git(repo, "checkout", "-q", "-b", "main")
+    run_paid(repo, str(PIPELINE))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "lighthouse")
+    pipeline = repo / PIPELINE
+    git(repo, "checkout", "-q", "-b", "fox")
+    pipeline.write_text(pipeline.read_text("utf-8").replace("a lighthouse on a cliff",
+                                                             "a red fox on a cliff"), "utf-8")
+    run_paid(repo, str(PIPELINE))
+    git(repo, "commit", "-q", "-am", "fox")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "-b", "fox", str(repo), str(clone))
+    first = civflow("install", cwd=clone)
+    assert first.returncode == 0 and "installed" in first.stdout, first.stdout + first.stderr
+    again = civflow("install", cwd=clone)
+    assert again.returncode == 0 and "already installed" in again.stdout
+    # checkout restores from the local store (or the team's remote): give the clone the
+    # store the runs filled, as on the machine that ran them.
+    picture = clone / "out" / "hello" / "picture[seed=11]" / "0.jpeg"
+    (repo / ".civflow").rename(clone / ".civflow")
+    assert civflow("checkout", cwd=clone).returncode == 0
+    fox = picture.read_bytes()
+    switched = subprocess.run(["git", "checkout", "-q", "main"], cwd=clone, env=base_env(),
+                              text=True, capture_output=True, timeout=300, check=False)
+    assert switched.returncode == 0, switched.stderr
+    assert picture.read_bytes() != fox  # the lighthouse, restored by the hook
+    tip = civflow("checkout", cwd=clone)
+    assert "civflow install" not in tip.stderr  # installed: no tip

@@ -90,3 +90,30 @@ def test_init_written_config(tmp_path: Path) -> None:
     good = _pre_commit("run", "--all-files", cwd=project, home=home)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Passed" in good.stdout
+
+
+def test_the_hook_sees_what_a_pipeline_reads(tmp_path: Path) -> None:
+    """Issue 23: breaking an included prompt template committed fine (the hook looked at
+    pipeline files only), and the error pointed at the include line. Now a change to the
+    template runs the hook, and the error is located inside the template."""
+    project = tmp_path / "project"
+    done = subprocess.run([sys.executable, "-m", "civflow", "init", str(project),
+                           "--no-hooks"], env=base_env(), text=True, capture_output=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    (project / "prompts").mkdir()
+    prompt = project / "prompts" / "product.j2"
+    prompt.write_text("a {{ subject }} on marble\n", encoding="utf-8")
+    (project / "pipelines" / "product.yaml").write_text(
+        "version: 1\nname: product\nvars:\n  subject: teapot\nsteps:\n  say:\n    type: echo\n"
+        "    input:\n      message: \"{% include 'prompts/product.j2' %}\"\n", encoding="utf-8")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True, timeout=60, env=base_env())
+    home = tmp_path / "pre-commit-home"
+    good = _pre_commit("run", "--files", "prompts/product.j2", cwd=project, home=home)
+    assert good.returncode == 0 and "Passed" in good.stdout, good.stdout + good.stderr
+    prompt.write_text("a {{ subject } on marble\n", encoding="utf-8")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True, timeout=60, env=base_env())
+    bad = _pre_commit("run", "--files", "prompts/product.j2", cwd=project, home=home)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "prompts/product.j2:1:1: template syntax error" in bad.stdout, bad.stdout
+    assert "included from pipelines/product.yaml:9:" in bad.stdout
