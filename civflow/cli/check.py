@@ -140,7 +140,7 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
 def _named_files(paths: Sequence[Path]) -> list[Path]:
     """Pipeline files named by files, folders and globs (`civflow checkout` rules); a
     plain path that does not exist is kept, so loading it says 'no such pipeline file'."""
-    from civflow.cli.execute import pipeline_files
+    from civflow.load.discover import pipeline_files
 
     found: list[Path] = []
     for given in paths:

@@ -14,6 +14,7 @@ import click
 
 from civflow.cli.check import _check_step_names, _options, load_checked
 from civflow.errors import SpendingRefused, StepsFailed, UsageError
+from civflow.load.discover import pipeline_files
 
 
 def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
@@ -63,6 +64,8 @@ def _cap(_ctx: click.Context, _param: click.Parameter, value: float | None) -> f
               help="Run against an emulator started in this process (no key, no network).")
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Read the API key from this file instead of CIVITAI_API_KEY.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="A line for every cached instance too (by default they are one line).")
 @_options
 def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple[str, ...],
         retry_failed: bool, concurrency: int, batch: int | None, max_cost: float | None,
@@ -70,8 +73,8 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         out_dir: Path | None, fail_fast: bool, update_lockfile: bool, keep_stale: bool,
         wait_lock: bool, push: bool,
         emulator: bool,
-        api_key_file: Path | None, vars_: tuple[str, ...], vars_files: tuple[Path, ...],
-        strict: bool) -> None:
+        api_key_file: Path | None, verbose: bool, vars_: tuple[str, ...],
+        vars_files: tuple[Path, ...], strict: bool) -> None:
     """Execute a pipeline."""
     from civflow import arun
     from civflow.cli import report
@@ -91,7 +94,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     push_root = push_target(file, push)
 
     async def confirm(plan: Plan, cost: Estimate) -> bool:
-        click.echo(report.plan(plan, "text"), err=True, nl=False)
+        click.echo(report.plan(plan, "text", brief=not verbose), err=True, nl=False)
         later = f" (+ {cost.unpriced} priced at run time)" if cost.unpriced else ""
         click.echo(f"estimated cost (whatif): {cost.total:,.2f} Buzz{later}", err=True)
         if yes:
@@ -101,7 +104,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
                                   hint="pass --yes to confirm a non-interactive run")
         return click.confirm("Submit these workflows?", default=False, err=True)
 
-    reporter = reporter_for(sys.stderr)
+    reporter = reporter_for(sys.stderr, verbose=verbose)
     try:
         result = asyncio.run(arun(
             checked, emulator=wants_emulator(emulator), confirm=confirm, max_cost=max_cost,
@@ -221,31 +224,6 @@ def _hook_installed() -> bool:
         return "civflow checkout" in Path(done.stdout.strip()).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def pipeline_files(paths: Sequence[Path]) -> list[Path]:
-    """Pipeline files named by files, folders (searched below) and globs; default: the
-    current folder. Lockfiles and hidden folders are skipped."""
-    found: list[Path] = []
-    for given in paths or (Path("."),):
-        if given.is_dir():
-            candidates = sorted([*given.rglob("*.yaml"), *given.rglob("*.yml")])
-            found += [p for p in candidates if not any(part.startswith(".") and part != "."
-                                                       for part in p.parts)
-                      and _is_pipeline(p)]
-        elif given.exists():
-            found.append(given)
-        else:
-            found += [p for p in sorted(Path().glob(str(given))) if p.is_file()]
-    return list(dict.fromkeys(found))
-
-
-def _is_pipeline(path: Path) -> bool:
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:4096]
-    except OSError:
-        return False
-    return "\nsteps:" in f"\n{head}" or "\nversion: 1" in f"\n{head}"
 
 
 @click.command()

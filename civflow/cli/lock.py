@@ -101,6 +101,9 @@ def repair(file: Path) -> None:
                f"{min(len(result.alternates), _kept_earlier(result))} earlier results"
                + (f" ({found.conflicts} conflict(s) resolved keeping both sides)"
                   if found.conflicts else ""))
+    for line in found.cut:
+        click.echo(f"{lock_path}:{line}: this entry line was cut short and could not be kept: "
+                   "its instance is planned again (a copy of the file is kept)", err=True)
     if backup is not None:
         click.echo(f"the file it replaced: {backup}")
 

@@ -26,14 +26,21 @@ class _Row:
 
 
 class LineLog:
-    """One line per meaningful event, for logs and CI."""
+    """One line per meaningful event, for logs and CI. Cached instances are one summary
+    line at the end (each on its own line with `verbose`): a 3-instance change to a
+    200-instance sweep reads as 3 lines, not 200."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
+        self.verbose = verbose
+        self.cached = 0
 
     def __call__(self, event: Event) -> None:
         if event.phase in (Phase.WAITING, Phase.RUNNING, Phase.DOWNLOADING):
+            return
+        if event.phase is Phase.CACHED and not self.verbose:
+            self.cached += 1
             return
         parts = [f"[{time.monotonic() - self.start:7.1f}s]", f"{shown(event.instance)}:",
                  event.phase.value]
@@ -46,23 +53,31 @@ class LineLog:
         print(" ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
-        pass
+        if self.cached:
+            print(f"{self.cached} instance(s) cached: unchanged, nothing submitted "
+                  "(-v lists them)", file=self.stream, flush=True)
 
 
 class LiveTable:
     """A rich table of every instance: state, queue position or progress, cost, time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, verbose: bool = False) -> None:
         from rich.console import Console
         from rich.live import Live
 
         self.console = Console(stderr=True)
+        self.verbose = verbose
+        self.cached = 0  # not shown row by row unless verbose
         self.rows: dict[str, _Row] = {}
         self.live = Live(self._table(), console=self.console, refresh_per_second=8,
                          transient=False)
         self.live.start()
 
     def __call__(self, event: Event) -> None:
+        if event.phase is Phase.CACHED and not self.verbose:
+            self.cached += 1
+            self.live.update(self._table())
+            return
         row = self.rows.get(event.instance)
         if row is None:
             row = self.rows[event.instance] = _Row(event.phase)
@@ -97,7 +112,8 @@ class LiveTable:
                           Text(shown(row.note)),
                           f"{row.cost:g}" if row.cost else "",
                           "" if row.phase in (Phase.CACHED, Phase.SKIPPED) else f"{elapsed:.1f}s")
-        table.caption = f"{spent:g} Buzz so far"
+        cached = f" · {self.cached} cached (-v lists them)" if self.cached else ""
+        table.caption = f"{spent:g} Buzz so far{cached}"
         return table
 
     def close(self) -> None:
@@ -105,5 +121,5 @@ class LiveTable:
         self.live.stop()
 
 
-def reporter_for(stream: TextIO) -> LineLog | LiveTable:
-    return LiveTable() if stream.isatty() else LineLog(stream)
+def reporter_for(stream: TextIO, *, verbose: bool = False) -> LineLog | LiveTable:
+    return LiveTable(verbose=verbose) if stream.isatty() else LineLog(stream, verbose=verbose)

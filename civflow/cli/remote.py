@@ -53,7 +53,7 @@ def _bar(label: str) -> Iterator[_Bar]:
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
-    from civflow.cli.execute import pipeline_files
+    from civflow.load.discover import pipeline_files
 
     files = pipeline_files(paths)
     if not files:

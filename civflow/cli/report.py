@@ -105,10 +105,11 @@ def _estimate_text(i: PlannedInstance) -> str:
     return f"~{_buzz(i.estimate)} Buzz{each}"
 
 
-def plan(p: Plan, fmt: str, workflows: Sequence[Batch] = ()) -> str:
+def plan(p: Plan, fmt: str, workflows: Sequence[Batch] = (), *, brief: bool = False) -> str:
     """The plan as text, JSON or Markdown. Steps marked `unchecked: true` (sent as
     written) are flagged, so a reviewer sees what civflow did not check. `workflows`
-    (with `batch` above 1) says which instances share a workflow and which are fused."""
+    (with `batch` above 1) says which instances share a workflow and which are fused.
+    `brief` (text): cached instances are one line, as `run` shows its plan."""
     unchecked = p.unchecked
     if fmt == "json":
         document: dict[str, Any] = {
@@ -138,9 +139,13 @@ def plan(p: Plan, fmt: str, workflows: Sequence[Batch] = ()) -> str:
                         f"{escape(i.instance.type)} | {i.decision.value} | {why} | "
                         f"{_estimate_text(i)} |")
         return "\n".join(rows) + "\n" + shared
-    width = max((len(shown(i.name)) for i in p.instances), default=8)
+    listed = [i for i in p.instances if not (brief and i.decision is Decision.CACHED)]
+    width = max((len(shown(i.name)) for i in listed), default=8)
     lines = [_summary(p)]
-    for i in p.instances:
+    if len(listed) < len(p.instances):
+        lines.append(f"  = {len(p.instances) - len(listed)} cached: fingerprint matches the "
+                     "lockfile (-v lists them)")
+    for i in listed:
         lines.append(f"  {_MARK[i.decision]} {shown(i.name):<{width}}  {i.decision.value:<8}  "
                      f"{shown('; '.join(i.reasons))}"
                      + (f"  ({_estimate_text(i)})" if i.decision.runs else "")

@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, PipelineNotFound, UsageError
+from civflow.load.discover import is_pipeline_text, pipeline_files
 from civflow.load.model import PipelineSpec
 from civflow.names import lockfile_path_for
 from civflow.plan import Plan, PlannedInstance, PlanOptions
@@ -323,13 +324,6 @@ def _plain(value: Any) -> Any:
 # -- pipelines on both sides -----------------------------------------------------------
 
 
-def is_pipeline_text(head: str) -> bool:
-    """Whether the start of a YAML file reads like a pipeline (as `civflow checkout` and
-    `plan PATH...` tell pipelines from other YAML in a folder)."""
-    head = head[:4096]
-    return "\nsteps:" in f"\n{head}" or "\nversion: 1" in f"\n{head}"
-
-
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     out = []
     i = 0
@@ -345,24 +339,9 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _head_files(paths: Sequence[Path], cwd: Path) -> list[Path]:
-    """Pipeline files named by files, folders and globs, relative to `cwd` (the same
-    rules as `civflow.cli.execute.pipeline_files`, which the command line uses)."""
-    found: list[Path] = []
-    for given in paths or (Path("."),):
-        full = given if given.is_absolute() else cwd / given
-        if full.is_dir():
-            for p in sorted([*full.rglob("*.yaml"), *full.rglob("*.yml")]):
-                rel = p.relative_to(full).parts
-                if any(part.startswith(".") for part in rel):
-                    continue
-                with contextlib.suppress(OSError):
-                    if is_pipeline_text(p.read_text(encoding="utf-8", errors="replace")[:4096]):
-                        found.append(p)
-        elif full.exists():
-            found.append(full)
-        elif not given.is_absolute():
-            found += [p for p in sorted(cwd.glob(str(given))) if p.is_file()]
-    return list(dict.fromkeys(found))
+    """Pipeline files named by files, folders and globs, relative to `cwd`: the command
+    line's own rules (civflow.load.discover)."""
+    return pipeline_files(paths, cwd)
 
 
 def _base_files(tree: BaseTree, paths: Sequence[Path], cwd: Path) -> list[str]:

@@ -9,8 +9,6 @@ different instances:
   branches that changed different instances changed lines git keeps apart, so the merge
   is clean and keeps both. (Without the blank line, changes to neighbouring lines are
   one conflict.)
-- every instance line ends with a comma, because the list closes with a fixed `"": null`
-  member: adding an instance at the end never touches its neighbour's line;
 - an instance's earlier paid results (the other side of a merge that changed the same
   instance, kept by `civflow lock repair`) ride on its own line, under `"earlier"`, so
   keeping them never adds a line that another branch could also add.
@@ -254,12 +252,13 @@ class Lockfile:
         for entry in self.alternates.values():
             if (entry.instance, entry.fingerprint) not in live:
                 earlier.setdefault(entry.instance, []).append(entry)
+        names = sorted(set(self.instances) | set(earlier))
         lines = ["{", '  "instances": {', ""]
-        for name in sorted(set(self.instances) | set(earlier)):
+        for i, name in enumerate(names):
             line = _instance_json(self.instances.get(name), earlier.get(name, ()))
-            lines.append(f"    {_dumps(name)}: {line},")
+            lines.append(f"    {_dumps(name)}: {line}{',' if i < len(names) - 1 else ''}")
             lines.append("")
-        lines += ['    "": null', "  },", f'  "pipeline": {_dumps(self.pipeline)},',
+        lines += ["  },", f'  "pipeline": {_dumps(self.pipeline)},',
                   f'  "schema": {SCHEMA}{"," if self.vars else ""}']
         if self.vars:
             lines.append(f'  "vars": {_dumps(_plain(self.vars))}')
@@ -317,8 +316,6 @@ class Lockfile:
         alternates: dict[str, LockedInstance] = {}
         for name, data in raw.items():
             key = f"instances.{name}"
-            if name == "" and data is None:
-                continue  # the fixed last member (schema 2)
             if not isinstance(data, Mapping):
                 raise _Shape(key, "an object")
             earlier = data.get("earlier") or []

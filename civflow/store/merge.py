@@ -33,6 +33,7 @@ MAX_ALTERNATES = MAX_EARLIER  # earlier results kept per instance
 
 # One entry on a line of its own: `"NAME": {...}` with an optional comma.
 _ENTRY_LINE = re.compile(r'^\s*("(?:[^"\\]|\\.)*")\s*:\s*(\{.*\})\s*,?\s*$')
+_ENTRY_START = re.compile(r'^\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
 _SECTION = re.compile(r'^\s*"(instances|alternates)"\s*:\s*\{\s*$')
 _TEXT_FIELD = {"pipeline": re.compile(r'^\s*"pipeline"\s*:\s*("(?:[^"\\]|\\.)*")'),
                "vars": re.compile(r'^\s*"vars"\s*:\s*(\{.*\})\s*,?\s*$')}
@@ -54,6 +55,7 @@ class Salvage:
     earlier: dict[str, LockedInstance] = field(default_factory=dict)
     conflicts: int = 0  # conflict regions git left
     broken: list[int] = field(default_factory=list)  # 1-based lines that look like entries
+    cut: list[int] = field(default_factory=list)  # entry lines cut short (a truncated file)
     visible: int = 0  # entry lines in the text (each side of a conflict counted)
 
     def lockfile(self, pipeline: str) -> Lockfile:
@@ -150,6 +152,9 @@ def _by_line(lines: list[tuple[int, str]], found: Salvage,
                     found.vars = found.vars or parsed
         match = _ENTRY_LINE.match(line)
         if match is None:
+            if _ENTRY_START.match(line) and number not in seen_lines:
+                seen_lines.add(number)
+                found.cut.append(number)  # not an entry any more: nothing to keep of it
             continue
         counted = number not in seen_lines
         seen_lines.add(number)

@@ -4,9 +4,9 @@ Promises guarded here:
 - in a plain folder: a git repository with an example pipeline that validates and runs on
   the emulator, whose `yaml-language-server` modeline names a schema file init wrote into
   the repository (not under the ignored .civflow/) and that validates the pipeline;
-  .gitignore holds .civflow/ and out/, lockfiles merge with `civflow lock merge`, and the
+  .gitignore holds .civflow/, out/ and report/, no merge driver is needed, and the
   workflow and pre-commit config are in place;
-- in an existing repository: .gitignore and .gitattributes are appended to, never
+- in an existing repository: .gitignore is appended to, never
   duplicated; from a subfolder the workflow and pre-commit config go to the top, pointing
   into the subfolder;
 - an existing file is never overwritten: exit 2 naming every such file, nothing written;
@@ -66,11 +66,11 @@ def test_init_in_a_plain_folder(tmp_path: Path) -> None:
     data = yaml.safe_load((repo / PIPELINE).read_text(encoding="utf-8"))
     assert list(Draft7Validator(json.loads(schema_file.read_text("utf-8"))).iter_errors(data)) \
         == []
-    # Ignored, merged, wired.
+    # Ignored and wired; lockfiles need no merge driver (plain git merges them).
     assert (repo / ".gitignore").read_text(encoding="utf-8").splitlines() == [
         ".civflow/", "out/", "report/"]
-    assert "*.lock.json merge=civflow" in (repo / ".gitattributes").read_text(encoding="utf-8")
-    assert git(repo, "config", "merge.civflow.driver").strip() == "civflow lock merge %O %A %B"
+    assert not (repo / ".gitattributes").exists()
+    assert "merge.civflow" not in git(repo, "config", "--list")
     assert (repo / ".github/workflows/civflow.yml").is_file()
     assert (repo / ".pre-commit-config.yaml").is_file()
     assert not (repo / ".git/hooks/post-checkout").exists()  # no terminal, no --hooks
@@ -87,17 +87,16 @@ def test_init_in_a_plain_folder(tmp_path: Path) -> None:
 
 
 def test_init_in_an_existing_repository_appends_without_duplicating(tmp_path: Path) -> None:
-    """Existing .gitignore and .gitattributes keep their lines; only what is missing is
-    added ('/out' counts as 'out/')."""
+    """An existing .gitignore keeps its lines; only what is missing is added ('/out'
+    counts as 'out/'). .gitattributes is left alone."""
     git(tmp_path, "init", "-q")
     (tmp_path / ".gitignore").write_text("node_modules\n/out", encoding="utf-8")
     (tmp_path / ".gitattributes").write_text("*.png binary\n", encoding="utf-8")
     done = civflow("init", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == \
-        "node_modules\n/out\n.civflow/\n"
-    assert (tmp_path / ".gitattributes").read_text(encoding="utf-8") == \
-        "*.png binary\n*.lock.json merge=civflow\n"
+        "node_modules\n/out\n.civflow/\nreport/\n"
+    assert (tmp_path / ".gitattributes").read_text(encoding="utf-8") == "*.png binary\n"
     assert "initialised a git repository" not in done.stdout
 
 
@@ -112,10 +111,13 @@ def test_init_in_a_subfolder_puts_ci_files_at_the_top(tmp_path: Path) -> None:
     flow = yaml.safe_load((tmp_path / ".github/workflows/civflow.yml").read_text("utf-8"))
     assert flow["env"]["PIPELINES"] == "art/gen/pipelines"
     hooks = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text("utf-8"))
-    pattern = hooks["repos"][0]["hooks"][0]["files"]
-    assert re.search(pattern, "art/gen/pipelines/hello.yaml")
-    assert not re.search(pattern, "pipelines/hello.yaml")
-    assert not re.search(pattern, "art/gen/pipelines/hello.lock.json")
+    hook = hooks["repos"][0]["hooks"][0]
+    # Any file of the project a pipeline may read (prompts, vars), not the outputs.
+    assert hook["entry"] == "civflow validate 'art/gen/pipelines'"
+    assert re.search(hook["files"], "art/gen/pipelines/hello.yaml")
+    assert re.search(hook["files"], "art/gen/prompts/product.j2")
+    assert not re.search(hook["files"], "pipelines/hello.yaml")
+    assert re.search(hook["exclude"], "art/gen/out/hello/0.webp")
     assert not (tmp_path / "art/gen/.github").exists()
 
 
