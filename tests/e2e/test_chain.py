@@ -43,9 +43,10 @@ def test_chain_produces_images_upscales_video_and_a_clean_lockfile(
     text = project.lock_path("chain").read_text(encoding="utf-8")
     assert "http" not in text and "sig=" not in text
     assert text.endswith("}\n") and text == Lockfile.from_json(text, "chain").to_json()
-    assert len(text.splitlines()) == 6 + 4  # braces, pipeline, schema; a line per instance
+    # braces, pipeline, schema, a blank after "instances"; a line and a blank per instance
+    assert len(text.splitlines()) == 6 + 1 + 4 * 2
     lock = check_artifacts(project, "chain")
-    assert lock["schema"] == 1
+    assert lock["schema"] == 2
     instances = lock["instances"]
     assert sorted(instances) == sorted(["clip", "hero", up0, up1])
     media = {name: [a["mediaType"] for a in e["artifacts"]] for name, e in instances.items()}

@@ -137,7 +137,7 @@ def test_a_matrix_axis_from_a_variable_is_keyed_and_reordered_for_free(
     again = project.run("shots")
     assert again.code == 0 and "11 cached" in again.err, again.text
     assert created(emulator) == paid
-    less = project.run("shots", "--var", "product_order=[mug]")
+    less = project.run("shots", "--var", "product_order=[mug]", "-v")
     assert less.code == 0 and "shot[mug-linen]: cached" in less.err, less.text
     assert "shot[cap-linen]" not in less.err and created(emulator) == paid
 
