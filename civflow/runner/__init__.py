@@ -39,6 +39,7 @@ from civflow.runner.state import (
     object_store,
     prior_of,
     project_root,
+    runs_root,
     stat_cache,
 )
 from civflow.store.journal import Journal
@@ -149,13 +150,6 @@ def _made_elsewhere(spec: PipelineSpec, root: Path, lock: Lockfile | None,
             if made is not origin:
                 found[name] = (entry.fingerprint, made)
     return found
-
-
-def runs_root(root: Path, origin: Origin = Origin.CIVITAI) -> Path:
-    """Where the journals of runs against `origin` are kept."""
-    if origin is Origin.EMULATOR:
-        return root / ".civflow" / "previews" / "runs"
-    return root / ".civflow" / "runs"
 
 
 def lockfile_target(spec: PipelineSpec, root: Path, *, update: bool = False,

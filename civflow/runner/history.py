@@ -12,7 +12,9 @@ from civflow.errors import ApiNotFound, UsageError
 from civflow.load import read_source
 from civflow.load.model import project_root_for
 from civflow.names import lockfile_path_for
+from civflow.origin import Origin
 from civflow.request import run_tag
+from civflow.runner.state import runs_root
 from civflow.store.journal import Journal, find_unfinished_run, pipeline_runs
 from civflow.store.lockfile import Lockfile
 
@@ -27,13 +29,16 @@ def _pipeline(file: Path) -> tuple[str, Path]:
 
 
 def last_run_status(file: Path, fmt: str) -> str:
+    """The latest run of the pipeline, against Civitai or (previews) the emulator."""
     name, root = _pipeline(file)
-    runs = pipeline_runs(root / ".civflow" / "runs", name)
-    if not runs:
+    latest = [(runs[0], origin) for origin in Origin
+              if (runs := pipeline_runs(runs_root(root, origin), name))]
+    if not latest:
         raise UsageError(f"{file}: no run recorded yet", hint=f"civflow run {file}")
-    journal = runs[0]
+    journal, origin = max(latest, key=lambda found: found[0].run_id)  # ids start with the time
     state = journal.state()
-    lock = Lockfile.load(lockfile_path_for(file))
+    lock = Lockfile.load(lockfile_path_for(file) if origin is Origin.CIVITAI
+                         else root / ".civflow" / "previews" / f"{name}.lock.json")
     entries = dict(lock.instances) if lock else {}
     rows: list[dict[str, Any]] = []
     lock_dir = lockfile_path_for(file).parent
@@ -50,10 +55,12 @@ def last_run_status(file: Path, fmt: str) -> str:
                      "cost": inst.cost if inst else entry.cost if entry else None,
                      "artifacts": [_shown(lock_dir / a.path) for a in entry.artifacts]
                      if fresh and entry else []})
-    summary = {"run": journal.run_id, "finished": state.finished, "instances": rows}
+    summary = {"run": journal.run_id, "finished": state.finished, "madeBy": origin.value,
+               "instances": rows}
     if fmt == "json":
         return json.dumps(summary, indent=2) + "\n"
-    lines = [f"run {journal.run_id} of {name}: "
+    where = " on the emulator (previews, not paid work)" if origin is Origin.EMULATOR else ""
+    lines = [f"run {journal.run_id} of {name}{where}: "
              f"{'finished' if state.finished else 'unfinished (civflow run resumes it)'}"]
     width = max((len(r["instance"]) for r in rows), default=8)
     for r in rows:

@@ -21,6 +21,13 @@ def project_root(spec: PipelineSpec) -> Path:
     return project_root_for(spec.path)
 
 
+def runs_root(root: Path, origin: Origin = Origin.CIVITAI) -> Path:
+    """Where the journals of runs against `origin` are kept (previews apart)."""
+    if origin is Origin.EMULATOR:
+        return root / ".civflow" / "previews" / "runs"
+    return root / ".civflow" / "runs"
+
+
 def entry_archive(root: Path) -> EntryArchive:
     """Earlier lock entries kept on this machine (see civflow.store.archive)."""
     return EntryArchive(root / ".civflow" / "entries")

@@ -80,6 +80,9 @@ def test_emulator_run_then_commit_then_a_real_run_pays_for_every_instance(
     assert previewed.code == 0, previewed.text
     assert "on the emulator" in previewed.err and "nothing paid" in previewed.err
     assert not project.lock_path("teaser").exists()
+    status = project.cli("status", "pipelines/teaser.yaml")
+    assert status.code == 0 and "on the emulator (previews, not paid work)" in status.out
+    assert status.out.count("succeeded") == 3, status.out
     preview = json.loads(_preview(project).read_text(encoding="utf-8"))
     assert {e["madeBy"] for e in preview["instances"].values()} == {"emulator"}
     _git(project.root, "init", "-q", "-b", "main")
