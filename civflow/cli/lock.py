@@ -86,12 +86,11 @@ def repair(file: Path) -> None:
     salvaged = found.lockfile(name)
     name = salvaged.pipeline or name
     result = rebuilt(name, salvaged, _finished(root, name))
-    kept = len({e.fingerprint for e in (*result.instances.values(),
-                                        *result.alternates.values())})
-    if kept < found.visible:
-        raise UsageError(f"lock repair: the file shows {found.visible} entry lines but only "
-                         f"{kept} distinct results could be read; nothing was written",
-                         hint=f"look at {lock_path} by hand")
+    kept = {e.fingerprint for e in (*result.instances.values(), *result.alternates.values())}
+    lost = found.fingerprints - kept
+    if lost:  # a guard on the joining above: every result read stays findable
+        raise UsageError(f"lock repair: {len(lost)} of the results the file holds would not "
+                         "be kept; nothing was written", hint=f"look at {lock_path} by hand")
     archive = _archive(root)
     for entry in result.alternates.values():
         archive.put(entry)  # earlier results past the file's bound stay findable here

@@ -16,8 +16,8 @@ from civflow.check import Checked
 from civflow.client.base import Backend
 from civflow.errors import (
     ApiNotFound,
+    CivflowError,
     FileAccessError,
-    PipelineInvalid,
     SpendingRefused,
     UsageError,
 )
@@ -142,8 +142,8 @@ def _made_elsewhere(spec: PipelineSpec, root: Path, lock: Lockfile | None,
     found: dict[str, tuple[str, Origin]] = {}
     try:
         theirs = Lockfile.load(lockfile_target(spec, root, origin=other))
-    except PipelineInvalid:
-        theirs = None  # the other lockfile only explains a decision; damage there is moot
+    except CivflowError:
+        theirs = None  # the other lockfile only explains a decision: damage there is moot
     for source in (theirs, lock):
         for name, entry in (source.instances.items() if source else ()):
             made = Origin.of_entry(entry.made_by)

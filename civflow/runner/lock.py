@@ -116,6 +116,17 @@ def try_run_lock(spec: PipelineSpec, root: Path) -> RunLock | str:
     return held
 
 
+def _busy(spec: PipelineSpec, holder: str, *, wait: bool,
+          on_wait: Callable[[str], None] | None, told: bool) -> bool:
+    """After an attempt found the lock held: RunLocked unless waiting; the holder is
+    told of once. Returns whether it has been."""
+    if not wait:
+        raise RunLocked(pipeline=spec.name, holder=holder)
+    if not told and on_wait is not None:
+        on_wait(holder)
+    return told or on_wait is not None
+
+
 def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
                      on_wait: Callable[[str], None] | None = None) -> RunLock:
     """Take the pipeline's run lock; RunLocked when busy and not `wait` (then it polls,
@@ -125,11 +136,7 @@ def acquire_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = False,
         got = try_run_lock(spec, root)
         if isinstance(got, RunLock):
             return got
-        if not wait:
-            raise RunLocked(pipeline=spec.name, holder=got)
-        if not told and on_wait is not None:
-            on_wait(got)
-            told = True
+        told = _busy(spec, got, wait=wait, on_wait=on_wait, told=told)
         time.sleep(_POLL)
 
 
@@ -152,11 +159,7 @@ async def wait_for_run_lock(spec: PipelineSpec, root: Path, *, wait: bool = Fals
             raise
         if isinstance(got, RunLock):
             return got
-        if not wait:
-            raise RunLocked(pipeline=spec.name, holder=got)
-        if not told and on_wait is not None:
-            on_wait(got)
-            told = True
+        told = _busy(spec, got, wait=wait, on_wait=on_wait, told=told)
         await asyncio.sleep(_POLL)
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from civflow.errors import PipelineInvalid
+from civflow.keys import nested_deeper_than
 from civflow.store.lockfile import (
     CONFLICT_MARKER,
+    MAX_DEPTH,
     MAX_EARLIER,
     LockedInstance,
     Lockfile,
@@ -57,6 +59,9 @@ class Salvage:
     broken: list[int] = field(default_factory=list)  # 1-based lines that look like entries
     cut: list[int] = field(default_factory=list)  # entry lines cut short (a truncated file)
     visible: int = 0  # entry lines in the text (each side of a conflict counted)
+    # Every result read, by fingerprint (what a plan finds a paid result by): a repair
+    # must keep each of them findable.
+    fingerprints: set[str] = field(default_factory=set)
 
     def lockfile(self, pipeline: str) -> Lockfile:
         """Every side joined: per instance the newest result is current, every other
@@ -121,6 +126,8 @@ def salvage(text: str) -> Salvage:
             found.vars = found.vars or parsed.vars
             found.sides.append(dict(parsed.instances))
             found.earlier.update(parsed.alternates)
+            found.fingerprints |= {e.fingerprint for e in (*parsed.instances.values(),
+                                                           *parsed.alternates.values())}
             for number, line in lines:
                 if _ENTRY_LINE.match(line) and number not in seen_lines:
                     seen_lines.add(number)
@@ -161,8 +168,10 @@ def _by_line(lines: list[tuple[int, str]], found: Salvage,
         try:
             key = json.loads(match.group(1))
             data = json.loads(match.group(2))
+            if nested_deeper_than(data, MAX_DEPTH):
+                raise ValueError("nested too deeply")  # damage: code that walks it recurses
             entries = _entries(key, data, section)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             if counted:
                 found.visible += 1
                 found.broken.append(number)
@@ -170,6 +179,7 @@ def _by_line(lines: list[tuple[int, str]], found: Salvage,
         if counted:
             found.visible += 1
         for entry, is_current in entries:
+            found.fingerprints.add(entry.fingerprint)
             if is_current:
                 current[entry.instance] = entry
             else:

@@ -11,6 +11,7 @@ that changes civflow's own configuration (to raise its cap) get no apply at all.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,18 @@ class Studio:
         assert outputs["head"] == branch
         return outputs
 
-    def apply(self, pr: int, branch: str, **how: str) -> list[str]:
+    def apply(self, pr: int, branch: str, *, meanwhile: Callable[[], None] | None = None,
+              **how: str) -> list[str]:
+        """The apply job in a fresh clone of `branch`; `meanwhile` runs after the clone,
+        as a push to the branch during the job would."""
         approved = self.approve(pr, branch, **how)
         assert approved is not None, self.outputs[-1:]
         context = {**self.context(pr, **how),
                    **{f"needs.approve.outputs.{k}": v for k, v in approved.items()}}
-        return run_job(self.flow["jobs"]["apply"], self.clone(branch), context, self.job_env,
+        folder = self.clone(branch)
+        if meanwhile is not None:
+            meanwhile()
+        return run_job(self.flow["jobs"]["apply"], folder, context, self.job_env,
                        self.outputs)
 
 
@@ -177,6 +184,24 @@ def test_a_maintainers_apply_pays_once_and_the_merge_runs_nothing(studio: Studio
     studio.git("push", "-q", "origin", "main")
     studio.main_run()
     assert studio.created() == paid
+
+
+def test_a_push_during_the_apply_keeps_both_and_the_paid_lockfile(studio: Studio) -> None:
+    """The author pushes while the apply runs: the lockfile commit is rebased onto the
+    branch, never lost to a rejected push."""
+    studio.branch("gull", "a lighthouse on a cliff at dusk", "a gull at dusk")
+    plant_pull(studio.state, 12, head="gull")
+
+    def author_pushes() -> None:
+        (studio.dev / "NOTES.md").write_text("why a gull\n", encoding="utf-8")
+        studio.git("add", "NOTES.md")
+        studio.git("commit", "-q", "-m", "notes")
+        studio.git("push", "-q", "origin", "gull")
+    studio.apply(12, "gull", meanwhile=author_pushes)
+    log = git_in(studio.origin, "log", "--format=%s", "gull", env=studio.env).splitlines()
+    assert log[0].startswith("civflow: apply on pull request #12") and log[1] == "notes", log
+    lock = git_in(studio.origin, "show", "gull:pipelines/hello.lock.json", env=studio.env)
+    assert "a gull at dusk" in lock
 
 
 def test_the_label_asks_for_an_apply_too(studio: Studio) -> None:

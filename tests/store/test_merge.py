@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from civflow.store.lockfile import LockedInstance, Lockfile
-from civflow.store.merge import MAX_ALTERNATES, merge, repair
+from civflow.store.merge import MAX_ALTERNATES, merge, repair, salvage
 from tests.store.test_lockfile import _entry
 
 
@@ -46,3 +50,31 @@ def test_repair_takes_the_newest_and_the_file_keeps_the_newest_earlier_ones() ->
     assert set(rebuilt.alternates) == {f"v{i}" for i in range(5)}  # nothing dropped here
     written = Lockfile.from_json(rebuilt.to_json(), "x")
     assert set(written.alternates) == {f"v{i}" for i in range(5 - MAX_ALTERNATES, 5)}
+
+
+def test_salvage_keeps_instances_that_share_a_fingerprint_and_reads_deep_lines_as_damage(
+) -> None:
+    """Two instances with the same inputs share a fingerprint: both are read (a repair
+    must not count them as one lost result); a line nested past MAX_DEPTH is damage,
+    listed, never a RecursionError."""
+    same = [_at(n, "shared", "2026") for n in ("a", "b")]
+    found = salvage(Lockfile("p", {e.instance: e for e in same}).to_json())
+    assert found.lockfile("p").instances.keys() == {"a", "b"}
+    assert found.fingerprints == {"shared"} and not found.broken
+    deep = '{\n  "instances": {\n    "a": ' + '{"x": ' * 3000 + "1" + "}" * 3000 + "\n  }\n}\n"
+    broken = salvage(deep)
+    assert broken.broken == [3] and broken.lockfile("p").instances == {}
+
+
+def test_lock_repair_accepts_a_healthy_file_whose_instances_share_inputs(
+        tmp_path: Path) -> None:
+    from civflow.cli import main
+
+    path = tmp_path / "p.lock.json"
+    path.write_text(Lockfile("p", {n: _at(n, "shared", "2026") for n in ("a", "b")}).to_json(),
+                    encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        main(["lock", "repair", str(path)])
+    assert done.value.code == 0
+    repaired = Lockfile.load(path)
+    assert repaired is not None and repaired.instances.keys() == {"a", "b"}
