@@ -57,6 +57,9 @@ class Decision(Enum):
     # Paid for before, but its files are nowhere any more (not in out/, the store, the
     # team's remote, nor at Civitai): it is made again, priced and capped like new work.
     LOST = "lost"
+    # Its last attempt failed (or was blocked by moderation) and this run would reuse
+    # that attempt's key: it is not sent again (`--retry-failed` sends a failed one).
+    FAILED = "failed"
 
     @property
     def runs(self) -> bool:
@@ -150,6 +153,9 @@ class Policy:
     # origin): never cached here, only named in the reason.
     origin: Origin = Origin.CIVITAI
     elsewhere: Mapping[str, tuple[str, Origin]] = field(default_factory=dict)
+    # Instances whose interrupted submission this run's recovery finished and recorded:
+    # the command that was interrupted (a --force, a --reroll) does not pay for them again.
+    resumed: frozenset[str] = frozenset()
 
     def prior_for(self, inst: Instance) -> Prior | None:
         """The lockfile's result for this instance: its entry, or, when that was made for
@@ -172,6 +178,9 @@ class Policy:
         prior = self.priors.get(instance)
         flying = self.inflight.get(instance)
         salt = prior.reroll if prior is not None else 0
+        if step in self.reroll_steps and instance in self.resumed and prior is not None \
+                and prior.seed is not None:
+            return prior.seed, salt  # the interrupted --reroll's result, recovered
         if step in self.reroll_steps:
             # The same --reroll command run again after a crash must re-attach to what the
             # interrupted run submitted, not bump the salt and pay a second time.
@@ -204,8 +213,35 @@ class Policy:
 
     def decide(self, inst: Instance, step: StepSpec,
                running_upstream: Sequence[str] = ()) -> PlannedInstance:
+        planned = self._decide(inst, step, running_upstream)
+        if planned.decision.runs:
+            ended = self._failed_last(inst)
+            if ended is not None:
+                return PlannedInstance(inst, Decision.FAILED, (ended,), 0.0)
+        return planned
+
+    def _failed_last(self, inst: Instance) -> str | None:
+        """Why an instance is not sent again: its last attempt failed (or was blocked)
+        and this run would reuse that attempt's key. None when it may run."""
+        fp = inst.fingerprint
+        ended = self.failed.get((inst.name, fp)) if fp is not None else None
+        if fp is None or ended not in ("failed", "blocked"):
+            return None
+        attempt, _ = self.attempt(inst, fp)
+        if attempt > self.attempts.get((inst.name, fp), 0):
+            return None
+        if ended == "blocked":
+            return "its last attempt was blocked by moderation; it is not sent again"
+        return "its last attempt failed; it is not sent again without --retry-failed"
+
+    def _decide(self, inst: Instance, step: StepSpec,
+                running_upstream: Sequence[str]) -> PlannedInstance:
         estimate = estimate_instance(inst, self.tips)
         prior = self.prior_for(inst)
+        if inst.name in self.resumed and prior is not None and \
+                prior.fingerprint == inst.fingerprint:
+            return PlannedInstance(inst, Decision.CACHED, (
+                "the interrupted run's workflow finished; recorded by this run",), 0.0)
         if inst.fanout:  # the fan-out stands for every earlier `step[i]`
             prior = next((p for n, p in self.priors.items() if n.startswith(f"{step.name}[")),
                          None)

@@ -7,7 +7,8 @@ URLs valid right then (`civflow.runner.blobs`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from civflow.check.render import resolve_pending
@@ -20,6 +21,7 @@ __all__ = [
     "CIVFLOW_TAG",
     "batch_body",
     "run_tag",
+    "set_tag",
     "tokenize_output",
     "workflow_body",
 ]
@@ -68,10 +70,21 @@ def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,
     return body
 
 
+def set_tag(pipeline: str, step: str, fingerprints: Iterable[str]) -> str:
+    """The tag of every workflow that carries instances of one step as the pipeline now
+    defines it (its instances' fingerprints, cached or not): the same on every clone, so
+    a clone finds the work another clone already submitted for it before paying."""
+    text = "\n".join([pipeline, step, *sorted(set(fingerprints))])
+    return f"{CIVFLOW_TAG}-set:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:40]}"
+
+
 def batch_body(spec: PipelineSpec, members: Sequence[tuple[Instance, Mapping[str, Any] | None]],
-               *, run_id: str | None, external_id: str | None) -> dict[str, Any]:
-    """The WorkflowTemplate of several instances: one step each, named after its
-    instance (so its result is found by name), the rest as for one instance."""
+               *, run_id: str | None, external_id: str | None,
+               keys: Sequence[str] | None = None, lookup: str | None = None) -> dict[str, Any]:
+    """The WorkflowTemplate of one or more instances: one step each, named after its
+    instance (so its result is found by name), the rest as for one instance. `keys`
+    (each member's own idempotency key) and `lookup` (its step's `set_tag`) let another
+    clone recognise the members it would otherwise pay for again."""
     if not members:
         raise ValueError("a batch has at least one member")
     first, override = members[0]
@@ -86,4 +99,8 @@ def batch_body(spec: PipelineSpec, members: Sequence[tuple[Instance, Mapping[str
     body["steps"] = steps
     body["metadata"]["civflow"] = {"pipeline": spec.name,
                                    "instances": [inst.name for inst, _ in members]}
+    if keys is not None:
+        body["metadata"]["civflow"]["keys"] = list(keys)
+    if lookup is not None:
+        body["tags"].append(lookup)
     return body

@@ -37,7 +37,8 @@ class LineLog:
         self.cached = 0
 
     def __call__(self, event: Event) -> None:
-        if event.phase in (Phase.WAITING, Phase.RUNNING, Phase.DOWNLOADING):
+        if event.phase in (Phase.RUNNING, Phase.DOWNLOADING) or \
+                (event.phase is Phase.WAITING and not event.detail):
             return
         if event.phase is Phase.CACHED and not self.verbose:
             self.cached += 1

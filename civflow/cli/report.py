@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from civflow.runner.batching import Batch
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
-         Decision.CACHED: "=", Decision.SKIPPED: "-", Decision.LOST: "+"}
+         Decision.CACHED: "=", Decision.SKIPPED: "-", Decision.LOST: "+",
+         Decision.FAILED: "x"}
 
 
 def file_result(path: Path, diagnostics: Sequence[Diagnostic], *,

@@ -208,6 +208,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
         | ({"priority": workflow["priority"]} if "priority" in workflow else {}),
         tags=tuple(workflow.get("tags", ())),
         doc=doc,
+        fuse=os.environ.get("CIVFLOW_FUSE", "1") != "0",
     )
 
 

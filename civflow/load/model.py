@@ -81,6 +81,10 @@ class PipelineSpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     # `civflow run --batch N`: overrides the file's top-level `batch` key.
     batch_override: int | None = None
+    # Fusion of chains into their source's workflows (on with batching; the environment's
+    # CIVFLOW_FUSE=0 turns it off, read once when the pipeline is loaded, so `plan`,
+    # `render` and `run` group workflows alike).
+    fuse: bool = True
 
     @property
     def batch(self) -> int | None:

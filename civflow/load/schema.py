@@ -250,5 +250,5 @@ def _type_hint(path: KeyPath, wanted: list[str], instance: Any) -> str | None:
 
 def _max_hint(path: KeyPath) -> str | None:
     if path == ("workflow", "tags"):
-        return "civflow adds 2 tags of its own and the API allows 10"
+        return "civflow adds 3 tags of its own (pipeline, run, instance set) and the API allows 10"
     return None

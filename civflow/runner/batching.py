@@ -321,11 +321,12 @@ def batches(planned: Sequence[PlannedInstance], size: int) -> tuple[Batch, ...]:
     return workflows(planned, size, upstream={}, fuse=False)
 
 
-def plan_workflows(checked: Checked, made: Plan, *, fuse: bool = True) -> tuple[Batch, ...]:
+def plan_workflows(checked: Checked, made: Plan, *, fuse: bool | None = None
+                   ) -> tuple[Batch, ...]:
     """What `civflow plan` shows: the workflows a run of this plan submits up front
     (batched and fused with the pipeline's `batch`). Instances whose inputs wait on
     outputs that cannot be fused are packed by the same rule once they are known."""
-    return _grouped(checked, made, fuse)[0]
+    return _grouped(checked, made, checked.spec.fuse if fuse is None else fuse)[0]
 
 
 def _grouped(checked: Checked, made: Plan, fuse: bool = True
@@ -353,7 +354,7 @@ def _grouped(checked: Checked, made: Plan, fuse: bool = True
 def rendered_bodies(checked: Checked, made: Plan) -> list[tuple[Batch, dict[str, Any]]]:
     """What `civflow render` shows: each workflow of the plan as it will be sent, fused
     inputs as `{"$ref", "path"}` (blob tokens stay tokens: URLs are signed at POST)."""
-    grouped, by_name = _grouped(checked, made)
+    grouped, by_name = _grouped(checked, made, checked.spec.fuse)
     out: list[tuple[Batch, dict[str, Any]]] = []
     for batch in grouped:
         members = [(by_name[n], with_refs(by_name[n].input, batch.refs.get(n, ())))

@@ -34,8 +34,10 @@ def timed_out(state: WorkflowState, limit: float) -> WorkflowState:
 
 
 def timed_out_steps(state: WorkflowState, limit: float) -> WorkflowState:
-    """A batch civflow canceled at its deadline: the steps that had succeeded keep their
+    """A workflow civflow canceled at its deadline: the steps that had succeeded keep their
     outputs (their instances are collected); every other step is canceled with the reason."""
+    if not state.steps:
+        return timed_out(state, limit)
     reason = f"timed out: not finished after {limit:g} s; civflow canceled the workflow"
     steps = []
     for step in state.steps:

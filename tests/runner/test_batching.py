@@ -121,7 +121,7 @@ def test_a_timed_out_batch_keeps_what_succeeded_and_fails_the_rest() -> None:
     share of the cost); the other fails with the timeout as its reason."""
     from civflow.client.base import WorkflowState
     from civflow.runner.deadlines import timed_out_steps
-    from civflow.runner.executor import member_state
+    from civflow.runner.submission import member_state
 
     state = WorkflowState.from_json({
         "id": "wf-1", "status": "canceled", "cost": {"total": 4},
