@@ -168,6 +168,8 @@ def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
                nl=False)
     workflows = plan_workflows(checked, prepared.plan) \
         if batch_size(checked.spec.batch) > 1 else ()
+    if all(len(w.members) == 1 for w in workflows):
+        workflows = ()  # one instance per workflow: nothing to show beyond the plan
     return report.plan(prepared.plan, fmt, workflows)
 
 
@@ -204,14 +206,14 @@ def render(file: Path, batch: int | None, vars_: tuple[str, ...], vars_files: tu
            strict: bool) -> None:
     """Print the exact workflow bodies that would be sent, as JSON.
 
-    With `batch` above 1 (the pipeline's key or --batch), the workflows that are known
-    before the run come first, each with its member instances and its body as sent
-    (fused inputs as {"$ref", "path"}); what is only known at run time follows, one
-    instance at a time, as before.
+    The workflows that are known before the run come first, each with its member
+    instances (up to `batch` of them: the pipeline's key, --batch, or the default) and
+    its body as sent (fused inputs as {"$ref", "path"}); what is only known at run
+    time follows, one instance at a time.
     """
-    from civflow.request import workflow_body
+    from civflow.request import batch_body
     from civflow.runner import prepare
-    from civflow.runner.batching import batch_size, rendered_bodies
+    from civflow.runner.batching import rendered_bodies
     from civflow.store.journal import external_id
 
     checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)
@@ -219,19 +221,19 @@ def render(file: Path, batch: int | None, vars_: tuple[str, ...], vars_files: tu
     bodies: list[dict[str, Any]] = []
     shown: set[str] = set()
     packed_steps: set[str] = set()
-    if batch_size(checked.spec.batch) > 1:
-        for group, body in rendered_bodies(checked, result):
-            bodies.append({"workflow": list(group.members), "body": body})
-            shown.update(group.members)
-            packed_steps.update(n.split("[#", 1)[0] for n in group.members if "[#" in n)
+    for group, body in rendered_bodies(checked, result):
+        one = {"instance": group.members[0]} if len(group.members) == 1 else {}
+        bodies.append({**one, "workflow": list(group.members), "body": body})
+        shown.update(group.members)
+        packed_steps.update(n.split("[#", 1)[0] for n in group.members if "[#" in n)
     for planned in result.instances:
         inst = planned.instance
         if inst.name in shown or (inst.fanout and inst.step in packed_steps):
             continue
         key = inst.fingerprint
         attempt = result.policy.attempt(inst, key)[0] if key else 1
-        bodies.append({"instance": inst.name, "body": workflow_body(
-            checked.spec, inst, run_id=None,
+        bodies.append({"instance": inst.name, "workflow": [inst.name], "body": batch_body(
+            checked.spec, [(inst, None)], run_id=None,
             external_id=external_id(key, attempt) if key else None)})
     click.echo(json.dumps(bodies, indent=2, ensure_ascii=False))
 

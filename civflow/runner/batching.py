@@ -32,7 +32,8 @@ from civflow.errors import PipelineInvalid
 from civflow.expand import Context, Instance
 from civflow.load.model import StepSpec
 from civflow.plan import Decision, Plan, PlannedInstance
-from civflow.request import batch_body
+from civflow.request import batch_body, set_tag
+from civflow.store.journal import external_id, workflow_external_id
 from civflow.template import PENDING_MARK, Pending
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 # Steps per workflow when neither the pipeline nor `--batch` says (see docs/guide/batching.md).
-DEFAULT_BATCH = 1
+DEFAULT_BATCH = 20
 MAX_BATCH = 100  # the schema's bound: a body and a failure stay small
 
 Where = tuple[str | int, ...]  # a position inside an instance's input
@@ -353,14 +354,35 @@ def _grouped(checked: Checked, made: Plan, fuse: bool = True
 
 def rendered_bodies(checked: Checked, made: Plan) -> list[tuple[Batch, dict[str, Any]]]:
     """What `civflow render` shows: each workflow of the plan as it will be sent, fused
-    inputs as `{"$ref", "path"}` (blob tokens stay tokens: URLs are signed at POST)."""
+    inputs as `{"$ref", "path"}` (blob tokens stay tokens: URLs are signed at POST),
+    with the externalId, member keys and set tag a run sends (a fused workflow's key
+    depends on its sources' keys and is left out)."""
     grouped, by_name = _grouped(checked, made, checked.spec.fuse)
+    fps: dict[str, list[str]] = {}
+    for p in made.instances:
+        if p.instance.fingerprint is not None:
+            fps.setdefault(p.instance.step, []).append(p.instance.fingerprint)
     out: list[tuple[Batch, dict[str, Any]]] = []
     for batch in grouped:
         members = [(by_name[n], with_refs(by_name[n].input, batch.refs.get(n, ())))
                    for n in batch.members]
-        out.append((batch, batch_body(checked.spec, members, run_id=None, external_id=None)))
+        keys = [_key(made, by_name[n]) for n in batch.members]
+        known = [k for k in keys if k is not None]
+        complete = len(known) == len(keys) and not batch.refs
+        out.append((batch, batch_body(
+            checked.spec, members, run_id=None,
+            external_id=workflow_external_id(list(zip(batch.members, known, strict=True)))
+            if complete else None, keys=known if complete else None,
+            lookup=set_tag(checked.spec.name, batch.step, fps.get(batch.step, ())))))
     return out
+
+
+def _key(made: Plan, inst: Instance) -> str | None:
+    """The idempotency key a run gives a resolved instance (None for others)."""
+    fp = inst.fingerprint
+    if fp is None:
+        return None
+    return external_id(fp, made.policy.attempt(inst, fp)[0])
 
 
 def apportion(total: float, estimates: Sequence[float | None]) -> list[float]:

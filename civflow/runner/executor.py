@@ -21,6 +21,7 @@ a crash at any moment is followed by a run that re-attaches instead of paying ag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -194,7 +195,7 @@ class Executor:
             # it never lets a guarded, paid step run.
             self._fail_step(name, exc.render())
             return None
-        outputs = await self._run_instances(instances, step)
+        outputs = await self._run_instances(instances, step, self._lookup(step, instances))
         if any(o is None for o in outputs):
             return None
         self.complete[name] = frozenset(i.name for i in instances)
@@ -208,8 +209,18 @@ class Executor:
 
     # -- a step's instances -----------------------------------------------------------
 
-    async def _run_instances(self, instances: Sequence[Instance], step: StepSpec
-                             ) -> list[Mapping[str, Any] | None]:
+    def _lookup(self, step: StepSpec, instances: Sequence[Instance]) -> str:
+        """The step's `set_tag`: from all its instances, whatever --only selected, so
+        every clone and every selection tags (and finds) the step's work alike."""
+        every = instances
+        if step.name in self.policy.filtered:
+            with contextlib.suppress(PipelineInvalid):
+                every = resolve_step(self.checked, step, self.context, self.policy.seed)
+        return set_tag(self.spec.name, step.name,
+                       (i.fingerprint for i in every if i.fingerprint is not None))
+
+    async def _run_instances(self, instances: Sequence[Instance], step: StepSpec,
+                             lookup: str) -> list[Mapping[str, Any] | None]:
         """A step's instances: each decided by the plan's `Policy` (cached, failed last
         time, to run), the ones to run looked up among the workflows other clones
         submitted for this step, and the rest packed into workflows of up to
@@ -244,8 +255,6 @@ class Executor:
             mine[-1] = replace(planned, instance=inst)
         if not members:
             return [outputs.get(n) for n in names]
-        lookup = set_tag(self.spec.name, step.name,
-                         (i.fingerprint for i in instances if i.fingerprint is not None))
         attached = await self._elsewhere(members, lookup)
         taken = {m.name for _, found in attached for m in found}
         for name in taken:

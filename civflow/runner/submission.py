@@ -33,9 +33,9 @@ from civflow.runner.deadlines import timed_out_steps, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter
 from civflow.runner.recording import Halt, Recorder, plain
 from civflow.runner.results import RunOptions
-from civflow.store.journal import Journal, batch_external_id
+from civflow.store.journal import Journal, workflow_external_id
 
-__all__ = ["Member", "Submitter", "member_state", "workflow_key"]
+__all__ = ["Member", "Submitter", "member_state"]
 
 _LOOKUP_PAGES = 20  # pages of 100 workflows asked for one step's earlier submissions
 
@@ -75,15 +75,6 @@ class Member:
         if self.refs:
             record["refs"] = [[list(r.at), r.source, r.path] for r in self.refs]
         return record
-
-
-def workflow_key(members: Sequence[Member]) -> str:
-    """A workflow's externalId: a lone member's own key (so the API hands back the one
-    workflow any clone sent for it), else derived from every member's name and key."""
-    if len(members) == 1:
-        return members[0].key
-    # Names too: two instances with one request share a key, not a step name.
-    return batch_external_id(f"{m.name}={m.key}" for m in members)
 
 
 class Submitter:
@@ -128,7 +119,7 @@ class Submitter:
             members, charge = await self.reserve(members, lookup)
             if not members:
                 return out
-            key = workflow_key(members)
+            key = workflow_external_id([(m.name, m.key) for m in members])
             body = await self._body(members, key, lookup)
             try:
                 await asyncio.to_thread(self.journal.append_many,

@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,16 @@ def batch_external_id(member_keys: Iterable[str]) -> str:
         raise ValueError("a batch has at least one member")
     digest = hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()[:40]
     return f"cfb-{digest}-{len(keys)}"
+
+
+def workflow_external_id(members: Sequence[tuple[str, str]]) -> str:
+    """A workflow's externalId from its members' (instance, own key): a lone member's
+    own key (so the API hands back the one workflow any clone sent for it), else
+    `batch_external_id` of every member's name and key."""
+    if len(members) == 1:
+        return members[0][1]
+    # Names too: two instances with one request share a key, not a step name.
+    return batch_external_id(f"{name}={key}" for name, key in members)
 
 
 def new_run_id(now: datetime, suffix: str | None = None) -> str:

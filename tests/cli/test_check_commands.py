@@ -163,7 +163,7 @@ def test_render_shows_the_seed_derived_for_an_unset_seed(
     assert code == 0
     shots = json.loads(out)[0]
     assert shots["body"]["steps"][0]["input"]["seed"] == derive_seed("batch-cutout",
-                                                                     shots["instance"])
+                                                                     shots["workflow"][0])
     assert "notes" not in shots
 
 
@@ -176,7 +176,20 @@ def test_rendered_bodies_are_accepted_by_the_official_openapi_document(
     bodies: list[dict[str, Any]] = json.loads(out)
     assert bodies
     for item in bodies:
-        assert openapi.errors("WorkflowTemplate", item["body"]) == [], item["instance"]
+        # A fused input is a `{"$ref", "path"}` the API resolves before the step runs
+        # (civitai-api.md, `$ref`); the document types the field as what it becomes.
+        body = _refs_resolved(item["body"])
+        assert openapi.errors("WorkflowTemplate", body) == [], item["workflow"]
+
+
+def _refs_resolved(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$ref", "path"}:
+            return "https://orchestration.civitai.com/v2/consumer/blobs/ref.png"
+        return {k: _refs_resolved(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_refs_resolved(v) for v in value]
+    return value
 
 
 def test_graph_mermaid_and_dot(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:

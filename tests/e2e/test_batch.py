@@ -16,7 +16,7 @@ from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.load import load_pipeline
 from civflow.runner.batching import batches
-from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, created
+from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, workflows_made
 
 GRID = f"""\
 version: 1
@@ -93,7 +93,7 @@ def test_a_matrix_goes_out_in_batches_and_is_recorded_per_instance(
     first = project.run("grid")
     assert first.code == 7, first.text  # the forbidden owl was blocked
     assert "gen[subject=a forbidden owl]" in first.err
-    assert created(moderated) == 3
+    assert workflows_made(moderated) == 3
     made = _steps_once(moderated)
     assert len(made) == 7
     lock = check_artifacts(project, "grid")
@@ -110,10 +110,10 @@ def test_a_matrix_goes_out_in_batches_and_is_recorded_per_instance(
     again = project.run("grid")
     assert again.code == 7, again.text
     assert "6 cached" in again.err and "not sent again" in again.err
-    assert created(moderated) == 3
+    assert workflows_made(moderated) == 3
     # Never resubmitted automatically, not even with --retry-failed (it was blocked).
     retried = project.run("grid", "--retry-failed")
-    assert retried.code == 7 and created(moderated) == 3, retried.text
+    assert retried.code == 7 and workflows_made(moderated) == 3, retried.text
 
 
 def test_batch_flag_overrides_the_key_and_batch_1_is_one_workflow_each(
@@ -122,7 +122,7 @@ def test_batch_flag_overrides_the_key_and_batch_1_is_one_workflow_each(
     project.write("grid", GRID.replace("a forbidden owl", "an owl"))
     outcome = project.run("grid", "--batch", "1")
     assert outcome.code == 0, outcome.text
-    assert created(moderated) == 7
+    assert workflows_made(moderated) == 7
     bad = project.run("grid", "--batch", "0")
     assert bad.code == 2, bad.text
 
@@ -137,7 +137,7 @@ def test_max_cost_reserves_a_batch_before_it_is_sent(project: Project,
     assert outcome.code == 8, outcome.text
     counters = moderated.counters()
     assert counters["buzz_charged"] <= 37
-    assert created(moderated) == 2  # hero; then one batch of the two upscales that fit
+    assert workflows_made(moderated) == 2  # hero; then one batch of the two upscales that fit
     assert counters["steps_created"] == 3
     assert "2 instance(s) not submitted" in outcome.err
     more = project.run("fanout", "--max-cost", "100", "--batch", "4")

@@ -16,7 +16,7 @@ import pytest
 
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from tests.e2e.support import FAN as FAN_ALONE
-from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, created, spawn
+from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, spawn, workflows_made
 
 # The crash tests' fan-out, packed four steps to a workflow.
 FAN = FAN_ALONE.replace("name: fan\n", "name: fan\nbatch: 4\n")
@@ -109,7 +109,7 @@ def test_kill_9_at_random_moments_under_faults_never_pays_twice(
     assert len(lock["instances"]) == 13
     assert len(_nothing_twice(served)) == 13
     # Batches: far fewer workflows than instances.
-    assert created(served) < 13
+    assert workflows_made(served) < 13
     again = project.run("fan")
     assert again.code == 0 and "13 cached" in again.err, again.text
     assert len(_nothing_twice(served)) == 13
@@ -124,7 +124,7 @@ def test_a_resumed_run_reattaches_to_the_batch_whatever_its_only(
     project.write("pair", HERO_AND_CLIPS)
     served.set_faults(time_scale=1)  # a video takes long: the batch is still running
     process = spawn(project, served, "pair", log="crash")
-    assert _wait_for(lambda: created(served) == 2), (project.root / "crash.err").read_text()
+    assert _wait_for(lambda: workflows_made(served) == 2), (project.root / "crash.err").read_text()
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     intents = [r for r in project.journal_records() if r.get("event") == "intent"
@@ -138,7 +138,7 @@ def test_a_resumed_run_reattaches_to_the_batch_whatever_its_only(
     assert len({lock[f"clip[take={n}]"]["workflowId"] for n in (1, 2, 3)}) == 1
     full = project.run("pair")
     assert full.code == 0 and "4 cached" in full.err, full.text
-    assert created(served) == 3  # hero, the clips' batch, and hero again (--force)
+    assert workflows_made(served) == 3  # hero, the clips' batch, and hero again (--force)
     _nothing_twice_but_forced(served)
 
 

@@ -29,8 +29,8 @@ from tests.e2e.support import (
     Project,
     aim,
     check_artifacts,
-    created,
     spawn,
+    workflows_made,
 )
 
 LANES = f"""\
@@ -127,7 +127,7 @@ def test_a_chain_is_one_workflow_per_lane_and_recorded_as_if_sent_alone(
     project.write("lanes", text)
     outcome = project.run("lanes")
     assert outcome.code == 0, outcome.text
-    assert created(moderated) == 3
+    assert workflows_made(moderated) == 3
     counters = moderated.counters()
     assert counters["steps_created"] == 6
     entries = _entries(project, "lanes")
@@ -161,7 +161,7 @@ def test_a_blocked_source_fails_its_lane_only(project: Project,
     project.write("lanes", LANES)
     outcome = project.run("lanes")
     assert outcome.code == 7, outcome.text
-    assert created(moderated) == 3
+    assert workflows_made(moderated) == 3
     entries = _entries(project, "lanes")
     assert set(entries) == {"gen[i=0]", "gen[i=2]", "up[i=0]", "up[i=2]"}
     assert "gen[i=1]" in outcome.err
@@ -170,7 +170,7 @@ def test_a_blocked_source_fails_its_lane_only(project: Project,
     assert set(_entries(project, "lanes")) == set(entries)
     retried = project.run("lanes", "--retry-failed")
     assert retried.code == 7, retried.text
-    assert created(moderated) == 3
+    assert workflows_made(moderated) == 3
     assert all(n == 1 for n in moderated.counters()["step_creations"].values())
 
 
@@ -187,13 +187,13 @@ def test_a_three_level_chain_fuses_and_a_step_that_needs_more_waits(
     assert predicted[0].refs["c[i=0]"][0].wire() == {"$ref": "b[i=0]", "path": "output.message"}
     outcome = project.run("echoes")
     assert outcome.code == 0, outcome.text
-    assert created(moderated) == 5  # four lanes, then tail
+    assert workflows_made(moderated) == 5  # four lanes, then tail
     entries = _entries(project, "echoes")
     assert entries["c[i=2]"]["output"]["message"] == "a2"
     assert entries["tail"]["output"]["message"] == "tail of a3"
     for batch in predicted:  # plan and run agree
         assert len({entries[n]["workflowId"] for n in batch.members}) == 1
-    assert project.run("echoes").code == 0 and created(moderated) == 5
+    assert project.run("echoes").code == 0 and workflows_made(moderated) == 5
 
 
 def test_kill_9_during_fused_lanes_never_pays_twice(project: Project,
@@ -244,11 +244,11 @@ def test_an_interrupted_fused_batch_is_settled_with_real_fingerprints(
         project.write("echoes", ECHOES.replace("batch: 3", "batch: 6"))
         process = spawn(project, served, "echoes", log="crash")
         end = time.monotonic() + 30
-        while time.monotonic() < end and created(served) < 2:
+        while time.monotonic() < end and workflows_made(served) < 2:
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        assert created(served) == 2, (project.root / "crash.err").read_text()
+        assert workflows_made(served) == 2, (project.root / "crash.err").read_text()
         fused = [r for r in project.journal_records()
                  if r.get("event") == "intent" and r.get("refs")]
         assert len(fused) == 8
@@ -261,7 +261,7 @@ def test_an_interrupted_fused_batch_is_settled_with_real_fingerprints(
         assert civflow.plan(checked).counts() == {"cached": 12, "new": 1}
         full = project.run("echoes")
         assert full.code == 0 and "12 cached" in full.err, full.text
-        assert created(served) == 3
+        assert workflows_made(served) == 3
         assert all(n == 1 for n in served.counters()["step_creations"].values())
 
 
@@ -277,7 +277,7 @@ def test_a_foreach_over_a_fixed_quantity_fuses_and_matches_the_unfused_run(
     assert [b.members for b in predicted] == [("hero", "upscale[#0]", "upscale[#1]", "clip")]
     outcome = project.run("chain")
     assert outcome.code == 0, outcome.text
-    assert created(moderated) == 1
+    assert workflows_made(moderated) == 1
     entries = _entries(project, "chain")
     assert len({e["workflowId"] for e in entries.values()}) == 1
     check_artifacts(project, "chain")
