@@ -31,6 +31,7 @@ from civflow.check.render import (
     STEP_VIEW_FIELDS,
     instance_key,
     matrix_instances,
+    read_diagnostic,
     template_diagnostic,
     template_location,
 )
@@ -365,11 +366,12 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
         guards: frozenset[tuple[str | int, ...]] | None = None
         before = len(out)
         for ref in template.analysis.references:
-            where = template_location(spec, template.doc_path, ref.line, key=template.is_key)
             problem = _reference_problem(spec, engine, template.step, ref, blocked)
             if problem is not None:
                 message, hint = problem
-                out.append(spec.doc.diagnostic(message, location=where, hint=hint))
+                out.append(read_diagnostic(spec, template.doc_path, message, line=ref.line,
+                                           key=template.is_key, file=ref.file,
+                                           needle=f"steps.{ref.step}", hint=hint))
                 continue
             optional = _optional_part(spec, ref)
             if optional is None:
@@ -378,9 +380,11 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
                 guards = _guarded_chains(engine, template.text)
             if optional not in guards:
                 shown = _chain_text(optional)
-                out.append(spec.doc.diagnostic(
+                out.append(read_diagnostic(
+                    spec, template.doc_path,
                     f"{shown} may be missing: {spec.steps[ref.step].type} sets "
-                    f"'{optional[-1]}' only sometimes", location=where,
+                    f"'{optional[-1]}' only sometimes", line=ref.line, key=template.is_key,
+                    file=ref.file, needle=f"steps.{ref.step}",
                     hint=f"write {{{{ {shown} | default(...) }}}}, or test "
                          f"'{shown} is defined' first"))
         if len(out) > before and template.input_path is not None:
@@ -411,32 +415,35 @@ def _check_item_shapes(spec: PipelineSpec, engine: TemplateEngine, templates: li
                                     read.line, blocked)
             if problem is not None:
                 dotted = ".".join(str(p) for p in read.path)
-                where = template_location(spec, template.doc_path, read.line,
-                                          key=template.is_key)
-                out.append(spec.doc.diagnostic(
+                out.append(read_diagnostic(
+                    spec, template.doc_path,
                     f"{read.via}('{dotted}') reads a field the items of {read.source} do not "
-                    f"have: {problem[0]}", location=where,
+                    f"have: {problem[0]}", line=read.line, key=template.is_key,
+                    file=read.file, needle=read.via,
                     hint=_item_hint(spec, read.source, read.path) or problem[1]))
         axes = [axis for axis, _ in spec.steps[template.step].matrix]
-        for path, line in analysis.matrix_paths if axes else ():
-            if isinstance(path[0], str) and path[0] not in axes:
-                out.append(spec.doc.diagnostic(
-                    f"matrix.{path[0]} does not exist: step '{template.step}' has the matrix "
-                    f"axes {', '.join(axes)}", location=template_location(
-                        spec, template.doc_path, line, key=template.is_key),
-                    hint=_did_you_mean(path[0], axes) or
+        for read_path in analysis.matrix_paths if axes else ():
+            axis = read_path.path[0]
+            if isinstance(axis, str) and axis not in axes:
+                out.append(read_diagnostic(
+                    spec, template.doc_path,
+                    f"matrix.{axis} does not exist: step '{template.step}' has the matrix "
+                    f"axes {', '.join(axes)}", line=read_path.line, key=template.is_key,
+                    file=read_path.file, needle=f"matrix.{axis}",
+                    hint=_did_you_mean(axis, axes) or
                     "add the axis under 'matrix:', or read one that is there"))
         source = sources.get(template.step)
         if source is not None and template.field != "foreach":
-            for path, line in analysis.item_paths:
-                problem = _item_problem(spec, engine, template.step, source, path, line,
-                                        blocked)
+            for read_path in analysis.item_paths:
+                path = read_path.path
+                problem = _item_problem(spec, engine, template.step, source, path,
+                                        read_path.line, blocked)
                 if problem is not None:
-                    where = template_location(spec, template.doc_path, line,
-                                              key=template.is_key)
-                    out.append(spec.doc.diagnostic(
+                    out.append(read_diagnostic(
+                        spec, template.doc_path,
                         f"item{key_text(path, leading_dot=True)} cannot exist: 'item' is one "
-                        f"of {source}, and {problem[0]}", location=where,
+                        f"of {source}, and {problem[0]}", line=read_path.line,
+                        key=template.is_key, file=read_path.file, needle="item",
                         hint=_item_hint(spec, source, path) or problem[1]))
         if len(out) > before:  # not rendered again (and reported twice) by later checks
             bad.add((template.step, template.input_path if template.input_path is not None

@@ -42,19 +42,34 @@ def template_diagnostic(spec: PipelineSpec, doc_path: KeyPath, exc: TemplateFail
                         message: str, *, key: bool = False) -> Diagnostic:
     """The diagnostic of a template error: in the pipeline file, or, for an error inside
     an included template, in that file (where the mistake is), naming the include."""
+    return read_diagnostic(spec, doc_path, message, line=exc.line, key=key, file=exc.file,
+                           col=exc.col, hint=exc.hint)
+
+
+def read_diagnostic(spec: PipelineSpec, doc_path: KeyPath, message: str, *, line: int,
+                    key: bool = False, file: str | None = None, col: int | None = None,
+                    needle: str | None = None, hint: str | None = None) -> Diagnostic:
+    """A finding about what the template at `doc_path` reads at `line`: of the template
+    itself, located in the pipeline file; of a file it includes (`file`), located in that
+    file at `col`, else at `needle` on that line, else at the line's text, and naming the
+    include."""
+    if file is None:
+        return spec.doc.diagnostic(message, location=template_location(spec, doc_path, line,
+                                                                        key=key), hint=hint)
     included_from = template_location(spec, doc_path, 1, key=key)
-    if exc.file is None:
-        where = template_location(spec, doc_path, exc.line, key=key)
-        return spec.doc.diagnostic(message, location=where, hint=exc.hint)
-    shown = os.path.relpath(exc.file) if os.path.isabs(exc.file) else exc.file
+    shown = os.path.relpath(file) if os.path.isabs(file) else file
     try:
-        with open(exc.file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8") as handle:
             lines = handle.read(MAX_INCLUDE_BYTES).splitlines()
     except (OSError, UnicodeDecodeError):
         lines = []
-    text = lines[exc.line - 1] if 0 < exc.line <= len(lines) else None
+    text = lines[line - 1] if 0 < line <= len(lines) else None
+    if col is None:
+        found = text.find(needle) if text is not None and needle else -1
+        col = found + 1 if found >= 0 else \
+            len(text) - len(text.lstrip()) + 1 if text is not None else 1
     return Diagnostic(f"{message} (included from {included_from})",
-                      Location(shown, exc.line, exc.col), exc.hint, source_line=text)
+                      Location(shown, line, col), hint, source_line=text)
 
 
 def _value_text(value: Any) -> str:
