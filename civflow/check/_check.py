@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -27,13 +27,17 @@ from civflow.catalog import OutputIssueKind
 from civflow.check._inputs import check_inputs
 from civflow.check.graph import StepGraph, build_graph
 from civflow.check.render import (
+    IMAGE_FIELDS,
     INSTANCE_FIELDS,
     STEP_VIEW_FIELDS,
+    fanout_source,
     instance_key,
     matrix_instances,
     read_diagnostic,
+    same_value,
     template_diagnostic,
     template_location,
+    value_text,
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
 from civflow.keys import KeyPath, key_text
@@ -47,9 +51,11 @@ from civflow.load.model import (
 from civflow.load.yamlsrc import SourceDoc
 from civflow.names import unsafe_name_reason
 from civflow.template import (
+    SELECT_KIND,
     Analysis,
     TemplateEngine,
     TemplateFailed,
+    is_template,
     walk_strings,
 )
 from civflow.template import Reference as TemplateRef
@@ -270,7 +276,6 @@ def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[
     return out
 
 
-_FANOUT_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.(outputs|output\.images)\s*\}\}\s*$")
 _LIMIT_HINT = ("split the sweep into several pipelines, or raise the bound on purpose with a "
                "top-level `limits: {instances: N}` (at most 100,000)")
 
@@ -285,13 +290,12 @@ def _instance_counts(spec: PipelineSpec) -> dict[str, int]:
     for _ in range(len(spec.steps)):  # fan-outs of fan-outs, in any file order
         changed = False
         for step in spec.steps.values():
-            match = _FANOUT_OF.match(step.foreach) if isinstance(step.foreach, str) else None
-            source = spec.steps.get(match.group(1)) if match else None
-            if match is None or source is None or source.name == step.name:
+            found = fanout_source(step)
+            source = spec.steps.get(found[0]) if found else None
+            if found is None or source is None or source.name == step.name:
                 continue
-            quantity = source.input.get("quantity") if match.group(2) != "outputs" else 1
-            each = quantity if isinstance(quantity, int) and not isinstance(quantity, bool) \
-                and 0 < quantity <= 1000 else 1
+            each = catalog.image_count(source.type, source.input) or 1 \
+                if found[1] in ("images", "output.images") else 1
             count = counts[source.name] * each
             if count != counts[step.name]:
                 counts[step.name], changed = count, True
@@ -403,7 +407,9 @@ def _check_item_shapes(spec: PipelineSpec, engine: TemplateEngine, templates: li
     sources: dict[str, TemplateRef] = {}
     for template in templates:
         if template.field == "foreach" and template.analysis is not None and \
-                template.analysis.item_source is not None:
+                template.analysis.item_source is not None and _reference_problem(
+                    spec, engine, template.step, template.analysis.item_source,
+                    blocked) is None:  # else reported once, at the foreach
             sources[template.step] = template.analysis.item_source
     for template in templates:
         analysis = template.analysis
@@ -487,8 +493,10 @@ def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
                 _did_you_mean(ref.step, list(spec.steps)) or f"steps: {', '.join(spec.steps)}")
     if ref.kind is None:
         return None
-    if ref.kind == "instances":
+    if ref.kind in ("instances", "images"):
         return _instances_problem(upstream, ref)
+    if ref.kind == SELECT_KIND:
+        return _select_problem(upstream, ref)
     if ref.kind not in ("output", "outputs"):
         return _keyed_problem(spec, engine, upstream, ref)
     if ref.kind == "output" and upstream.fans_out:
@@ -498,30 +506,86 @@ def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
 
 
 def _instances_problem(upstream: StepSpec, ref: TemplateRef) -> tuple[str, str | None] | None:
-    """`steps.<name>.instances[i].<field>`: a list of {key, name, matrix, output}."""
+    """`steps.<name>.instances[i].<field>`: a list of {key, name, matrix, output};
+    `steps.<name>.images[i].<field>`: a list of {key, name, matrix, image}."""
+    images = ref.kind == "images"
+    if images:
+        issue = catalog.output_path_issue(upstream.type, upstream.input, ("images", 0))
+        if issue is not None and issue.is_error:
+            has = f" (it has {', '.join(issue.fields)})" if issue.fields else ""
+            return (f"step '{ref.step}' makes no images: {issue.message}{has}",
+                    f"'.images' lists the images of every instance of a step whose output has "
+                    f"'images' (imageGen, textToImage); read steps.{ref.step}.outputs or "
+                    f"steps.{ref.step}.instances")
+    fields, what = (IMAGE_FIELDS, "an image") if images else (INSTANCE_FIELDS, "an instance")
     path = ref.path
     if path and not isinstance(path[0], int):
-        return (f"'{ref}' is not valid: '.instances' is a list",
-                f"index or filter it first: steps.{ref.step}.instances | "
+        return (f"'{ref}' is not valid: '.{ref.kind}' is a list",
+                f"index or filter it first: steps.{ref.step}.{ref.kind} | "
                 f"selectattr('key', 'in', [...])")
     if len(path) < 2 or not isinstance(path[1], str):
         return None
     field = path[1]
-    if field not in INSTANCE_FIELDS:
-        return (f"{ref} does not exist: an instance has {', '.join(sorted(INSTANCE_FIELDS))}",
-                _did_you_mean(field, sorted(INSTANCE_FIELDS)))
+    if field not in fields:
+        return (f"{ref} does not exist: {what} has {', '.join(sorted(fields))}",
+                _did_you_mean(field, sorted(fields)))
     if field == "matrix" and len(path) > 2 and isinstance(path[2], str):
         axes = [axis for axis, _ in upstream.matrix]
         if path[2] not in axes:
             return (f"{ref} does not exist: step '{ref.step}' has "
                     + (f"the matrix axes {', '.join(axes)}" if axes else "no matrix"),
                     _did_you_mean(path[2], axes) or (
-                        f"read one of steps.{ref.step}.instances[...].matrix."
+                        f"read one of steps.{ref.step}.{ref.kind}[...].matrix."
                         f"{{{','.join(axes)}}}" if axes else
                         "only a matrix step's instances carry matrix values"))
     if field == "output":
         return _output_problem(upstream, ref, path[2:])
+    if field == "image":
+        return _output_problem(upstream, ref, ("images", 0, *path[2:]))
     return None
+
+
+def _select_problem(upstream: StepSpec, ref: TemplateRef) -> tuple[str, str | None] | None:
+    """`steps.<name>[{axis: value, ...}]`: the output of the one instance with those
+    matrix values. Axis names and values written in the template are checked against the
+    matrix; those computed when it renders are checked then."""
+    if not upstream.matrix:
+        return (f"'{ref}' selects an instance by its matrix values, but step '{ref.step}' "
+                "has no matrix",
+                f"select it by key, steps.{ref.step}['KEY'], or from "
+                f"steps.{ref.step}.instances" if upstream.foreach is not None else
+                f"step '{ref.step}' has one instance: write steps.{ref.step}.output")
+    axes = dict(upstream.matrix)
+    for pick in ref.picks:
+        if pick.axis is None:
+            continue
+        if pick.axis not in axes:
+            return (f"step '{ref.step}' has no matrix axis '{pick.axis}'",
+                    _did_you_mean(pick.axis, list(axes)) or f"its axes: {', '.join(axes)}")
+        values = axes[pick.axis]
+        if not pick.known or any(isinstance(v, str) and is_template(v) for v in values) or \
+                any(same_value(v, pick.value) for v in values):
+            continue  # a value only a render knows, or an axis still to be read from vars
+        shown = ", ".join(value_text(v) for v in values[:8]) + \
+            (", ..." if len(values) > 8 else "")
+        as_text = [str(v) for v in values]
+        hint = (f"axis '{pick.axis}' holds {shown}, not text: write "
+                f"{pick.axis!r}: {values[as_text.index(str(pick.value))]!r}"
+                if str(pick.value) in as_text else
+                _did_you_mean(str(pick.value), as_text) or f"axis '{pick.axis}' holds {shown}")
+        return (f"step '{ref.step}' has no instance with {pick.axis}="
+                f"{json.dumps(pick.value)}", hint)
+    named = {pick.axis for pick in ref.picks}
+    if None not in named:
+        missing = [axis for axis, values in upstream.matrix if axis not in named and
+                   len(values) > 1]
+        if missing:
+            return (f"{ref} leaves out the matrix axis {', '.join(missing)}, so it selects "
+                    f"several instances of step '{ref.step}'",
+                    f"name every axis that has more than one value: "
+                    f"{', '.join(a for a, v in upstream.matrix if len(v) > 1)}; to take "
+                    f"several, select from steps.{ref.step}.instances")
+    return _output_problem(upstream, ref, ref.path)
 
 
 def _keyed_problem(spec: PipelineSpec, engine: TemplateEngine, upstream: StepSpec,

@@ -15,6 +15,7 @@ from civflow.check.render import (
     base_context,
     comfy_body,
     foreach_names,
+    known_instances,
     matrix_combos,
     matrix_instances,
     pending_step_view,
@@ -55,7 +56,13 @@ def check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str,
     """Render each instance with what is known now and check it against the catalog."""
     out: list[Diagnostic] = []
     context = base_context(spec, None)
-    context["steps"] = {name: pending_step_view(name) for name in [*spec.steps, *blocked]}
+    # The instances a matrix step will have are known now: a selection among them that
+    # cannot match is an error before the run, as in the plan.
+    context["steps"] = {name: pending_step_view(name) for name in blocked}
+    context["steps"].update(
+        (name, pending_step_view(name, known_instances(spec, step, engine),
+                                 catalog.image_count(step.type, step.input)))
+        for name, step in spec.steps.items())
     for step in spec.steps.values():
         if step.foreach is not None:
             context_step = {**context, "item": Pending("item"), "index": Pending("index")}

@@ -54,6 +54,7 @@ __all__ = [
     "Analysis",
     "ItemRead",
     "Limits",
+    "LookupFailed",
     "PathRead",
     "Pending",
     "Pick",
@@ -78,6 +79,15 @@ _IMPORT_HINT = ("an imported macro sees steps, item and the vars only when impor
                 "'with context': {% from \"FILE\" import NAME with context %}")
 _RECURSION_HINT = "a macro or include that uses itself needs a condition that stops it"
 _NESTING_HINT = "split the expression; brackets and blocks this deep cannot be read"
+
+
+class LookupFailed(jinja2.UndefinedError):
+    """Raised by a value a template looks into when the lookup cannot work (a selection
+    of instances that matches none): reported located, with its hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class _OutsideFolder(jinja2.TemplateNotFound):
@@ -260,9 +270,10 @@ class TemplateEngine:
             raise TemplateFailed("template error: out of memory", line=lone_line or 1,
                                  hint="build smaller values") from None
         except jinja2.UndefinedError as exc:
+            hint = exc.hint if isinstance(exc, LookupFailed) else \
+                _IMPORT_HINT if _IMPORT_WITHOUT_CONTEXT.search(source) else None
             raise TemplateFailed(_undefined_message(exc), line=lone_line or _error_line(exc),
-                                 hint=_IMPORT_HINT if _IMPORT_WITHOUT_CONTEXT.search(source)
-                                 else None) from None
+                                 hint=hint) from None
         except jinja2.TemplateNotFound as exc:
             raise _include_failure(str(exc.name), exc, lone_line or _error_line(exc)) from None
         except SecurityError as exc:
