@@ -28,7 +28,13 @@ to guard it.
 from __future__ import annotations
 
 from civflow.catalog._air import AIR_PATTERN, Air, parse_air
-from civflow.catalog._check import InputIssue, IssueKind, check_input, known_types
+from civflow.catalog._check import (
+    InputIssue,
+    IssueKind,
+    check_input,
+    known_types,
+    type_fields,
+)
 from civflow.catalog._cost import Unpriced, estimate_cost, resource_airs, seed_field
 from civflow.catalog._outputs import (
     OutputIssue,
@@ -81,4 +87,5 @@ __all__ = [
     "parse_air",
     "resource_airs",
     "seed_field",
+    "type_fields",
 ]

@@ -46,6 +46,7 @@ from civflow.load.model import (
     PipelineSpec,
     StepSpec,
     deep_merge,
+    opted_sets,
     step_defaults,
 )
 from civflow.load.yamlsrc import SourceDoc
@@ -109,7 +110,7 @@ def check_pipeline(spec: PipelineSpec, *, strict: bool = False) -> Checked:
     one way to let them through.
     """
     del strict
-    spec = _with_unchecked_flags(spec)
+    spec = _fit_defaults(_with_unchecked_flags(spec))
     found, graph, engine = _collect(spec, _Scope())
     errors = [d for d in found if d.is_error]
     if errors or graph is None:
@@ -137,7 +138,7 @@ def check_file(path: FsPath, overrides: Mapping[str, Any] | None = None, *,
         if partial is None:
             raise PipelineInvalid(conclude(path, exc.diagnostics)) from None
         spec, scope = partial
-        more, _graph, _engine = _collect(spec, scope)
+        more, _graph, _engine = _collect(_fit_defaults(spec), scope)
         raise PipelineInvalid(conclude(path, [*exc.diagnostics, *more])) from None
     return check_pipeline(spec, strict=strict)
 
@@ -703,6 +704,46 @@ def _static_chain(node: nodes.Node) -> tuple[str | int, ...] | None:
 # -- catalog -----------------------------------------------------------------------------
 
 
+def _fit_defaults(spec: PipelineSpec) -> PipelineSpec:
+    """`spec` without the fields a type-wide default (`defaults.TYPE`, or a set's `TYPE`)
+    gives a step whose input shape does not take them, where another shape of the type
+    does: a shared `width` is not forced onto a Flux Kontext edit, which takes
+    `aspectRatio`. A field no shape of the type takes stays, and is reported at the
+    default's line; so does a field of a scoped entry (`TYPE/ENGINE`), written for that
+    shape."""
+    steps: dict[str, StepSpec] = {}
+    for name, step in spec.steps.items():
+        misfits = _misfits(step)
+        steps[name] = step if not misfits else dataclasses.replace(
+            step, input={k: v for k, v in step.input.items() if k not in misfits},
+            defaulted=frozenset(p for p in step.defaulted if p[0] not in misfits),
+            default_sources={p: s for p, s in step.default_sources.items()
+                             if p[0] not in misfits})
+    if all(steps[name] is step for name, step in spec.steps.items()):
+        return spec
+    return dataclasses.replace(spec, steps=steps)
+
+
+def _misfits(step: StepSpec) -> frozenset[str]:
+    """The top-level fields of `step` that came from a type-wide default and that its
+    input shape does not take (but another shape of the type does)."""
+    if step.unchecked:
+        return frozenset()
+    shared = {key for key in step.input if (key,) in step.defaulted and
+              step.default_sources.get((key,), ("defaults", step.type))[-1] == step.type}
+    if not shared:
+        return frozenset()
+    known = catalog.type_fields(step.type)
+    return frozenset(
+        issue.path[0] for issue in catalog.check_input(step.type, step.input, opaque=_templated)
+        if issue.kind is catalog.IssueKind.UNKNOWN_FIELD and len(issue.path) == 1 and
+        issue.path[0] in shared and issue.path[0] in known)
+
+
+def _templated(value: object) -> bool:
+    return isinstance(value, str) and is_template(value)
+
+
 def _unchecked_names(doc: SourceDoc) -> frozenset[str]:
     steps = doc.data.get("steps") if isinstance(doc.data, Mapping) else None
     if not isinstance(steps, Mapping):
@@ -751,7 +792,8 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
         if not isinstance(raw, Mapping) or any(p[:2] == ("steps", name) for p in broken):
             blocked.add(name)
             continue
-        base, sources = step_defaults(defaults, raw["type"], raw["input"])
+        sets = opted_sets(raw.get("defaults"))
+        base, sources = step_defaults(defaults, raw["type"], raw["input"], sets)
         merged, from_defaults = deep_merge(base, raw["input"])
         steps[name] = StepSpec(
             name=name, type=raw["type"], input=merged, needs=tuple(raw.get("needs", ())),
@@ -762,7 +804,8 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
             timeout=raw.get("timeout"),
             retries=raw.get("retries"), priority=raw.get("priority"), order=order,
             defaulted=frozenset(from_defaults), unchecked=name in unchecked,
-            default_sources={p: sources[p] for p in from_defaults if p in sources})
+            default_sources={p: sources[p] for p in from_defaults if p in sources},
+            default_sets=sets)
     if not steps:
         return None
     name = data.get("name")
