@@ -21,6 +21,7 @@ from civflow.check.render import (
     fanout_name,
     foreach_names,
     instance_record,
+    known_instances,
     known_step_view,
     matrix_instances,
     pending_step_view,
@@ -137,7 +138,8 @@ class Context:
                  engine: TemplateEngine | None = None) -> None:
         self.values: dict[str, Any] = base_context(spec, run_id)
         self._views: dict[str, Any] = {
-            name: pending_step_view(name, _known_instances(spec, step, engine))
+            name: pending_step_view(name, known_instances(spec, step, engine),
+                                    catalog.image_count(step.type, step.input))
             for name, step in spec.steps.items()}
         self.values["steps"] = self._views
         self._spec = spec
@@ -154,21 +156,7 @@ class Context:
             tuple({} for _ in names)
         records = [instance_record(name, matrix, output)
                    for name, matrix, output in zip(names, matrices, results.outputs, strict=True)]
-        self._views[step] = known_step_view(records, single=not spec_step.fans_out)
-
-
-def _known_instances(spec: PipelineSpec, step: StepSpec, engine: TemplateEngine | None
-                     ) -> list[tuple[str, dict[str, Any]]] | None:
-    """The instances a step will have, when known before it runs: a matrix step's (and a
-    single step's), so `steps.X.instances | selectattr('key', ...)` names the instances
-    downstream in the plan already. Not a foreach's (its list comes from outputs), nor
-    those of a step whose per-instance `when` may leave some out."""
-    if engine is None or step.foreach is not None or when_per_instance(engine, step):
-        return None
-    try:
-        return matrix_instances(step, engine, spec)
-    except PipelineInvalid:
-        return None  # reported, located, when the step itself is rendered
+        self._views[step] = known_step_view(step, records, single=not spec_step.fans_out)
 
 
 SeedSource = Callable[[str, str], tuple[int, int]]  # (instance, step) -> (seed, reroll)

@@ -20,7 +20,7 @@ from typing import Any
 
 from civflow import catalog
 from civflow.check import Checked
-from civflow.check.render import matrix_instances, resolve_pending
+from civflow.check.render import fanout_source, matrix_instances, resolve_pending
 from civflow.errors import UsageError
 from civflow.expand import (
     Context,
@@ -30,7 +30,7 @@ from civflow.expand import (
     evaluate_when,
     resolve_step,
 )
-from civflow.load.model import StepSpec
+from civflow.load.model import PipelineSpec, StepSpec
 from civflow.origin import Origin
 
 __all__ = [
@@ -375,18 +375,30 @@ def estimate_instance(instance: Instance, tips: Sequence[float] = ()) -> float |
     return float(base + sum(math.ceil(base * rate) for rate in tips))
 
 
-_IMAGES_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.output\.images\s*\}\}\s*$")
-
-
-def _fanout_size(step: StepSpec, planned: Sequence[PlannedInstance]) -> int | None:
-    """How many instances a fan-out over `steps.X.output.images` will have when X's
-    `quantity` fixes it (None when it cannot be known before the run)."""
-    match = _IMAGES_OF.match(str(step.foreach))
-    source = next((p for p in planned if match and p.instance.step == match.group(1)), None)
-    quantity = source.instance.input.get("quantity") if source is not None else None
-    if isinstance(quantity, int) and not isinstance(quantity, bool) and 0 < quantity <= 1000:
-        return quantity
-    return None
+def _fanout_size(spec: PipelineSpec, step: StepSpec, planned: Sequence[PlannedInstance]
+                 ) -> int | None:
+    """How many instances a fan-out over a whole list of another step will have, when the
+    plan fixes it: one per instance of that step (`.outputs`, `.instances`), or one per
+    image (`.images`, `.output.images`) when each instance's input fixes how many images
+    it makes. None when only the run can tell (a size at run time, a `when` per instance,
+    a filtered list)."""
+    found = fanout_source(step)
+    source = spec.steps.get(found[0]) if found is not None else None
+    if found is None or source is None:
+        return None
+    of_source = [p for p in planned if p.instance.step == source.name]
+    if not of_source or any(not p.sized or p.instance.when_pending or
+                            p.decision is Decision.SKIPPED for p in of_source):
+        return None
+    if found[1] in ("outputs", "instances"):
+        return sum(p.expected for p in of_source)
+    total = 0
+    for p in of_source:
+        each = catalog.image_count(source.type, p.instance.input)
+        if each is None:
+            return None
+        total += p.expected * each
+    return total
 
 
 def _tip_rates(workflow: Mapping[str, Any]) -> tuple[float, ...]:
@@ -498,7 +510,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
         for inst in instances:
             planned = policy.decide(inst, step, [u for u in upstream if u in running])
             if inst.fanout:
-                size = _fanout_size(step, out)
+                size = _fanout_size(spec, step, out)
                 planned = replace(planned, expected=size or 1, sized=size is not None)
             if verdict is None or inst.when_pending:
                 planned = replace(planned, reasons=(*planned.reasons,

@@ -290,16 +290,23 @@ def test_context_exposes_known_outputs(tmp_path: Path) -> None:
     checked = _checked(tmp_path)
     context = Context(checked.spec, "r1")
     context.learn("hero", StepResults(({"images": []},)))
-    context.learn("sweep", StepResults(({"a": 1}, {"a": 2}), names=("sweep[x=1]", "sweep[x=2]"),
+    context.learn("sweep", StepResults(({"images": [1, 2]}, {"images": [3]}),
+                                       names=("sweep[x=1]", "sweep[x=2]"),
                                        matrices=({"x": 1}, {"x": 2})))
     steps = context.values["steps"]
     hero = {"key": "hero", "name": "hero", "matrix": {}, "output": {"images": []}}
     assert steps["hero"] == {"output": {"images": []}, "outputs": [{"images": []}],
-                             "instances": [hero]}
+                             "instances": [hero], "images": []}
+    one, two = {"images": [1, 2]}, {"images": [3]}
     assert steps["sweep"] == {
-        "x=1": {"a": 1}, "x=2": {"a": 2}, "outputs": [{"a": 1}, {"a": 2}],
-        "instances": [{"key": "x=1", "name": "sweep[x=1]", "matrix": {"x": 1}, "output": {"a": 1}},
-                      {"key": "x=2", "name": "sweep[x=2]", "matrix": {"x": 2}, "output": {"a": 2}}]}
+        "x=1": one, "x=2": two, "outputs": [one, two],
+        "instances": [{"key": "x=1", "name": "sweep[x=1]", "matrix": {"x": 1}, "output": one},
+                      {"key": "x=2", "name": "sweep[x=2]", "matrix": {"x": 2}, "output": two}],
+        # several images of one instance are keyed by position, one image by the instance
+        "images": [{"key": "x=1-0", "name": "sweep[x=1]", "matrix": {"x": 1}, "image": 1},
+                   {"key": "x=1-1", "name": "sweep[x=1]", "matrix": {"x": 1}, "image": 2},
+                   {"key": "x=2", "name": "sweep[x=2]", "matrix": {"x": 2}, "image": 3}]}
+    assert steps["sweep"][{"x": 2}] == two
     assert str(steps["cutout"]["x=3"]) == "<pending: steps.cutout['x=3']>"
     assert str(steps["cutout"]["output"]) == "<pending: steps.cutout.output>"
     assert context.values["run"] == {"id": "r1"}

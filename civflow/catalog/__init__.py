@@ -28,12 +28,19 @@ to guard it.
 from __future__ import annotations
 
 from civflow.catalog._air import AIR_PATTERN, Air, parse_air
-from civflow.catalog._check import InputIssue, IssueKind, check_input, known_types
+from civflow.catalog._check import (
+    InputIssue,
+    IssueKind,
+    check_input,
+    known_types,
+    type_fields,
+)
 from civflow.catalog._cost import Unpriced, estimate_cost, resource_airs, seed_field
 from civflow.catalog._outputs import (
     OutputIssue,
     OutputIssueKind,
     blob_paths,
+    image_count,
     output_fields,
     output_path_error,
     output_path_issue,
@@ -68,6 +75,7 @@ __all__ = [
     "catalogued_variants",
     "check_input",
     "estimate_cost",
+    "image_count",
     "input_variants",
     "known_types",
     "openapi_version",
@@ -79,4 +87,5 @@ __all__ = [
     "parse_air",
     "resource_airs",
     "seed_field",
+    "type_fields",
 ]

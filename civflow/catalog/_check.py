@@ -236,6 +236,13 @@ def _fields(variant: Variant) -> tuple[str, ...]:
 # -- variant selection ------------------------------------------------------------------------
 
 
+@cache
+def type_fields(step_type: str) -> frozenset[str]:
+    """Every top-level input field some shape of `step_type` takes."""
+    return frozenset(name for variant in _variants_of(step_type)
+                     for name in variant.schema.get("properties", {}))
+
+
 def known_types() -> tuple[str, ...]:
     """Every step type the catalog describes, sorted."""
     return tuple(sorted({v.step_type for v in all_variants()}))

@@ -220,6 +220,29 @@ def output_path_issue(step_type: str, input: Mapping[str, object], path: Path
     return optional
 
 
+# The fields whose product is how many images one instance of a type makes; a field left
+# unset counts as the API's default of 1.
+_IMAGE_COUNT_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "imageGen": ("quantity",), "textToImage": ("quantity", "batchSize")}
+_MAX_IMAGES = 1000
+
+
+def image_count(step_type: str, input: Mapping[str, object]) -> int | None:
+    """How many images one instance makes in `images`, when its input fixes it
+    (imageGen: `quantity`; textToImage: `quantity` × `batchSize`); None for other types
+    and for a value that is a template (known at run time) or out of range."""
+    fields = _IMAGE_COUNT_FIELDS.get(step_type)
+    if fields is None:
+        return None
+    count = 1
+    for name in fields:
+        value = input.get(name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX_IMAGES:
+            return None
+        count *= value
+    return count if count <= _MAX_IMAGES else None
+
+
 def output_path_error(step_type: str, input: Mapping[str, object], path: Path) -> str | None:
     """None if `path` can exist in the step's output, else a message saying why not.
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -27,12 +27,17 @@ from civflow.catalog import OutputIssueKind
 from civflow.check._inputs import check_inputs
 from civflow.check.graph import StepGraph, build_graph
 from civflow.check.render import (
+    IMAGE_FIELDS,
     INSTANCE_FIELDS,
     STEP_VIEW_FIELDS,
+    fanout_source,
     instance_key,
     matrix_instances,
+    read_diagnostic,
+    same_value,
     template_diagnostic,
     template_location,
+    value_text,
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
 from civflow.keys import KeyPath, key_text
@@ -41,14 +46,17 @@ from civflow.load.model import (
     PipelineSpec,
     StepSpec,
     deep_merge,
+    opted_sets,
     step_defaults,
 )
 from civflow.load.yamlsrc import SourceDoc
 from civflow.names import unsafe_name_reason
 from civflow.template import (
+    SELECT_KIND,
     Analysis,
     TemplateEngine,
     TemplateFailed,
+    is_template,
     walk_strings,
 )
 from civflow.template import Reference as TemplateRef
@@ -102,7 +110,7 @@ def check_pipeline(spec: PipelineSpec, *, strict: bool = False) -> Checked:
     one way to let them through.
     """
     del strict
-    spec = _with_unchecked_flags(spec)
+    spec = _fit_defaults(_with_unchecked_flags(spec))
     found, graph, engine = _collect(spec, _Scope())
     errors = [d for d in found if d.is_error]
     if errors or graph is None:
@@ -130,7 +138,7 @@ def check_file(path: FsPath, overrides: Mapping[str, Any] | None = None, *,
         if partial is None:
             raise PipelineInvalid(conclude(path, exc.diagnostics)) from None
         spec, scope = partial
-        more, _graph, _engine = _collect(spec, scope)
+        more, _graph, _engine = _collect(_fit_defaults(spec), scope)
         raise PipelineInvalid(conclude(path, [*exc.diagnostics, *more])) from None
     return check_pipeline(spec, strict=strict)
 
@@ -269,7 +277,6 @@ def _check_names(spec: PipelineSpec, templates: list[_Template], bad: set[tuple[
     return out
 
 
-_FANOUT_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\.(outputs|output\.images)\s*\}\}\s*$")
 _LIMIT_HINT = ("split the sweep into several pipelines, or raise the bound on purpose with a "
                "top-level `limits: {instances: N}` (at most 100,000)")
 
@@ -284,13 +291,12 @@ def _instance_counts(spec: PipelineSpec) -> dict[str, int]:
     for _ in range(len(spec.steps)):  # fan-outs of fan-outs, in any file order
         changed = False
         for step in spec.steps.values():
-            match = _FANOUT_OF.match(step.foreach) if isinstance(step.foreach, str) else None
-            source = spec.steps.get(match.group(1)) if match else None
-            if match is None or source is None or source.name == step.name:
+            found = fanout_source(step)
+            source = spec.steps.get(found[0]) if found else None
+            if found is None or source is None or source.name == step.name:
                 continue
-            quantity = source.input.get("quantity") if match.group(2) != "outputs" else 1
-            each = quantity if isinstance(quantity, int) and not isinstance(quantity, bool) \
-                and 0 < quantity <= 1000 else 1
+            each = catalog.image_count(source.type, source.input) or 1 \
+                if found[1] in ("images", "output.images") else 1
             count = counts[source.name] * each
             if count != counts[step.name]:
                 counts[step.name], changed = count, True
@@ -365,11 +371,12 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
         guards: frozenset[tuple[str | int, ...]] | None = None
         before = len(out)
         for ref in template.analysis.references:
-            where = template_location(spec, template.doc_path, ref.line, key=template.is_key)
             problem = _reference_problem(spec, engine, template.step, ref, blocked)
             if problem is not None:
                 message, hint = problem
-                out.append(spec.doc.diagnostic(message, location=where, hint=hint))
+                out.append(read_diagnostic(spec, template.doc_path, message, line=ref.line,
+                                           key=template.is_key, file=ref.file,
+                                           needle=f"steps.{ref.step}", hint=hint))
                 continue
             optional = _optional_part(spec, ref)
             if optional is None:
@@ -378,9 +385,11 @@ def _check_references(spec: PipelineSpec, engine: TemplateEngine, templates: lis
                 guards = _guarded_chains(engine, template.text)
             if optional not in guards:
                 shown = _chain_text(optional)
-                out.append(spec.doc.diagnostic(
+                out.append(read_diagnostic(
+                    spec, template.doc_path,
                     f"{shown} may be missing: {spec.steps[ref.step].type} sets "
-                    f"'{optional[-1]}' only sometimes", location=where,
+                    f"'{optional[-1]}' only sometimes", line=ref.line, key=template.is_key,
+                    file=ref.file, needle=f"steps.{ref.step}",
                     hint=f"write {{{{ {shown} | default(...) }}}}, or test "
                          f"'{shown} is defined' first"))
         if len(out) > before and template.input_path is not None:
@@ -399,7 +408,9 @@ def _check_item_shapes(spec: PipelineSpec, engine: TemplateEngine, templates: li
     sources: dict[str, TemplateRef] = {}
     for template in templates:
         if template.field == "foreach" and template.analysis is not None and \
-                template.analysis.item_source is not None:
+                template.analysis.item_source is not None and _reference_problem(
+                    spec, engine, template.step, template.analysis.item_source,
+                    blocked) is None:  # else reported once, at the foreach
             sources[template.step] = template.analysis.item_source
     for template in templates:
         analysis = template.analysis
@@ -411,32 +422,35 @@ def _check_item_shapes(spec: PipelineSpec, engine: TemplateEngine, templates: li
                                     read.line, blocked)
             if problem is not None:
                 dotted = ".".join(str(p) for p in read.path)
-                where = template_location(spec, template.doc_path, read.line,
-                                          key=template.is_key)
-                out.append(spec.doc.diagnostic(
+                out.append(read_diagnostic(
+                    spec, template.doc_path,
                     f"{read.via}('{dotted}') reads a field the items of {read.source} do not "
-                    f"have: {problem[0]}", location=where,
+                    f"have: {problem[0]}", line=read.line, key=template.is_key,
+                    file=read.file, needle=read.via,
                     hint=_item_hint(spec, read.source, read.path) or problem[1]))
         axes = [axis for axis, _ in spec.steps[template.step].matrix]
-        for path, line in analysis.matrix_paths if axes else ():
-            if isinstance(path[0], str) and path[0] not in axes:
-                out.append(spec.doc.diagnostic(
-                    f"matrix.{path[0]} does not exist: step '{template.step}' has the matrix "
-                    f"axes {', '.join(axes)}", location=template_location(
-                        spec, template.doc_path, line, key=template.is_key),
-                    hint=_did_you_mean(path[0], axes) or
+        for read_path in analysis.matrix_paths if axes else ():
+            axis = read_path.path[0]
+            if isinstance(axis, str) and axis not in axes:
+                out.append(read_diagnostic(
+                    spec, template.doc_path,
+                    f"matrix.{axis} does not exist: step '{template.step}' has the matrix "
+                    f"axes {', '.join(axes)}", line=read_path.line, key=template.is_key,
+                    file=read_path.file, needle=f"matrix.{axis}",
+                    hint=_did_you_mean(axis, axes) or
                     "add the axis under 'matrix:', or read one that is there"))
         source = sources.get(template.step)
         if source is not None and template.field != "foreach":
-            for path, line in analysis.item_paths:
-                problem = _item_problem(spec, engine, template.step, source, path, line,
-                                        blocked)
+            for read_path in analysis.item_paths:
+                path = read_path.path
+                problem = _item_problem(spec, engine, template.step, source, path,
+                                        read_path.line, blocked)
                 if problem is not None:
-                    where = template_location(spec, template.doc_path, line,
-                                              key=template.is_key)
-                    out.append(spec.doc.diagnostic(
+                    out.append(read_diagnostic(
+                        spec, template.doc_path,
                         f"item{key_text(path, leading_dot=True)} cannot exist: 'item' is one "
-                        f"of {source}, and {problem[0]}", location=where,
+                        f"of {source}, and {problem[0]}", line=read_path.line,
+                        key=template.is_key, file=read_path.file, needle="item",
                         hint=_item_hint(spec, source, path) or problem[1]))
         if len(out) > before:  # not rendered again (and reported twice) by later checks
             bad.add((template.step, template.input_path if template.input_path is not None
@@ -480,8 +494,10 @@ def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
                 _did_you_mean(ref.step, list(spec.steps)) or f"steps: {', '.join(spec.steps)}")
     if ref.kind is None:
         return None
-    if ref.kind == "instances":
+    if ref.kind in ("instances", "images"):
         return _instances_problem(upstream, ref)
+    if ref.kind == SELECT_KIND:
+        return _select_problem(upstream, ref)
     if ref.kind not in ("output", "outputs"):
         return _keyed_problem(spec, engine, upstream, ref)
     if ref.kind == "output" and upstream.fans_out:
@@ -491,30 +507,86 @@ def _reference_problem(spec: PipelineSpec, engine: TemplateEngine, step: str,
 
 
 def _instances_problem(upstream: StepSpec, ref: TemplateRef) -> tuple[str, str | None] | None:
-    """`steps.<name>.instances[i].<field>`: a list of {key, name, matrix, output}."""
+    """`steps.<name>.instances[i].<field>`: a list of {key, name, matrix, output};
+    `steps.<name>.images[i].<field>`: a list of {key, name, matrix, image}."""
+    images = ref.kind == "images"
+    if images:
+        issue = catalog.output_path_issue(upstream.type, upstream.input, ("images", 0))
+        if issue is not None and issue.is_error:
+            has = f" (it has {', '.join(issue.fields)})" if issue.fields else ""
+            return (f"step '{ref.step}' makes no images: {issue.message}{has}",
+                    f"'.images' lists the images of every instance of a step whose output has "
+                    f"'images' (imageGen, textToImage); read steps.{ref.step}.outputs or "
+                    f"steps.{ref.step}.instances")
+    fields, what = (IMAGE_FIELDS, "an image") if images else (INSTANCE_FIELDS, "an instance")
     path = ref.path
     if path and not isinstance(path[0], int):
-        return (f"'{ref}' is not valid: '.instances' is a list",
-                f"index or filter it first: steps.{ref.step}.instances | "
+        return (f"'{ref}' is not valid: '.{ref.kind}' is a list",
+                f"index or filter it first: steps.{ref.step}.{ref.kind} | "
                 f"selectattr('key', 'in', [...])")
     if len(path) < 2 or not isinstance(path[1], str):
         return None
     field = path[1]
-    if field not in INSTANCE_FIELDS:
-        return (f"{ref} does not exist: an instance has {', '.join(sorted(INSTANCE_FIELDS))}",
-                _did_you_mean(field, sorted(INSTANCE_FIELDS)))
+    if field not in fields:
+        return (f"{ref} does not exist: {what} has {', '.join(sorted(fields))}",
+                _did_you_mean(field, sorted(fields)))
     if field == "matrix" and len(path) > 2 and isinstance(path[2], str):
         axes = [axis for axis, _ in upstream.matrix]
         if path[2] not in axes:
             return (f"{ref} does not exist: step '{ref.step}' has "
                     + (f"the matrix axes {', '.join(axes)}" if axes else "no matrix"),
                     _did_you_mean(path[2], axes) or (
-                        f"read one of steps.{ref.step}.instances[...].matrix."
+                        f"read one of steps.{ref.step}.{ref.kind}[...].matrix."
                         f"{{{','.join(axes)}}}" if axes else
                         "only a matrix step's instances carry matrix values"))
     if field == "output":
         return _output_problem(upstream, ref, path[2:])
+    if field == "image":
+        return _output_problem(upstream, ref, ("images", 0, *path[2:]))
     return None
+
+
+def _select_problem(upstream: StepSpec, ref: TemplateRef) -> tuple[str, str | None] | None:
+    """`steps.<name>[{axis: value, ...}]`: the output of the one instance with those
+    matrix values. Axis names and values written in the template are checked against the
+    matrix; those computed when it renders are checked then."""
+    if not upstream.matrix:
+        return (f"'{ref}' selects an instance by its matrix values, but step '{ref.step}' "
+                "has no matrix",
+                f"select it by key, steps.{ref.step}['KEY'], or from "
+                f"steps.{ref.step}.instances" if upstream.foreach is not None else
+                f"step '{ref.step}' has one instance: write steps.{ref.step}.output")
+    axes = dict(upstream.matrix)
+    for pick in ref.picks:
+        if pick.axis is None:
+            continue
+        if pick.axis not in axes:
+            return (f"step '{ref.step}' has no matrix axis '{pick.axis}'",
+                    _did_you_mean(pick.axis, list(axes)) or f"its axes: {', '.join(axes)}")
+        values = axes[pick.axis]
+        if not pick.known or any(isinstance(v, str) and is_template(v) for v in values) or \
+                any(same_value(v, pick.value) for v in values):
+            continue  # a value only a render knows, or an axis still to be read from vars
+        shown = ", ".join(value_text(v) for v in values[:8]) + \
+            (", ..." if len(values) > 8 else "")
+        as_text = [str(v) for v in values]
+        hint = (f"axis '{pick.axis}' holds {shown}, not text: write "
+                f"{pick.axis!r}: {values[as_text.index(str(pick.value))]!r}"
+                if str(pick.value) in as_text else
+                _did_you_mean(str(pick.value), as_text) or f"axis '{pick.axis}' holds {shown}")
+        return (f"step '{ref.step}' has no instance with {pick.axis}="
+                f"{json.dumps(pick.value)}", hint)
+    named = {pick.axis for pick in ref.picks}
+    if None not in named:
+        missing = [axis for axis, values in upstream.matrix if axis not in named and
+                   len(values) > 1]
+        if missing:
+            return (f"{ref} leaves out the matrix axis {', '.join(missing)}, so it selects "
+                    f"several instances of step '{ref.step}'",
+                    f"name every axis that has more than one value: "
+                    f"{', '.join(a for a, v in upstream.matrix if len(v) > 1)}; to take "
+                    f"several, select from steps.{ref.step}.instances")
+    return _output_problem(upstream, ref, ref.path)
 
 
 def _keyed_problem(spec: PipelineSpec, engine: TemplateEngine, upstream: StepSpec,
@@ -632,6 +704,46 @@ def _static_chain(node: nodes.Node) -> tuple[str | int, ...] | None:
 # -- catalog -----------------------------------------------------------------------------
 
 
+def _fit_defaults(spec: PipelineSpec) -> PipelineSpec:
+    """`spec` without the fields a type-wide default (`defaults.TYPE`, or a set's `TYPE`)
+    gives a step whose input shape does not take them, where another shape of the type
+    does: a shared `width` is not forced onto a Flux Kontext edit, which takes
+    `aspectRatio`. A field no shape of the type takes stays, and is reported at the
+    default's line; so does a field of a scoped entry (`TYPE/ENGINE`), written for that
+    shape."""
+    steps: dict[str, StepSpec] = {}
+    for name, step in spec.steps.items():
+        misfits = _misfits(step)
+        steps[name] = step if not misfits else dataclasses.replace(
+            step, input={k: v for k, v in step.input.items() if k not in misfits},
+            defaulted=frozenset(p for p in step.defaulted if p[0] not in misfits),
+            default_sources={p: s for p, s in step.default_sources.items()
+                             if p[0] not in misfits})
+    if all(steps[name] is step for name, step in spec.steps.items()):
+        return spec
+    return dataclasses.replace(spec, steps=steps)
+
+
+def _misfits(step: StepSpec) -> frozenset[str]:
+    """The top-level fields of `step` that came from a type-wide default and that its
+    input shape does not take (but another shape of the type does)."""
+    if step.unchecked:
+        return frozenset()
+    shared = {key for key in step.input if (key,) in step.defaulted and
+              step.default_sources.get((key,), ("defaults", step.type))[-1] == step.type}
+    if not shared:
+        return frozenset()
+    known = catalog.type_fields(step.type)
+    return frozenset(
+        issue.path[0] for issue in catalog.check_input(step.type, step.input, opaque=_templated)
+        if issue.kind is catalog.IssueKind.UNKNOWN_FIELD and len(issue.path) == 1 and
+        issue.path[0] in shared and issue.path[0] in known)
+
+
+def _templated(value: object) -> bool:
+    return isinstance(value, str) and is_template(value)
+
+
 def _unchecked_names(doc: SourceDoc) -> frozenset[str]:
     steps = doc.data.get("steps") if isinstance(doc.data, Mapping) else None
     if not isinstance(steps, Mapping):
@@ -680,7 +792,8 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
         if not isinstance(raw, Mapping) or any(p[:2] == ("steps", name) for p in broken):
             blocked.add(name)
             continue
-        base, sources = step_defaults(defaults, raw["type"], raw["input"])
+        sets = opted_sets(raw.get("defaults"))
+        base, sources = step_defaults(defaults, raw["type"], raw["input"], sets)
         merged, from_defaults = deep_merge(base, raw["input"])
         steps[name] = StepSpec(
             name=name, type=raw["type"], input=merged, needs=tuple(raw.get("needs", ())),
@@ -691,7 +804,8 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
             timeout=raw.get("timeout"),
             retries=raw.get("retries"), priority=raw.get("priority"), order=order,
             defaulted=frozenset(from_defaults), unchecked=name in unchecked,
-            default_sources={p: sources[p] for p in from_defaults if p in sources})
+            default_sources={p: sources[p] for p in from_defaults if p in sources},
+            default_sets=sets)
     if not steps:
         return None
     name = data.get("name")

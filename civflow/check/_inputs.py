@@ -15,6 +15,7 @@ from civflow.check.render import (
     base_context,
     comfy_body,
     foreach_names,
+    known_instances,
     matrix_combos,
     matrix_instances,
     pending_step_view,
@@ -55,7 +56,13 @@ def check_inputs(spec: PipelineSpec, engine: TemplateEngine, bad: set[tuple[str,
     """Render each instance with what is known now and check it against the catalog."""
     out: list[Diagnostic] = []
     context = base_context(spec, None)
-    context["steps"] = {name: pending_step_view(name) for name in [*spec.steps, *blocked]}
+    # The instances a matrix step will have are known now: a selection among them that
+    # cannot match is an error before the run, as in the plan.
+    context["steps"] = {name: pending_step_view(name) for name in blocked}
+    context["steps"].update(
+        (name, pending_step_view(name, known_instances(spec, step, engine),
+                                 catalog.image_count(step.type, step.input)))
+        for name, step in spec.steps.items())
     for step in spec.steps.values():
         if step.foreach is not None:
             context_step = {**context, "item": Pending("item"), "index": Pending("index")}
@@ -159,9 +166,16 @@ def _issue_diagnostic(spec: PipelineSpec, step: StepSpec, issue: catalog.InputIs
     if where_path[0] == "defaults" and issue.kind is IssueKind.UNKNOWN_FIELD and not hint:
         fields = [str(f) for f in (issue.expected or ())]
         shown = ", ".join(fields[:10]) + (", ..." if len(fields) > 10 else "")
-        hint = (f"it comes from defaults '{where_path[1]}'; this shape takes {shown}. "
-                f"Scope a default to the engine or ecosystem it fits, e.g. "
-                f"'{step.type}/<engine>:'")
+        entry = where_path[:len(where_path) - len(path)]
+        source = f"defaults '{entry[1]}'" if len(entry) == 2 else \
+            f"the default set '{entry[2]}' ('{entry[3]}')"
+        # A type-wide default that fits another shape is left out (check._fit_defaults):
+        # what is reported is a scoped entry's misfit, or a field no shape takes.
+        hint = (f"it comes from {source}; this shape takes {shown}: move it to the "
+                f"'{step.type}/<engine>:' entry of the engine that takes it"
+                if "/" in str(entry[-1]) else
+                f"it comes from {source}; no {step.type} shape takes it, and this one takes "
+                f"{shown}")
         return spec.doc.diagnostic(f"step '{step.name}': {issue.message}", where_path,
                                    key=key, hint=hint, severity=issue.severity)
     if issue.is_unknown_name and not issue.suggestions:

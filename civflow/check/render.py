@@ -21,7 +21,13 @@ from civflow.catalog import comfy
 from civflow.errors import Diagnostic, Location, PipelineInvalid
 from civflow.keys import KeyPath
 from civflow.load.model import PipelineSpec, StepSpec
-from civflow.template import MAX_INCLUDE_BYTES, Pending, TemplateEngine, TemplateFailed
+from civflow.template import (
+    MAX_INCLUDE_BYTES,
+    LookupFailed,
+    Pending,
+    TemplateEngine,
+    TemplateFailed,
+)
 
 
 def template_location(spec: PipelineSpec, doc_path: KeyPath, line: int, *, key: bool = False
@@ -42,22 +48,37 @@ def template_diagnostic(spec: PipelineSpec, doc_path: KeyPath, exc: TemplateFail
                         message: str, *, key: bool = False) -> Diagnostic:
     """The diagnostic of a template error: in the pipeline file, or, for an error inside
     an included template, in that file (where the mistake is), naming the include."""
+    return read_diagnostic(spec, doc_path, message, line=exc.line, key=key, file=exc.file,
+                           col=exc.col, hint=exc.hint)
+
+
+def read_diagnostic(spec: PipelineSpec, doc_path: KeyPath, message: str, *, line: int,
+                    key: bool = False, file: str | None = None, col: int | None = None,
+                    needle: str | None = None, hint: str | None = None) -> Diagnostic:
+    """A finding about what the template at `doc_path` reads at `line`: of the template
+    itself, located in the pipeline file; of a file it includes (`file`), located in that
+    file at `col`, else at `needle` on that line, else at the line's text, and naming the
+    include."""
+    if file is None:
+        return spec.doc.diagnostic(message, location=template_location(spec, doc_path, line,
+                                                                        key=key), hint=hint)
     included_from = template_location(spec, doc_path, 1, key=key)
-    if exc.file is None:
-        where = template_location(spec, doc_path, exc.line, key=key)
-        return spec.doc.diagnostic(message, location=where, hint=exc.hint)
-    shown = os.path.relpath(exc.file) if os.path.isabs(exc.file) else exc.file
+    shown = os.path.relpath(file) if os.path.isabs(file) else file
     try:
-        with open(exc.file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8") as handle:
             lines = handle.read(MAX_INCLUDE_BYTES).splitlines()
     except (OSError, UnicodeDecodeError):
         lines = []
-    text = lines[exc.line - 1] if 0 < exc.line <= len(lines) else None
+    text = lines[line - 1] if 0 < line <= len(lines) else None
+    if col is None:
+        found = text.find(needle) if text is not None and needle else -1
+        col = found + 1 if found >= 0 else \
+            len(text) - len(text.lstrip()) + 1 if text is not None else 1
     return Diagnostic(f"{message} (included from {included_from})",
-                      Location(shown, exc.line, exc.col), exc.hint, source_line=text)
+                      Location(shown, line, col), hint, source_line=text)
 
 
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
@@ -102,7 +123,7 @@ def matrix_combos(step: StepSpec) -> list[dict[str, Any]]:
 
 
 def _combo_text(values: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={_value_text(v)}" for k, v in values.items())
+    return ",".join(f"{k}={value_text(v)}" for k, v in values.items())
 
 
 # A readable item (a short plain string or number) names its instance as it is.
@@ -124,8 +145,10 @@ def content_key(item: Any) -> str:
 
 # The fields of one entry of `steps.<name>.instances`; the entry is recognised by them.
 INSTANCE_FIELDS = frozenset({"key", "name", "matrix", "output"})
+# The fields of one entry of `steps.<name>.images`: one image, and the instance it is of.
+IMAGE_FIELDS = frozenset({"key", "name", "matrix", "image"})
 # What `steps.<name>` offers besides its instance keys (these win over a key of that name).
-STEP_VIEW_FIELDS = ("output", "outputs", "instances")
+STEP_VIEW_FIELDS = ("output", "outputs", "instances", "images")
 # Names a `when` reads when it is decided per instance rather than once for the step.
 PER_INSTANCE_NAMES = frozenset({"matrix", "item", "index"})
 
@@ -141,9 +164,29 @@ def instance_record(name: str, matrix: Mapping[str, Any], output: Any) -> dict[s
     return {"key": instance_key(name), "name": name, "matrix": dict(matrix), "output": output}
 
 
+def image_key(key: str, index: int, count: int) -> str:
+    """The key of image `index` of an instance keyed `key` that made `count` images:
+    `front-0`, `front-1`, …, or `front` itself when it made one."""
+    return key if count == 1 else f"{key}-{index}"
+
+
+def image_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`steps.<name>.images`: every image of every instance, in instance order, each as
+    {key, name, matrix, image}; the key is the instance's and the image's position."""
+    out: list[dict[str, Any]] = []
+    for record in records:
+        output = record["output"]
+        images = output.get("images") if isinstance(output, Mapping) else None
+        if not isinstance(images, list):
+            continue
+        out += [{"key": image_key(str(record["key"]), i, len(images)), "name": record["name"],
+                 "matrix": record["matrix"], "image": image} for i, image in enumerate(images)]
+    return out
+
+
 def record_key(item: Any) -> str | None:
-    """The upstream key an item of `steps.<name>.instances` carries, else None."""
-    if isinstance(item, Mapping) and set(item) == INSTANCE_FIELDS and \
+    """The upstream key an item of `steps.<name>.instances` or `.images` carries, else None."""
+    if isinstance(item, Mapping) and set(item) in (INSTANCE_FIELDS, IMAGE_FIELDS) and \
             isinstance(item.get("key"), str) and item["key"]:
         return str(item["key"])
     return None
@@ -197,6 +240,18 @@ def _checked_key(spec: PipelineSpec, step: StepSpec, value: Any) -> str:
     return text
 
 
+_FANOUT_OF = re.compile(r"^\s*\{\{\s*steps\.([a-z][a-z0-9_]*)\."
+                        r"(outputs|instances|images|output\.images)\s*\}\}\s*$")
+
+
+def fanout_source(step: StepSpec) -> tuple[str, str] | None:
+    """(upstream step, what of it) when a step's `foreach` is a whole list of another
+    step, `{{ steps.X.outputs }}`, `.instances`, `.images` or `.output.images`: its size
+    then follows from the upstream's instances (and, for images, how many each makes)."""
+    match = _FANOUT_OF.match(step.foreach) if isinstance(step.foreach, str) else None
+    return (match.group(1), match.group(2)) if match else None
+
+
 def fanout_name(step: str) -> str:
     return f"{step}[*]"
 
@@ -208,40 +263,132 @@ def base_context(spec: PipelineSpec, run_id: str | None) -> dict[str, Any]:
     return context
 
 
+def select_record(step: str, records: Sequence[Mapping[str, Any]], wanted: Mapping[Any, Any]
+                  ) -> Mapping[str, Any]:
+    """The one instance of `step` whose matrix values are those of `wanted`
+    (`steps.shot[{"product": "mug", "bg": "marble"}]`); axes with one value may be left
+    out. None matching, or several, is an error of the template that asked."""
+    matches = [r for r in records if all(axis in r["matrix"] and same_value(
+        r["matrix"][axis], value) for axis, value in wanted.items())]
+    if len(matches) == 1:
+        return matches[0]
+    asked = ", ".join(f"{axis}={json.dumps(value, default=str)}"
+                      for axis, value in wanted.items())
+    if not matches:
+        axes: dict[str, list[Any]] = {}
+        for r in records:
+            for axis, value in r["matrix"].items():
+                if not any(same_value(v, value) for v in axes.setdefault(str(axis), [])):
+                    axes[str(axis)].append(value)
+        unknown = [str(a) for a in wanted if str(a) not in axes]
+        why = (f"it has no matrix axis {unknown[0]!r}" if unknown and axes else
+               "it has no matrix" if not axes else "none of its instances has those values")
+        held = "; ".join(f"{axis}: {', '.join(value_text(v) for v in values[:8])}"
+                         for axis, values in axes.items())
+        raise LookupFailed(f"step '{step}' has no instance with {asked}: {why}",
+                           hint=f"its matrix: {held}" if axes else
+                           f"select its instances by key, steps.{step}['KEY']")
+    shown = ", ".join(str(r["key"]) for r in matches[:4]) + (", ..." if len(matches) > 4 else "")
+    raise LookupFailed(
+        f"steps.{step}[{{{asked}}}] matches {len(matches)} instances ({shown})",
+        hint="name every axis that has more than one value; to take several, select from "
+             f"steps.{step}.instances")
+
+
+def same_value(have: Any, wanted: Any) -> bool:
+    """Matrix values compare as written: 1 is not "1", and true is not 1."""
+    if isinstance(have, bool) or isinstance(wanted, bool):
+        return have is wanted
+    if isinstance(have, str) != isinstance(wanted, str):
+        return False
+    return bool(have == wanted)
+
+
 class _PendingView(dict[str, Any]):
     """`steps.<name>` while its outputs are unknown: any key is a placeholder too."""
 
-    def __init__(self, step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None
-                 ) -> None:
+    def __init__(self, step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+                 images: int | None = None) -> None:
         super().__init__({field: Pending(f"steps.{step}.{field}") for field in STEP_VIEW_FIELDS})
         self._step = step
+        self._records: list[dict[str, Any]] | None = None
         if known is not None:  # who the instances are is known; what they make is not
-            self["instances"] = [instance_record(name, matrix, Pending(
+            self._records = [instance_record(name, matrix, Pending(
                 f"steps.{step}[{instance_key(name)!r}]")) for name, matrix in known]
+            self["instances"] = self._records
+            if images is not None:  # and how many images each makes
+                self["images"] = [
+                    {"key": image_key(str(r["key"]), i, images), "name": r["name"],
+                     "matrix": r["matrix"], "image": Pending(
+                         f"steps.{step}[{r['key']!r}].images[{i}]")}
+                    for r in self._records for i in range(images)]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, Mapping):
+            if self._records is None:
+                return Pending(f"steps.{self._step}[{_picked(key)}]")
+            return select_record(self._step, self._records, key)["output"]
+        return super().__getitem__(key)
 
     def __missing__(self, key: object) -> Pending:
         return Pending(f"steps.{self._step}[{key!r}]")
 
 
-def pending_step_view(step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None
-                      ) -> dict[str, Any]:
+class _KnownView(dict[str, Any]):
+    """`steps.<name>` once its outputs are known (see `known_step_view`)."""
+
+    def __init__(self, content: Mapping[str, Any], step: str) -> None:
+        super().__init__(content)
+        self._step = step
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, Mapping):
+            return select_record(self._step, self["instances"], key)["output"]
+        return super().__getitem__(key)
+
+
+def _picked(wanted: Mapping[Any, Any]) -> str:
+    return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in wanted.items()) + "}"
+
+
+def known_instances(spec: PipelineSpec, step: StepSpec, engine: TemplateEngine | None
+                    ) -> list[tuple[str, dict[str, Any]]] | None:
+    """The instances a step will have, when known before it runs: a matrix step's (and a
+    single step's), so `steps.X.instances | selectattr('key', ...)` names the instances
+    downstream in the plan already. Not a foreach's (its list comes from outputs), nor
+    those of a step whose per-instance `when` may leave some out."""
+    if engine is None or step.foreach is not None or when_per_instance(engine, step):
+        return None
+    try:
+        return matrix_instances(step, engine, spec)
+    except PipelineInvalid:
+        return None  # reported, located, when the step itself is rendered
+
+
+def pending_step_view(step: str, known: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
+                      images: int | None = None) -> dict[str, Any]:
     """`steps.<step>` before it ran; `known` (name, matrix values) of its instances, when
-    they are known before the run, fill `.instances` with placeholder outputs."""
-    return _PendingView(step, known)
+    they are known before the run, fill `.instances` with placeholder outputs, and with
+    `images` (how many each makes, when its input fixes it) `.images` too."""
+    return _PendingView(step, known, images)
 
 
-def known_step_view(records: Sequence[Mapping[str, Any]], *, single: bool) -> dict[str, Any]:
+def known_step_view(step: str, records: Sequence[Mapping[str, Any]], *, single: bool
+                    ) -> dict[str, Any]:
     """`steps.<name>` once its outputs are known: `.outputs` in instance order,
-    `.instances` with each instance's key and matrix values, `["KEY"]` for one
-    instance's output, and `.output` for a step with one instance."""
+    `.instances` with each instance's key and matrix values, `.images` (every image
+    of every instance, keyed by instance and position), `["KEY"]` or
+    `[{axis: value}]` for one instance's output, and `.output` for a step with one
+    instance."""
     view: dict[str, Any] = {} if single else {str(r["key"]): r["output"] for r in records}
     view["outputs"] = [r["output"] for r in records]
     view["instances"] = list(records)
+    view["images"] = image_records(records)
     if single:
         view["output"] = records[0]["output"] if records else None
     else:
         view.pop("output", None)  # an instance keyed `output` is not `.output`
-    return view
+    return _KnownView(view, step)
 
 
 def render_tree(engine: TemplateEngine, spec: PipelineSpec, step: StepSpec, value: Any,

@@ -24,6 +24,7 @@ from civflow.load.model import (
     PipelineSpec,
     StepSpec,
     deep_merge,
+    opted_sets,
     step_defaults,
 )
 from civflow.load.schema import pipeline_schema, schema_diagnostics
@@ -177,7 +178,8 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
     workflow: Mapping[str, Any] = data.get("workflow") or {}
     steps: dict[str, StepSpec] = {}
     for order, (name, raw) in enumerate(data["steps"].items()):
-        base, sources = step_defaults(defaults, raw["type"], raw["input"])
+        sets = opted_sets(raw.get("defaults"))
+        base, sources = step_defaults(defaults, raw["type"], raw["input"], sets)
         merged, from_defaults = deep_merge(base, raw["input"])
         steps[name] = StepSpec(
             name=name,
@@ -195,6 +197,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
             order=order,
             defaulted=frozenset(from_defaults),
             default_sources={p: sources[p] for p in from_defaults if p in sources},
+            default_sets=sets,
             unchecked=raw.get("unchecked", False) is True,
         )
     return PipelineSpec(

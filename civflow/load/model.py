@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -37,8 +37,11 @@ class StepSpec:
     order: int = 0
     # input paths whose value came from `defaults:` rather than the step itself
     defaulted: frozenset[KeyPath] = frozenset()
-    # for each of those, the `defaults:` entry it came from when not the plain type
-    default_sources: Mapping[KeyPath, str] = field(default_factory=dict)
+    # for each of those, the document path of the `defaults:` entry it came from:
+    # ("defaults", "imageGen/sdxl") or ("defaults", "sets", "portrait", "imageGen")
+    default_sources: Mapping[KeyPath, KeyPath] = field(default_factory=dict)
+    # the named default sets the step opts into (`defaults: portrait`), in order
+    default_sets: tuple[str, ...] = ()
     # `unchecked: true`: the input is sent as written, not checked against the catalog
     unchecked: bool = False
 
@@ -125,41 +128,60 @@ class PipelineSpec:
         spec = self.steps[step]
         for cut in range(len(path), 0, -1):
             if path[:cut] in spec.defaulted:
-                return ("defaults", spec.default_sources.get(path[:cut], spec.type), *path)
+                return (*spec.default_sources.get(path[:cut], ("defaults", spec.type)), *path)
         return ("steps", step, "input", *path)
 
     def input_location(self, step: str, path: KeyPath, *, key: bool = False) -> Location:
         return self.doc.location(self.input_path(step, path), key=key)
 
 
-def step_defaults(defaults: Mapping[str, Any], step_type: str, own: Mapping[str, Any]
-                  ) -> tuple[dict[str, Any], dict[KeyPath, str]]:
-    """The defaults that apply to one step, and which `defaults:` entry gave each path.
+def step_defaults(defaults: Mapping[str, Any], step_type: str, own: Mapping[str, Any],
+                  sets: Sequence[str] = ()) -> tuple[dict[str, Any], dict[KeyPath, KeyPath]]:
+    """The defaults that apply to one step, and the `defaults:` entry that gave each path.
 
     `TYPE` applies to every step of the type, `TYPE/ECOSYSTEM` and then `TYPE/ENGINE`
-    over it to the steps of that ecosystem or engine (the step's own, else the one the
-    defaults give). A step that picks another engine than `TYPE` sets is not given
-    `TYPE`'s fields: they describe another input shape (SDXL fields on Flux Kontext).
+    over it to the steps of that ecosystem or engine; then the same keys of each named
+    set the step opts into (`defaults.sets.NAME`), in the order it names them. The step's
+    engine is its own, else the last one a `TYPE` entry names. A `TYPE` entry that names
+    another engine is not given to the step: it describes another input shape (SDXL
+    fields on Flux Kontext).
     """
-    plain = defaults.get(step_type)
-    plain = plain if isinstance(plain, Mapping) else {}
-    own_engine = own.get("engine")
-    if isinstance(own_engine, str) and plain.get("engine") not in (None, own_engine):
-        plain = {}
-    engine = own_engine if own_engine is not None else plain.get("engine")
-    ecosystem = own.get("ecosystem", plain.get("ecosystem"))
-    keys = [step_type] + [f"{step_type}/{scope}" for scope in (ecosystem, engine)
-                          if isinstance(scope, str) and scope]
+    named = defaults.get("sets")
+    tables: list[tuple[KeyPath, Mapping[str, Any]]] = [(("defaults",), defaults)]
+    tables += [(("defaults", "sets", name), named[name]) for name in sets
+               if isinstance(named, Mapping) and isinstance(named.get(name), Mapping)]
+    plains = [table.get(step_type) for _, table in tables]
+    engine = own.get("engine")
+    if engine is None:  # a set (later) picks the engine over `TYPE` (earlier)
+        named_engines = [p["engine"] for p in plains if isinstance(p, Mapping) and "engine" in p]
+        engine = named_engines[-1] if named_engines else None
+    kept = [plain if isinstance(plain, Mapping) and plain.get("engine") in (None, engine)
+            else {} for plain in plains]
+    ecosystem = own.get("ecosystem")
+    if "ecosystem" not in own:
+        named_ecosystems = [p["ecosystem"] for p in kept if "ecosystem" in p]
+        ecosystem = named_ecosystems[-1] if named_ecosystems else None
+    scopes = [f"{step_type}/{scope}" for scope in (ecosystem, engine)
+              if isinstance(scope, str) and scope]
     merged: dict[str, Any] = {}
-    sources: dict[KeyPath, str] = {}
-    for key in dict.fromkeys(keys):
-        entry = plain if key == step_type else defaults.get(key)
-        if not isinstance(entry, Mapping):
-            continue
-        merged, _ = deep_merge(merged, entry)
-        if key != step_type:
-            sources.update(dict.fromkeys(_paths(entry), key))
+    sources: dict[KeyPath, KeyPath] = {}
+    for (where, table), plain in zip(tables, kept, strict=True):
+        for key in dict.fromkeys([step_type, *scopes]):
+            entry = plain if key == step_type else table.get(key)
+            if not isinstance(entry, Mapping) or not entry:
+                continue
+            merged, _ = deep_merge(merged, entry)
+            sources.update(dict.fromkeys(_paths(entry), (*where, key)))
     return merged, sources
+
+
+def opted_sets(value: Any) -> tuple[str, ...]:
+    """A step's `defaults:` key as the names of the sets it opts into, in order."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
 
 
 def _paths(value: Mapping[str, Any], path: KeyPath = ()) -> list[KeyPath]:

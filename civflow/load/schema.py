@@ -64,6 +64,7 @@ def schema_diagnostics(doc: SourceDoc) -> list[Diagnostic]:
             if (diag.location, diag.message) not in seen:
                 seen.add((diag.location, diag.message))
                 found.append(diag)
+    found += [diag for _path, diag in _unknown_sets(doc)]
     found.sort(key=lambda d: (d.location.line, d.location.col) if d.location else (0, 0))
     return found
 
@@ -79,7 +80,35 @@ def schema_error_paths(doc: SourceDoc) -> frozenset[KeyPath]:
         if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
             path = (*path, error.instance)
         paths.add(path)
+    paths |= {path for path, _diag in _unknown_sets(doc)}
     return frozenset(paths)
+
+
+def _unknown_sets(doc: SourceDoc) -> list[tuple[KeyPath, Diagnostic]]:
+    """A step's `defaults: NAME` that names no set under `defaults.sets`: a reference
+    inside the file, which a JSON Schema cannot express."""
+    data = doc.data if isinstance(doc.data, Mapping) else {}
+    defaults = data.get("defaults")
+    sets = defaults.get("sets") if isinstance(defaults, Mapping) else None
+    known = sorted(sets) if isinstance(sets, Mapping) else []
+    steps = data.get("steps")
+    out: list[tuple[KeyPath, Diagnostic]] = []
+    for name, step in (steps.items() if isinstance(steps, Mapping) else ()):
+        chosen = step.get("defaults") if isinstance(step, Mapping) else None
+        listed = [(("steps", name, "defaults"), chosen)] if isinstance(chosen, str) else [
+            (("steps", name, "defaults", i), c) for i, c in enumerate(chosen)
+            if isinstance(c, str)] if isinstance(chosen, list) else []
+        for path, wanted in listed:
+            if wanted in known:
+                continue
+            close = difflib.get_close_matches(wanted, known, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else \
+                f"the sets are: {', '.join(known)}" if known else \
+                f"declare it under 'defaults:', as 'sets: {{{wanted}: {{TYPE: {{...}}}}}}'"
+            out.append((path, doc.diagnostic(
+                f"step '{name}' opts into the default set '{wanted}', which is not defined",
+                path, hint=hint)))
+    return out
 
 
 def _where(path: KeyPath) -> str:
@@ -171,7 +200,8 @@ def _explain_names(doc: SourceDoc, error: Any, path: KeyPath) -> list[Diagnostic
     if path == ("vars",) and name in RESERVED_NAMES:
         return [doc.diagnostic(f"'{name}' is a reserved name and cannot be a variable",
                                (*path, name), key=True, hint="rename the variable")]
-    kinds: dict[KeyPath, str] = {("steps",): "step name", ("vars",): "variable name"}
+    kinds: dict[KeyPath, str] = {("steps",): "step name", ("vars",): "variable name",
+                                 ("defaults", "sets"): "default set name"}
     kind = kinds.get(path, "matrix name" if path[-1:] == ("matrix",) else "name")
     # The pattern comes from the schema itself, so the two cannot drift apart.
     rule = error.schema if isinstance(error.schema, Mapping) else {}

@@ -14,6 +14,7 @@ The work is split across private modules: `_pending` (placeholders), `_sandbox`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -28,8 +29,13 @@ from jinja2.loaders import split_template_path
 
 from civflow.errors import TemplateFailed
 from civflow.template._analyse import (
+    SELECT_KIND,
     Analysis,
+    ItemRead,
+    PathRead,
+    Pick,
     Reference,
+    binds_names,
     free_names,
     is_template,
     item_shapes,
@@ -44,9 +50,14 @@ from civflow.template._sandbox import BoundedSandbox
 __all__ = [
     "MAX_INCLUDE_BYTES",
     "PENDING_MARK",
+    "SELECT_KIND",
     "Analysis",
+    "ItemRead",
     "Limits",
+    "LookupFailed",
+    "PathRead",
     "Pending",
+    "Pick",
     "Reference",
     "TemplateEngine",
     "TemplateFailed",
@@ -61,8 +72,22 @@ MAX_INCLUDE_BYTES = 1 * 2**20
 
 _LONE = re.compile(r"\s*\{\{(.*)\}\}\s*", re.DOTALL)
 
+# Jinja gives an imported template none of the importer's names unless asked to.
+_IMPORT_WITHOUT_CONTEXT = re.compile(r"\{%-?\s*(?:from|import)\s(?:(?!%\}).)*?"
+                                     r"(?<!with context)\s*-?%\}", re.DOTALL)
+_IMPORT_HINT = ("an imported macro sees steps, item and the vars only when imported "
+                "'with context': {% from \"FILE\" import NAME with context %}")
 _RECURSION_HINT = "a macro or include that uses itself needs a condition that stops it"
 _NESTING_HINT = "split the expression; brackets and blocks this deep cannot be read"
+
+
+class LookupFailed(jinja2.UndefinedError):
+    """Raised by a value a template looks into when the lookup cannot work (a selection
+    of instances that matches none): reported located, with its hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class _OutsideFolder(jinja2.TemplateNotFound):
@@ -156,27 +181,38 @@ class TemplateEngine:
         for node in tree.find_all(nodes.Name):
             if node.name in names and node.ctx == "load":
                 lines.setdefault(node.name, node.lineno)
+        reads, paths, lone = item_shapes(tree)
+        matrix_paths = root_paths(tree, "matrix")
         for included in meta.find_referenced_templates(tree):
             if included is None or included in seen:
                 continue
             seen.add(included)
-            source, filename = self._include_source(included, tree)
+            source, inner_file = self._include_source(included, tree)
             try:
-                inner = self._analyse(source, seen, filename=filename)
+                inner = self._analyse(source, seen, filename=inner_file)
             except TemplateFailed as exc:
                 # Located in the included file, where the mistake is, not at the include.
                 if exc.file is None:
-                    exc.file = filename
+                    exc.file = inner_file
                 raise
-            refs.extend(inner.references)
+            # What an included file reads is checked like the template's own reads, and
+            # reported in that file, at its line.
+            refs.extend(_in_file(r, inner_file) for r in inner.references)
+            reads.extend(dataclasses.replace(r, file=r.file or inner_file,
+                                             source=_in_file(r.source, inner_file))
+                         for r in inner.item_reads)
+            if not binds_names(tree):  # else `item` or `matrix` may mean something else
+                paths.extend(dataclasses.replace(p, file=p.file or inner_file)
+                             for p in inner.item_paths)
+                matrix_paths.extend(dataclasses.replace(p, file=p.file or inner_file)
+                                    for p in inner.matrix_paths)
             include_line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)
             for name in inner.names - names:
                 lines.setdefault(name, include_line)  # the include is what the user wrote
             names |= inner.names
             bad = bad or inner.bad_steps_use
-        reads, paths, lone = item_shapes(tree)
         return Analysis(tuple(refs), frozenset(names), bad, lines, tuple(reads), tuple(paths),
-                        tuple(root_paths(tree, "matrix")), lone)
+                        tuple(matrix_paths), lone)
 
     def _include_source(self, name: str, tree: nodes.Template) -> tuple[str, str | None]:
         line = next((n.lineno for n in tree.find_all(nodes.Include)), 1)
@@ -234,8 +270,10 @@ class TemplateEngine:
             raise TemplateFailed("template error: out of memory", line=lone_line or 1,
                                  hint="build smaller values") from None
         except jinja2.UndefinedError as exc:
-            raise TemplateFailed(_undefined_message(exc),
-                                 line=lone_line or _error_line(exc)) from None
+            hint = exc.hint if isinstance(exc, LookupFailed) else \
+                _IMPORT_HINT if _IMPORT_WITHOUT_CONTEXT.search(source) else None
+            raise TemplateFailed(_undefined_message(exc), line=lone_line or _error_line(exc),
+                                 hint=hint) from None
         except jinja2.TemplateNotFound as exc:
             raise _include_failure(str(exc.name), exc, lone_line or _error_line(exc)) from None
         except SecurityError as exc:
@@ -322,6 +360,11 @@ class TemplateEngine:
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_failure(exc) from None
         return lambda context: template.render(context)
+
+
+def _in_file(ref: Reference, file: str | None) -> Reference:
+    """`ref`, read in the included `file` unless it was already placed deeper."""
+    return ref if ref.file is not None else dataclasses.replace(ref, file=file)
 
 
 def _syntax_failure(exc: jinja2.TemplateSyntaxError) -> TemplateFailed:

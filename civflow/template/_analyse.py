@@ -20,18 +20,42 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
+# The `kind` of a reference that selects an instance by its matrix values,
+# `steps.shot[{"product": "mug"}]`: never an instance key (keys have no brackets).
+SELECT_KIND = "[matrix]"
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One entry of `steps.<step>[{axis: value, ...}]`; None where only a render can tell
+    (`{"product": matrix.product}` has a known axis and an unknown value)."""
+
+    axis: str | None
+    value: str | int | float | bool | None
+    known: bool  # False: `value` is only known when the template is rendered
+
+    def __str__(self) -> str:
+        return f"{self.axis!r}: {self.value!r}" if self.known else f"{self.axis!r}: ..."
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """`steps.<step>.output<path>` or `steps.<step>.outputs<path>` found in a template."""
+    """`steps.<step>.output<path>`, `.outputs<path>`, `.instances<path>`,
+    `["KEY"]<path>` or `[{axis: value}]<path>` found in a template (or a file it
+    includes: `file` then names it, and `line` is a line of that file)."""
 
     step: str
-    kind: str | None  # "output", "outputs", or None for a bare `steps.<step>`
+    kind: str | None  # "output", "outputs", a key, SELECT_KIND, or None for `steps.<step>`
     path: tuple[str | int, ...]  # after output / outputs; stops at the first dynamic part
     line: int
+    file: str | None = None
+    picks: tuple[Pick, ...] = ()  # the mapping of a SELECT_KIND reference
 
     def __str__(self) -> str:
         head = key_text(("steps", self.step))
-        if self.kind is not None:
+        if self.kind == SELECT_KIND:
+            head += "[{" + ", ".join(str(p) for p in self.picks) + "}]"
+        elif self.kind is not None:
             head += f".{self.kind}" if self.kind.isidentifier() else f"[{self.kind!r}]"
         return head + (key_text(self.path, leading_dot=True) if self.path else "")
 
@@ -45,6 +69,16 @@ class ItemRead:
     path: tuple[str | int, ...]
     via: str  # the filter
     line: int
+    file: str | None = None  # the included file it is in, if not the template itself
+
+
+@dataclass(frozen=True, slots=True)
+class PathRead:
+    """`item.a.b` or `matrix.a` read in a template: the known parts, and where."""
+
+    path: tuple[str | int, ...]
+    line: int
+    file: str | None = None  # the included file it is in, if not the template itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +90,8 @@ class Analysis:
     bad_steps_use: int | None  # line of a use of `steps` that is not steps.<name>
     name_lines: Mapping[str, int] = field(default_factory=dict)  # first line of each name
     item_reads: tuple[ItemRead, ...] = ()
-    item_paths: tuple[tuple[tuple[str | int, ...], int], ...] = ()  # `item.a.b`, and its line
-    matrix_paths: tuple[tuple[tuple[str | int, ...], int], ...] = ()  # `matrix.a`, its line
+    item_paths: tuple[PathRead, ...] = ()  # `item.a.b`
+    matrix_paths: tuple[PathRead, ...] = ()  # `matrix.a`
     # The `steps` list whose items a lone `{{ steps.x.outputs | selectattr(...) | list }}`
     # gives unchanged (what a foreach's `item` then is), if the template is one.
     item_source: Reference | None = None
@@ -79,13 +113,18 @@ def _steps_ref(node: nodes.Node) -> Reference | None:
         return None
     root, parts = _chain(node)
     if not (isinstance(root, nodes.Name) and root.name == "steps") or not parts or \
-            not isinstance(parts[0], str) or any(p is None for p in parts):
+            not isinstance(parts[0], str) or \
+            not all(isinstance(p, str | int) for p in parts[2:]):
         return None
     rest = parts[1:]
+    if rest and isinstance(rest[0], tuple):
+        return Reference(parts[0], SELECT_KIND, tuple(p for p in rest[1:]
+                                                      if isinstance(p, str | int)),
+                         node.lineno, picks=rest[0])
     kind = rest[0] if rest and isinstance(rest[0], str) else None
     if kind is None:
         return None
-    path = tuple(p for p in rest[1:] if p is not None)
+    path = tuple(p for p in rest[1:] if isinstance(p, str | int))
     return Reference(parts[0], kind, path, node.lineno)
 
 
@@ -111,8 +150,7 @@ def _attribute_arg(node: nodes.Filter) -> str | None:
 
 
 def item_shapes(tree: nodes.Template
-                ) -> tuple[list[ItemRead], list[tuple[tuple[str | int, ...], int]],
-                           Reference | None]:
+                ) -> tuple[list[ItemRead], list[PathRead], Reference | None]:
     """Attribute reads over `steps` lists, `item.<path>` reads, and the lone list source."""
     reads: list[ItemRead] = []
     for node in tree.find_all(nodes.Filter):
@@ -130,12 +168,12 @@ def item_shapes(tree: nodes.Template
     return reads, root_paths(tree, "item"), lone
 
 
-def root_paths(tree: nodes.Template, name: str) -> list[tuple[tuple[str | int, ...], int]]:
+def root_paths(tree: nodes.Template, name: str) -> list[PathRead]:
     """The known parts of every `name.a.b[0]` chain, with its line (none when a loop or
     an assignment may rebind `name`)."""
-    if next(tree.find_all(_BINDING), None) is not None:
+    if binds_names(tree):
         return []
-    paths: list[tuple[tuple[str | int, ...], int]] = []
+    paths: list[PathRead] = []
     accesses: list[Any] = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
     inner = {id(a.node) for a in accesses}
     for access in accesses:
@@ -145,12 +183,17 @@ def root_paths(tree: nodes.Template, name: str) -> list[tuple[tuple[str | int, .
         if isinstance(root, nodes.Name) and root.name == name:
             known: list[str | int] = []
             for part in parts:
-                if part is None:
+                if not isinstance(part, str | int):
                     break
                 known.append(part)
             if known:
-                paths.append((tuple(known), access.lineno))
+                paths.append(PathRead(tuple(known), access.lineno))
     return paths
+
+
+def binds_names(tree: nodes.Template) -> bool:
+    """True when a loop, an assignment, a macro or an import may rebind a name."""
+    return next(tree.find_all(_BINDING), None) is not None
 
 
 # Statements that bind names; without them every loaded name is free.
@@ -173,19 +216,38 @@ def free_names(tree: nodes.Template) -> set[str]:
             if n.ctx == "load" and n.name not in known}
 
 
-def _chain(node: nodes.Node) -> tuple[nodes.Node, list[str | int | None]]:
-    parts: list[str | int | None] = []
+def _chain(node: nodes.Node) -> tuple[nodes.Node, list[str | int | tuple[Pick, ...] | None]]:
+    """The root of an access chain and its parts: a name or index where written as a
+    constant, the picks of a `[{axis: value}]` mapping, None for anything computed."""
+    parts: list[str | int | tuple[Pick, ...] | None] = []
     while True:
         if isinstance(node, nodes.Getattr):
             parts.append(node.attr)
             node = node.node
         elif isinstance(node, nodes.Getitem):
             arg = node.arg
-            parts.append(arg.value if isinstance(arg, nodes.Const)
-                         and isinstance(arg.value, str | int) else None)
+            if isinstance(arg, nodes.Dict):
+                parts.append(_picks(arg))
+            else:
+                parts.append(arg.value if isinstance(arg, nodes.Const)
+                             and isinstance(arg.value, str | int) else None)
             node = node.node
         else:
             return node, parts[::-1]
+
+
+def _picks(node: nodes.Dict) -> tuple[Pick, ...]:
+    out: list[Pick] = []
+    for pair in node.items:
+        axis = pair.key.value if isinstance(pair.key, nodes.Const) and \
+            isinstance(pair.key.value, str) else None
+        value = pair.value
+        if isinstance(value, nodes.Const) and (value.value is None or isinstance(
+                value.value, str | int | float | bool)):
+            out.append(Pick(axis, value.value, True))
+        else:
+            out.append(Pick(axis, None, False))
+    return tuple(out)
 
 
 def references(tree: nodes.Template) -> tuple[list[Reference], int | None]:
@@ -203,13 +265,15 @@ def references(tree: nodes.Template) -> tuple[list[Reference], int | None]:
         if not parts or not isinstance(parts[0], str):
             continue
         step, rest = parts[0], parts[1:]
-        kind = rest[0] if rest and isinstance(rest[0], str) else None
+        picks = rest[0] if rest and isinstance(rest[0], tuple) else ()
+        kind = rest[0] if rest and isinstance(rest[0], str) else \
+            SELECT_KIND if rest and isinstance(rest[0], tuple) else None
         path: list[str | int] = []
         for part in rest[1:]:
-            if part is None:
+            if not isinstance(part, str | int):
                 break
             path.append(part)
-        refs.append(Reference(step, kind, tuple(path), access.lineno))
+        refs.append(Reference(step, kind, tuple(path), access.lineno, picks=picks))
     bad = next((n.lineno for n in tree.find_all(nodes.Name)
                 if n.name == "steps" and n.ctx == "load" and id(n) not in in_chain), None)
     return refs, bad

@@ -73,7 +73,9 @@ def test_the_limit_is_raised_explicitly_and_itself_bounded(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("foreach, expected", [
     ("{{ steps.shot.outputs }}", 12),
+    ("{{ steps.shot.instances }}", 12),
     ("{{ steps.hero.output.images }}", 8),
+    ("{{ steps.hero.images }}", 8),  # 2 instances × quantity 4
 ])
 def test_known_fan_outs_count(tmp_path: Path, foreach: str, expected: int) -> None:
     after = (

@@ -112,17 +112,164 @@ steps:
     foreach: "{{{{ steps.each.outputs }}}}"
     input:
       message: "n{{{{ index }}}}"
+  picked:
+    type: echo
+    foreach: "{{{{ steps.each.outputs | selectattr('message') | list }}}}"
+    input:
+      message: "p{{{{ index }}}}"
 """
 
 
 def test_plan_counts_a_fanout_the_upstream_quantity_fixes_and_says_which_it_cannot(
         ready: tuple[Project, RunningEmulator]) -> None:
+    """A fan-out over a fan-out's outputs has its size; a filtered list only the run
+    can size, and the plan says so instead of counting it as one."""
     project, _emulator = ready
     project.write("fan", FANOUT)
     shown = project.cli("plan", "pipelines/fan.yaml")
-    assert "fan: 4 known + 1 fan-out sized at run time, 4 to run" in shown.out, shown.out
+    assert "fan: 7 known + 1 fan-out sized at run time, 7 to run" in shown.out, shown.out
     run = project.run("fan")
-    assert run.code == 0 and ": 7 succeeded;" in run.err, run.text
+    assert run.code == 0 and ": 10 succeeded;" in run.err, run.text
+
+
+TURN = f"""\
+version: 1
+name: turn
+vars:
+  angles: [front, left, back]
+defaults:
+  imageGen:
+    engine: sdcpp
+    ecosystem: sdxl
+    operation: createImage
+    model: {MODEL}
+    width: 256
+    height: 256
+    steps: 10
+steps:
+  turn:
+    type: imageGen
+    matrix:
+      angle: "{{{{ angles }}}}"
+    key: "{{{{ matrix.angle }}}}"
+    input:
+      prompt: "an explorer, {{{{ matrix.angle }}}} view"
+      quantity: 2
+  dressed:
+    type: echo
+    foreach: "{{{{ steps.turn.images }}}}"
+    input:
+      message: "{{{{ item.matrix.angle }}}} {{{{ item.image.id }}}}"
+  sketch:
+    type: imageGen
+    matrix:
+      angle: "{{{{ angles }}}}"
+    key: "{{{{ matrix.angle }}}}"
+    input:
+      prompt: "a pencil sketch, {{{{ matrix.angle }}}} view"
+  inked:
+    type: echo
+    foreach: "{{{{ steps.sketch.images }}}}"
+    input:
+      message: "{{{{ item.image.id }}}}"
+  per_turn:
+    type: echo
+    foreach: "{{{{ steps.turn.outputs }}}}"
+    input:
+      message: "{{{{ item.images | length }}}} images"
+"""
+
+
+def test_a_fanout_over_several_images_per_instance_is_named_by_key_and_position(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """dressed[front-0], dressed[front-1]: which picture of which shot, not a hash; one
+    image per instance stays inked[front]. Plan names and counts them all before the run;
+    reordering the axis renames, re-runs and pays nothing."""
+    project, emulator = ready
+    project.write("turn", TURN)
+    shown = project.cli("plan", "pipelines/turn.yaml")
+    assert "turn: 18 instances, 18 to run" in shown.out, shown.out
+    assert "+ dressed[front-0]" in shown.out and "+ dressed[back-1]" in shown.out
+    assert "+ inked[left]" in shown.out, shown.out
+    first = project.run("turn")
+    assert first.code == 0 and ": 18 succeeded;" in first.err, first.text
+    lock = project.lock("turn")["instances"]
+    assert {f"dressed[{a}-{i}]" for a in ("front", "left", "back") for i in (0, 1)} <= set(lock)
+    assert {"inked[front]", "inked[left]", "inked[back]"} <= set(lock)
+    for angle in ("front", "back"):
+        for i in (0, 1):
+            image = lock[f"turn[{angle}]"]["output"]["images"][i]["id"]
+            assert lock[f"dressed[{angle}-{i}]"]["output"]["message"] == f"{angle} {image}"
+    assert lock["inked[left]"]["output"]["message"] == \
+        lock["sketch[left]"]["output"]["images"][0]["id"]
+    paid = created(emulator)
+
+    project.write("turn", TURN.replace("[front, left, back]", "[back, front, left]"))
+    again = project.run("turn")
+    assert again.code == 0 and "18 cached" in again.err, again.text
+    assert created(emulator) == paid
+    assert project.lock("turn")["instances"] == lock
+
+
+PICKED = f"""\
+version: 1
+name: picked
+steps:
+  shot:
+    type: imageGen
+    matrix:
+      product: [PRODUCTS]
+      bg: [marble, linen]
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: {MODEL}
+      prompt: "a {{{{ matrix.product }}}} on {{{{ matrix.bg }}}}"
+      width: 256
+      height: 256
+      steps: 10
+  hero:
+    type: echo
+    input:
+      message: '{{{{ steps.shot[{{"product": "mug", "bg": "marble"}}].images[0].id }}}}'
+  linen:
+    type: echo
+    matrix:
+      product: [mug, cap]
+    input:
+      message: '{{{{ steps.shot[{{"bg": "linen", "product": matrix.product}}].images[0].id }}}}'
+"""
+
+
+def test_an_instance_picked_by_its_matrix_values_survives_reordering(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """steps.shot[{"product": "mug", "bg": "marble"}] reads that shot, however the matrix
+    is ordered, with no `key:` to write; a value the matrix does not have fails validate."""
+    project, emulator = ready
+    project.write("picked", PICKED.replace("PRODUCTS", "mug, cap, tee"))
+    first = project.run("picked")
+    assert first.code == 0 and ": 9 succeeded;" in first.err, first.text
+    lock = project.lock("picked")["instances"]
+    image = lock["shot[product=mug,bg=marble]"]["output"]["images"][0]["id"]
+    assert lock["hero"]["output"]["message"] == image
+    assert lock["linen[product=cap]"]["output"]["message"] == \
+        lock["shot[product=cap,bg=linen]"]["output"]["images"][0]["id"]
+    paid = created(emulator)
+
+    project.write("picked", PICKED.replace("PRODUCTS", "tee, cap, mug"))
+    again = project.run("picked")
+    assert again.code == 0 and "9 cached" in again.err, again.text
+    assert created(emulator) == paid
+
+    project.write("picked", PICKED.replace("PRODUCTS", "cap, tee"))
+    refused = project.cli("validate", "pipelines/picked.yaml")
+    assert refused.code == 2, refused.text
+    assert 'pipelines/picked.yaml:21:16: step \'shot\' has no instance with product="mug"' \
+        in refused.out, refused.out
+    assert "pipelines/picked.yaml:27:16: in step 'linen': step 'shot' has no instance with " \
+        'bg="linen", product="mug"' in refused.out, refused.out
+    assert created(emulator) == paid
 
 
 def test_a_matrix_axis_from_a_variable_is_keyed_and_reordered_for_free(

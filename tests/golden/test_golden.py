@@ -48,8 +48,11 @@ def test_golden(name: str, monkeypatch: pytest.MonkeyPatch,
         expected_file.write_text(output, encoding="utf-8")
     assert code == (0 if name in VALID_CASES else 2), output
     assert "Traceback" not in output
-    # Every message is located: file:line:col, the line itself, and a hint.
-    assert output.startswith(f"{name}:"), output
+    # Every message is located: file:line:col, the line itself, and a hint; a mistake in
+    # an included template is located in that file, naming the pipeline line that
+    # includes it.
+    first = output.splitlines()[0]
+    assert first.startswith(f"{name}:") or f" (included from {name}:" in first, output
     if name in VALID_CASES:
         assert ": warning: " in output and output.endswith(": ok (1 steps)\n"), output
     assert "  hint: " in output, output

@@ -153,6 +153,41 @@ def test_references_through_includes(engine: TemplateEngine) -> None:
     assert [r.step for r in analysis.references] == ["hero"]
 
 
+def test_reads_in_included_files_and_imported_macros_name_their_file(
+        engine: TemplateEngine, tmp_path: Path) -> None:
+    """Checked like the template's own reads, and reported where they are written."""
+    prompts = tmp_path / "pipes" / "prompts"
+    (prompts / "macros.j2").write_text(
+        "{% macro pick() %}\n{{ steps.shot.outputs | selectattr('key') | list }}"
+        "{{ matrix.bg }}{% endmacro %}", encoding="utf-8")
+    (prompts / "item.j2").write_text("\n\n{{ item.output.images[0].url }}",
+                                     encoding="utf-8")
+    uses = engine.analyse('x {% include "prompts/uses.j2" %}')
+    assert uses.references == (Reference("hero", "output", ("images", 0, "url"), 1,
+                                         file=str(prompts / "uses.j2")),)
+    macro = engine.analyse('{% from "prompts/macros.j2" import pick with context %}'
+                           "{{ pick() }}")
+    assert [(r.step, r.kind, r.line, r.file) for r in macro.references] == [
+        ("shot", "outputs", 2, str(prompts / "macros.j2"))]
+    assert [(r.via, r.path, r.line, r.file) for r in macro.item_reads] == [
+        ("selectattr", ("key",), 2, str(prompts / "macros.j2"))]
+    item = engine.analyse('{% include "prompts/item.j2" %}')
+    assert [(p.path, p.line, p.file) for p in item.item_paths] == [
+        (("output", "images", 0, "url"), 3, str(prompts / "item.j2"))]
+
+
+def test_an_import_without_context_says_how_to_give_it_the_names(engine: TemplateEngine,
+                                                                 tmp_path: Path) -> None:
+    (tmp_path / "pipes" / "prompts" / "m.j2").write_text(
+        "{% macro url() %}{{ steps.hero.output }}{% endmacro %}", encoding="utf-8")
+    failed = _fails(engine, '{% from "prompts/m.j2" import url %}{{ url() }}',
+                    {"steps": {"hero": {"output": 1}}})
+    assert failed.message == "undefined name 'steps'"
+    assert failed.hint is not None and "'with context'" in failed.hint
+    assert engine.render('{% from "prompts/m.j2" import url with context %}{{ url() }}',
+                         {"steps": {"hero": {"output": 1}}}) == "1"
+
+
 def test_bare_steps_use_is_flagged(engine: TemplateEngine) -> None:
     assert engine.analyse("a\n{{ steps | length }}").bad_steps_use == 2
     assert engine.analyse("{{ steps.hero }}").references == (Reference("hero", None, (), 1),)
