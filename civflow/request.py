@@ -14,6 +14,7 @@ from civflow.check.render import resolve_pending
 from civflow.expand import Instance
 from civflow.load.model import PipelineSpec
 from civflow.names import URL_FIELDS
+from civflow.producers import BLOB_TOKEN
 
 __all__ = [
     "BLOB_TOKEN",
@@ -24,7 +25,6 @@ __all__ = [
     "workflow_body",
 ]
 
-BLOB_TOKEN = "civflow-blob:sha256:"
 CIVFLOW_TAG = "civflow"
 
 
