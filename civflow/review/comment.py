@@ -280,8 +280,9 @@ def _instance_row(inst: InstanceChange) -> str:
     more = len(inst.fields) - MAX_INSTANCE_FIELDS + inst.more_fields
     if more > 0:
         parts.append(f"… {more} more field(s)")
-    if not parts:
-        parts = [escape(shorten("; ".join(inst.reasons), MAX_VALUE))]
+    if inst.reasons and (not parts or inst.status == "changed"):
+        # An upstream change is named by its instance, beside the fields edited here.
+        parts.insert(0, escape(shorten("; ".join(inst.reasons), MAX_VALUE)))
     if inst.status == "removed":
         cost = f"was {buzz(inst.base_cost)}" if inst.base_cost is not None else ""
     elif inst.planned is not None and inst.runs:
@@ -504,10 +505,10 @@ def text(review: Review) -> str:
                     else "  (priced at run time)"
             lines.append(f"  {_MARK[inst.status]} {inst.name:<{width}}  {inst.status:<8}"
                          f"{cost}")
+            if inst.reasons and inst.status == "changed":
+                lines.append(f"      {'; '.join(inst.reasons)}")
             for f in inst.fields:
                 lines.append(f"      {field_text(f)}")
             if inst.more_fields:
                 lines.append(f"      … {inst.more_fields} more field(s)")
-            if not inst.fields and inst.status == "changed":
-                lines.append(f"      {'; '.join(inst.reasons)}")
     return "\n".join(lines) + "\n"
