@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from civflow.names import markdown_text
-from civflow.review.diff import FieldChange, InstanceChange, PipelineReview, Review
+from civflow.review.diff import (
+    FieldChange,
+    InstanceChange,
+    PipelineReview,
+    Review,
+    reading_order,
+)
 
 __all__ = ["JSON_SCHEMA", "MARKER", "MAX_COMMENT", "markdown", "review_json", "safe_url",
            "text"]
@@ -208,7 +214,7 @@ def _pipeline_table(review: Review) -> list[str]:
     rows = ["| pipeline | file | status | changed | added | removed | unchanged "
             "| replaces (base spent) | merging costs |",
             "|---|---|---|--:|--:|--:|--:|--:|--:|"]
-    shown = sorted(review.pipelines, key=lambda p: (p.status == "unchanged",))
+    shown = reading_order(review.pipelines)
     for p in shown[:MAX_PIPELINE_ROWS]:
         c = p.counts()
         where = p.head_path or p.base_path or ""
@@ -344,7 +350,7 @@ def markdown(review: Review, *, limit: int = MAX_COMMENT, report_url: str | None
     left_out = 0
     left_steps: list[str] = []
     total = 0
-    for p in review.pipelines:
+    for p in reading_order(review.pipelines):
         for step, changes in p.by_step().items():
             moved = [c for c in changes if c.status != "unchanged"]
             if not moved:

@@ -55,7 +55,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, PipelineNotFound, UsageError
@@ -78,11 +78,16 @@ __all__ = [
     "compare",
     "field_changes",
     "is_pipeline_text",
+    "reading_order",
 ]
 
 InstanceStatus = Literal["added", "removed", "changed", "unchanged"]
 PipelineStatus = Literal["added", "removed", "renamed", "modified", "unchanged"]
 INSTANCE_STATUSES: tuple[InstanceStatus, ...] = ("added", "removed", "changed", "unchanged")
+# The order a reviewer reads pipelines in: what changed, what is new, what is gone, then
+# the rest.
+_READING: dict[str, int] = {"modified": 0, "renamed": 0, "added": 1, "removed": 2,
+                            "unchanged": 3}
 
 # A request nests a few levels; deeper than this is shown as one changed value.
 _MAX_DEPTH = 32
@@ -249,6 +254,20 @@ class Review:
     @property
     def paid_on_branch(self) -> float:
         return sum(p.paid_on_branch for p in self.pipelines)
+
+
+class _HasStatus(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+_P = TypeVar("_P", bound=_HasStatus)
+
+
+def reading_order(pipelines: Sequence[_P]) -> list[_P]:
+    """Pipelines as a reviewer reads them: changed (modified, renamed) first, then added,
+    removed, unchanged; the given order kept within each."""
+    return sorted(pipelines, key=lambda p: _READING.get(p.status, len(_READING)))
 
 
 # -- field changes ---------------------------------------------------------------------

@@ -322,10 +322,16 @@ def _grids(step: StepView, cards: Sequence[Card], grid: Grid, pipeline: str,
                 if len(ys) > rows_per else ""
             caption = (f"{_e(step.name)}: {_e(x)} across" + (f", {_e(y)} down" if y else "")
                        + (f" · {_e(where)}" if where else "") + part)
-            table = (f'<table class="grid" data-step="{_e(step.name)}" data-x="{_e(x)}"'
-                     f' data-y="{_e(y or "")}"><caption>{caption}</caption>'
+            # The pictures shrink to fit the window's width down to half size; a grid
+            # wider than that scrolls sideways in a box of its own, never the page.
+            table = (f'<p class="scroll-hint" hidden>{len(values[x])} columns: scroll '
+                     f'sideways for the rest →</p><div class="gridwrap" tabindex="0" '
+                     f'role="region" aria-label="{_e(step.name)} grid">'
+                     f'<table class="grid" data-step="{_e(step.name)}" data-x="{_e(x)}"'
+                     f' data-y="{_e(y or "")}" style="--cols:{len(values[x])}">'
+                     f'<caption>{caption}</caption>'
                      f'<thead><tr><th class="corner">{corner}</th>{head}</tr></thead>'
-                     f"<tbody>{''.join(rows)}</tbody></table>")
+                     f"<tbody>{''.join(rows)}</tbody></table></div>")
             blocks.append(Block(pipeline, step.name, table, max(count, 1)))
     return blocks, loose
 
