@@ -143,8 +143,11 @@ class Producers:
         shot[mug-marble]` or `image no longer reads shot[mug-marble]` when the other side
         is a value written by hand. None when neither side is something an instance made:
         then it is an ordinary field change."""
-        made_new = self.of(new)
-        made_old = self.of(old)
+        made_new, made_old = self._find(new), self._find(old)
+        if made_new is None and made_old is None:
+            # Earlier results are read only when current ones name neither side: the
+            # usual case (an upstream made again) finds its new output among them.
+            made_new, made_old = self.of(new), self.of(old)
         if made_new is None and made_old is None:
             return None
         if made_new == made_old or (made_old is None and _has_token(old)):

@@ -58,6 +58,8 @@ def test_earlier_results_are_read_only_when_needed() -> None:
 
     made = Producers([("shot[mug-marble]", _output(NEW, "B.jpeg"))], more=earlier)
     assert made.of(NEW) == "shot[mug-marble]" and made.of("a prompt") is None
+    # The usual re-made upstream: its new output is current, the old one earlier.
+    assert made.explain("image", OLD, NEW) == "upstream shot[mug-marble] changed"
     assert asked == []
     assert made.of(OLD) == "shot[mug-marble]" and made.of(OLD) == "shot[mug-marble]"
     assert asked == [1]
