@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from civflow import catalog
@@ -32,6 +33,7 @@ from civflow.expand import (
 )
 from civflow.load.model import PipelineSpec, StepSpec
 from civflow.origin import Origin
+from civflow.producers import Producers
 
 __all__ = [
     "Decision",
@@ -83,6 +85,7 @@ class Prior:
     remote_error: str | None = None  # why the remote could not be asked, if it could not
     # Blob ids of the files neither out/, the store nor the remote has: only Civitai may.
     lost: tuple[str, ...] = ()
+    instance: str | None = None  # whose result it is: names an upstream change by it
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,14 @@ class Policy:
     # Instances whose interrupted submission this run's recovery finished and recorded:
     # the command that was interrupted (a --force, a --reroll) does not pay for them again.
     resumed: frozenset[str] = frozenset()
+
+    @cached_property
+    def producers(self) -> Producers:
+        """Which instance made each output the lockfile records (current results, then
+        earlier ones), so a change caused upstream is named by its instance."""
+        return Producers(((n, p.output) for n, p in self.priors.items()),
+                         more=lambda: ((p.instance, p.output) for p in self.alternates.values()
+                                       if p.instance is not None))
 
     def prior_for(self, inst: Instance) -> Prior | None:
         """The lockfile's result for this instance: its entry, or, when that was made for
@@ -266,7 +277,8 @@ class Policy:
             ups = tuple(f"upstream {u}" for u in running_upstream) or ("inputs not known yet",)
             return PlannedInstance(inst, Decision.CHANGED, ups, estimate)
         if inst.fingerprint != prior.fingerprint:
-            fields = changed_fields(prior.request, inst.request) or ["fingerprint"]
+            fields = changed_fields(prior.request, inst.request, self.producers) or \
+                ["fingerprint"]
             other = self.elsewhere.get(inst.name)
             if other is not None and other[0] == inst.fingerprint:
                 fields.append(self._not_locked(inst))  # previewed: still new work here
@@ -344,21 +356,33 @@ class Plan:
         return out
 
 
-def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Dotted paths that differ between two requests, e.g. ['input.prompt']."""
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any],
+                   producers: Producers | None = None) -> list[str]:
+    """Dotted paths that differ between two requests, e.g. ['input.prompt']; with
+    `producers`, a value that is an upstream's output is named by the instance that made
+    it instead ('upstream shot[mug-marble] changed'), first."""
     out: list[str] = []
+    named: list[str] = []
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             for key in sorted(set(a) | set(b)):
                 walk(a.get(key, _MISSING), b.get(key, _MISSING), f"{path}.{key}" if path else key)
         elif a != b:
-            out.append(path or "(everything)")
+            why = producers.explain(path, _value(a), _value(b)) if producers else None
+            if why is None:
+                out.append(path or "(everything)")
+            elif why not in named:
+                named.append(why)
     walk(old, new, "")
-    return out
+    return [*named, *out]
 
 
 _MISSING = object()
+
+
+def _value(value: Any) -> Any:
+    return None if value is _MISSING else value
 
 
 def estimate_instance(instance: Instance, tips: Sequence[float] = ()) -> float | None:

@@ -15,6 +15,7 @@ from civflow.check.render import resolve_pending
 from civflow.expand import Instance
 from civflow.load.model import PipelineSpec
 from civflow.names import URL_FIELDS
+from civflow.producers import BLOB_TOKEN
 
 __all__ = [
     "BLOB_TOKEN",
@@ -26,7 +27,6 @@ __all__ = [
     "workflow_body",
 ]
 
-BLOB_TOKEN = "civflow-blob:sha256:"
 CIVFLOW_TAG = "civflow"
 
 

@@ -22,6 +22,7 @@ from civflow.plan import (
     glob_match,
     plan,
 )
+from civflow.producers import Producers
 from civflow.request import tokenize_output, workflow_body
 
 PIPELINE = """\
@@ -276,6 +277,18 @@ def test_changed_fields_paths() -> None:
                                          "steps": 3}, "options": {}}
     assert changed_fields(old, new) == ["input.loras.y", "input.prompt", "input.steps"]
     assert changed_fields({"a": [1]}, {"a": [2]}) == ["a"]
+
+
+def test_changed_fields_name_the_upstream_instance_whose_output_changed() -> None:
+    """A field that holds an upstream output is named by the instance that made it,
+    first; the fields edited here follow as paths."""
+    old_token, new_token = "civflow-blob:sha256:" + "a" * 64, "civflow-blob:sha256:" + "b" * 64
+    made = Producers([("shot[mug-marble]", {"images": [{"id": "b", "url": new_token}]})])
+    old = {"type": "imageUpscaler", "input": {"image": old_token, "numberOfRepeats": 1}}
+    new = {"type": "imageUpscaler", "input": {"image": new_token, "numberOfRepeats": 2}}
+    assert changed_fields(old, new, made) == ["upstream shot[mug-marble] changed",
+                                              "input.numberOfRepeats"]
+    assert changed_fields(old, new) == ["input.image", "input.numberOfRepeats"]
 
 
 def test_tokenize_output_replaces_urls_with_content_tokens() -> None:

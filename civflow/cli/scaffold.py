@@ -23,9 +23,10 @@ def schema(output: Path | None) -> None:
     """Print the JSON Schema editors use for pipeline files: every step type, and per
     type and engine every field with its type, allowed values and bounds.
 
-    Point a pipeline at it with a first line such as
-    `# yaml-language-server: $schema=../.civflow-schema.json`; refresh the file with
-    `civflow schema --output FILE` after upgrading civflow.
+    `civflow init` and `civflow install` link it as .civflow/editor-schema.json, which
+    pipelines name in a first line such as
+    `# yaml-language-server: $schema=../.civflow/editor-schema.json`; the link follows
+    upgrades. `--output FILE` writes a copy, for editors configured otherwise.
     """
     from civflow.scaffold import editor_schema_text
 
@@ -49,10 +50,12 @@ def schema(output: Path | None) -> None:
                    "was installed from, pinned: its repository and commit when it came from "
                    "git or a clone, else civflow==THIS VERSION from the package index).")
 def init(directory: Path, hooks: bool | None, install: str | None) -> None:
-    """Start a civflow repository in DIRECTORY (default: here): an example pipeline with
-    the editor schema, .gitignore entries, a GitHub Actions workflow and a pre-commit
-    config (and, with --hooks, the post-checkout hook that `civflow install` sets up in
-    every other clone). Existing files are never overwritten.
+    """Start a civflow repository in DIRECTORY (default: here): an example pipeline whose
+    first line points editors at the editor schema, .gitignore entries, a GitHub Actions
+    workflow and a pre-commit config (and, with --hooks, the post-checkout hook that
+    `civflow install` sets up in every other clone); every file written is listed.
+    Existing files are never overwritten. The editor schema is not copied into the
+    repository: .civflow/editor-schema.json (ignored) links to this civflow's.
 
     A plain folder becomes a git repository. Inside an existing repository the workflow
     and the pre-commit config go to its top, where GitHub and pre-commit read them.
@@ -113,11 +116,13 @@ def init(directory: Path, hooks: bool | None, install: str | None) -> None:
         _write(gitignore, appended(current, lines))
         click.echo(f"{'updated' if current else 'created'} {_shown(gitignore)}: "
                    f"{', '.join(lines)}")
+    click.echo(_link_schema(project))
     click.echo(f"the workflow installs {requirement} (change it with --install; see "
                "docs/guide/ci.md)")
     steps = [] if project == Path.cwd().resolve() else [f"cd {_shown(project)}"]
     steps += ["civflow run --emulator pipelines/hello.yaml   # try it, no account needed",
-              "civflow install                               # in every other clone: hooks",
+              "civflow install                               # in every other clone: hook, "
+              "editor schema",
               "pre-commit install                            # validate pipelines on commit",
               "on GitHub, set the secret CIVITAI_API_KEY and the variable CIVFLOW_MAX_COST"]
     click.echo("\nnext:\n" + "\n".join(f"  {line}" for line in steps))
@@ -165,8 +170,10 @@ def pinned_source(direct: dict[str, object]) -> str | None:
                 type=click.Path(file_okay=False, path_type=Path))
 def install(directory: Path) -> None:
     """Set up this clone of a civflow repository: the post-checkout hook that makes out/
-    match the lockfiles after a branch switch. Run it once per clone; running it again
-    changes nothing. Lockfiles need no setup: plain git merges them.
+    match the lockfiles after a branch switch, and .civflow/editor-schema.json, the link
+    to this civflow's editor schema that pipelines' modelines name. Run it once per clone
+    (and after moving civflow to another environment); running it again changes nothing.
+    Lockfiles need no setup: plain git merges them.
 
     DIRECTORY is the civflow project (the folder with pipelines/; default: here).
     """
@@ -181,6 +188,7 @@ def install(directory: Path) -> None:
     (hook,) = [f for f in starter_files(relative, hook=True) if f.where == "hooks"]
     path = _hooks_dir(project) / hook.path
     current = _read(path) if path.exists() else None
+    click.echo(_link_schema(project))
     if current == hook.text:
         click.echo(f"{_shown(path)}: already installed")
         return
@@ -194,6 +202,38 @@ def install(directory: Path) -> None:
 
 
 # -- files and git ---------------------------------------------------------------------------
+
+
+def _link_schema(project: Path) -> str:
+    """Make `project`/.civflow/editor-schema.json a link to this civflow's editor schema
+    (a copy where the file system has no links); say what was done, as init and install
+    print it."""
+    from civflow.scaffold import editor_schema_path, editor_schema_text
+    from civflow.scaffold.starter import SCHEMA_FILE
+
+    target = project / SCHEMA_FILE
+    source = editor_schema_path()
+    if target.is_symlink() and Path(os.readlink(target)) == source:
+        return f"{_shown(target)}: already linked to this civflow's editor schema"
+    tmp = target.with_name(f".{target.name}.civflow-tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        try:
+            tmp.symlink_to(source)
+            linked = True
+        except OSError:  # e.g. Windows without the right to make links
+            tmp.write_text(editor_schema_text(), encoding="utf-8")
+            linked = False
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FileAccessError(path=str(target), reason=exc.strerror or str(exc)) from exc
+    if linked:
+        return (f"linked {_shown(target)} -> {source} (the editor schema of this civflow; "
+                "ignored, not committed)")
+    return (f"created {_shown(target)}: a copy of this civflow's editor schema (no links "
+            "here; run civflow install again after upgrading)")
 
 
 def _shown(path: Path) -> str:

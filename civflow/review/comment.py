@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from civflow.names import markdown_text
-from civflow.review.diff import FieldChange, InstanceChange, PipelineReview, Review
+from civflow.review.diff import (
+    FieldChange,
+    InstanceChange,
+    PipelineReview,
+    Review,
+    reading_order,
+)
 
 __all__ = ["JSON_SCHEMA", "MARKER", "MAX_COMMENT", "markdown", "review_json", "safe_url",
            "text"]
@@ -208,7 +214,7 @@ def _pipeline_table(review: Review) -> list[str]:
     rows = ["| pipeline | file | status | changed | added | removed | unchanged "
             "| replaces (base spent) | merging costs |",
             "|---|---|---|--:|--:|--:|--:|--:|--:|"]
-    shown = sorted(review.pipelines, key=lambda p: (p.status == "unchanged",))
+    shown = reading_order(review.pipelines)
     for p in shown[:MAX_PIPELINE_ROWS]:
         c = p.counts()
         where = p.head_path or p.base_path or ""
@@ -280,8 +286,9 @@ def _instance_row(inst: InstanceChange) -> str:
     more = len(inst.fields) - MAX_INSTANCE_FIELDS + inst.more_fields
     if more > 0:
         parts.append(f"… {more} more field(s)")
-    if not parts:
-        parts = [escape(shorten("; ".join(inst.reasons), MAX_VALUE))]
+    if inst.reasons and (not parts or inst.status == "changed"):
+        # An upstream change is named by its instance, beside the fields edited here.
+        parts.insert(0, escape(shorten("; ".join(inst.reasons), MAX_VALUE)))
     if inst.status == "removed":
         cost = f"was {buzz(inst.base_cost)}" if inst.base_cost is not None else ""
     elif inst.planned is not None and inst.runs:
@@ -343,7 +350,7 @@ def markdown(review: Review, *, limit: int = MAX_COMMENT, report_url: str | None
     left_out = 0
     left_steps: list[str] = []
     total = 0
-    for p in review.pipelines:
+    for p in reading_order(review.pipelines):
         for step, changes in p.by_step().items():
             moved = [c for c in changes if c.status != "unchanged"]
             if not moved:
@@ -504,10 +511,10 @@ def text(review: Review) -> str:
                     else "  (priced at run time)"
             lines.append(f"  {_MARK[inst.status]} {inst.name:<{width}}  {inst.status:<8}"
                          f"{cost}")
+            if inst.reasons and inst.status == "changed":
+                lines.append(f"      {'; '.join(inst.reasons)}")
             for f in inst.fields:
                 lines.append(f"      {field_text(f)}")
             if inst.more_fields:
                 lines.append(f"      … {inst.more_fields} more field(s)")
-            if not inst.fields and inst.status == "changed":
-                lines.append(f"      {'; '.join(inst.reasons)}")
     return "\n".join(lines) + "\n"

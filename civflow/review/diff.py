@@ -13,6 +13,7 @@ one model; none of them plans anything itself.
     │   ├── instances: [InstanceChange]  head plan order; removed ones after their step's
     │   │   ├── name, step, type, status    added | removed | changed | unchanged
     │   │   ├── fields: [FieldChange(path, old, new, kind)]
+    │   │   ├── reasons                     why beyond its fields (an upstream instance, named)
     │   │   ├── base_entry, head_entry      the LockedInstance of each side's lockfile, or None
     │   │   ├── planned                     the head's PlannedInstance (decision, estimate), or None
     │   │   └── base_planned                the base's PlannedInstance, or None
@@ -21,7 +22,8 @@ one model; none of them plans anything itself.
     │   │                               how many instances only the run can price
     │   ├── delta                       what merging will spend on the base branch: the
     │   │                               estimate (+ unpriced), never netted against base_spent
-    │   └── paid_on_branch              Buzz the head's lockfile records for work it made
+    │   ├── paid_on_branch              Buzz the head's lockfile records for work it made
+    │   └── producers                   which instance made each output (civflow.producers)
     └── base_spent, estimate, delta, counts()   the same over every pipeline
 
 Field paths read as a person writes the input: `prompt`, `seed`, `loras[…@789012]` (a
@@ -29,7 +31,9 @@ key that is an AIR is shown by its version id), `images[0]`, `options.priority`.
 are the rendered request bodies: the base plan's request (or, when the base plan could
 not resolve an instance, the request its lockfile recorded) against the head plan's.
 A value still pending on the head (an upstream output that a run will produce) is not a
-field change; the instance is "changed" because its upstream is.
+field change; the instance is "changed" because its upstream is. Nor is a value that is
+an upstream instance's output (a content token both lockfiles know the maker of): it is a
+reason naming that instance, `upstream shot[mug-marble] changed`, not two hashes.
 
 Money is honest: `delta` is what merging costs on the base branch (the head plan runs
 there against the head's lockfile, so it is the head's estimate), with run-time-priced
@@ -51,7 +55,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, PipelineNotFound, UsageError
@@ -59,6 +63,7 @@ from civflow.load.discover import is_pipeline_text, pipeline_files
 from civflow.load.model import PipelineSpec
 from civflow.names import lockfile_path_for
 from civflow.plan import Plan, PlannedInstance, PlanOptions
+from civflow.producers import Producers
 from civflow.review.gitbase import BaseTree, open_base
 from civflow.store.lockfile import LockedInstance, Lockfile
 from civflow.template import Pending
@@ -73,11 +78,16 @@ __all__ = [
     "compare",
     "field_changes",
     "is_pipeline_text",
+    "reading_order",
 ]
 
 InstanceStatus = Literal["added", "removed", "changed", "unchanged"]
 PipelineStatus = Literal["added", "removed", "renamed", "modified", "unchanged"]
 INSTANCE_STATUSES: tuple[InstanceStatus, ...] = ("added", "removed", "changed", "unchanged")
+# The order a reviewer reads pipelines in: what changed, what is new, what is gone, then
+# the rest.
+_READING: dict[str, int] = {"modified": 0, "renamed": 0, "added": 1, "removed": 2,
+                            "unchanged": 3}
 
 # A request nests a few levels; deeper than this is shown as one changed value.
 _MAX_DEPTH = 32
@@ -160,6 +170,8 @@ class PipelineReview:
     notes: tuple[str, ...] = ()
     # This machine's emulator previews by instance (never paid work, never counted).
     previews: Mapping[str, LockedInstance] = field(default_factory=dict)
+    # Which instance made each output either lockfile records: names upstream changes.
+    producers: Producers = field(default_factory=Producers)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = dict.fromkeys(INSTANCE_STATUSES, 0)
@@ -244,6 +256,20 @@ class Review:
         return sum(p.paid_on_branch for p in self.pipelines)
 
 
+class _HasStatus(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+_P = TypeVar("_P", bound=_HasStatus)
+
+
+def reading_order(pipelines: Sequence[_P]) -> list[_P]:
+    """Pipelines as a reviewer reads them: changed (modified, renamed) first, then added,
+    removed, unchanged; the given order kept within each."""
+    return sorted(pipelines, key=lambda p: _READING.get(p.status, len(_READING)))
+
+
 # -- field changes ---------------------------------------------------------------------
 
 _AIR_VERSION = re.compile(r"^urn:air:.*@([^@/\s]+)$")
@@ -265,16 +291,26 @@ def _is_pending(value: Any) -> bool:
 
 
 def field_changes(old: Mapping[str, Any], new: Mapping[str, Any], *,
-                  limit: int = MAX_FIELDS) -> tuple[list[FieldChange], int]:
-    """The leaves that differ between two requests ({"type", "input", "options"}), and how
-    many more there were past `limit`. `input.` is left out of paths; a value pending
-    on either side (known only when an upstream runs) is not a change."""
+                  limit: int = MAX_FIELDS, producers: Producers | None = None
+                  ) -> tuple[list[FieldChange], int, tuple[str, ...]]:
+    """The leaves that differ between two requests ({"type", "input", "options"}), how
+    many more there were past `limit`, and the upstream changes among them. `input.` is
+    left out of paths; a value pending on either side (known only when an upstream runs)
+    is not a change. With `producers`, a leaf that is an upstream instance's output is
+    not a field change but a reason naming that instance ('upstream shot[mug-marble]
+    changed'): two content hashes tell a reviewer nothing."""
     out: list[FieldChange] = []
+    named: list[str] = []
     more = 0
 
     def add(change: FieldChange) -> None:
         nonlocal more
-        if len(out) < limit:
+        why = producers.explain(change.path, change.old, change.new) \
+            if producers is not None else None
+        if why is not None:
+            if why not in named:
+                named.append(why)
+        elif len(out) < limit:
             out.append(change)
         else:
             more += 1
@@ -307,7 +343,7 @@ def field_changes(old: Mapping[str, Any], new: Mapping[str, Any], *,
                 walk(a.get(key, _MISSING), b.get(key, _MISSING), f"options.{key}", 1)
         elif not (a is _MISSING and b is _MISSING):
             walk(a, b, top, 1)
-    return out, more
+    return out, more, tuple(named)
 
 
 def _plain(value: Any) -> Any:
@@ -469,25 +505,38 @@ def _plan_base(path: Path, pairs: Sequence[str], vars_files: Sequence[Path],
 
 
 def _instance_status(base: PlannedInstance, head: PlannedInstance,
-                     base_entry: LockedInstance | None, upstream_changed: Sequence[str]
+                     base_entry: LockedInstance | None, upstream_changed: Sequence[str],
+                     producers: Producers
                      ) -> tuple[InstanceStatus, list[FieldChange], int, tuple[str, ...]]:
     b, h = base.instance, head.instance
     old: Mapping[str, Any] = b.request
     if not b.resolved and base_entry is not None and not b.fanout:
         old = base_entry.request
-    fields, more = field_changes(old, h.request)
+    fields, more, reasons = field_changes(old, h.request, producers=producers)
     if b.resolved and h.resolved:
         status: InstanceStatus = "changed" if b.fingerprint != h.fingerprint else "unchanged"
     else:
-        status = "changed" if fields or upstream_changed else "unchanged"
-    reasons: tuple[str, ...] = ()
-    if status == "changed" and not fields:
+        status = "changed" if fields or reasons or upstream_changed else "unchanged"
+    if status == "changed" and not fields and not reasons:
         reasons = tuple(f"upstream {u} changes" for u in upstream_changed) or \
             ("the request differs",)
     return status, fields, more, reasons
 
 
-def _compare_plans(head: _Side, base: _Side) -> list[InstanceChange]:
+def _producers(*locks: Lockfile | None) -> Producers:
+    """Which instance made each output either lockfile records, current results first,
+    then earlier ones: the head's before the base's."""
+    made = Producers()
+    for current in (True, False):
+        for lock in locks:
+            if lock is None:
+                continue
+            for entry in (lock.instances if current else lock.alternates).values():
+                made.add_refs(entry.instance, entry.refs)
+    return made
+
+
+def _compare_plans(head: _Side, base: _Side, producers: Producers) -> list[InstanceChange]:
     assert head.plan is not None and head.checked is not None
     head_lock = head.lock.instances if head.lock else {}
     base_lock = base.lock.instances if base.lock else {}
@@ -514,7 +563,7 @@ def _compare_plans(head: _Side, base: _Side) -> list[InstanceChange]:
                                     dict(inst.matrix))
         else:
             status, fields, more, reasons = _instance_status(
-                prior, planned, base_lock.get(inst.name), ups)
+                prior, planned, base_lock.get(inst.name), ups, producers)
             change = InstanceChange(inst.name, step, inst.type, status, tuple(fields),
                                     reasons, base_lock.get(inst.name), entry, planned, prior,
                                     dict(inst.matrix), more)
@@ -660,10 +709,12 @@ def _compare_with(tree: BaseTree, scratch: Path, given: tuple[Path, ...], files:
             reviews.append(_pipeline_review(head, base, rel, base_rel, "added", _added(head),
                                             tree=tree))
             continue
-        changes = _compare_plans(head, base)
+        producers = _producers(head.lock, base.lock)
+        changes = _compare_plans(head, base, producers)
         status: PipelineStatus = "renamed" if base_rel != rel else (
             "modified" if any(c.status != "unchanged" for c in changes) else "unchanged")
-        reviews.append(_pipeline_review(head, base, rel, base_rel, status, changes, tree=tree))
+        reviews.append(_pipeline_review(head, base, rel, base_rel, status, changes, tree=tree,
+                                        producers=producers))
     head_rels = {tree.relative(f, cwd=here) for f in files}
     for base_rel in base_candidates:
         if base_rel in matched or base_rel in head_rels:
@@ -678,7 +729,8 @@ def _compare_with(tree: BaseTree, scratch: Path, given: tuple[Path, ...], files:
         reviews.append(PipelineReview(
             base.spec.name, None, base_rel, "removed", tuple(_removed(base)),
             base_plan=base.plan, project_root=tree.root,
-            base_lock_dir=tree.root / posixpath.dirname(base_rel)))
+            base_lock_dir=tree.root / posixpath.dirname(base_rel),
+            producers=_producers(base.lock)))
     return Review(tree.ref, tree.commit, tuple(reviews), tuple(str(p) for p in given),
                   tuple(notes))
 
@@ -705,7 +757,8 @@ def _base_side(tree: BaseTree, scratch: Path, base_rel: str, head_spec: Pipeline
 
 def _pipeline_review(head: _Side, base: _Side, head_path: str, base_path: str | None,
                      status: PipelineStatus, changes: Sequence[InstanceChange], *,
-                     tree: BaseTree | None = None) -> PipelineReview:
+                     tree: BaseTree | None = None, producers: Producers | None = None
+                     ) -> PipelineReview:
     assert head.spec is not None
     notes = []
     if base.error is not None and tree is not None:
@@ -720,4 +773,5 @@ def _pipeline_review(head: _Side, base: _Side, head_path: str, base_path: str | 
     return PipelineReview(
         head.spec.name, head_path, base_path, status, tuple(changes), head.plan, base.plan,
         head.spec, head.spec.project_root, head_dir, base_dir, tuple(notes),
-        previews=head.previews)
+        previews=head.previews,
+        producers=producers if producers is not None else _producers(head.lock, base.lock))

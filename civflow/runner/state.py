@@ -147,6 +147,7 @@ def prior_of(entry: LockedInstance, lock_dir: Path, store: ObjectStore | None,
         remote=remote,
         remote_error=remote_error,
         lost=lost,
+        instance=entry.instance,
     )
 
 

@@ -53,6 +53,12 @@ _KEEP = frozenset({
 })
 
 
+def editor_schema_path() -> Path:
+    """Where this civflow keeps its editor schema: what `.civflow/editor-schema.json`
+    links to, so an editor reads the schema of the civflow that validates."""
+    return GENERATED
+
+
 def editor_schema() -> Schema:
     """The shipped editor schema (generated, committed, checked current by a test)."""
     loaded: Schema = json.loads(GENERATED.read_text(encoding="utf-8"))

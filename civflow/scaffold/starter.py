@@ -1,4 +1,4 @@
-"""The files `civflow init` writes: a starter pipeline, the editor schema, CI and hooks.
+"""The files `civflow init` writes: a starter pipeline, CI and hooks.
 
 Pure: `starter_files` says what goes where (paths relative to the project folder or the
 repository root) and `missing_lines` what a line-based file still lacks; the command
@@ -18,9 +18,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from civflow import __version__
-from civflow.scaffold.editor import editor_schema_text
 
-SCHEMA_FILE = ".civflow-schema.json"
+# The editor schema, as pipelines' modelines name it: a link (under the ignored
+# .civflow/) to the schema of the civflow installed here, made by `init` and by
+# `civflow install` in every clone. Nothing is committed: 1.2 MB per repository was the
+# price of a copy, and a copy of another version can disagree with `civflow validate`.
+SCHEMA_FILE = ".civflow/editor-schema.json"
 PIPELINE_FILE = "pipelines/hello.yaml"
 WORKFLOW_FILE = ".github/workflows/civflow.yml"
 PRE_COMMIT_FILE = ".pre-commit-config.yaml"
@@ -144,7 +147,6 @@ def starter_files(project: PurePosixPath, *, hook: bool,
     files = [
         StarterFile(PIPELINE_FILE, _fill(_template("hello.yaml"), SCHEMA=modeline,
                                          PIPELINE=PIPELINE_FILE)),
-        StarterFile(SCHEMA_FILE, editor_schema_text()),
         StarterFile(WORKFLOW_FILE, _fill(_template("civflow.yml"),
                                          PIPELINES=json.dumps(pipelines),
                                          INSTALL=install_command(install)), where="root"),

@@ -34,6 +34,7 @@ from typing import Any
 from civflow.errors import Diagnostic, FileAccessError, Location, PipelineInvalid
 from civflow.keys import nested_deeper_than
 from civflow.names import strip_urls
+from civflow.producers import BLOB_TOKEN
 from civflow.store.atomic import atomic_write_text
 
 __all__ = [
@@ -191,6 +192,11 @@ class LockedInstance:
         if self.made_by is not None:
             data["madeBy"] = self.made_by
         return data
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """What it made as a downstream request holds it: content tokens and blob ids."""
+        return tuple(ref for a in self.artifacts for ref in (BLOB_TOKEN + a.sha256, a.blob_id))
 
     # An entry does not change once made, and every lockfile checkpoint of a long run
     # writes all of them again: each is turned into JSON once (3,000 entries: 37 -> 4 ms).

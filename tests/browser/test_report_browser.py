@@ -26,6 +26,7 @@ from tests.review_report.support import (
     changed_looks,
     looks,
     make_repo,
+    many_loras,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -145,6 +146,69 @@ def _check_page(browser: Any, out: Path, shots: Path) -> None:
         for shot in shots.iterdir():
             shutil.copy2(shot, Path(keep) / shot.name)
     print(f"screenshots: {shots}")
+
+
+def _echo(name: str) -> str:
+    return (f"version: 1\nname: {name}\nsteps:\n  say:\n    type: echo\n"
+            f"    input: {{message: {name}}}\n")
+
+
+# Every cell of every grid: inside the viewport's width, or inside an element that
+# scrolls sideways and has more to show (its scrollbar is the sign there is more).
+CELLS_OFF_PAGE = """
+() => Array.from(document.querySelectorAll('table.grid td, table.grid th')).filter(cell => {
+  const box = cell.getBoundingClientRect();
+  if (box.left >= 0 && box.right <= window.innerWidth) return false;
+  for (let el = cell.parentElement; el && el !== document.body; el = el.parentElement) {
+    const x = getComputedStyle(el).overflowX;
+    if ((x === 'auto' || x === 'scroll') && el.scrollWidth > el.clientWidth) return false;
+  }
+  return true;
+}).map(cell => cell.textContent.slice(0, 60))
+"""
+PAGE_OVERFLOW = ("[document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+                 " document.body.scrollWidth]")
+
+
+def test_changed_pipelines_first_and_a_wide_grid_stays_on_the_page(
+        repo: Repo, tmp_path: Path) -> None:
+    """Three pipelines in path order unchanged, new, changed: the report shows the
+    changed one first, then the new, then the unchanged. Its 6 × 4 sweep fits a 1400 px
+    window or scrolls inside a box of its own; the page itself never runs off to the
+    right, at 1400 px or in a narrow window."""
+    _chromium_or_skip()
+    loras = many_loras(6)
+    repo.write("a-still", _echo("still"))
+    repo.write("c-sweep", looks(lora_airs=loras))
+    repo.run("a-still")
+    repo.run("c-sweep")
+    repo.commit("still and sweep")
+    repo.git("checkout", "-q", "-b", "change")
+    repo.write("b-new", _echo("fresh"))
+    repo.write("c-sweep", looks(lora_airs=loras, cover="oil painting", clay=0.9))
+    repo.run("b-new")
+    repo.run("c-sweep")
+    out = tmp_path / "report"
+    done = repo.cli("report", "pipelines", "--base", "main", "--out", str(out))
+    assert done.code == 0, done.err
+    with _browser() as browser:
+        page = _open(browser, out / "index.html")
+        sections = page.evaluate("Array.from(document.querySelectorAll('main h2'))"
+                                 ".map(h => h.id)")
+        assert sections == ["p-looks", "p-fresh", "p-still"]
+        summary = page.locator("table.summary td:first-child").all_inner_texts()
+        assert summary == ["looks", "fresh", "still"]
+        grid = page.locator('table.grid[data-step="sweep"]')
+        assert grid.locator("thead th[scope=col]").all_inner_texts() == list(loras)
+        assert grid.locator("tbody td img").count() == 24
+        for width in (1400, 900):
+            page.set_viewport_size({"width": width, "height": 1000})
+            assert page.evaluate(CELLS_OFF_PAGE) == [], width
+            scroll_width, client_width, body_width = page.evaluate(PAGE_OVERFLOW)
+            assert scroll_width <= client_width and body_width <= client_width, width
+            page.screenshot(path=str(tmp_path / f"grid-{width}.png"), full_page=True)
+        page.close()
+    print(f"screenshots: {tmp_path}")
 
 
 HOSTILE = b"<html><body><script>document.title = 'pwned'; window.pwned = 1;</script></body></html>"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from civflow.review.comment import MARKER, MAX_COMMENT, escape, markdown
-from civflow.review.diff import compare
+from civflow.review.diff import compare, reading_order
 from tests.review.support import MODEL, cli, commit, git, make_repo, write
 
 WORDS = ["misty", "golden", "quiet", "ancient", "neon", "frozen", "velvet", "distant"]
@@ -142,3 +142,25 @@ def test_many_pipelines_keep_the_table_and_the_comment_bounded(tmp_path: Path) -
     assert "| **total** | | | 120 | 0 | 0 | 0 |" in md
     assert md.count("<details>") == md.count("</details>")
     assert "**Truncated:**" in md and "and " in md.split("**Truncated:**")[1]
+
+
+def test_the_table_lists_changed_pipelines_first(tmp_path: Path) -> None:
+    """Promise: the summary table reads as a reviewer works: changed pipelines, then
+    added, removed and unchanged ones, each group in path order (as the report)."""
+    root = make_repo(tmp_path / "repo")
+
+    def echo(name: str, message: str = "hi") -> str:
+        return (f"version: 1\nname: {name}\nsteps:\n  say:\n    type: echo\n"
+                f"    input: {{message: {message}}}\n")
+    write(root, {"pipelines/a-still.yaml": echo("still"), "pipelines/c-edit.yaml": echo("edit"),
+                 "pipelines/d-gone.yaml": echo("gone"), "pipelines/e-edit.yaml": echo("more")})
+    commit(root, "four pipelines")
+    (root / "pipelines" / "d-gone.yaml").unlink()
+    write(root, {"pipelines/b-new.yaml": echo("new"),
+                 "pipelines/c-edit.yaml": echo("edit", "hello"),
+                 "pipelines/e-edit.yaml": echo("more", "hello")})
+    review = compare(["pipelines"], "main", cwd=root)
+    rows = [line.split(" | ")[0].removeprefix("| <code>").removesuffix("</code>")
+            for line in markdown(review).splitlines() if line.startswith("| <code>")]
+    assert rows == ["edit", "more", "new", "gone", "still"]
+    assert [p.name for p in reading_order(review.pipelines)] == rows

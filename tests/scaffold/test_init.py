@@ -2,10 +2,12 @@
 
 Promises guarded here:
 - in a plain folder: a git repository with an example pipeline that validates and runs on
-  the emulator, whose `yaml-language-server` modeline names a schema file init wrote into
-  the repository (not under the ignored .civflow/) and that validates the pipeline;
-  .gitignore holds .civflow/, out/ and report/, no merge driver is needed, and the
-  workflow and pre-commit config are in place;
+  the emulator, whose `yaml-language-server` modeline names .civflow/editor-schema.json,
+  a link (ignored, never committed) to the installed civflow's editor schema, which
+  validates the pipeline; what init leaves for git to commit is a few KB, not the 1.2 MB
+  schema; every file init wrote is named in its output; .gitignore holds .civflow/, out/
+  and report/, no merge driver (.gitattributes) is needed, and the workflow and
+  pre-commit config are in place;
 - in an existing repository: .gitignore is appended to, never
   duplicated; from a subfolder the workflow and pre-commit config go to the top, pointing
   into the subfolder;
@@ -26,10 +28,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from civflow.scaffold import editor_schema_text
+from civflow.scaffold import editor_schema_path, editor_schema_text
 from tests.scaffold.actions import base_env
 from tests.stand_in import run_paid
 
@@ -55,13 +58,14 @@ def test_init_in_a_plain_folder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     repo = tmp_path / "studio"
     assert git(repo, "rev-parse", "--show-toplevel").strip() == str(repo.resolve())
-    # The modeline names a file in the repository, relative to the pipeline.
+    # The modeline names .civflow/editor-schema.json, relative to the pipeline: a link
+    # to the schema of the civflow installed here.
     first = (repo / PIPELINE).read_text(encoding="utf-8").splitlines()[0]
     match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
     assert match, first
     schema_file = (repo / PIPELINE).parent / match[1]
-    assert schema_file.resolve().is_relative_to(repo.resolve())
-    assert ".civflow" not in schema_file.resolve().relative_to(repo.resolve()).parts
+    assert schema_file.parent.resolve() == (repo / ".civflow").resolve()
+    assert schema_file.is_symlink() and schema_file.resolve() == editor_schema_path()
     assert schema_file.read_text(encoding="utf-8") == editor_schema_text()
     data = yaml.safe_load((repo / PIPELINE).read_text(encoding="utf-8"))
     assert list(Draft7Validator(json.loads(schema_file.read_text("utf-8"))).iter_errors(data)) \
@@ -75,9 +79,16 @@ def test_init_in_a_plain_folder(tmp_path: Path) -> None:
     assert (repo / ".pre-commit-config.yaml").is_file()
     assert not (repo / ".git/hooks/post-checkout").exists()  # no terminal, no --hooks
     assert git(repo, "check-ignore", ".civflow/x", "out/x").split() == [".civflow/x", "out/x"]
-    # The schema file is not ignored: a clone has it.
-    tracked = git(repo, "status", "--porcelain", "--untracked-files=all")
-    assert ".civflow-schema.json" in tracked
+    # Every file init wrote is named in its output; what git would commit is small.
+    written = [p for p in repo.rglob("*") if (p.is_file() or p.is_symlink())
+               and p.relative_to(repo).parts[0] != ".git"]
+    assert len(written) == 5, written
+    for path in written:
+        assert f"studio/{path.relative_to(repo).as_posix()}" in done.stdout, done.stdout
+    committed = git(repo, "status", "--porcelain", "--untracked-files=all").split()[1::2]
+    assert sorted(committed) == [".github/workflows/civflow.yml", ".gitignore",
+                                 ".pre-commit-config.yaml", "pipelines/hello.yaml"]
+    assert sum((repo / name).stat().st_size for name in committed) < 20_000
     # The example validates and runs.
     done = civflow("validate", PIPELINE, cwd=repo)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -107,7 +118,9 @@ def test_init_in_a_subfolder_puts_ci_files_at_the_top(tmp_path: Path) -> None:
     done = civflow("init", "art/gen", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "art/gen" / PIPELINE).is_file()
-    assert (tmp_path / "art/gen/.civflow-schema.json").is_file()
+    assert (tmp_path / "art/gen/.civflow/editor-schema.json").resolve() == editor_schema_path()
+    first = (tmp_path / "art/gen" / PIPELINE).read_text(encoding="utf-8").splitlines()[0]
+    assert first == "# yaml-language-server: $schema=../.civflow/editor-schema.json"
     flow = yaml.safe_load((tmp_path / ".github/workflows/civflow.yml").read_text("utf-8"))
     assert flow["env"]["PIPELINES"] == "art/gen/pipelines"
     hooks = yaml.safe_load((tmp_path / ".pre-commit-config.yaml").read_text("utf-8"))
@@ -134,15 +147,15 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert (tmp_path / PIPELINE).read_text(encoding="utf-8") == "mine\n"
     assert (tmp_path / ".pre-commit-config.yaml").read_text(encoding="utf-8") == "repos: []\n"
-    assert not (tmp_path / ".civflow-schema.json").exists()
+    assert not (tmp_path / ".civflow").exists()
     assert not (tmp_path / ".github").exists() and not (tmp_path / ".gitignore").exists()
-    # Twice in a row in a plain folder: the second refuses, naming all four files.
+    # Twice in a row in a plain folder: the second refuses, naming all three files.
     again = tmp_path.parent / f"{tmp_path.name}-again"
     done = civflow("init", again, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     done = civflow("init", again, cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.splitlines()[0].count(", ") == 3, done.stderr
+    assert done.stderr.splitlines()[0].count(", ") == 2, done.stderr
 
 
 def test_post_checkout_hook_restores_out_after_a_branch_switch(tmp_path: Path) -> None:
@@ -244,7 +257,8 @@ def test_hook_goes_where_git_runs_hooks(tmp_path: Path) -> None:
 
 def test_a_fresh_clone_needs_one_idempotent_civflow_install(tmp_path: Path) -> None:
     """Issue 23: `init --hooks` refused in a clone (its files exist). `civflow install`
-    sets the clone up, twice is harmless, and a branch switch then restores out/."""
+    sets the clone up (the hook, and the editor schema its pipelines' modelines name),
+    twice is harmless, and a branch switch then restores out/."""
     repo = tmp_path / "studio"
     assert civflow("init", repo, "--no-hooks", cwd=tmp_path).returncode == 0
     git(repo, "checkout", "-q", "-b", "main")
@@ -259,14 +273,18 @@ def test_a_fresh_clone_needs_one_idempotent_civflow_install(tmp_path: Path) -> N
     git(repo, "commit", "-q", "-am", "fox")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", "-b", "fox", str(repo), str(clone))
+    assert not (clone / ".civflow").exists()  # nothing of the schema is committed
     first = civflow("install", cwd=clone)
     assert first.returncode == 0 and "installed" in first.stdout, first.stdout + first.stderr
+    assert "linked .civflow/editor-schema.json" in first.stdout
+    assert (clone / ".civflow" / "editor-schema.json").resolve() == editor_schema_path()
     again = civflow("install", cwd=clone)
     assert again.returncode == 0 and "already installed" in again.stdout
+    assert "already linked" in again.stdout
     # checkout restores from the local store (or the team's remote): give the clone the
     # store the runs filled, as on the machine that ran them.
     picture = clone / "out" / "hello" / "picture[seed=11]" / "0.jpeg"
-    (repo / ".civflow").rename(clone / ".civflow")
+    (repo / ".civflow" / "objects").rename(clone / ".civflow" / "objects")
     assert civflow("checkout", cwd=clone).returncode == 0
     fox = picture.read_bytes()
     switched = subprocess.run(["git", "checkout", "-q", "main"], cwd=clone, env=base_env(),
@@ -275,3 +293,38 @@ def test_a_fresh_clone_needs_one_idempotent_civflow_install(tmp_path: Path) -> N
     assert picture.read_bytes() != fox  # the lighthouse, restored by the hook
     tip = civflow("checkout", cwd=clone)
     assert "civflow install" not in tip.stderr  # installed: no tip
+
+
+def _in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                cwd: Path, *args: str) -> str:
+    from civflow.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main([*args])
+    assert stop.value.code in (0, None), capsys.readouterr()
+    return capsys.readouterr().out
+
+
+def test_the_schema_link_is_mended_or_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A link left by a civflow installed elsewhere is pointed at this one by `civflow
+    install`; where the file system makes no links, the schema is copied instead."""
+    repo = tmp_path / "studio"
+    git(tmp_path, "init", "-q", str(repo))
+    schema = repo / ".civflow" / "editor-schema.json"
+    schema.parent.mkdir()
+    schema.symlink_to(tmp_path / "old-venv" / "editor.schema.json")
+    out = _in_process(monkeypatch, capsys, repo, "install")
+    assert "linked .civflow/editor-schema.json" in out
+    assert schema.resolve() == editor_schema_path()
+
+    def no_links(self: Path, target: object, target_is_directory: bool = False) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "symlink_to", no_links)
+    out = _in_process(monkeypatch, capsys, tmp_path, "init", "copied", "--no-hooks")
+    copy = tmp_path / "copied" / ".civflow" / "editor-schema.json"
+    assert "a copy of this civflow's editor schema" in out
+    assert not copy.is_symlink() and copy.read_text(encoding="utf-8") == editor_schema_text()

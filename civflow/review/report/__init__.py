@@ -20,6 +20,7 @@ from pathlib import Path
 
 from civflow.errors import CivflowError, UsageError
 from civflow.review.comment import Totals, money
+from civflow.review.diff import reading_order
 from civflow.review.report.media import Media, MediaCounts, MediaFolder, Source
 from civflow.review.report.model import Card, PipelineView
 from civflow.review.report.render import (
@@ -106,7 +107,7 @@ def write_report(files: Sequence[Path], *, out: Path, base: str | None = None,
 
         def views(files: Sequence[Path], base: str | None, cwd: Path) -> list[PipelineView]:
             return review_views(files, base, cwd, paths)
-    pipelines = views(files, base, cwd)
+    pipelines = reading_order(views(files, base, cwd))
     _check_grid(grid, pipelines)
     target = check_out_dir(out, [p.root for p in pipelines])
     target.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,17 @@ overflow:auto;background:#fff;border:1px solid var(--line);border-radius:6px;pad
 box-shadow:0 6px 24px rgba(16,24,40,.18)}
 .after dl.kv,td:last-child dl.kv{left:auto;right:0}
 dl.kv dt{color:var(--mute)}dl.kv dd{margin:0;overflow-wrap:anywhere;white-space:pre-wrap}
-table.grid{border-collapse:collapse;margin:6px 0 14px}
+.gridwrap{max-width:100%;overflow-x:auto;margin:6px 0 14px;padding-bottom:2px;
+scrollbar-color:#aab2bf #e8ebf0}
+.gridwrap::-webkit-scrollbar{height:12px}
+.gridwrap::-webkit-scrollbar-track{background:#e8ebf0;border-radius:6px}
+.gridwrap::-webkit-scrollbar-thumb{background:#aab2bf;border-radius:6px}
+.gridwrap dl.kv{position:static;width:auto;max-height:none;box-shadow:none}
+.scroll-hint{margin:6px 0 -2px;font-size:12px;color:var(--mute)}
+table.grid{border-collapse:collapse;margin:0;
+--cell:clamp(128px,calc((100vw - 150px) / var(--cols,1) - 14px),256px)}
+table.grid .media img,table.grid .media video{max-width:var(--cell);max-height:var(--cell)}
+table.grid .ph{width:var(--cell)}
 table.grid caption{text-align:left;font-weight:600;padding:2px 0}
 table.grid th{background:#eef1f5;border:1px solid var(--line);padding:4px 8px;font-size:12px}
 table.grid td{border:1px solid var(--line);padding:4px;vertical-align:top}
@@ -77,6 +87,7 @@ text-decoration:none}
 
 # Filters: every element with data-status is shown when its status box is ticked and
 # its decision matches the select (if any); grids keep their cells, only cards hide.
+# A grid wider than the window says so above it (its box scrolls sideways).
 JS = """
 (function(){
 var boxes=document.querySelectorAll('input[data-filter]');
@@ -90,5 +101,12 @@ function apply(){
 }
 boxes.forEach(function(b){b.addEventListener('change',apply);});
 if(pick){pick.addEventListener('change',apply);}
+function hints(){
+ document.querySelectorAll('.gridwrap').forEach(function(w){
+  var hint=w.previousElementSibling;
+  if(hint&&hint.classList.contains('scroll-hint')){hint.hidden=w.scrollWidth<=w.clientWidth;}
+ });
+}
+hints();window.addEventListener('resize',hints);window.addEventListener('load',hints);
 })();
 """

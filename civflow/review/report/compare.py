@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from civflow.load.model import project_root_for
+from civflow.producers import Producers
 from civflow.review.diff import InstanceChange, PipelineReview, Review, compare
 from civflow.review.report.model import Card, FieldChange, PipelineView, group_steps
 from civflow.store.lockfile import LockedInstance
@@ -28,7 +29,8 @@ def views_of(review: Review, cwd: Path) -> list[PipelineView]:
 def _pipeline(review: PipelineReview, cwd: Path) -> PipelineView:
     shown = review.head_path or review.base_path or review.name
     root = review.project_root or project_root_for(cwd / shown)
-    cards = [_card(review.name, inst, review.previews) for inst in review.instances]
+    cards = [_card(review.name, inst, review.previews, review.producers)
+             for inst in review.instances]
     return PipelineView(
         review.name, shown, review.status, root, review.head_lock_dir, review.base_lock_dir,
         group_steps(cards, review.head_spec, None),
@@ -36,8 +38,8 @@ def _pipeline(review: PipelineReview, cwd: Path) -> PipelineView:
         notes=review.notes, unpriced=review.unpriced, paid_on_branch=review.paid_on_branch)
 
 
-def _card(pipeline: str, inst: InstanceChange,
-          previews: Mapping[str, LockedInstance]) -> Card:
+def _card(pipeline: str, inst: InstanceChange, previews: Mapping[str, LockedInstance],
+          producers: Producers) -> Card:
     decision = inst.decision
     # The head's lock entry shows what the head asks for only when the plan would not
     # make it again; otherwise its pictures are of an earlier version.
@@ -52,4 +54,7 @@ def _card(pipeline: str, inst: InstanceChange,
                 base=inst.base_entry, matrix=dict(inst.matrix), fields=fields,
                 reasons=inst.reasons if inst.status == "changed" else (),
                 decision=decision, estimate=inst.estimate if inst.runs else None,
-                head_current=current, preview=preview)
+                head_current=current, preview=preview,
+                made={text: name for entry in (inst.base_entry, inst.head_entry, preview)
+                      if entry is not None
+                      for text, name in producers.named(entry.request).items()})

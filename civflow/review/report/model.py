@@ -43,7 +43,7 @@ class Card:
     base: LockedInstance | None
     matrix: Mapping[str, Any] = field(default_factory=dict)
     fields: tuple[FieldChange, ...] = ()
-    reasons: tuple[str, ...] = ()  # why it changed when no field says (an upstream did)
+    reasons: tuple[str, ...] = ()  # why it changed beyond its fields (an upstream did)
     decision: str | None = None  # what `run` would do on the head: new, cached, changed…
     estimate: float | None = None  # Buzz, when the head would run it
     # True when the head entry is what the head's pipeline asks for (else it is stale:
@@ -52,6 +52,9 @@ class Card:
     # The emulator's picture of exactly what the head asks for, when no paid result is:
     # shown labelled as a preview, never as the result.
     preview: LockedInstance | None = None
+    # Values of its requests that are an upstream instance's output -> that instance, so
+    # its details read `output of shot[mug-marble]`, not a content hash.
+    made: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -125,10 +125,10 @@ class _Cards:
                 else '<div class="ph">removed: the head does not have it</div>'
         else:
             after = self.files(card, "head")
-        fields = "".join(f"<li><code>{_e(f.path)}</code>: {_change(f.old, f.new)}</li>"
-                         for f in card.fields[:MAX_FIELDS])
-        if not card.fields:
-            fields += "".join(f"<li>{_e(r)}</li>" for r in card.reasons[:MAX_FIELDS])
+        # Why it changes (an upstream instance, named), then the fields edited here.
+        fields = "".join(f"<li>{_e(r)}</li>" for r in card.reasons[:MAX_FIELDS])
+        fields += "".join(f"<li><code>{_e(f.path)}</code>: {_change(f.old, f.new)}</li>"
+                          for f in card.fields[:MAX_FIELDS])
         if len(card.fields) > MAX_FIELDS:
             fields += f"<li>… and {len(card.fields) - MAX_FIELDS} more fields</li>"
         what = (f'<div class="what">{_badge(card.status)} <b>{_e(card.name)}</b>'
@@ -168,11 +168,24 @@ class _Cards:
                 rows.append(("completed", _e(entry.completed_at)))
             others = [k for k in sorted(given) if k not in
                       ("prompt", "negativePrompt", "seed", "model", "loras")]
-            rows += [(k, _text(given[k], 300)) for k in others[:MAX_FIELDS]]
+            rows += [(k, _input(given[k], card.made)) for k in others[:MAX_FIELDS]]
             rows += [("file", f'{_file_link(m)} {_size(m)}')
                      for m in self.media(card, side) if m.original]
         body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
         return f'<details><summary>details</summary><dl class="kv">{body}</dl></details>'
+
+
+def _input(value: Any, made: Mapping[str, str]) -> str:
+    """An input value, with an upstream instance's output shown as `output of NAME`."""
+    def named(item: Any) -> Any:
+        if isinstance(item, str) and item in made:
+            return f"output of {made[item]}"
+        if isinstance(item, Mapping):
+            return {k: named(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [named(v) for v in item]
+        return item
+    return _text(named(value), 300)
 
 
 _WORDS = re.compile(r"\s+|[^\s]+")
@@ -309,10 +322,16 @@ def _grids(step: StepView, cards: Sequence[Card], grid: Grid, pipeline: str,
                 if len(ys) > rows_per else ""
             caption = (f"{_e(step.name)}: {_e(x)} across" + (f", {_e(y)} down" if y else "")
                        + (f" · {_e(where)}" if where else "") + part)
-            table = (f'<table class="grid" data-step="{_e(step.name)}" data-x="{_e(x)}"'
-                     f' data-y="{_e(y or "")}"><caption>{caption}</caption>'
+            # The pictures shrink to fit the window's width down to half size; a grid
+            # wider than that scrolls sideways in a box of its own, never the page.
+            table = (f'<p class="scroll-hint" hidden>{len(values[x])} columns: scroll '
+                     f'sideways for the rest →</p><div class="gridwrap" tabindex="0" '
+                     f'role="region" aria-label="{_e(step.name)} grid">'
+                     f'<table class="grid" data-step="{_e(step.name)}" data-x="{_e(x)}"'
+                     f' data-y="{_e(y or "")}" style="--cols:{len(values[x])}">'
+                     f'<caption>{caption}</caption>'
                      f'<thead><tr><th class="corner">{corner}</th>{head}</tr></thead>'
-                     f"<tbody>{''.join(rows)}</tbody></table>")
+                     f"<tbody>{''.join(rows)}</tbody></table></div>")
             blocks.append(Block(pipeline, step.name, table, max(count, 1)))
     return blocks, loose
 
