@@ -14,12 +14,12 @@ instance, all API requests per instance, and peak RSS of the `civflow run` proce
 Goals (issue 14): at 3,000 instances wall <= 1.5x the critical path and <= 0.1 POST per
 instance; the 100-lane chain <= 1.1x with one POST per lane (or fewer).
 
-Reading the lanes row: b and c echo a's message, so one workflow per instance their
-requests are a's own, and the API answers their POSTs with a's finished workflow (same
-`externalId`; the count is printed under the row): a lane does one job's work, which is
-why that column can sit below 1.0. Fused, b and c are sent before their input is known
-and run, as any real chain's steps would (see docs/guide/batching.md, "What fusion
-cannot cover").
+Reading the lanes row: b and c echo a's message but each layer sets its own step
+`timeout`, so every instance's request is its own and every POST is new work (the
+count of POSTs answered with an existing workflow, printed under the row, stays 0).
+Fused, b and c are sent before their input is known and run, as any real chain's steps
+would (see docs/guide/batching.md, "What fusion cannot cover"). Each mode starts from
+an emptied emulator, lockfile and journal: no case reuses another's bodies.
 
 The emulator serves from a child process (uvicorn on 127.0.0.1) at a time scale that
 makes an echo job last one second; civflow runs as a subprocess with `--concurrency`
@@ -73,12 +73,15 @@ def pipeline(width: int) -> str:
 
 
 def lanes(width: int) -> str:
-    """`width` lanes a -> b -> c: each b takes its own a's output, each c its b's."""
+    """`width` lanes a -> b -> c: each b takes its own a's output, each c its b's. Each
+    layer has its own step `timeout` (far above a job's length), so no two instances
+    send the same request: every POST is new work, none is answered by another's
+    `externalId`."""
     values = ", ".join(str(i) for i in range(width))
     lines = ["version: 1", f"name: lanes{width}", "steps:"]
     for n, layer in enumerate(LAYERS):
         lines += [f"  {layer}:", "    type: echo", f"    matrix: {{i: [{values}]}}",
-                  "    input:"]
+                  f"    timeout: \"00:{10 + n}:00\"", "    input:"]
         if n:
             lines.append(f"      message: \"{{{{ steps.{LAYERS[n - 1]}.outputs[matrix.i]"
                          f".message }}}}\"")

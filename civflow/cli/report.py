@@ -92,8 +92,11 @@ def _summary(p: Plan) -> str:
         f"{known} known + {open_} fan-out{'s' if open_ > 1 else ''} sized at run time"
     unpriced = len(p.unpriced)
     later = f" + {unpriced} priced at run time" if unpriced else ""
+    retry = any(i.decision is Decision.FAILED and "--retry-failed" in " ".join(i.reasons)
+                for i in p.instances)
+    hint = "; --retry-failed sends the failed ones again" if retry else ""
     return (f"{p.pipeline}: {count}, {runs} to run ({parts}); "
-            f"estimated {_buzz(p.estimate)} Buzz{later}")
+            f"estimated {_buzz(p.estimate)} Buzz{later}{hint}")
 
 
 def _estimate_text(i: PlannedInstance) -> str:

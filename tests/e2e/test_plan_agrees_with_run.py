@@ -88,3 +88,105 @@ def test_plan_and_run_agree_on_a_resumed_run(ready: tuple[Project, RunningEmulat
     assert "resuming interrupted run" in err
     _agree(planned, submitted, err)
     assert created(emulator) == 4  # hero, two upscales, clip: each once
+
+
+TRIO = """\
+version: 1
+name: trio
+steps:
+  say:
+    type: echo
+    matrix:
+      word: [one, two, three]
+    input:
+      message: "{{ matrix.word }}"
+"""
+
+
+def _decisions(project: Project, name: str, *args: str) -> dict[str, dict[str, Any]]:
+    shown = project.cli("plan", f"pipelines/{name}.yaml", "--format", "json", *args)
+    assert shown.code == 0, shown.text
+    return {p["instance"]: p for p in json.loads(shown.out)["instances"]}
+
+
+def test_failed_last_time_is_a_decision_of_the_plan_and_the_run_does_it(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """Promise: the plan shows what the run does. Instances whose last attempt failed
+    are planned `failed` at 0 Buzz with the --retry-failed hint, and the run sends none
+    of them; with --retry-failed both say they run again."""
+    project, emulator = ready
+    project.write("trio", TRIO)
+    emulator.set_faults(step_failure_rate=1)
+    assert project.run("trio").code == 7
+    emulator.set_faults(step_failure_rate=0)
+    made = created(emulator)
+    project.write("trio", TRIO.replace("three]", "three, four]"))
+    planned = _decisions(project, "trio")
+    assert {n: p["decision"] for n, p in planned.items()} == {
+        "say[word=one]": "failed", "say[word=two]": "failed", "say[word=three]": "failed",
+        "say[word=four]": "new"}
+    failed = planned["say[word=one]"]
+    assert failed["estimate"] == 0 and "--retry-failed" in " ".join(failed["reasons"])
+    text = project.cli("plan", "pipelines/trio.yaml")
+    assert "1 to run" in text.text and "3 failed" in text.text, text.text
+    outcome = project.run("trio")
+    assert outcome.code == 7 and "3 failed" in outcome.err, outcome.text
+    assert created(emulator) == made + 1  # only the new one
+    again = _decisions(project, "trio", "--retry-failed")
+    assert {p["decision"] for n, p in again.items() if n != "say[word=four]"} == {"new"}
+    assert project.run("trio", "--retry-failed").code == 0
+    assert created(emulator) == made + 4
+
+
+def test_a_blocked_instance_is_planned_failed_even_with_retry_failed(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    from civflow.emulator import EmulatorConfig, start_emulator
+    from tests.e2e.support import MODEL, SECRET, aim
+
+    pipeline = f"""\
+version: 1
+name: owls
+steps:
+  shot:
+    type: imageGen
+    matrix:
+      bird: [owl, forbidden owl]
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: {MODEL}
+      prompt: "a {{{{ matrix.bird }}}}"
+      width: 256
+      height: 256
+      steps: 10
+"""
+    config = EmulatorConfig(announce=False, time_scale=0, api_key=SECRET,
+                            blocked_words=("forbidden",))
+    with start_emulator(config) as emulator:
+        aim(monkeypatch, emulator)
+        project.write("owls", pipeline)
+        assert project.run("owls").code == 7
+        made = created(emulator)
+        planned = _decisions(project, "owls", "--retry-failed")
+        blocked = planned["shot[bird=forbidden owl]"]
+        assert blocked["decision"] == "failed" and blocked["estimate"] == 0
+        assert "moderation" in " ".join(blocked["reasons"])
+        outcome = project.run("owls", "--retry-failed")
+        assert outcome.code == 7 and created(emulator) == made, outcome.text
+
+
+def test_plan_shows_the_workflows_the_run_sends(ready: tuple[Project, RunningEmulator]
+                                                 ) -> None:
+    """Batching by default: the workflows `plan` lists are the workflows `run` sends."""
+    project, emulator = ready
+    project.write("trio", TRIO.replace("name: trio", "name: trio\nbatch: 2"))
+    shown = project.cli("plan", "pipelines/trio.yaml", "--format", "json")
+    groups = [sorted(w["members"]) for w in json.loads(shown.out)["workflows"]]
+    assert project.run("trio").code == 0
+    lock = project.lock("trio")["instances"]
+    by_workflow: dict[str, list[str]] = {}
+    for name, entry in lock.items():
+        by_workflow.setdefault(entry["workflowId"], []).append(name)
+    assert sorted(groups) == sorted(sorted(m) for m in by_workflow.values())
+    assert emulator.counters()["workflows_created"] == len(groups) == 2
