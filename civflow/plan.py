@@ -512,6 +512,7 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
                          attempts or {}, failed or {}, alternates, gone, origin, elsewhere)
     running: set[str] = set()  # steps with at least one instance that runs
     skipped: set[str] = set()
+    failing: set[str] = set()  # steps with an instance that failed last time (not re-sent)
     out: list[PlannedInstance] = []
     context = Context(spec, run_id, checked.engine)
     for name in graph.order:
@@ -524,7 +525,10 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
         instances = [i for i in resolve_step(checked, step, context, policy.seed)
                      if i.fanout or policy.selected(i.name, name)]
         if dead or verdict is False:
-            why = f"upstream {dead[0]} is skipped" if dead else f"when: {step.when} is false"
+            why = f"when: {step.when} is false"
+            if dead:  # as the run skips what waits on a step that does not succeed
+                why = f"upstream {dead[0]} failed last time and is not sent again" \
+                    if dead[0] in failing else f"upstream {dead[0]} is skipped"
             skipped.add(name)
             context.learn(name, StepResults((), skipped=True))
             out += [PlannedInstance(i, Decision.SKIPPED, (why,), None) for i in instances]
@@ -542,6 +546,9 @@ def plan(checked: Checked, priors: Mapping[str, Prior] | None = None,
             out.append(planned)
             if planned.decision.runs:
                 running.add(name)
+            if planned.decision is Decision.FAILED:
+                failing.add(name)
+                skipped.add(name)
             prior = policy.prior_for(inst)
             if planned.decision is Decision.CACHED and prior is not None:
                 outputs.append(prior.output)

@@ -98,13 +98,15 @@ def validate(paths: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
               help="Only these steps (and what they need).")
 @click.option("--batch", type=click.IntRange(1, 100), metavar="N",
               help="Plan as `run --batch N` would submit: up to N steps per workflow.")
+@click.option("--retry-failed", is_flag=True,
+              help="Plan as `run --retry-failed` would run: failed instances are sent again.")
 @click.option("--emulator", is_flag=True,
               help="Plan as `run --emulator` would run: only the emulator's own previews "
                    "are cached (they are never taken for paid work, nor paid work for them).")
 @_options
 def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: str | None,
          force: tuple[str, ...], reroll: tuple[str, ...], only: tuple[str, ...],
-         batch: int | None, emulator: bool, vars_: tuple[str, ...],
+         batch: int | None, retry_failed: bool, emulator: bool, vars_: tuple[str, ...],
          vars_files: tuple[Path, ...], strict: bool) -> None:
     """Show every instance in order, whether it runs or is cached, and why.
 
@@ -116,7 +118,8 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
     from civflow.errors import UsageError
     from civflow.plan import PlanOptions
 
-    options = PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only)
+    options = PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only,
+                          retry_failed=retry_failed)
     if base_ref is not None:
         _plan_against_base(paths, base_ref, fmt, report_url, options, vars_, vars_files,
                            strict)

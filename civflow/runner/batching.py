@@ -348,7 +348,8 @@ def _grouped(checked: Checked, made: Plan, fuse: bool = True
         for q in lanes or [p]:
             planned.append(q)
             by_step.setdefault(q.instance.step, []).append(q)
-    return (workflows(planned, size, upstream=upstream, guarded=guarded, fuse=fuse),
+    return (workflows(planned, size, upstream=upstream, guarded=guarded,
+                      fuse=fuse and size > 1),
             {q.name: q.instance for q in planned})
 
 

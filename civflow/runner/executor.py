@@ -96,6 +96,7 @@ class Executor:
                                    policy=self.policy, journal=journal, blobs=blobs,
                                    budget=Budget(options.max_cost), options=options,
                                    halt=self.halt, reporter=reporter, clock=clock)
+        self.submitter.alias.update(history.lanes)  # lanes an interrupted run named
         self.context = Context(self.spec, journal.run_id, checked.engine)
         self.complete: dict[str, frozenset[str]] = {}  # step -> its instances, all succeeded
         self.batch = batch_size(self.spec.batch)

@@ -103,7 +103,8 @@ class Recorder:
     async def succeeded(self, name: str, step: str, type_: str, fp: str,
                         request: Mapping[str, Any], seed: int | None, reroll: int,
                         state: WorkflowState, *, event: str = "finished",
-                        pending: list[dict[str, Any]] | None = None) -> LockedInstance:
+                        pending: list[dict[str, Any]] | None = None,
+                        lane: str | None = None) -> LockedInstance:
         """Fetch every output blob, then record the entry (journal, then lockfile).
         With `pending`, the journal record is left there for the caller to write with
         others in one fsync (and to checkpoint the lockfile after)."""
@@ -125,8 +126,11 @@ class Recorder:
                 Origin.of_entry(replaced.made_by) is self.origin:
             await asyncio.to_thread(self.archive.put, replaced)
         self.priors[name] = prior_of(entry, self.lock_dir, None)
-        record = {"event": event, "instance": name, "fingerprint": fp, "status": "succeeded",
-                  "workflowId": state.id, "cost": state.cost, "entry": entry.to_dict()}
+        record: dict[str, Any] = {
+            "event": event, "instance": name, "fingerprint": fp, "status": "succeeded",
+            "workflowId": state.id, "cost": state.cost, "entry": entry.to_dict()}
+        if lane is not None:  # the journal's name for it until now (`step[#i]`)
+            record["lane"] = lane
         self.result.results[name] = InstanceResult(name, step, "succeeded", state.id,
                                                    state.cost, artifacts=artifacts)
         self._dirty = True
@@ -140,16 +144,18 @@ class Recorder:
 
     async def failed(self, name: str, step: str, fp: str, state: WorkflowState, *,
                      attempt: int | None = None, event: str = "finished",
-                     extra: Mapping[str, Any] | None = None) -> None:
+                     lane: str | None = None) -> None:
         """A workflow (or a batch member) that ended without succeeding."""
         failure = state.failure()
         status = state.status if state.status != "succeeded" else "failed"
         record: dict[str, Any] = {
             "event": event, "instance": name, "fingerprint": fp, "status": status,
             "workflowId": state.id, "cost": state.cost, "reason": failure.reason,
-            "blocked": failure.blocked, **(extra or {})}
+            "blocked": failure.blocked}
         if attempt is not None:
             record["attempt"] = attempt
+        if lane is not None:
+            record["lane"] = lane
         self.endings[name] = (fp, "blocked" if failure.blocked else "failed")
         await asyncio.to_thread(self.journal.append, record)
         self.result.results[name] = InstanceResult(name, step, status, state.id, state.cost,

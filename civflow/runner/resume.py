@@ -50,6 +50,9 @@ class History:
     # (instance, fingerprint) whose latest attempt went out in a batch: its key is not an
     # externalId the API knows, so a re-send alone would not get that workflow back.
     batched: frozenset[tuple[str, str]] = frozenset()
+    # Fused foreach members of the unfinished run recorded under the name their item
+    # gave them: lane name (`step[#i]`) -> that name.
+    lanes: Mapping[str, str] = field(default_factory=dict)
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -175,6 +178,7 @@ def read_history(runs_root: Path, pipeline: str) -> History:
     inflight: dict[str, InFlight] = {}
     intents: dict[str, Mapping[str, Any]] = {}
     batches: dict[str, list[str]] = {}
+    lanes: dict[str, str] = {}
     for record in newest:
         name, event = record.get("instance"), record.get("event")
         if not isinstance(name, str):
@@ -197,6 +201,10 @@ def read_history(runs_root: Path, pipeline: str) -> History:
                                           workflow_id, old.seed, old.reroll)
         elif event in ("finished", "settled"):
             inflight.pop(name, None)
+            lane = record.get("lane")
+            if isinstance(lane, str) and lane:  # a fused foreach member, named at last
+                inflight.pop(lane, None)
+                lanes[lane] = name
             entry = record.get("entry")
             if record.get("status") == "succeeded" and isinstance(entry, Mapping):
                 with contextlib.suppress(ValueError):  # a malformed entry is not recovered
@@ -206,4 +214,4 @@ def read_history(runs_root: Path, pipeline: str) -> History:
     open_batches = {key: tuple(members) for key, members in batches.items()
                     if any(n in inflight and intents[n].get("batch") == key for n in members)}
     return History(unfinished, recovered, inflight, intents, attempts, failed, open_batches,
-                   frozenset(batched))
+                   frozenset(batched), lanes)

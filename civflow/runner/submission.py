@@ -254,10 +254,12 @@ class Submitter:
     async def _record_fused(self, m: Member, mine: WorkflowState, event: str) -> None:
         """Record a fused member as if it had been sent alone after its sources: its
         request (so its fingerprint) from their recorded outputs, its own result. A
-        fused foreach member gets its real name (from its item) here."""
+        fused foreach member gets its real name (from its item) here; the journal
+        record keeps its lane name too, so a later run knows it settled."""
         name, request, fp = m.name, None, m.fp
         index = lane_index(m.name)
-        sources = self._source_outputs(m.refs)
+        lane = m.name if index is not None else None
+        sources = self._source_outputs(m.refs, mine.id)
         if index is not None:
             found = self._realize(m.step, index, m.refs[0].source) \
                 if m.refs[0].source in sources else None
@@ -272,20 +274,28 @@ class Submitter:
                 fp = fingerprint(request)
         self.fused_done[name] = None
         if request is None or not _succeeded(mine):
-            await self.recorder.failed(name, m.step, fp, mine, attempt=m.attempt, event=event)
+            await self.recorder.failed(name, m.step, fp, mine, attempt=m.attempt, event=event,
+                                       lane=lane)
             return
         async with self.download_slots:
             await self.recorder.succeeded(name, m.step, m.type, fp, request, m.seed,
-                                          m.reroll, mine, event=event)
+                                          m.reroll, mine, event=event, lane=lane)
         self.fused_done[name] = self.recorder.priors[name].output
 
-    def _source_outputs(self, refs: Sequence[Ref]) -> dict[str, Any]:
-        """The recorded outputs of a fused member's sources that succeeded in this run."""
+    def _source_outputs(self, refs: Sequence[Ref], workflow_id: str | None
+                        ) -> dict[str, Any]:
+        """The recorded outputs of a fused member's sources: those that succeeded in
+        this run, or were recorded from this same workflow by an earlier, interrupted
+        settling of it (never an older result of another workflow)."""
         out: dict[str, Any] = {}
         for ref in refs:
             name = self.alias.get(ref.source, ref.source)
             done = self.recorder.result.results.get(name)
-            if done is not None and done.status == "succeeded" and name in self.recorder.priors:
+            entry = self.recorder.entries.get(name)
+            here = done is not None and done.status == "succeeded"
+            earlier = done is None and entry is not None and workflow_id is not None \
+                and entry.workflow_id == workflow_id
+            if (here or earlier) and name in self.recorder.priors:
                 out[ref.source] = self.recorder.priors[name].output
         return out
 

@@ -138,7 +138,7 @@ def test_plan_only_and_force(capsys: pytest.CaptureFixture[str], workdir: Path) 
 
 def test_render_shows_placeholders_naming_the_reference(capsys: pytest.CaptureFixture[str],
                                                         workdir: Path) -> None:
-    code, out, _ = run(capsys, "render", str(workdir / "hero-shot.yaml"))
+    code, out, _ = run(capsys, "render", str(workdir / "hero-shot.yaml"), "--batch", "1")
     assert code == 0
     bodies = json.loads(out)
     assert [b["instance"] for b in bodies] == ["hero", "upscale[*]", "clip"]

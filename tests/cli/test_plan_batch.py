@@ -68,4 +68,4 @@ def test_render_shows_each_workflow_as_sent_with_refs(
     assert steps[3]["input"]["image"]["$ref"] == "hero[seed=1]"
     one = json.loads(cli(capsys, monkeypatch, folder, "render", "lanes.yaml",
                          "--batch", "1").out)
-    assert [b["instance"] for b in one][:3] == HEROES and "workflow" not in one[0]
+    assert [b["instance"] for b in one][:3] == HEROES and one[0]["workflow"] == HEROES[:1]

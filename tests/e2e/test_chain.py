@@ -77,7 +77,7 @@ def test_chain_produces_images_upscales_video_and_a_clean_lockfile(
     assert project.lock_path("chain").read_text(encoding="utf-8") == text
 
 
-def test_matrix_sweep_runs_one_workflow_per_combination(
+def test_matrix_sweep_runs_every_combination_once_in_one_batch(
         ready: tuple[Project, RunningEmulator]) -> None:
     project, emulator = ready
     project.write("sweep", MATRIX)
@@ -88,7 +88,7 @@ def test_matrix_sweep_runs_one_workflow_per_combination(
     assert sorted(lock["instances"]) == sorted([*names, "total"])
     assert created(emulator) == 5
     ids = {lock["instances"][n]["workflowId"] for n in names}
-    assert len(ids) == 4
+    assert len(ids) == 1  # batched by default: one workflow for the four
     assert lock["instances"]["say[a=2,b=x]"]["output"]["message"] == "a=2 b=x"
     # Outputs come back in instance order (the order the matrix was written).
     assert lock["instances"]["total"]["output"]["message"] == \

@@ -74,7 +74,8 @@ class Studio:
         return folder
 
     def created(self) -> int:
-        return int(self.api.counters()["workflows_created"])
+        """Instances the API made (steps of created workflows: batches hold several)."""
+        return int(self.api.counters()["steps_created"])
 
     def main_run(self) -> list[str]:
         context = {

@@ -162,7 +162,7 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
         ran = run_job(main_job, main_ci, context, {**job_env, "GITHUB_REF_NAME": "main"},
                        outputs)
         assert "Run every pipeline" in ran and "Push the artifacts to the remote" in ran
-        assert emulator.counters()["workflows_created"] == 4
+        assert emulator.counters()["steps_created"] == 4
         log = _git(origin, "log", "--format=%s", "main", env=env).splitlines()
         assert log[0].startswith("civflow: lockfiles of run 41"), log
         lockfile = _git(origin, "show", "main:pipelines/hello.lock.json", env=env)
@@ -197,11 +197,11 @@ def test_workflow_commands_run_end_to_end_on_the_emulator(tmp_path: Path) -> Non
         # The pull request's author posts the marker first, hoping the plan lands in a
         # comment they can edit afterwards.
         planted = plant_comment(state, 7, f"{MARKER}\nlooks good, merge it", "mallory")
-        created_before = emulator.counters()["workflows_created"]
+        created_before = emulator.counters()["steps_created"]
         ran = run_job(review, pr_ci, context, pr_env, outputs)
         assert {"Validate", "Fetch the artifacts the lockfiles name", "Review page",
                 "Plan against the base branch", "Sticky comment"} <= set(ran), ran
-        assert emulator.counters()["workflows_created"] == created_before  # nothing paid
+        assert emulator.counters()["steps_created"] == created_before  # nothing paid
         theirs, comment = comments(state)
         assert theirs["id"] == planted and theirs["body"].endswith("looks good, merge it")
         assert comment["user"]["login"] == "github-actions[bot]"
