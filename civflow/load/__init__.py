@@ -186,8 +186,18 @@ def load_pipeline_text(text: str, overrides: Mapping[str, Any] | None = None, *,
             f"the text is larger than {MAX_FILE_BYTES // 2**20} MiB",
             Location(str(path) if path else STRING_SOURCE, 1, 1),
             hint="pipelines hold settings, not data; keep them small")])
-    doc = _parse(text, str(path) if path else STRING_SOURCE, "text")
-    return _typed(doc, path, overrides)
+    where = str(path) if path else STRING_SOURCE
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no YAML parser takes it
+        line = text.count("\n", 0, exc.start) + 1
+        col = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        raise PipelineInvalid([Diagnostic(
+            f"the text holds U+{ord(text[exc.start]):04X}, a lone surrogate, not a character",
+            Location(where, line, col),
+            hint="it comes from bytes decoded with errors='surrogateescape'; decode them "
+                 "as UTF-8")]) from None
+    return _typed(_parse(text, where, "text"), path, overrides)
 
 
 def _typed(doc: SourceDoc, path: Path | None,
