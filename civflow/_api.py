@@ -2,8 +2,9 @@
 
 Each coroutine has a synchronous twin of exactly the same signature (`arun`/`run`,
 `aestimate`/`estimate`), for scripts and notebooks: inside a running event loop
-(Jupyter) the twin runs the coroutine on a worker thread with a loop of its own, so it
-never trips over `asyncio.run`'s "cannot be called from a running event loop".
+(Jupyter), or when given a backend, the twin runs the coroutine on civflow's worker loop
+(a thread of its own), so it never trips over `asyncio.run`'s "cannot be called from a
+running event loop" and a backend serves call after call.
 """
 
 from __future__ import annotations
