@@ -7,10 +7,12 @@
     result = civflow.run(checked, emulator=True)    # works in a notebook cell too
     print(result.table()); result.files["hero"]
 
-`load`, `plan` and `estimate` never touch the network (unless `estimate(whatif=True)`);
-`run` / `arun` submit, to an in-process emulator with `emulator=True`, else to
-`CIVITAI_BASE_URL` with `CIVITAI_API_KEY`, and only with consent (`yes=True` or
-`confirm=`).
+`load` (a file), `loads` (text), `plan` and `estimate` never touch the network (unless
+`estimate(whatif=True)`); `run` / `arun` submit, to an in-process emulator with
+`emulator=True`, to your own `backend=`, else to `CIVITAI_BASE_URL` with
+`CIVITAI_API_KEY`, and only with consent (`yes=True` or `confirm=`) unless on the
+in-process emulator. `on_event=` hears each typed `Event` of a run; each instance ends
+with a `Status`.
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ from civflow.errors import (
 from civflow.plan import Decision, Plan, PlannedInstance
 
 if TYPE_CHECKING:
-    from civflow._api import aestimate, arun, estimate, load, plan, run
-    from civflow.runner import Estimate, InstanceResult, RunResult
+    from civflow._api import aestimate, arun, estimate, load, loads, plan, run
+    from civflow.runner import Estimate
+    from civflow.runner.events import Event, Phase
+    from civflow.runner.results import InstanceResult, RunResult, Status
 
 # What runs pipelines is imported on first use: `civflow validate` and `civflow plan`
 # then start without the HTTP client, asyncio and the runner (a third of their start).
-_LAZY = {name: "civflow._api" for name in ("aestimate", "arun", "estimate", "load", "plan",
-                                            "run")}
-_LAZY.update({name: "civflow.runner" for name in ("Estimate", "InstanceResult",
-                                                  "RunResult")})
+_LAZY = {name: "civflow._api" for name in ("aestimate", "arun", "estimate", "load", "loads",
+                                            "plan", "run")}
+_LAZY["Estimate"] = "civflow.runner"
+_LAZY.update({name: "civflow.runner.events" for name in ("Event", "Phase")})
+_LAZY.update({name: "civflow.runner.results" for name in ("InstanceResult", "RunResult",
+                                                          "Status")})
 # `civflow.plan` and `civflow.load` are functions; importing the submodules of those
 # names (above) bound them here, so those bindings go and the functions take their
 # place on first use (a submodule already imported is not bound again).
@@ -69,19 +75,23 @@ __all__ = [
     "Decision",
     "Diagnostic",
     "Estimate",
+    "Event",
     "InstanceResult",
     "Location",
+    "Phase",
     "PipelineInvalid",
     "Plan",
     "PlannedInstance",
     "RunLocked",
     "RunResult",
     "SpendingRefused",
+    "Status",
     "StepsFailed",
     "aestimate",
     "arun",
     "estimate",
     "load",
+    "loads",
     "plan",
     "run",
 ]

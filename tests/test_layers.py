@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "scaffold": {"load", "catalog"},
     "review": {"load", "check", "expand", "plan", "request", "runner", "store", "catalog",
                "template", "remote"},
-    "_api": {"load", "check", "plan", "runner", "remote"},
+    "_api": {"load", "check", "plan", "runner", "remote", "client"},
     "__init__": {"_api", "check", "plan", "runner"},
     "__main__": {"cli"},
 }

@@ -114,7 +114,8 @@ def check_pipeline(spec: PipelineSpec, *, strict: bool = False) -> Checked:
     found, graph, engine = _collect(spec, _Scope())
     errors = [d for d in found if d.is_error]
     if errors or graph is None:
-        raise PipelineInvalid(conclude(spec.path, found))
+        # Named as the document is: a pipeline given as text is `<string>`.
+        raise PipelineInvalid(conclude(FsPath(spec.doc.path), found))
     return Checked(spec, engine, graph, tuple(_ordered(found)))
 
 

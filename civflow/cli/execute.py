@@ -81,7 +81,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.cli.progress import reporter_for
     from civflow.cli.remote import push_after_run, push_target
     from civflow.plan import Plan
-    from civflow.runner import Estimate
+    from civflow.runner import Estimate, Event, Phase
     from civflow.runner.connect import wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
@@ -105,18 +105,24 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         return click.confirm("Submit these workflows?", default=False, err=True)
 
     reporter = reporter_for(sys.stderr, verbose=verbose)
+
+    def on_event(event: Event) -> None:
+        if event.phase is Phase.LOCKED:
+            click.echo(f"waiting for the run in progress ({event.detail}) to end", err=True)
+        elif event.phase is Phase.RESUMED:
+            click.echo(f"resuming interrupted run {event.detail}", err=True)
+        elif event.phase is Phase.REMOTE:
+            click.echo(event.detail, err=True)
+        else:
+            reporter(event)
+
     try:
         result = asyncio.run(arun(
             checked, emulator=wants_emulator(emulator), confirm=confirm, max_cost=max_cost,
             force=force, reroll=reroll, only=only, retry_failed=retry_failed,
             concurrency=concurrency, fail_fast=fail_fast, out_dir=out_dir, wait=wait_lock,
             keep_stale=keep_stale, update_lockfile=update_lockfile,
-            api_key_file=api_key_file, reporter=reporter, pipeline_file=str(file),
-            on_wait=lambda holder: click.echo(
-                f"waiting for the run in progress ({holder}) to end", err=True),
-            on_resume=lambda run_id: click.echo(f"resuming interrupted run {run_id}",
-                                                err=True),
-            on_remote=lambda line: click.echo(line, err=True)))
+            api_key_file=api_key_file, on_event=on_event))
     except KeyboardInterrupt:
         reporter.close()
         click.echo(f"\ninterrupted. Nothing finished is lost.\n"

@@ -33,10 +33,12 @@ from civflow.load.yamlsrc import SourceDoc, load_yaml
 __all__ = [
     "MAX_FILE_BYTES",
     "MAX_VAR_DEPTH",
+    "STRING_SOURCE",
     "PipelineSpec",
     "SourceDoc",
     "StepSpec",
     "load_pipeline",
+    "load_pipeline_text",
     "parse_var_overrides",
     "pipeline_schema",
     "read_source",
@@ -45,6 +47,8 @@ __all__ = [
 
 # A pipeline or vars file larger than this is refused before it is parsed.
 MAX_FILE_BYTES = 8 * 2**20
+# Where errors in a pipeline given as text (not a file) are located.
+STRING_SOURCE = "<string>"
 # Variables are JSON data: integers fit in 64 bits, and nesting is this deep at most.
 MAX_VAR_DEPTH = 32
 _INT_RANGE = range(-(2**63), 2**63)
@@ -108,14 +112,20 @@ def _load(raw: bytes, path: Path) -> SourceDoc:
         raise PipelineInvalid([Diagnostic(
             f"the file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})", _loc(path, line, col),
             hint="save the file as UTF-8", source_line=shown)]) from None
+    return _parse(text, str(path), "file")
+
+
+def _parse(text: str, where: str, what: str) -> SourceDoc:
+    """Parse decoded text (a file's, or one given as a string) with the strict loader."""
     if "\x00" in text:
-        raise PipelineInvalid([Diagnostic("the file contains a NUL byte", _loc(path, 1, 1),
+        raise PipelineInvalid([Diagnostic(f"the {what} contains a NUL byte",
+                                          Location(where, 1, 1),
                                           hint="is this a binary file?")])
     try:
-        return load_yaml(text.removeprefix("\ufeff"), str(path))
+        return load_yaml(text.removeprefix("\ufeff"), where)
     except RecursionError:
         raise PipelineInvalid([Diagnostic(
-            "the file is nested too deeply to read", _loc(path, 1, 1),
+            f"the {what} is nested too deeply to read", Location(where, 1, 1),
             hint="lists and mappings nest a few levels, not hundreds")]) from None
 
 
@@ -156,11 +166,49 @@ def _matrix_axis(doc: SourceDoc, step: str, axis: str, value: Any,
 
 def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> PipelineSpec:
     """Parse, schema-check and type a pipeline file; apply variable overrides."""
-    doc = read_source(path)
+    return _typed(read_source(path), path, overrides)
+
+
+def load_pipeline_text(text: str, overrides: Mapping[str, Any] | None = None, *,
+                       path: Path | None = None) -> PipelineSpec:
+    """`load_pipeline` for a pipeline given as text.
+
+    `path` is where the text stands: errors are located there, and includes, the
+    lockfile and out/ are found from it as for a file there (it need not exist).
+    Without it errors are located at `<string>`, and the pipeline stands for
+    `<name>.yaml` in the current folder.
+    """
+    if not isinstance(text, str):
+        raise UsageError(f"a pipeline's text is a str, not {type(text).__name__}",
+                         hint="decode it first, or load the file by its path")
+    if len(text) > MAX_FILE_BYTES:
+        raise PipelineInvalid([Diagnostic(
+            f"the text is larger than {MAX_FILE_BYTES // 2**20} MiB",
+            Location(str(path) if path else STRING_SOURCE, 1, 1),
+            hint="pipelines hold settings, not data; keep them small")])
+    where = str(path) if path else STRING_SOURCE
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no YAML parser takes it
+        line = text.count("\n", 0, exc.start) + 1
+        col = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        raise PipelineInvalid([Diagnostic(
+            f"the text holds U+{ord(text[exc.start]):04X}, a lone surrogate, not a character",
+            Location(where, line, col),
+            hint="it comes from bytes decoded with errors='surrogateescape'; decode them "
+                 "as UTF-8")]) from None
+    return _typed(_parse(text, where, "text"), path, overrides)
+
+
+def _typed(doc: SourceDoc, path: Path | None,
+           overrides: Mapping[str, Any] | None) -> PipelineSpec:
+    """The PipelineSpec of a parsed document: schema-checked, overrides applied."""
     problems = schema_diagnostics(doc)
     if problems:
         raise PipelineInvalid(problems)
     data = doc.data
+    if path is None:
+        path = Path(f"{data['name']}.yaml")  # the schema allows only names safe on disk
     declared: dict[str, Any] = dict(data.get("vars") or {})
     changed: dict[str, Any] = {}
     for name, value in (overrides or {}).items():
@@ -170,7 +218,7 @@ def load_pipeline(path: Path, overrides: Mapping[str, Any] | None = None) -> Pip
             raise UsageError(
                 f"unknown variable '{name}' (known: {known})",
                 hint=f"did you mean '{close[0]}'?" if close else
-                f"declare it under 'vars:' in {path} first")
+                f"declare it under 'vars:' in {doc.path} first")
         if declared[name] != value:
             changed[name] = value
         declared[name] = value

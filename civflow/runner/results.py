@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from civflow.runner.deadlines import GRACE
 from civflow.store.lockfile import Artifact
 
-__all__ = ["InstanceResult", "RunOptions", "RunResult"]
+__all__ = ["InstanceResult", "RunOptions", "RunResult", "Status"]
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,51 @@ class RunOptions:
     keep_stale: bool = False  # keep lockfile entries of instances a full run no longer has
 
 
-@dataclass
+class Status(StrEnum):
+    """How an instance ended in a run. A `str`: `result.status == "failed"` holds."""
+
+    SUCCEEDED = "succeeded"
+    CACHED = "cached"  # paid for before: its files were restored, nothing submitted
+    FAILED = "failed"
+    EXPIRED = "expired"  # the API gave up on it
+    CANCELED = "canceled"
+    SKIPPED = "skipped"  # its `when` was false, a step it needs did not succeed, or the
+    # run had stopped before its step began
+    NOT_RUN = "not-run"  # ready, but the run stopped (the cost cap, fail-fast) before it
+    # was submitted
+
+    @property
+    def failed(self) -> bool:
+        """Failed, expired or canceled: it did not succeed (`reason` says why)."""
+        return self in (Status.FAILED, Status.EXPIRED, Status.CANCELED)
+
+
+@dataclass(init=False)
 class InstanceResult:
     name: str
     step: str
-    status: str  # succeeded | cached | failed | expired | canceled | skipped | not-run
+    status: Status
     workflow_id: str | None = None
     cost: float | None = None
     reason: str | None = None
     artifacts: tuple[Artifact, ...] = ()
+
+    def __init__(self, name: str, step: str, status: Status | str,
+                 workflow_id: str | None = None, cost: float | None = None,
+                 reason: str | None = None, artifacts: tuple[Artifact, ...] = ()) -> None:
+        self.name = name
+        self.step = step
+        # The runner passes the API's word for a workflow that ended badly; one this
+        # version does not know is still an instance that did not succeed.
+        self.status = status if isinstance(status, Status) else _STATUS.get(status,
+                                                                             Status.FAILED)
+        self.workflow_id = workflow_id
+        self.cost = cost
+        self.reason = reason
+        self.artifacts = artifacts
+
+
+_STATUS = {status.value: status for status in Status}
 
 
 @dataclass
@@ -49,10 +86,9 @@ class RunResult:
 
     @property
     def failed(self) -> list[str]:
-        return [r.name for r in self.results.values()
-                if r.status in ("failed", "expired", "canceled")]
+        return [r.name for r in self.results.values() if r.status.failed]
 
-    def count(self, status: str) -> int:
+    def count(self, status: Status | str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
 
     @property
