@@ -27,7 +27,7 @@ from civflow.plan import Decision, PlannedInstance, Policy, Prior
 from civflow.request import tokenize_output
 from civflow.runner.blobs import BlobBook
 from civflow.runner.events import Event, Phase, Reporter
-from civflow.runner.results import InstanceResult, RunResult
+from civflow.runner.results import InstanceResult, RunResult, Status
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.archive import EntryArchive
 from civflow.store.integrity import relocated
@@ -131,7 +131,7 @@ class Recorder:
             "workflowId": state.id, "cost": state.cost, "entry": entry.to_dict()}
         if lane is not None:  # the journal's name for it until now (`step[#i]`)
             record["lane"] = lane
-        self.result.results[name] = InstanceResult(name, step, "succeeded", state.id,
+        self.result.results[name] = InstanceResult(name, step, Status.SUCCEEDED, state.id,
                                                    state.cost, artifacts=artifacts)
         self._dirty = True
         if pending is not None:
@@ -147,7 +147,8 @@ class Recorder:
                      lane: str | None = None) -> None:
         """A workflow (or a batch member) that ended without succeeding."""
         failure = state.failure()
-        status = state.status if state.status != "succeeded" else "failed"
+        status = Status(state.status) if state.status in ("expired", "canceled") \
+            else Status.FAILED
         record: dict[str, Any] = {
             "event": event, "instance": name, "fingerprint": fp, "status": status,
             "workflowId": state.id, "cost": state.cost, "reason": failure.reason,
@@ -166,11 +167,12 @@ class Recorder:
 
     def refused(self, name: str, step: str, reason: str) -> None:
         """Failed without a workflow: a template on real outputs, a decision of the plan."""
-        self.result.results[name] = InstanceResult(name, step, "failed", reason=reason)
+        self.result.results[name] = InstanceResult(name, step, Status.FAILED, reason=reason)
         self.report(Event(name, Phase.FAILED, status="failed", detail=reason))
         self.halt.failure()
 
-    def skipped(self, name: str, step: str, reason: str, status: str = "skipped") -> None:
+    def skipped(self, name: str, step: str, reason: str,
+                status: Status = Status.SKIPPED) -> None:
         self.result.results[name] = InstanceResult(name, step, status, reason=reason)
         self.report(Event(name, Phase.SKIPPED, detail=reason))
 
@@ -194,7 +196,7 @@ class Recorder:
         entry, prior = await self._current(inst)
         if prior.artifacts_ok or await self._repair(entry):
             self.result.results[inst.name] = InstanceResult(
-                inst.name, inst.step, "cached", entry.workflow_id, entry.cost,
+                inst.name, inst.step, Status.CACHED, entry.workflow_id, entry.cost,
                 artifacts=entry.artifacts)
             self.report(Event(inst.name, Phase.CACHED))
             return Reuse(settled=True, output=prior.output)

@@ -32,7 +32,7 @@ from civflow.runner.budget import Budget, OverBudget
 from civflow.runner.deadlines import timed_out_steps, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter
 from civflow.runner.recording import Halt, Recorder, plain
-from civflow.runner.results import RunOptions
+from civflow.runner.results import RunOptions, Status
 from civflow.store.journal import Journal, workflow_external_id
 
 __all__ = ["Member", "Submitter", "member_state"]
@@ -114,7 +114,7 @@ class Submitter:
             if self.halt.stopped:
                 for m in members:
                     self.recorder.skipped(m.name, m.step, "the run stopped before this "
-                                          "instance", status="not-run")
+                                          "instance", status=Status.NOT_RUN)
                 return out
             members, charge = await self.reserve(members, lookup)
             if not members:
@@ -193,7 +193,7 @@ class Submitter:
             self.halt.stopped = True
             self.recorder.result.budget_stop = reason
             for m in members[len(keep):]:
-                self.recorder.skipped(m.name, m.step, reason, status="not-run")
+                self.recorder.skipped(m.name, m.step, reason, status=Status.NOT_RUN)
         return keep, total if keep else 0.0
 
     # -- following and recording -----------------------------------------------------------
