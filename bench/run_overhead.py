@@ -183,7 +183,9 @@ def measure(url: str, folder: Path, name: str, width: int, instances: int,
     for _label, size, fuse in MODES:
         for lock in (folder / "pipelines").glob("*.lock.json"):
             lock.unlink()
+        # The served emulator announces itself: its runs are previews, kept apart.
         shutil.rmtree(folder / ".civflow" / "runs", ignore_errors=True)
+        shutil.rmtree(folder / ".civflow" / "previews", ignore_errors=True)
         httpx.post(f"{url}/_emulator/reset")
         seconds, code, rss = run_civflow(url, folder, name, width, timeout,
                                          size.format(n=batch), fuse)
@@ -200,7 +202,7 @@ def in_run(folder: Path) -> float:
     """Seconds from the journal's first record to its last: the run without the
     interpreter's start, imports and planning."""
     stamps = []
-    for path in (folder / ".civflow" / "runs").glob("*/journal.jsonl"):
+    for path in (folder / ".civflow").glob("**/runs/*/journal.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             stamps.append(datetime.fromisoformat(json.loads(line)["at"].replace("Z", "+00:00")))
     return (max(stamps) - min(stamps)).total_seconds() if stamps else float("nan")

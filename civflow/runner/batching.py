@@ -211,8 +211,8 @@ def workflows(planned: Sequence[PlannedInstance], size: int, *,
                 lane_members[p.name] = [p.name]
             continue
         found = _fusible(step, items, upstream, guarded, running, group_of) if fuse else None
-        if found is None:
-            continue
+        if found is None or not _fits(found, lane_of, lane_members, size):
+            continue  # a lane never outgrows a workflow: the step waits for real outputs
         root = group_of[next(iter(upstream.get(step, ())))]
         group_of[step] = root
         running[step] = [p.name for p in items]
@@ -241,6 +241,28 @@ def workflows(planned: Sequence[PlannedInstance], size: int, *,
         if current:
             out.append(_batch(root, current, order, refs))
     return tuple(out)
+
+
+def _fits(found: Mapping[str, tuple[Ref, ...]], lane_of: Mapping[str, str],
+          lane_members: Mapping[str, list[str]], size: int) -> bool:
+    """Whether fusing a step's instances (`found`: each one's refs) keeps every lane
+    they join or merge within `size` members."""
+    merged: dict[str, str] = {}  # a lane merged into another -> that one
+    sizes: dict[str, int] = {}
+
+    def head(lane: str) -> str:
+        while lane in merged:
+            lane = merged[lane]
+        return lane
+    for refs in found.values():
+        lanes = sorted({head(lane_of[r.source]) for r in refs})
+        total = sum(sizes.get(lane, len(lane_members[lane])) for lane in lanes) + 1
+        if total > size:
+            return False
+        for other in lanes[1:]:
+            merged[other] = lanes[0]
+        sizes[lanes[0]] = total
+    return True
 
 
 def _batch(root: str, names: list[str], order: Mapping[str, int],

@@ -314,6 +314,8 @@ class Executor:
         by_step: dict[str, list[PlannedInstance]] = {root: list(mine)}
         out: list[PlannedInstance] = []
         for name in graph.order:
+            if len(group) >= self.batch:
+                break  # no lane outgrows a workflow (`batching.workflows` says the same)
             ups = set(graph.upstream(name))
             if name in group or name not in self.policy.wanted or not ups or \
                     not ups <= group or name in self.complete or name in self.planned:

@@ -137,3 +137,16 @@ def test_a_timed_out_batch_keeps_what_succeeded_and_fails_the_rest() -> None:
     assert "timed out" in (second.failure().reason or "")
     missing = member_state(ended, "a[i=9]", 0)
     assert missing.status == "failed" and "no step" in (missing.failure().reason or "")
+
+
+def test_a_fused_chain_never_outgrows_a_workflow(tmp_path: Path) -> None:
+    """A 30-step chain with `batch: 5`: the first five steps ride in one workflow; the
+    rest wait for real outputs (and are grouped the same way when they come up)."""
+    steps = ["  s0:\n    type: echo\n    input: {message: start}\n"]
+    steps += [f"  s{i}:\n    type: echo\n    input:\n"
+              f"      message: \"{{{{ steps.s{i - 1}.output.message }}}}\"\n" for i in range(1, 30)]
+    path = tmp_path / "chain.yaml"
+    path.write_text("version: 1\nname: chain\nbatch: 5\nsteps:\n" + "".join(steps))
+    checked = check_pipeline(load_pipeline(path))
+    grouped = plan_workflows(checked, plan(checked))
+    assert [list(b.members) for b in grouped] == [["s0", "s1", "s2", "s3", "s4"]]
