@@ -101,6 +101,11 @@ class Executor:
         self.complete: dict[str, frozenset[str]] = {}  # step -> its instances, all succeeded
         self.batch = batch_size(self.spec.batch)
         self.fuse = self.batch > 1 and self.spec.fuse  # fusion rides on batching
+        graph = checked.graph  # read once: a step's grouping must not rescan the graph
+        self.upstream = {name: frozenset(graph.upstream(name)) for name in self.spec.steps}
+        self.guarded = frozenset(n for n, s in self.spec.steps.items()
+                                 if isinstance(s.when, str))
+        self.position = {name: i for i, name in enumerate(graph.order)}
         # Steps whose instances the plan rendered completely (from vars, matrix and fully
         # cached upstream outputs): the run uses them as they are, unless an upstream
         # step's cached outputs turned out lost and it ran again (`recorder.refreshed`).
@@ -262,8 +267,8 @@ class Executor:
             members.pop(name)
         mine = [replace(p, decision=Decision.CACHED) if p.name in taken else p for p in mine]
         ahead = self._fusion_candidates(step.name, mine) if self.fuse and members else []
-        groups = [g for g in workflows([*mine, *ahead], self.batch, upstream=self._upstream,
-                                       guarded=self._guarded, fuse=self.fuse)
+        groups = [g for g in workflows([*mine, *ahead], self.batch, upstream=self.upstream,
+                                       guarded=self.guarded, fuse=self.fuse)
                   if g.step == step.name]  # other steps' own batches: when they come up
         for group in groups:
             for name in group.fused:
@@ -295,15 +300,6 @@ class Executor:
             by_workflow.setdefault(state.id, (state, []))[1].append(m)
         return list(by_workflow.values())
 
-    @property
-    def _upstream(self) -> dict[str, frozenset[str]]:
-        graph = self.checked.graph
-        return {name: frozenset(graph.upstream(name)) for name in self.spec.steps}
-
-    @property
-    def _guarded(self) -> frozenset[str]:
-        return frozenset(n for n, s in self.spec.steps.items() if isinstance(s.when, str))
-
     def _fusion_candidates(self, root: str, mine: Sequence[PlannedInstance]
                            ) -> list[PlannedInstance]:
         """The instances of the steps downstream of `root` that only need steps of its
@@ -313,10 +309,10 @@ class Executor:
         group = {root}
         by_step: dict[str, list[PlannedInstance]] = {root: list(mine)}
         out: list[PlannedInstance] = []
-        for name in graph.order:
+        for name in graph.order[self.position[root] + 1:]:
             if len(group) >= self.batch:
                 break  # no lane outgrows a workflow (`batching.workflows` says the same)
-            ups = set(graph.upstream(name))
+            ups = self.upstream[name]
             if name in group or name not in self.policy.wanted or not ups or \
                     not ups <= group or name in self.complete or name in self.planned:
                 continue  # (the plan rendered it whole: it waits on no output)
