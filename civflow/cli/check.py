@@ -129,7 +129,7 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
     files = _named_files(paths)
     if not files:
         raise UsageError("no pipeline files found", hint="name files, folders or globs")
-    from civflow.runner.connect import wants_emulator
+    from civflow.connect import wants_emulator
 
     origin = Origin.EMULATOR if wants_emulator(emulator) else Origin.CIVITAI
     shown = [_plan_one(file, fmt, options, vars_, vars_files, strict, batch, origin)

@@ -80,9 +80,9 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.cli import report
     from civflow.cli.progress import reporter_for
     from civflow.cli.remote import push_after_run, push_target
+    from civflow.connect import wants_emulator
     from civflow.plan import Plan
     from civflow.runner import Estimate, Event, Phase
-    from civflow.runner.connect import wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     if batch is not None:
@@ -237,7 +237,7 @@ def _hook_installed() -> bool:
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False))
 def cancel(file: Path, api_key_file: Path | None) -> None:
     """Cancel the workflows of an unfinished run (against CIVITAI_BASE_URL)."""
-    from civflow.runner.connect import open_backend
+    from civflow.connect import open_backend
     from civflow.runner.history import cancel_unfinished, unfinished_run
 
     journal = unfinished_run(file)
