@@ -107,7 +107,7 @@ def _one_backend(emulator: bool, backend: Backend | None, api_key_file: Path | N
 async def _backend(emulator: bool, backend: Backend | None, api_key_file: Path | None,
                    concurrency: int | None = None) -> AsyncIterator[Backend]:
     """The caller's backend (theirs to close), else one opened for the block."""
-    from civflow.runner.connect import open_backend
+    from civflow.connect import open_backend
 
     if backend is not None:
         yield backend

@@ -1,7 +1,8 @@
 """Templates rendered where they stand in the pipeline file: errors located, placeholders kept.
 
-Shared by the checks (rendering with placeholders before anything runs) and by
-expansion (rendering instances as outputs become known).
+Here, in check/, because the checks render first (with placeholders, before anything
+runs); expansion (instances as outputs become known), plan, request, grouping and the
+runner render with the same functions, from the layers above.
 """
 
 from __future__ import annotations

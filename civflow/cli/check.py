@@ -129,7 +129,7 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
     files = _named_files(paths)
     if not files:
         raise UsageError("no pipeline files found", hint="name files, folders or globs")
-    from civflow.runner.connect import wants_emulator
+    from civflow.connect import wants_emulator
 
     origin = Origin.EMULATOR if wants_emulator(emulator) else Origin.CIVITAI
     shown = [_plan_one(file, fmt, options, vars_, vars_files, strict, batch, origin)
@@ -157,8 +157,8 @@ def _named_files(paths: Sequence[Path]) -> list[Path]:
 def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
               vars_files: Sequence[Path], strict: bool, batch: int | None = None,
               origin: Origin = Origin.CIVITAI) -> str:
+    from civflow.grouping import batch_size, plan_workflows
     from civflow.runner import prepare
-    from civflow.runner.batching import batch_size, plan_workflows
 
     checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)
     _check_step_names(checked, [*options.force, *options.reroll], allow_star=True)
@@ -214,9 +214,9 @@ def render(file: Path, batch: int | None, vars_: tuple[str, ...], vars_files: tu
     its body as sent (fused inputs as {"$ref", "path"}); what is only known at run
     time follows, one instance at a time.
     """
+    from civflow.grouping import rendered_bodies
     from civflow.request import batch_body
     from civflow.runner import prepare
-    from civflow.runner.batching import rendered_bodies
     from civflow.store.journal import external_id
 
     checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)

@@ -80,9 +80,9 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.cli import report
     from civflow.cli.progress import reporter_for
     from civflow.cli.remote import push_after_run, push_target
+    from civflow.connect import wants_emulator
     from civflow.plan import Plan
     from civflow.runner import Estimate, Event, Phase
-    from civflow.runner.connect import wants_emulator
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
     if batch is not None:
@@ -193,7 +193,7 @@ def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
     checked-out lockfiles record.
     """
     from civflow.load import load_pipeline
-    from civflow.runner.checkout import checkout as restore
+    from civflow.remote.checkout import checkout as restore
 
     files = pipeline_files(paths)
     if not files:
@@ -202,13 +202,13 @@ def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
     for file in files:
         done = restore(load_pipeline(file), out_dir)
         pulled = f", {done.pulled} pulled from the remote" if done.pulled else ""
-        click.echo(f"{file}: {len(done.restored)} restored, {done.unchanged} unchanged, "
-                   f"{len(done.removed)} removed{pulled}")
+        click.echo(f"{file}: {len(done.out.restored)} restored, {done.out.unchanged} "
+                   f"unchanged, {len(done.removed)} removed{pulled}")
         if done.remote_problem:
             click.echo(f"  the remote could not help: {done.remote_problem}", err=True)
-        for line in done.missing:
+        for line in done.out.missing:
             click.echo(f"  not restored: {line}", err=True)
-        missing += len(done.missing)
+        missing += len(done.out.missing)
     if not _hook_installed():
         click.echo("tip: `civflow install` does this after every branch switch in this clone",
                    err=True)
@@ -237,7 +237,7 @@ def _hook_installed() -> bool:
 @click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False))
 def cancel(file: Path, api_key_file: Path | None) -> None:
     """Cancel the workflows of an unfinished run (against CIVITAI_BASE_URL)."""
-    from civflow.runner.connect import open_backend
+    from civflow.connect import open_backend
     from civflow.runner.history import cancel_unfinished, unfinished_run
 
     journal = unfinished_run(file)

@@ -16,8 +16,8 @@ from civflow.plan import Decision, Plan, PlannedInstance
 from civflow.store.lockfile import Lockfile
 
 if TYPE_CHECKING:
+    from civflow.grouping import Batch
     from civflow.review.diff import Review
-    from civflow.runner.batching import Batch
 
 _MARK = {Decision.NEW: "+", Decision.CHANGED: "~", Decision.FORCED: "!",
          Decision.CACHED: "=", Decision.SKIPPED: "-", Decision.LOST: "+",

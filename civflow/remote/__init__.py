@@ -1,7 +1,9 @@
 """Shared artifacts in a folder or on object storage: a content-addressed remote.
 
-For the command line (`civflow push` / `civflow pull`) and for the planner and
-executor (see `remote_for`, `Remote.has_many`, `Remote.pull_into`, `Remote.push_from`).
+For the command line (`civflow push` / `civflow pull`, and `civflow checkout` in
+`civflow.remote.checkout`, which restores out/ with the same `restore_out`) and for the
+planner and executor (see `remote_for`, `Remote.has_many`, `Remote.pull_into`,
+`Remote.push_from`).
 A `file://` folder needs nothing beyond the base install; cloud stores go through
 fsspec and need their extra: `civflow[s3]`, `civflow[gcs]` or `civflow[azure]`.
 

@@ -182,12 +182,13 @@ def push_pipelines(project: Project, remote: Remote, *,
 
 @dataclass
 class Restored:
-    """out/ files a pull put back, per pipeline, and those it could not."""
+    """out/ files put back from the store for one pipeline, and those that could not be."""
 
     pipeline: str
     restored: list[Path] = field(default_factory=list)
     unchanged: int = 0
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # instance: why
+    named: set[Path] = field(default_factory=set)  # every out/ file the lockfile names, resolved
 
 
 def pull_pipelines(project: Project, remote: Remote, *, out_dir: Path | None = None,
@@ -211,28 +212,32 @@ def restore_out(spec: PipelineSpec, store: ObjectStore, cache: StatCache,
                 out_dir: Path | None = None) -> Restored:
     """Copy every artifact of the pipeline's current lock entries from the store into
     `out/<pipeline>/` where it is missing or modified (an edited file is kept in the store
-    first); paths outside that folder are refused, never written."""
+    first); paths outside that folder are refused, never written. The one restore of
+    out/: `pull_pipelines` and `checkout` both call it (after fetching what they can)."""
     out = (out_dir or project_root_for(spec.path) / "out") / spec.name
     done = Restored(spec.name)
     lock = Lockfile.load(spec.lockfile_path)
     lock_dir = spec.lockfile_path.parent
     for name, entry in sorted((lock.instances if lock else {}).items()):
         for status in check_artifacts(entry.artifacts, lock_dir, store, cache):
+            done.named.add(status.out_path.resolve())
             if status.ok:
                 done.unchanged += 1
             elif status.restorable:
                 try:
                     restore_artifact(status, store, cache, out_dir=out)
                 except UnsafePath:
-                    done.missing.append(f"{name}: {status.artifact.path} lies outside {out}")
+                    done.missing.append(f"{name}: {status.artifact.path} lies outside "
+                                        f"{out} (written with another --out?)")
                     continue
                 except FileAccessError as exc:
                     done.missing.append(f"{name}: {exc.message}")
                     continue
                 done.restored.append(status.out_path)
             else:
-                done.missing.append(f"{name}: {status.artifact.path} is not in the local store "
-                                    "and was not pulled")
+                done.missing.append(f"{name}: {status.artifact.path} is neither in the "
+                                    "local store nor on the remote (civflow run downloads "
+                                    "it again by blob id, without paying)")
     return done
 
 

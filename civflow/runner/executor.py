@@ -41,11 +41,11 @@ from civflow.expand import (
     fingerprint,
     resolve_step,
 )
+from civflow.grouping import Ref, batch_size, foreach_lanes, workflows
 from civflow.load.model import StepSpec
 from civflow.origin import Origin
 from civflow.plan import Decision, Plan, PlannedInstance
 from civflow.request import set_tag
-from civflow.runner.batching import Ref, batch_size, foreach_lanes, workflows
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget
 from civflow.runner.events import Event, Phase, Reporter, ignore

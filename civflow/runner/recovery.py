@@ -17,8 +17,8 @@ from typing import Any
 
 from civflow.client.base import WorkflowState
 from civflow.errors import ApiNotFound
+from civflow.grouping import Ref
 from civflow.plan import InFlight, Policy
-from civflow.runner.batching import Ref
 from civflow.runner.deadlines import DEFAULT_TIMEOUT
 from civflow.runner.events import Event, Phase
 from civflow.runner.resume import History

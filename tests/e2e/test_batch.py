@@ -14,8 +14,8 @@ import pytest
 import civflow
 from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.grouping import batches
 from civflow.load import load_pipeline
-from civflow.runner.batching import batches
 from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, workflows_made
 
 GRID = f"""\
@@ -149,7 +149,7 @@ def test_max_cost_reserves_a_batch_before_it_is_sent(project: Project,
 def test_plan_says_which_instances_share_a_workflow_and_run_agrees(
         project: Project, moderated: RunningEmulator) -> None:
     """Promise: plan and run agree: the batches `civflow.plan` predicts (through
-    `runner.batching.batches`) are the workflows the run creates."""
+    `grouping.batches`) are the workflows the run creates."""
     path = project.write("grid", GRID.replace("a forbidden owl", "an owl"))
     checked = check_pipeline(load_pipeline(path))
     predicted = batches(civflow.plan(checked).instances, 3)

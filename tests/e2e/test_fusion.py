@@ -20,8 +20,8 @@ import pytest
 import civflow
 from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from civflow.grouping import plan_workflows
 from civflow.load import load_pipeline
-from civflow.runner.batching import plan_workflows
 from tests.e2e.support import (
     CHAIN,
     MODEL,

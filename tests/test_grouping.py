@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from civflow.check import check_pipeline
-from civflow.load import load_pipeline
-from civflow.plan import Plan, PlanOptions, plan
-from civflow.runner.batching import (
+from civflow.grouping import (
     DEFAULT_BATCH,
     Ref,
     apportion,
@@ -17,6 +15,8 @@ from civflow.runner.batching import (
     plan_workflows,
     rendered_bodies,
 )
+from civflow.load import load_pipeline
+from civflow.plan import Plan, PlanOptions, plan
 
 PIPELINE = """\
 version: 1
