@@ -8,7 +8,7 @@ job:
 - `recovery.recover` settles what an interrupted run left in flight and gives the
   `Policy` as it stands after that, once, before anything is scheduled;
 - this module schedules steps as their upstream steps finish and turns a step's
-  instances into workflows (batching and fusion by `batching.workflows`, the rule
+  instances into workflows (batching and fusion by `grouping.workflows`, the rule
   `plan` and `render` show);
 - `submission.Submitter` sends and follows one workflow of any number of members;
 - `recording.Recorder` records every outcome, restores cached files, checkpoints the
@@ -230,7 +230,7 @@ class Executor:
         """A step's instances: each decided by the plan's `Policy` (cached, failed last
         time, to run), the ones to run looked up among the workflows other clones
         submitted for this step, and the rest packed into workflows of up to
-        `self.batch` members (`batching.workflows`; one member when `batch: 1`)."""
+        `self.batch` members (`grouping.workflows`; one member when `batch: 1`)."""
         outputs: dict[str, Mapping[str, Any] | None] = {}
         members: dict[str, Member] = {}
         names = [i.name for i in instances]
@@ -304,14 +304,14 @@ class Executor:
                            ) -> list[PlannedInstance]:
         """The instances of the steps downstream of `root` that only need steps of its
         group, resolved as far as known now (their inputs wait on the group's outputs);
-        `batching.workflows` decides which of them are fused."""
+        `grouping.workflows` decides which of them are fused."""
         graph = self.checked.graph
         group = {root}
         by_step: dict[str, list[PlannedInstance]] = {root: list(mine)}
         out: list[PlannedInstance] = []
         for name in graph.order[self.position[root] + 1:]:
             if len(group) >= self.batch:
-                break  # no lane outgrows a workflow (`batching.workflows` says the same)
+                break  # no lane outgrows a workflow (`grouping.workflows` says the same)
             ups = self.upstream[name]
             if name in group or name not in self.policy.wanted or not ups or \
                     not ups <= group or name in self.complete or name in self.planned:
