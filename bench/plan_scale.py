@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from civflow.check import check_pipeline
-from civflow.load import load_pipeline
-from civflow.plan import plan
+from civflow.loading import load_pipeline
+from civflow.planning import plan
 
 HEAD = """\
 version: 1

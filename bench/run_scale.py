@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from civflow.check import check_pipeline
 from civflow.client.base import Download, WorkflowState
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 from civflow.origin import Origin
 from civflow.runner import RunOptions, execute, prepare, run_lock
 

@@ -31,7 +31,7 @@ from civflow.errors import (
     SpendingRefused,
     StepsFailed,
 )
-from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.planning import Decision, Plan, PlannedInstance
 
 if TYPE_CHECKING:
     from civflow._api import aestimate, arun, estimate, load, loads, plan, run
@@ -47,12 +47,8 @@ _LAZY["Estimate"] = "civflow.runner"
 _LAZY.update({name: "civflow.runner.events" for name in ("Event", "Phase")})
 _LAZY.update({name: "civflow.runner.results" for name in ("InstanceResult", "RunResult",
                                                           "Status")})
-# `civflow.plan` and `civflow.load` are functions; importing the submodules of those
-# names (above) bound them here, so those bindings go and the functions take their
-# place on first use (a submodule already imported is not bound again).
-for _name in _LAZY:
-    globals().pop(_name, None)
-del _name
+# No submodule shares a public name (the modules are `planning` and `loading`), so
+# `civflow.plan` and `civflow.load` are only ever the functions.
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from civflow.check import Checked
 from civflow.client import Backend
 from civflow.errors import RemoteError, SpendingRefused, UsageError
 from civflow.origin import Origin
-from civflow.plan import Plan, PlanOptions
+from civflow.planning import Plan, PlanOptions
 from civflow.runner import Estimate, Prepared, RunOptions, RunResult
 from civflow.runner.events import Event, Phase, Reporter, ignore
 
@@ -32,7 +32,7 @@ Confirm = Callable[[Plan, Estimate], Awaitable[bool] | bool]
 
 def _overrides(vars: Mapping[str, Any] | None, vars_files: Iterable[str | Path]
                ) -> dict[str, Any]:
-    from civflow.load import parse_var_overrides
+    from civflow.loading import parse_var_overrides
 
     overrides = dict(parse_var_overrides((), [Path(f) for f in vars_files]))
     overrides.update(vars or {})
@@ -46,7 +46,7 @@ def load(path: str | Path, *, vars: Mapping[str, Any] | None = None,
         >>> checked = civflow.load("pipelines/hero-shot.yaml", vars={"style": "oil"})
     """
     from civflow.check import check_pipeline
-    from civflow.load import load_pipeline
+    from civflow.loading import load_pipeline
 
     return check_pipeline(load_pipeline(Path(path), _overrides(vars, vars_files)))
 
@@ -63,7 +63,7 @@ def loads(text: str, *, path: str | Path | None = None, vars: Mapping[str, Any] 
         >>> checked = civflow.loads(text, path="pipelines/sweep.yaml")
     """
     from civflow.check import check_pipeline
-    from civflow.load import load_pipeline_text
+    from civflow.loading import load_pipeline_text
 
     return check_pipeline(load_pipeline_text(text, _overrides(vars, vars_files),
                                              path=None if path is None else Path(path)))
@@ -242,7 +242,7 @@ def _pull_cached(prepared: Prepared) -> list[str]:
     """Pull, many at a time, what the plan's "cached (remote)" instances need, and say
     how it went; the executor then restores their files from the store. A remote that
     fails leaves those files to the blob ids (downloaded again, nothing is submitted)."""
-    from civflow.plan import Decision
+    from civflow.planning import Decision
     from civflow.remote import fetch_objects
 
     policy = prepared.plan.policy

@@ -30,7 +30,7 @@ from civflow.check.render import (
     when_per_instance,
 )
 from civflow.errors import PipelineInvalid
-from civflow.load.model import PipelineSpec, StepSpec
+from civflow.loading.model import PipelineSpec, StepSpec
 from civflow.template import Pending, TemplateEngine, is_pending
 
 __all__ = [

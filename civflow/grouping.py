@@ -30,8 +30,8 @@ from civflow.check import Checked
 from civflow.check.render import comfy_body, render_tree
 from civflow.errors import PipelineInvalid
 from civflow.expand import Context, Instance
-from civflow.load.model import StepSpec
-from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.loading.model import StepSpec
+from civflow.planning import Decision, Plan, PlannedInstance
 from civflow.request import batch_body, set_tag
 from civflow.store.journal import external_id, workflow_external_id
 from civflow.template import PENDING_MARK, Pending

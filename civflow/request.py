@@ -13,7 +13,7 @@ from typing import Any
 
 from civflow.check.render import resolve_pending
 from civflow.expand import Instance
-from civflow.load.model import PipelineSpec
+from civflow.loading.model import PipelineSpec
 from civflow.names import URL_FIELDS
 from civflow.producers import BLOB_TOKEN
 

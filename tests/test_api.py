@@ -305,3 +305,13 @@ def test_loads_says_what_load_says_of_each_golden(name: str,
         "the file", "the text")
     assert _said(lambda: civflow.loads(text)) == from_file.replace(
         "the file", "the text").replace(f"{name}:", "<string>:")
+
+
+def test_no_public_name_is_also_a_submodule() -> None:
+    """`import civflow.plan as p` once gave the function while `civflow.plan` also named
+    a module: the implementation modules have names of their own (planning, loading)."""
+    import importlib.util
+
+    for name in civflow.__all__:
+        assert importlib.util.find_spec(f"civflow.{name}") is None, name
+    assert callable(civflow.plan) and callable(civflow.load)

@@ -15,8 +15,8 @@ from civflow.grouping import (
     plan_workflows,
     rendered_bodies,
 )
-from civflow.load import load_pipeline
-from civflow.plan import Plan, PlanOptions, plan
+from civflow.loading import load_pipeline
+from civflow.planning import Plan, PlanOptions, plan
 
 PIPELINE = """\
 version: 1

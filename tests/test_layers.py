@@ -26,7 +26,7 @@ PACKAGE = ROOT / "civflow"
 LAYERS = (
     "errors", "keys", "names", "origin", "producers",
     "store", "client",
-    "load", "template", "catalog", "check", "expand", "request", "plan", "grouping",
+    "loading", "template", "catalog", "check", "expand", "request", "planning", "grouping",
     "remote", "runner", "review", "scaffold",
     "emulator", "connect", "_api", "__init__", "cli", "__main__",
 )

@@ -42,7 +42,7 @@ PACKAGE_DATA = (
     "civflow/py.typed",
     "civflow/catalog/_generated/catalog.json",
     "civflow/scaffold/_generated/editor.schema.json",
-    "civflow/load/pipeline.schema.json",  # schemas/pipeline.schema.json, force-included
+    "civflow/loading/pipeline.schema.json",  # schemas/pipeline.schema.json, force-included
     "civflow/scaffold/templates/civflow.yml",
     "civflow/scaffold/templates/hello.yaml",
     "civflow/scaffold/templates/post-checkout",

@@ -12,8 +12,8 @@ from civflow.check import Checked, check_pipeline
 from civflow.check.render import content_key
 from civflow.errors import UsageError
 from civflow.expand import Context, StepResults, derive_seed, fingerprint
-from civflow.load import load_pipeline
-from civflow.plan import (
+from civflow.loading import load_pipeline
+from civflow.planning import (
     Decision,
     Plan,
     PlanOptions,

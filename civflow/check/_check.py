@@ -41,7 +41,7 @@ from civflow.check.render import (
 )
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid, Severity
 from civflow.keys import KeyPath, key_text
-from civflow.load.model import (
+from civflow.loading.model import (
     RESERVED_NAMES,
     PipelineSpec,
     StepSpec,
@@ -49,7 +49,7 @@ from civflow.load.model import (
     opted_sets,
     step_defaults,
 )
-from civflow.load.yamlsrc import SourceDoc
+from civflow.loading.yamlsrc import SourceDoc
 from civflow.names import unsafe_name_reason
 from civflow.template import (
     SELECT_KIND,
@@ -126,7 +126,7 @@ def check_file(path: FsPath, overrides: Mapping[str, Any] | None = None, *,
     When the schema finds errors, the parts it left intact (the other steps, the
     variables) are still checked, and all findings are raised together.
     """
-    from civflow.load import load_pipeline, read_source
+    from civflow.loading import load_pipeline, read_source
 
     try:
         spec = load_pipeline(path, overrides)
@@ -770,7 +770,7 @@ def _partial_spec(path: FsPath, doc: SourceDoc, overrides: Mapping[str, Any] | N
     None when nothing can be checked: no usable `steps:` mapping, or no step without
     an error of its own.
     """
-    from civflow.load.schema import schema_error_paths
+    from civflow.loading.schema import schema_error_paths
 
     broken = schema_error_paths(doc)
     data = doc.data

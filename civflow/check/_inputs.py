@@ -24,7 +24,7 @@ from civflow.check.render import (
 )
 from civflow.errors import Diagnostic, PipelineInvalid, Severity
 from civflow.keys import KeyPath
-from civflow.load.model import PipelineSpec, StepSpec
+from civflow.loading.model import PipelineSpec, StepSpec
 from civflow.template import Pending, TemplateEngine, is_pending
 
 UNCHECKED_HINT = "if it is newer than civflow, add 'unchecked: true' to the step"

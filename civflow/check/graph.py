@@ -10,7 +10,7 @@ import networkx as nx
 from civflow.check.render import template_diagnostic, template_location
 from civflow.errors import Diagnostic, Location, PipelineInvalid
 from civflow.keys import KeyPath
-from civflow.load.model import PipelineSpec, StepSpec
+from civflow.loading.model import PipelineSpec, StepSpec
 from civflow.template import Reference, TemplateEngine, TemplateFailed, walk_strings
 
 

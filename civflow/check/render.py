@@ -21,7 +21,7 @@ from typing import Any
 from civflow.catalog import comfy
 from civflow.errors import Diagnostic, Location, PipelineInvalid
 from civflow.keys import KeyPath
-from civflow.load.model import PipelineSpec, StepSpec
+from civflow.loading.model import PipelineSpec, StepSpec
 from civflow.template import (
     MAX_INCLUDE_BYTES,
     LookupFailed,

@@ -17,7 +17,7 @@ from civflow.errors import CivflowError, PipelineInvalid, UsageError
 from civflow.origin import Origin
 
 if TYPE_CHECKING:
-    from civflow.plan import PlanOptions
+    from civflow.planning import PlanOptions
 
 _var = click.option("--var", "vars_", multiple=True, metavar="NAME=VALUE",
                     help="Override a variable (repeatable).")
@@ -37,7 +37,7 @@ def load_checked(path: Path, vars_: Sequence[str], vars_files: Sequence[Path], *
                  strict: bool = False) -> Checked:
     """Load, schema-check and statically check one pipeline file."""
     from civflow.check import check_pipeline
-    from civflow.load import load_pipeline, parse_var_overrides
+    from civflow.loading import load_pipeline, parse_var_overrides
 
     overrides = parse_var_overrides(vars_, vars_files)
     return check_pipeline(load_pipeline(path, overrides), strict=strict)
@@ -57,7 +57,7 @@ def validate(paths: tuple[Path, ...], fmt: str, vars_: tuple[str, ...],
     """
     from civflow.check import check_file
     from civflow.cli._exit import exit_code_for
-    from civflow.load import parse_var_overrides
+    from civflow.loading import parse_var_overrides
 
     files = _named_files(paths)
     if not files:
@@ -116,7 +116,7 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
     --format json every field of every instance.
     """
     from civflow.errors import UsageError
-    from civflow.plan import PlanOptions
+    from civflow.planning import PlanOptions
 
     options = PlanOptions(force=frozenset(force), reroll=frozenset(reroll), only=only,
                           retry_failed=retry_failed)
@@ -143,7 +143,7 @@ def plan(paths: tuple[Path, ...], fmt: str, base_ref: str | None, report_url: st
 def _named_files(paths: Sequence[Path]) -> list[Path]:
     """Pipeline files named by files, folders and globs (`civflow checkout` rules); a
     plain path that does not exist is kept, so loading it says 'no such pipeline file'."""
-    from civflow.load.discover import pipeline_files
+    from civflow.loading.discover import pipeline_files
 
     found: list[Path] = []
     for given in paths:

@@ -14,7 +14,7 @@ import click
 
 from civflow.cli.check import _check_step_names, _options, load_checked
 from civflow.errors import SpendingRefused, StepsFailed, UsageError
-from civflow.load.discover import pipeline_files
+from civflow.loading.discover import pipeline_files
 
 
 def _command_line(file: Path, extra: Sequence[str] = ()) -> str:
@@ -81,7 +81,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.cli.progress import reporter_for
     from civflow.cli.remote import push_after_run, push_target
     from civflow.connect import wants_emulator
-    from civflow.plan import Plan
+    from civflow.planning import Plan
     from civflow.runner import Estimate, Event, Phase
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
@@ -192,7 +192,7 @@ def checkout(paths: tuple[Path, ...], out_dir: Path | None) -> None:
     current folder). Run it after switching branches: out/ then shows what the
     checked-out lockfiles record.
     """
-    from civflow.load import load_pipeline
+    from civflow.loading import load_pipeline
     from civflow.remote.checkout import checkout as restore
 
     files = pipeline_files(paths)

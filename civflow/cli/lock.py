@@ -135,7 +135,7 @@ def prune(file: Path, keep: int) -> None:
 
 def _lockfile_of(file: Path) -> tuple[Path, str, Path]:
     """(lockfile, pipeline name, project root) for a pipeline file or a lockfile."""
-    from civflow.load.model import project_root_for
+    from civflow.loading.model import project_root_for
     from civflow.names import lockfile_path_for
 
     if file.name.endswith(".lock.json"):
@@ -148,7 +148,7 @@ def _lockfile_of(file: Path) -> tuple[Path, str, Path]:
         stem = file.stem
     name = stem
     if pipeline is not None:
-        from civflow.load import load_pipeline
+        from civflow.loading import load_pipeline
 
         name = load_pipeline(pipeline).name
     return lock_path, name, project_root_for(lock_path)

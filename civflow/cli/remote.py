@@ -53,7 +53,7 @@ def _bar(label: str) -> Iterator[_Bar]:
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
-    from civflow.load.discover import pipeline_files
+    from civflow.loading.discover import pipeline_files
 
     files = pipeline_files(paths)
     if not files:
@@ -150,7 +150,7 @@ def push_target(file: Path, push: bool) -> Path | None:
     """Before `civflow run`: the project root whose remote the run will push to (with
     `--push`, or `push = true` in its config), or None. `--push` without a remote is a
     usage error, raised before anything is spent."""
-    from civflow.load.model import project_root_for
+    from civflow.loading.model import project_root_for
     from civflow.remote import load_config
 
     root = project_root_for(file.resolve())

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, Diagnostic, PipelineInvalid
-from civflow.load.model import PipelineSpec
+from civflow.loading.model import PipelineSpec
 from civflow.names import markdown_text as escape
 from civflow.names import shown
-from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.planning import Decision, Plan, PlannedInstance
 from civflow.store.lockfile import Lockfile
 
 if TYPE_CHECKING:

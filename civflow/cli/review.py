@@ -47,7 +47,7 @@ def report(paths: tuple[Path, ...], out_dir: Path, base: str | None, grid: str |
     current folder). Originals are copied into OUT/files and thumbnails made once into
     OUT/thumbs, both named by sha256; the folder works on its own as a CI artifact.
     """
-    from civflow.load.discover import pipeline_files
+    from civflow.loading.discover import pipeline_files
     from civflow.review.report import Grid, write_report
 
     files = pipeline_files(paths)

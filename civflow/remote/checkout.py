@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from civflow.errors import RemoteError
-from civflow.load.model import PipelineSpec, project_root_for
+from civflow.loading.model import PipelineSpec, project_root_for
 from civflow.remote.sync import Restored, fetch_objects, restore_out, store_for
 from civflow.store.integrity import StatCache
 from civflow.store.lockfile import Lockfile

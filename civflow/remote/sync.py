@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from civflow.errors import FileAccessError, RemoteCorrupt, UnsafePath, UsageError
-from civflow.load import load_pipeline
-from civflow.load.model import PipelineSpec, project_root_for
+from civflow.loading import load_pipeline
+from civflow.loading.model import PipelineSpec, project_root_for
 from civflow.remote.config import load_config
 from civflow.remote.storage import Progress, Remote, Transfer
 from civflow.store.integrity import StatCache, check_artifacts, restore_artifact

@@ -59,10 +59,10 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from civflow.check import Checked
 from civflow.errors import CivflowError, PipelineNotFound, UsageError
-from civflow.load.discover import is_pipeline_text, pipeline_files
-from civflow.load.model import PipelineSpec
+from civflow.loading.discover import is_pipeline_text, pipeline_files
+from civflow.loading.model import PipelineSpec
 from civflow.names import lockfile_path_for
-from civflow.plan import Plan, PlannedInstance, PlanOptions
+from civflow.planning import Plan, PlannedInstance, PlanOptions
 from civflow.producers import Producers
 from civflow.review.gitbase import BaseTree, open_base
 from civflow.store.lockfile import LockedInstance, Lockfile
@@ -376,7 +376,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def _head_files(paths: Sequence[Path], cwd: Path) -> list[Path]:
     """Pipeline files named by files, folders and globs, relative to `cwd`: the command
-    line's own rules (civflow.load.discover)."""
+    line's own rules (civflow.loading.discover)."""
     return pipeline_files(paths, cwd)
 
 
@@ -475,7 +475,7 @@ def _previews(checked: Checked) -> Mapping[str, LockedInstance]:
 def _plan_head(path: Path, pairs: Sequence[str], vars_files: Sequence[Path],
                options: PlanOptions, strict: bool) -> _Side:
     from civflow.check import check_pipeline
-    from civflow.load import load_pipeline, parse_var_overrides
+    from civflow.loading import load_pipeline, parse_var_overrides
     from civflow.runner import prepare
 
     spec = load_pipeline(path, parse_var_overrides(pairs, vars_files))
@@ -489,8 +489,8 @@ def _plan_base(path: Path, pairs: Sequence[str], vars_files: Sequence[Path],
     """The base pipeline planned against its own lockfile (nothing on this machine is
     consulted: no journal, no store)."""
     from civflow.check import check_pipeline
-    from civflow.load import load_pipeline, parse_var_overrides, read_source
-    from civflow.plan import plan
+    from civflow.loading import load_pipeline, parse_var_overrides, read_source
+    from civflow.planning import plan
     from civflow.runner.state import load_priors
 
     overrides = parse_var_overrides(pairs, vars_files)

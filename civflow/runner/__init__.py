@@ -22,10 +22,10 @@ from civflow.errors import (
     UsageError,
 )
 from civflow.expand import canonical_json
-from civflow.load.model import PipelineSpec
+from civflow.loading.model import PipelineSpec
 from civflow.names import blob_id_ok
 from civflow.origin import Origin
-from civflow.plan import Decision, Plan, PlanOptions, Prior, plan
+from civflow.planning import Decision, Plan, PlanOptions, Prior, plan
 from civflow.request import workflow_body
 from civflow.runner.events import Event, Phase, Reporter, ignore
 from civflow.runner.executor import Executor

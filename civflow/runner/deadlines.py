@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from civflow.client.base import WorkflowState
-from civflow.load.model import StepSpec
+from civflow.loading.model import StepSpec
 
 __all__ = ["DEFAULT_TIMEOUT", "GRACE", "timed_out", "timed_out_steps", "timeout_seconds"]
 

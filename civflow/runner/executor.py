@@ -42,9 +42,9 @@ from civflow.expand import (
     resolve_step,
 )
 from civflow.grouping import Ref, batch_size, foreach_lanes, workflows
-from civflow.load.model import StepSpec
+from civflow.loading.model import StepSpec
 from civflow.origin import Origin
-from civflow.plan import Decision, Plan, PlannedInstance
+from civflow.planning import Decision, Plan, PlannedInstance
 from civflow.request import set_tag
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget

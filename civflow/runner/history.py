@@ -9,8 +9,8 @@ from typing import Any
 
 from civflow.client.base import Backend
 from civflow.errors import ApiNotFound, UsageError
-from civflow.load import read_source
-from civflow.load.model import project_root_for
+from civflow.loading import read_source
+from civflow.loading.model import project_root_for
 from civflow.names import lockfile_path_for
 from civflow.origin import Origin
 from civflow.request import run_tag

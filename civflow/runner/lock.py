@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from civflow.errors import CivflowError, FileAccessError, PipelineInvalid, RunLocked
-from civflow.load.model import PipelineSpec
+from civflow.loading.model import PipelineSpec
 from civflow.store.atomic import atomic_write_text
 
 __all__ = [
@@ -67,7 +67,7 @@ def _claim_name(spec: PipelineSpec, root: Path, folder: Path) -> None:
 
 
 def _declares(path: Path, name: str) -> bool:
-    from civflow.load import read_source
+    from civflow.loading import read_source
 
     try:
         return bool(read_source(path).data.get("name") == name)

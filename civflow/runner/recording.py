@@ -20,10 +20,10 @@ from typing import Any
 from civflow.client.base import WorkflowState
 from civflow.errors import UnsafePath
 from civflow.expand import Instance
-from civflow.load.model import PipelineSpec
+from civflow.loading.model import PipelineSpec
 from civflow.names import strip_urls
 from civflow.origin import Origin
-from civflow.plan import Decision, PlannedInstance, Policy, Prior
+from civflow.planning import Decision, PlannedInstance, Policy, Prior
 from civflow.request import tokenize_output
 from civflow.runner.blobs import BlobBook
 from civflow.runner.events import Event, Phase, Reporter

@@ -18,7 +18,7 @@ from typing import Any
 from civflow.client.base import WorkflowState
 from civflow.errors import ApiNotFound
 from civflow.grouping import Ref
-from civflow.plan import InFlight, Policy
+from civflow.planning import InFlight, Policy
 from civflow.runner.deadlines import DEFAULT_TIMEOUT
 from civflow.runner.events import Event, Phase
 from civflow.runner.resume import History

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from civflow.errors import FileAccessError
-from civflow.plan import InFlight
+from civflow.planning import InFlight
 from civflow.store.atomic import atomic_write_text
 from civflow.store.journal import Journal, RunState, pipeline_runs
 from civflow.store.lockfile import LockedInstance

@@ -6,9 +6,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from civflow.load.model import PipelineSpec, project_root_for
+from civflow.loading.model import PipelineSpec, project_root_for
 from civflow.origin import Origin
-from civflow.plan import Prior
+from civflow.planning import Prior
 from civflow.remote.index import index_for
 from civflow.request import tokenize_output
 from civflow.store.archive import EntryArchive

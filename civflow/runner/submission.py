@@ -25,7 +25,7 @@ from civflow.client.base import TERMINAL, Backend, WorkflowState
 from civflow.errors import ApiError, ApiNotFound, ApiProtocolError, PipelineInvalid
 from civflow.expand import Context, Instance, StepResults, fingerprint, resolve_step
 from civflow.grouping import Ref, apportion, lane_index, resolve_refs, with_refs
-from civflow.plan import Policy
+from civflow.planning import Policy
 from civflow.request import batch_body, run_tag
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget, OverBudget

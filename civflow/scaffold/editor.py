@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from civflow import catalog
-from civflow.load.schema import pipeline_schema
+from civflow.loading.schema import pipeline_schema
 from civflow.scaffold._words import COMFY_SET, COMFY_WORKFLOW, FIELD_WORDS, TEMPLATE
 
 Schema = dict[str, Any]

@@ -16,7 +16,7 @@ from civflow.check.render import (
     template_location,
 )
 from civflow.errors import PipelineInvalid
-from civflow.load import PipelineSpec, load_pipeline
+from civflow.loading import PipelineSpec, load_pipeline
 from civflow.template import Pending, TemplateEngine
 
 

@@ -296,7 +296,7 @@ def test_unchecked_step_validates_with_a_note_and_plan_can_mark_it(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Promise (issue 13): 'unchecked: true' lets a newer engine through, visibly."""
     from civflow.check import check_pipeline
-    from civflow.load import load_pipeline
+    from civflow.loading import load_pipeline
 
     path = tmp_path / "newer.yaml"
     path.write_text(_UNKNOWN_ENGINE.format(unchecked="    unchecked: true\n"), encoding="utf-8")

@@ -15,7 +15,7 @@ import civflow
 from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.grouping import batches
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 from tests.e2e.support import MODEL, SECRET, Project, aim, check_artifacts, workflows_made
 
 GRID = f"""\

@@ -21,7 +21,7 @@ import civflow
 from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.grouping import plan_workflows
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 from tests.e2e.support import (
     CHAIN,
     MODEL,

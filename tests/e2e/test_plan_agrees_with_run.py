@@ -13,7 +13,7 @@ import pytest
 
 from civflow.check import check_pipeline
 from civflow.emulator import RunningEmulator
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 from civflow.store.journal import Journal, external_id
 from tests.e2e.support import CHAIN, Project, created
 

@@ -22,7 +22,7 @@ import pytest
 from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.expand import derive_seed
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 from civflow.runner.lock import run_lock
 from civflow.store.journal import Journal, external_id
 from tests.e2e.support import CHAIN, MODEL, SECRET, Project, aim, created, spawn

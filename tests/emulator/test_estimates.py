@@ -8,7 +8,7 @@ import httpx
 from civflow import catalog
 from civflow.emulator import EmulatorConfig, start_emulator
 from civflow.expand import Instance
-from civflow.plan import estimate_instance
+from civflow.planning import estimate_instance
 
 TIPS = {"civitai": 0.1, "creators": 0.05}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from civflow.cli import main
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 from civflow.remote.checkout import checkout
 from tests.remote.support import clone, make_project, sha256_of
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from civflow.load.model import project_root_for
+from civflow.loading.model import project_root_for
 from civflow.producers import Producers
 from civflow.review.diff import InstanceChange, PipelineReview, Review, compare
 from civflow.review.report.model import Card, FieldChange, PipelineView, group_steps

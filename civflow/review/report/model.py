@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from civflow.load.model import PipelineSpec, StepSpec
+from civflow.loading.model import PipelineSpec, StepSpec
 from civflow.store.lockfile import LockedInstance
 
 __all__ = ["STATUSES", "Card", "FieldChange", "PipelineView", "StepView", "axes_of"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from civflow.load import load_pipeline
+from civflow.loading import load_pipeline
 
 PIPELINE = """\
 version: 1

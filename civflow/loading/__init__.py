@@ -19,7 +19,7 @@ from civflow.errors import (
     PipelineNotFound,
     UsageError,
 )
-from civflow.load.model import (
+from civflow.loading.model import (
     WORKFLOW_FIELDS,
     PipelineSpec,
     StepSpec,
@@ -27,8 +27,8 @@ from civflow.load.model import (
     opted_sets,
     step_defaults,
 )
-from civflow.load.schema import pipeline_schema, schema_diagnostics
-from civflow.load.yamlsrc import SourceDoc, load_yaml
+from civflow.loading.schema import pipeline_schema, schema_diagnostics
+from civflow.loading.yamlsrc import SourceDoc, load_yaml
 
 __all__ = [
     "MAX_FILE_BYTES",

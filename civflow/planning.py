@@ -31,7 +31,7 @@ from civflow.expand import (
     evaluate_when,
     resolve_step,
 )
-from civflow.load.model import PipelineSpec, StepSpec
+from civflow.loading.model import PipelineSpec, StepSpec
 from civflow.origin import Origin
 from civflow.producers import Producers
 

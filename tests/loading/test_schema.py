@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from civflow.errors import Diagnostic
-from civflow.load.schema import pipeline_schema, schema_diagnostics
-from civflow.load.yamlsrc import load_yaml
+from civflow.loading.schema import pipeline_schema, schema_diagnostics
+from civflow.loading.yamlsrc import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))

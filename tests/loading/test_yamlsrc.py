@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from civflow.errors import Location, PipelineInvalid
-from civflow.load.yamlsrc import load_yaml
+from civflow.loading.yamlsrc import load_yaml
 
 
 def _error(text: str) -> tuple[str, Location, str | None]:

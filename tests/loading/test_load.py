@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from civflow.errors import FileAccessError, PipelineInvalid, PipelineNotFound, UsageError
-from civflow.load import load_pipeline, parse_var_overrides, read_source
-from civflow.load.model import deep_merge
+from civflow.loading import load_pipeline, parse_var_overrides, read_source
+from civflow.loading.model import deep_merge
 
 PIPELINE = """\
 version: 1

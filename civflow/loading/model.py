@@ -9,7 +9,7 @@ from typing import Any
 
 from civflow.errors import Location
 from civflow.keys import KeyPath
-from civflow.load.yamlsrc import SourceDoc
+from civflow.loading.yamlsrc import SourceDoc
 from civflow.names import lockfile_path_for
 
 RESERVED_NAMES = frozenset({"steps", "matrix", "item", "index", "run", "pipeline"})

@@ -12,8 +12,8 @@ from typing import Any
 
 from civflow.errors import Diagnostic
 from civflow.keys import KeyPath, key_text
-from civflow.load.model import RESERVED_NAMES
-from civflow.load.yamlsrc import SourceDoc
+from civflow.loading.model import RESERVED_NAMES
+from civflow.loading.yamlsrc import SourceDoc
 
 _TYPE_WORDS = {
     "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
@@ -39,7 +39,7 @@ _PATTERN_WORDS = {
 @cache
 def pipeline_schema() -> dict[str, Any]:
     """The pipeline JSON Schema: packaged in the wheel, or from the source checkout."""
-    packaged = resources.files("civflow.load").joinpath("pipeline.schema.json")
+    packaged = resources.files("civflow.loading").joinpath("pipeline.schema.json")
     if packaged.is_file():
         loaded: dict[str, Any] = json.loads(packaged.read_text(encoding="utf-8"))
         return loaded

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from civflow.errors import FileAccessError, PipelineInvalid, UsageError
-from civflow.load import MAX_FILE_BYTES, parse_var_overrides, read_source
+from civflow.loading import MAX_FILE_BYTES, parse_var_overrides, read_source
 
 
 def _vars_file(tmp_path: Path, content: bytes) -> Path:
