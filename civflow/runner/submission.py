@@ -116,7 +116,7 @@ class Submitter:
                     self.recorder.skipped(m.name, m.step, "the run stopped before this "
                                           "instance", status=Status.NOT_RUN)
                 return out
-            members, charge = await self.reserve(members, lookup)
+            members, charge = await self.reserve(members)
             if not members:
                 return out
             key = workflow_external_id([(m.name, m.key) for m in members])
@@ -158,8 +158,7 @@ class Submitter:
                           keys=[m.key for m in members] if key is not None else None,
                           lookup=lookup)
 
-    async def reserve(self, members: list[Member], lookup: str | None
-                      ) -> tuple[list[Member], float]:
+    async def reserve(self, members: list[Member]) -> tuple[list[Member], float]:
         """Reserve the workflow's price under --max-cost before its POST: the members
         that fit are sent, the run stops for the others. 0 reserved without a cap."""
         if self.budget.limit is None:
