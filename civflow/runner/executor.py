@@ -261,8 +261,10 @@ class Executor:
             mine[-1] = replace(planned, instance=inst)
         if not members:
             return [outputs.get(n) for n in names]
-        attached = await self._elsewhere(members, lookup)
-        taken = {m.name for _, found in attached for m in found}
+        attached, found = await self._elsewhere(members, lookup)
+        taken = {m.name for _, mates in attached for m in mates}
+        if taken and self.fuse:
+            self._attach_fused(step, mine, members, taken, found, attached)
         for name in taken:
             members.pop(name)
         mine = [replace(p, decision=Decision.CACHED) if p.name in taken else p for p in mine]
@@ -275,7 +277,7 @@ class Executor:
                 members[name] = self._fused_member(
                     next(p for p in ahead if p.name == name), group.refs[name], members)
         done = await asyncio.gather(
-            *(self.submitter.attach(found, state) for state, found in attached),
+            *(self.submitter.attach(mates, state) for state, mates in attached),
             *(self.submitter.submit([members[n] for n in group.members], lookup)
               for group in groups))
         for part in done:
@@ -283,10 +285,12 @@ class Executor:
         return [outputs.get(n) for n in names]
 
     async def _elsewhere(self, members: dict[str, Member], lookup: str
-                         ) -> list[tuple[WorkflowState, list[Member]]]:
+                         ) -> tuple[list[tuple[WorkflowState, list[Member]]],
+                                    Mapping[str, WorkflowState]]:
         """The members some clone already submitted (found by this step's `set_tag`),
-        grouped by the workflow that carries them: attached to, never paid again. One
-        that failed there is sent again only with --retry-failed, under a new key."""
+        grouped by the workflow that carries them: attached to, never paid again (and
+        every member key found). One that failed there is sent again only with
+        --retry-failed, under a new key."""
         found = await self.submitter.elsewhere(lookup)
         by_workflow: dict[str, tuple[WorkflowState, list[Member]]] = {}
         for name, m in list(members.items()):
@@ -298,7 +302,32 @@ class Executor:
                 members[name] = replace(m, attempt=attempt, key=external_id(m.fp, attempt))
                 continue
             by_workflow.setdefault(state.id, (state, []))[1].append(m)
-        return list(by_workflow.values())
+        return list(by_workflow.values()), found
+
+    def _attach_fused(self, step: StepSpec, mine: Sequence[PlannedInstance],
+                      members: Mapping[str, Member], taken: set[str],
+                      found: Mapping[str, WorkflowState],
+                      attached: list[tuple[WorkflowState, list[Member]]]) -> None:
+        """Another clone's workflows carry, fused, the downstream instances of the members
+        attached to: their keys depend only on their own request and their sources'
+        keys, so they are recognised the same way and recorded from there, not paid for
+        again when their step comes up."""
+        ahead = self._fusion_candidates(step.name, mine)
+        by_id = {state.id: mates for state, mates in attached}
+        known, here = dict(members), set(taken)  # a chain: sources before what they feed
+        for group in workflows([*mine, *ahead], self.batch, upstream=self.upstream,
+                               guarded=self.guarded, fuse=True):
+            for name in group.fused:
+                refs = group.refs[name]
+                if group.step != step.name or not all(r.source in here for r in refs):
+                    continue
+                fused = self._fused_member(next(p for p in ahead if p.name == name), refs,
+                                           known)
+                state = found.get(fused.key)
+                if state is not None and state.id in by_id:
+                    by_id[state.id].append(fused)
+                    known[name] = fused
+                    here.add(name)
 
     def _fusion_candidates(self, root: str, mine: Sequence[PlannedInstance]
                            ) -> list[PlannedInstance]:

@@ -87,3 +87,53 @@ def test_a_step_batched_by_default_uses_few_workflows_and_batch_1_restores_one_e
               .replace("a paper boat", "a paper crane"))
     assert one.run("sweep").code == 0
     assert workflows_made(emulator) == 2 + 24
+
+
+CHAIN_SWEEP = f"""\
+version: 1
+name: chained
+steps:
+  shot:
+    type: imageGen
+    matrix:
+      i: [0, 1, 2, 3]
+    input:
+      engine: sdcpp
+      ecosystem: sdxl
+      operation: createImage
+      model: {MODEL}
+      prompt: "a paper boat on a pond, take {{{{ matrix.i }}}}"
+      width: 256
+      height: 256
+      steps: 10
+  big:
+    type: imageUpscaler
+    matrix:
+      i: [0, 1, 2, 3]
+    input:
+      image: "{{{{ steps.shot.outputs[matrix.i].images[0].url }}}}"
+      numberOfRepeats: 1
+"""
+
+
+def test_a_chain_fused_on_one_clone_is_not_paid_again_on_another(
+        tmp_path: Path, ready: tuple[Project, RunningEmulator],
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The downstream instances rode fused in the first clone's workflows: the second
+    clone recognises them by their keys (their request and their sources' keys) and
+    records them from there."""
+    _, emulator = ready
+    first = _clone(tmp_path, "first", capsys, monkeypatch)
+    first.write("chained", CHAIN_SWEEP)
+    assert first.run("chained").code == 0
+    made = emulator.counters()["steps_created"]
+    assert made == 8 and workflows_made(emulator) == 1  # the upscales rode fused
+    monkeypatch.chdir(tmp_path)
+    second = _clone(tmp_path, "second", capsys, monkeypatch)
+    second.write("chained", CHAIN_SWEEP)
+    outcome = second.run("chained")
+    assert outcome.code == 0, outcome.text
+    assert emulator.counters()["steps_created"] == made
+    mine, theirs = second.lock("chained")["instances"], first.lock("chained")["instances"]
+    assert {n: e["fingerprint"] for n, e in mine.items()} == \
+        {n: e["fingerprint"] for n, e in theirs.items()}
