@@ -166,6 +166,10 @@ class CivitaiClient:
     `max_download_bytes`. A long-poll answered early is followed by `poll_delay`:
     from about `poll_floor` doubling to `poll_cap` seconds. `rng` (jitter of
     retries and polls) and `sleep` can be given for tests.
+
+    `transport` replaces the network (httpx's own seam): every request, downloads
+    included, goes to it through one pool; tests pass `httpx.ASGITransport` over the
+    emulator's app to exercise the protocol in-process, without sockets.
     """
 
     def __init__(self, base_url: str, api_key: str | None, *, max_attempts: int = 6,
@@ -178,7 +182,8 @@ class CivitaiClient:
                  origin: Origin | None = None,
                  on_request: OnRequest | None = None,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         if api_key is not None:
             api_key = api_key.strip()
             if not api_key:
@@ -216,18 +221,23 @@ class CivitaiClient:
         self._random = rng or random.Random()
         self._sleep_for = sleep or asyncio.sleep
         self._early: dict[str, int] = {}  # workflow id -> long-polls answered at once in a row
-        # httpx scans every connection of its pool on each request, so one pool of a
-        # few thousand long-polls costs O(n) per request; several small pools do not.
-        size = concurrency_limit or 100
-        shards = -(-size // _POOL_SHARD)
-        # One TLS context for every pool: loading the CA bundle costs ~50 ms each time.
-        tls = httpx.create_ssl_context()
-        self._pools = [httpx.AsyncClient(
-            verify=tls,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-            limits=httpx.Limits(max_connections=-(-size // shards)),
-            headers={"User-Agent": "civflow", "Accept": "application/json"},
-            follow_redirects=False) for _ in range(shards)]
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            "headers": {"User-Agent": "civflow", "Accept": "application/json"},
+            "follow_redirects": False}
+        if transport is not None:
+            # A given transport has no connections to shard: one pool, which closes it.
+            self._pools = [httpx.AsyncClient(transport=transport, **options)]
+        else:
+            # httpx scans every connection of its pool on each request, so one pool of a
+            # few thousand long-polls costs O(n) per request; several small pools do not.
+            size = concurrency_limit or 100
+            shards = -(-size // _POOL_SHARD)
+            # One TLS context for every pool: loading the CA bundle costs ~50 ms each time.
+            tls = httpx.create_ssl_context()
+            self._pools = [httpx.AsyncClient(
+                verify=tls, limits=httpx.Limits(max_connections=-(-size // shards)),
+                **options) for _ in range(shards)]
         self._next_pool = itertools.cycle(self._pools)
 
     def __repr__(self) -> str:
