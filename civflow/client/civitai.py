@@ -1,13 +1,14 @@
 """`CivitaiClient`: the Backend over async httpx, with retries, error translation and redaction.
 
 Retries. 429, 5xx and network failures are retried with exponential backoff and
-full jitter (a 429's `Retry-After` is honoured, capped at `backoff_cap`); 400, 401,
-403 and 404 never are. Submitting a workflow is retried only when it is safe: the
-caller puts an `externalId` in the template (civflow always does), so a POST
-repeated after a dropped connection makes the API return the workflow the first
-POST created instead of charging twice. Without an `externalId` a submit is retried
-only when the request provably never left (the connection could not be opened), and
-a `whatif` (which charges nothing) is always retried.
+full jitter (a 429's `Retry-After` is honoured, capped at `backoff_cap`, which
+`CIVFLOW_BACKOFF_CAP` sets for `from_env`); 400, 401, 403 and 404 never are.
+Submitting a workflow is retried only when it is safe: the caller puts an
+`externalId` in the template (civflow always does), so a POST repeated after a
+dropped connection makes the API return the workflow the first POST created instead
+of charging twice. Without an `externalId` a submit is retried only when the request
+provably never left (the connection could not be opened), and a `whatif` (which
+charges nothing) is always retried.
 
 Secrets. The API key is sent only to the API's own origin, never appears in a
 message, log line, repr or chained exception text: every text the client builds
@@ -69,6 +70,7 @@ from civflow.errors import (
     InsufficientFunds,
     RateLimited,
     ServiceUnavailable,
+    UsageError,
 )
 from civflow.origin import EMULATOR_HEADER, Origin
 
@@ -144,6 +146,18 @@ class _Answer:
 
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
+
+
+def _seconds(name: str, text: str) -> float:
+    """A non-negative number of seconds from environment variable `name`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UsageError(f"{name} must be a number of seconds, not {clean_text(text, 40)!r}",
+                         hint=f"unset {name}, or set it to e.g. 30")
+    return value
 
 
 def _origin_text(url: httpx.URL) -> str:
@@ -268,6 +282,9 @@ class CivitaiClient:
         seed = os.environ.get("CIVFLOW_JITTER_SEED", "").strip()
         if seed.isdigit() and "rng" not in options:  # reproducible retry timing in tests
             options["rng"] = random.Random(int(seed))
+        cap = os.environ.get("CIVFLOW_BACKOFF_CAP", "").strip()
+        if cap and "backoff_cap" not in options:
+            options["backoff_cap"] = _seconds("CIVFLOW_BACKOFF_CAP", cap)
         return cls(base_url, key, **options)
 
     async def __aenter__(self) -> CivitaiClient:

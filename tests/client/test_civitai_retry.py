@@ -34,6 +34,7 @@ from civflow.errors import (
     InsufficientFunds,
     RateLimited,
     ServiceUnavailable,
+    UsageError,
 )
 
 # -- a scripted stand-in for the outside world (a flaky API, a CDN), served by uvicorn ----
@@ -446,6 +447,27 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     asyncio.run(client.aclose())
     with pytest.raises(AuthenticationError, match="no such API key file"):
         CivitaiClient.from_env(tmp_path / "missing")
+    assert client.backoff_cap == 30.0
+    monkeypatch.setenv("CIVFLOW_BACKOFF_CAP", "0.25")
+    client = CivitaiClient.from_env()
+    assert client.backoff_cap == 0.25
+    asyncio.run(client.aclose())
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("CIVFLOW_BACKOFF_CAP", bad)
+        with pytest.raises(UsageError, match="CIVFLOW_BACKOFF_CAP must be a number of seconds"):
+            CivitaiClient.from_env()
+
+
+def test_the_backoff_cap_cuts_a_long_retry_after(world: FakeWorld) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+    world.script(f"GET {WF}/0-1", ("json", 429, {}, {"Retry-After": "120"}), 503,
+                 ("json", 200, _WORKFLOW, {}))
+    assert _run(world, lambda c: c.get("0-1"), backoff_base=10.0, backoff_cap=0.5,
+                sleep=sleep).id == "0-1"
+    assert pauses[0] == 0.5 and 0 <= pauses[1] <= 0.5 and len(pauses) == 2
 
 
 def test_a_key_too_short_to_blank_safely_is_refused() -> None:
