@@ -1,7 +1,8 @@
 """Reusable emulators for tests: a real one on loopback, or its app in-process.
 
 `emulator` (a pytest fixture) serves the emulator with uvicorn at time scale 0: use it
-from any test folder with `from tests.emulator_fixture import emulator  # noqa: F401`.
+from any test folder with
+`from tests.emulator_fixture import emulator, served_emulator  # noqa: F401`.
 `in_process` runs the same ASGI app on the test's own event loop behind
 `httpx.ASGITransport`: no thread, no socket, for tests of the protocol only (what a
 connection does, a drop above all, needs the real server).
@@ -22,11 +23,21 @@ from starlette.types import ASGIApp, Message
 from civflow.emulator import EmulatorConfig, RunningEmulator, create_app, start_emulator
 
 
-@pytest.fixture
-def emulator() -> Iterator[RunningEmulator]:
-    """A fresh emulator per test; jobs finish as fast as their media renders."""
+@pytest.fixture(scope="module")
+def served_emulator() -> Iterator[RunningEmulator]:
+    """One real emulator per test module (uvicorn costs ~0.25 s to start and stop)."""
     with start_emulator(EmulatorConfig(time_scale=0)) as running:
         yield running
+
+
+@pytest.fixture
+def emulator(served_emulator: RunningEmulator) -> RunningEmulator:
+    """An emulator as good as new for each test: the module's, its faults set back to
+    time scale 0 and nothing else, then reset (no workflow, blob, count or forgotten
+    AIR survives). Jobs finish as fast as their media renders."""
+    served_emulator.set_faults(**EmulatorConfig(time_scale=0).faults())
+    served_emulator.reset()
+    return served_emulator
 
 
 class InProcessEmulator:
