@@ -1,13 +1,14 @@
 """`CivitaiClient`: the Backend over async httpx, with retries, error translation and redaction.
 
 Retries. 429, 5xx and network failures are retried with exponential backoff and
-full jitter (a 429's `Retry-After` is honoured, capped at `backoff_cap`); 400, 401,
-403 and 404 never are. Submitting a workflow is retried only when it is safe: the
-caller puts an `externalId` in the template (civflow always does), so a POST
-repeated after a dropped connection makes the API return the workflow the first
-POST created instead of charging twice. Without an `externalId` a submit is retried
-only when the request provably never left (the connection could not be opened), and
-a `whatif` (which charges nothing) is always retried.
+full jitter (a 429's `Retry-After` is honoured, capped at `backoff_cap`, which
+`CIVFLOW_BACKOFF_CAP` sets for `from_env`); 400, 401, 403 and 404 never are.
+Submitting a workflow is retried only when it is safe: the caller puts an
+`externalId` in the template (civflow always does), so a POST repeated after a
+dropped connection makes the API return the workflow the first POST created instead
+of charging twice. Without an `externalId` a submit is retried only when the request
+provably never left (the connection could not be opened), and a `whatif` (which
+charges nothing) is always retried.
 
 Secrets. The API key is sent only to the API's own origin, never appears in a
 message, log line, repr or chained exception text: every text the client builds
@@ -69,6 +70,7 @@ from civflow.errors import (
     InsufficientFunds,
     RateLimited,
     ServiceUnavailable,
+    UsageError,
 )
 from civflow.origin import EMULATOR_HEADER, Origin
 
@@ -146,6 +148,18 @@ class _Answer:
         return self.content.decode("utf-8", errors="replace")
 
 
+def _seconds(name: str, text: str) -> float:
+    """A non-negative number of seconds from environment variable `name`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UsageError(f"{name} must be a number of seconds, not {clean_text(text, 40)!r}",
+                         hint=f"unset {name}, or set it to e.g. 30")
+    return value
+
+
 def _origin_text(url: httpx.URL) -> str:
     port = f":{url.port}" if url.port else ""
     return f"{url.scheme}://{url.host}{port}" if url.host else f"{url.scheme}:"
@@ -166,6 +180,10 @@ class CivitaiClient:
     `max_download_bytes`. A long-poll answered early is followed by `poll_delay`:
     from about `poll_floor` doubling to `poll_cap` seconds. `rng` (jitter of
     retries and polls) and `sleep` can be given for tests.
+
+    `transport` replaces the network (httpx's own seam): every request, downloads
+    included, goes to it through one pool; tests pass `httpx.ASGITransport` over the
+    emulator's app to exercise the protocol in-process, without sockets.
     """
 
     def __init__(self, base_url: str, api_key: str | None, *, max_attempts: int = 6,
@@ -178,7 +196,8 @@ class CivitaiClient:
                  origin: Origin | None = None,
                  on_request: OnRequest | None = None,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         if api_key is not None:
             api_key = api_key.strip()
             if not api_key:
@@ -216,18 +235,23 @@ class CivitaiClient:
         self._random = rng or random.Random()
         self._sleep_for = sleep or asyncio.sleep
         self._early: dict[str, int] = {}  # workflow id -> long-polls answered at once in a row
-        # httpx scans every connection of its pool on each request, so one pool of a
-        # few thousand long-polls costs O(n) per request; several small pools do not.
-        size = concurrency_limit or 100
-        shards = -(-size // _POOL_SHARD)
-        # One TLS context for every pool: loading the CA bundle costs ~50 ms each time.
-        tls = httpx.create_ssl_context()
-        self._pools = [httpx.AsyncClient(
-            verify=tls,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-            limits=httpx.Limits(max_connections=-(-size // shards)),
-            headers={"User-Agent": "civflow", "Accept": "application/json"},
-            follow_redirects=False) for _ in range(shards)]
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            "headers": {"User-Agent": "civflow", "Accept": "application/json"},
+            "follow_redirects": False}
+        if transport is not None:
+            # A given transport has no connections to shard: one pool, which closes it.
+            self._pools = [httpx.AsyncClient(transport=transport, **options)]
+        else:
+            # httpx scans every connection of its pool on each request, so one pool of a
+            # few thousand long-polls costs O(n) per request; several small pools do not.
+            size = concurrency_limit or 100
+            shards = -(-size // _POOL_SHARD)
+            # One TLS context for every pool: loading the CA bundle costs ~50 ms each time.
+            tls = httpx.create_ssl_context()
+            self._pools = [httpx.AsyncClient(
+                verify=tls, limits=httpx.Limits(max_connections=-(-size // shards)),
+                **options) for _ in range(shards)]
         self._next_pool = itertools.cycle(self._pools)
 
     def __repr__(self) -> str:
@@ -258,6 +282,9 @@ class CivitaiClient:
         seed = os.environ.get("CIVFLOW_JITTER_SEED", "").strip()
         if seed.isdigit() and "rng" not in options:  # reproducible retry timing in tests
             options["rng"] = random.Random(int(seed))
+        cap = os.environ.get("CIVFLOW_BACKOFF_CAP", "").strip()
+        if cap and "backoff_cap" not in options:
+            options["backoff_cap"] = _seconds("CIVFLOW_BACKOFF_CAP", cap)
         return cls(base_url, key, **options)
 
     async def __aenter__(self) -> CivitaiClient:

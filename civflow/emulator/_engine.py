@@ -123,6 +123,9 @@ class Engine:
         self._http.close()
 
     def reset(self) -> None:
+        """Forget every workflow, blob, count and forgotten AIR: the state as started (the
+        fault settings, changed only on purpose, stay as they are)."""
+        self.missing_airs = set(self.config.missing_airs)
         for workflow in list(self.workflows.values()):
             self._drop(workflow)
         self.by_external.clear()

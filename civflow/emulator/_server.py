@@ -59,6 +59,7 @@ class RunningEmulator:
         return data
 
     def reset(self) -> None:
+        """Forget every workflow, blob, count and forgotten AIR; faults stay as set."""
         self._call("POST", "/_emulator/reset")
 
     def forget_blob(self, blob_id: str) -> None:

@@ -295,6 +295,8 @@ def render_exit_codes(table: Iterable[tuple[type, int]]) -> str:
         "| `CIVFLOW_REMOTE` | the URL of the artifact remote, replacing the one in "
         "`civflow.toml` (see [Sharing artifacts](../recipes/sharing-artifacts.md)) |",
         "| `CIVFLOW_JITTER_SEED` | seeds the retry back-off jitter (reproducible tests) |",
+        "| `CIVFLOW_BACKOFF_CAP` | the longest pause, in seconds, between two attempts of a "
+        "request to the API (default 30; a longer `Retry-After` is cut to it) |",
         "",
     ])
 

@@ -1,4 +1,9 @@
-"""CivitaiClient against the real emulator: every operation, faults, idempotency, errors."""
+"""CivitaiClient against the emulator: every operation, faults, idempotency, errors.
+
+The happy path and the faults (dropped connections above all) go over real HTTP to
+a served emulator; the other protocol cases talk to the emulator's app in-process
+(`httpx.ASGITransport` through the client's `transport` seam), without sockets.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from civflow.errors import (
     CivflowError,
     InsufficientFunds,
 )
+from tests.emulator_fixture import InProcessEmulator, in_process
 
 KEY = "emulator-key-XYZ-987654321"
 WORKFLOWS = "POST /v2/consumer/workflows"
@@ -44,6 +50,22 @@ def _run(emu: RunningEmulator, use: Callable[[CivitaiClient], Awaitable[T]], *,
         async with CivitaiClient(emu.url, key, on_request=record, **options) as client:
             return await use(client)
     return asyncio.run(main())
+
+
+def _offline(use: Callable[[InProcessEmulator], Awaitable[T]], **config: Any) -> T:
+    """`use` run against the emulator's app in-process, on one event loop."""
+    async def main() -> T:
+        async with in_process(EmulatorConfig(time_scale=0, api_key=KEY, fault_seed=7,
+                                             **config)) as emu:
+            return await use(emu)
+    return asyncio.run(main())
+
+
+def _client(emu: InProcessEmulator, *, key: str = KEY, **options: Any) -> CivitaiClient:
+    options.setdefault("backoff_base", 0.001)
+    options.setdefault("backoff_cap", 0.005)
+    options.setdefault("rng", random.Random(20241125))  # seeded retry jitter
+    return CivitaiClient(emu.url, key, transport=emu.transport, **options)
 
 
 def _image(prompt: str, key: str | None, *, tags: list[str] | None = None) -> dict[str, Any]:
@@ -86,61 +108,55 @@ def test_submit_get_download_refresh(emu: RunningEmulator, tmp_path: Path) -> No
     assert again.id == state.id and again.is_terminal
 
 
-def test_expired_url_then_refresh(emu: RunningEmulator, tmp_path: Path) -> None:
-    async def submit(client: CivitaiClient) -> dict[str, Any]:
-        state = await _finish(client, await client.submit(_image("a cat", "cf-b-1"), wait=5))
-        blob: dict[str, Any] = state.steps[0].output["images"][0]  # type: ignore[index]
-        return blob
-    image = _run(emu, submit)
-    emu.expire_urls()
-    with pytest.raises(AuthenticationError) as info:
-        _run(emu, lambda c: c.download(image["url"], tmp_path / "x.part"))
-    assert info.value.status == 403
-    assert list(tmp_path.iterdir()) == []
-
-    async def recover(client: CivitaiClient) -> str:
-        fresh = await client.refresh_blob(image["id"])
-        return (await client.download(fresh["url"], tmp_path / "x.part")).sha256
-    assert len(_run(emu, recover)) == 64
+def test_expired_url_then_refresh(tmp_path: Path) -> None:
+    async def use(emu: InProcessEmulator) -> str:
+        async with _client(emu) as client:
+            state = await _finish(client, await client.submit(_image("a cat", "cf-b-1"), wait=5))
+            image = state.steps[0].output["images"][0]  # type: ignore[index]
+            await emu.expire_urls()
+            with pytest.raises(AuthenticationError) as info:
+                await client.download(image["url"], tmp_path / "x.part")
+            assert info.value.status == 403
+            assert list(tmp_path.iterdir()) == []
+            fresh = await client.refresh_blob(image["id"])
+            return (await client.download(fresh["url"], tmp_path / "x.part")).sha256
+    assert _offline(use) == hashlib.sha256((tmp_path / "x.part").read_bytes()).hexdigest()
 
 
-def test_query_cancel_delete(emu: RunningEmulator) -> None:
-    emu.set_faults(time_scale=1000)  # slow enough that the workflow is still running
-
-    async def use(client: CivitaiClient) -> tuple[Any, ...]:
-        running = await client.submit(_image("slow", "cf-c-1", tags=["civflow", "q1"]))
-        listed, cursor = await client.query(tags=["q1"])
-        await client.cancel(str(running.id))
-        canceled = await client.get(str(running.id))
-        await client.delete(str(running.id))
-        try:
-            await client.get(str(running.id))
-        except ApiNotFound as exc:
-            return running, listed, cursor, canceled, exc
-        raise AssertionError("a deleted workflow is still there")
-
-    running, listed, cursor, canceled, gone = _run(emu, use)
-    assert not running.is_terminal
-    assert [w.id for w in listed] == [running.id] and cursor is None
-    assert canceled.status == "canceled"
-    assert gone.status == 404
+def test_query_cancel_delete() -> None:
+    async def use(emu: InProcessEmulator) -> None:
+        await emu.set_faults(time_scale=1000)  # slow enough that the workflow is still running
+        async with _client(emu) as client:
+            running = await client.submit(_image("slow", "cf-c-1", tags=["civflow", "q1"]))
+            listed, cursor = await client.query(tags=["q1"])
+            await client.cancel(str(running.id))
+            canceled = await client.get(str(running.id))
+            await client.delete(str(running.id))
+            with pytest.raises(ApiNotFound) as gone:
+                await client.get(str(running.id))
+        assert not running.is_terminal
+        assert [w.id for w in listed] == [running.id] and cursor is None
+        assert canceled.status == "canceled"
+        assert gone.value.status == 404
+    _offline(use)
 
 
-def test_upload_and_resource(emu: RunningEmulator, tmp_path: Path) -> None:
+def test_upload_and_resource(tmp_path: Path) -> None:
     from PIL import Image
 
     png = tmp_path / "in.png"
     Image.new("RGB", (8, 8), "red").save(png)
 
-    async def use(client: CivitaiClient) -> tuple[Any, Any]:
-        return (await client.upload_blob(png, "image/png"),
-                await client.resource("urn:air:sdxl:lora:civitai:200000@250000"))
-    blob, resource = _run(emu, use)
-    assert blob["id"] and blob["url"]
-    assert resource
-    emu.forget_air("urn:air:sdxl:lora:civitai:1@1")
-    with pytest.raises(ApiNotFound):
-        _run(emu, lambda c: c.resource("urn:air:sdxl:lora:civitai:1@1"))
+    async def use(emu: InProcessEmulator) -> None:
+        async with _client(emu) as client:
+            blob = await client.upload_blob(png, "image/png")
+            resource = await client.resource("urn:air:sdxl:lora:civitai:200000@250000")
+            await emu.forget_air("urn:air:sdxl:lora:civitai:1@1")
+            with pytest.raises(ApiNotFound):
+                await client.resource("urn:air:sdxl:lora:civitai:1@1")
+        assert blob["id"] and blob["url"]
+        assert resource["air"] == "urn:air:sdxl:lora:civitai:200000@250000"
+    _offline(use)
 
 
 def test_faults_are_survived_and_external_ids_prevent_duplicates(emu: RunningEmulator) -> None:
@@ -167,7 +183,7 @@ def test_faults_are_survived_and_external_ids_prevent_duplicates(emu: RunningEmu
 
 
 @pytest.mark.parametrize("status", [400, 401, 404])
-def test_client_errors_are_not_retried(emu: RunningEmulator, status: int) -> None:
+def test_client_errors_are_not_retried(status: int) -> None:
     kinds: dict[int, tuple[type[CivflowError], Callable[[CivitaiClient], Awaitable[Any]],
                            str, str]] = {
         400: (ApiRejected, lambda c: c.submit({"steps": [{"$type": "noSuchType", "input": {}}],
@@ -178,18 +194,24 @@ def test_client_errors_are_not_retried(emu: RunningEmulator, status: int) -> Non
               "GET /v2/consumer/workflows/{workflow_id}", "not found"),
     }
     kind, call, route, words = kinds[status]
-    with pytest.raises(kind) as info:
-        _run(emu, call, key=KEY if status != 401 else "a-wrong-key-0123456789")
-    assert words in str(info.value)
-    assert "a-wrong-key-0123456789" not in str(info.value) and KEY not in str(info.value)
-    assert emu.counters()["requests"][route] == {str(status): 1}
-    if status == 400:
-        assert isinstance(info.value, ApiRejected)
-        assert isinstance(info.value.detail, dict) and info.value.detail
+
+    async def use(emu: InProcessEmulator) -> None:
+        async with _client(emu, key=KEY if status != 401 else "a-wrong-key-0123456789") as c:
+            with pytest.raises(kind) as info:
+                await call(c)
+        assert words in str(info.value)
+        assert "a-wrong-key-0123456789" not in str(info.value) and KEY not in str(info.value)
+        assert (await emu.counters())["requests"][route] == {str(status): 1}
+        if status == 400:
+            assert isinstance(info.value, ApiRejected)
+            assert isinstance(info.value.detail, dict) and info.value.detail
+    _offline(use)
 
 
 def test_insufficient_buzz() -> None:
-    with start_emulator(EmulatorConfig(time_scale=0, api_key=KEY, buzz=0.5)) as poor, \
-            pytest.raises(InsufficientFunds) as info:
-        _run(poor, lambda c: c.submit(_image("pricey", "cf-p-1")))
-    assert info.value.status == 403
+    async def use(emu: InProcessEmulator) -> None:
+        async with _client(emu) as client:
+            with pytest.raises(InsufficientFunds) as info:
+                await client.submit(_image("pricey", "cf-p-1"))
+        assert info.value.status == 403
+    _offline(use, buzz=0.5)

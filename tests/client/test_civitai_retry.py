@@ -1,4 +1,10 @@
-"""CivitaiClient against a scripted flaky server: retries, error mapping, secrecy, downloads."""
+"""CivitaiClient against a scripted flaky server: retries, error mapping, secrecy, downloads.
+
+The scripted server is an ASGI app. Answers alone are tested in-process (the `world`
+fixture: `httpx.ASGITransport` through the client's `transport` seam); what needs a
+real connection (a drop, a body cut mid-stream, a second origin) is served by uvicorn
+(the `served` and `elsewhere` fixtures).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import uvicorn
 from starlette.requests import Request
@@ -27,6 +34,7 @@ from civflow.errors import (
     InsufficientFunds,
     RateLimited,
     ServiceUnavailable,
+    UsageError,
 )
 
 # -- a scripted stand-in for the outside world (a flaky API, a CDN), served by uvicorn ----
@@ -51,6 +59,7 @@ class FakeWorld:
     scripts: dict[str, list[Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    transport: httpx.AsyncBaseTransport | None = None  # in-process, when set
 
     def script(self, route: str, *actions: Any) -> None:
         """`route` is "METHOD /path"; the last action repeats forever."""
@@ -142,7 +151,16 @@ _WORKFLOW = {"id": "0-1", "status": "succeeded", "cost": {"total": 8}, "steps": 
 
 
 @pytest.fixture
-def world() -> Iterator[FakeWorld]:
+def world() -> FakeWorld:
+    """The scripted API in-process: for answers, which need no socket."""
+    world = FakeWorld(url="http://api.test")
+    world.transport = httpx.ASGITransport(app=world)
+    return world
+
+
+@pytest.fixture
+def served() -> Iterator[FakeWorld]:
+    """The scripted API over real HTTP: a drop or a cut body needs a connection to break."""
     yield from serve_fake(FakeWorld())
 
 
@@ -159,7 +177,8 @@ def _run(world: FakeWorld, use: Callable[[CivitaiClient], Awaitable[T]],
         options.setdefault("backoff_cap", 0.01)
         options.setdefault("rng", random.Random(20241125))  # seeded retry jitter
         client = CivitaiClient(world.url, KEY, on_request=(
-            (lambda m, r, s: seen.append((m, r, s))) if seen is not None else None), **options)
+            (lambda m, r, s: seen.append((m, r, s))) if seen is not None else None),
+            transport=world.transport, **options)
         async with client:
             return await use(client)
     return asyncio.run(main())
@@ -206,37 +225,37 @@ def test_an_html_5xx_page_is_not_dumped(world: FakeWorld) -> None:
     assert info.value.status == 503
 
 
-def test_a_dropped_connection_is_retried(world: FakeWorld) -> None:
-    world.script(f"GET {WF}/0-1", "drop", "drop", ("json", 200, _WORKFLOW, {}))
+def test_a_dropped_connection_is_retried(served: FakeWorld) -> None:
+    served.script(f"GET {WF}/0-1", "drop", "drop", ("json", 200, _WORKFLOW, {}))
     seen: list[tuple[str, str, int]] = []
-    assert _run(world, lambda c: c.get("0-1"), seen).id == "0-1"
+    assert _run(served, lambda c: c.get("0-1"), seen).id == "0-1"
     assert [s for _, _, s in seen] == [0, 0, 200]
 
 
-def test_submit_with_external_id_is_retried_after_a_drop(world: FakeWorld) -> None:
-    world.script(f"POST {WF}", "drop", ("json", 202, _WORKFLOW, {}))
-    state = _run(world, lambda c: c.submit({"steps": [], "externalId": "cf-abc-1"}, wait=5))
+def test_submit_with_external_id_is_retried_after_a_drop(served: FakeWorld) -> None:
+    served.script(f"POST {WF}", "drop", ("json", 202, _WORKFLOW, {}))
+    state = _run(served, lambda c: c.submit({"steps": [], "externalId": "cf-abc-1"}, wait=5))
     assert state.id == "0-1"
-    assert world.hits(f"POST {WF}") == 2
-    assert world.seen[-1].query == "wait=5&whatif=false"
+    assert served.hits(f"POST {WF}") == 2
+    assert served.seen[-1].query == "wait=5&whatif=false"
 
 
-def test_submit_without_external_id_is_not_repeated(world: FakeWorld) -> None:
+def test_submit_without_external_id_is_not_repeated(served: FakeWorld) -> None:
     """The first POST may have created (and charged) a workflow: never send it twice."""
-    world.script(f"POST {WF}", "drop", ("json", 202, _WORKFLOW, {}))
+    served.script(f"POST {WF}", "drop", ("json", 202, _WORKFLOW, {}))
     with pytest.raises(ServiceUnavailable) as info:
-        _run(world, lambda c: c.submit({"steps": []}))
-    assert world.hits(f"POST {WF}") == 1
+        _run(served, lambda c: c.submit({"steps": []}))
+    assert served.hits(f"POST {WF}") == 1
     assert info.value.hint and "may have reached" in info.value.hint
-    world.script(f"POST {WF}", 503, ("json", 202, _WORKFLOW, {}))
+    served.script(f"POST {WF}", 503, ("json", 202, _WORKFLOW, {}))
     with pytest.raises(ServiceUnavailable):
-        _run(world, lambda c: c.submit({"steps": []}))
-    assert world.hits(f"POST {WF}") == 2
+        _run(served, lambda c: c.submit({"steps": []}))
+    assert served.hits(f"POST {WF}") == 2
 
 
-def test_whatif_is_always_safe_to_retry(world: FakeWorld) -> None:
-    world.script(f"POST {WF}", "drop", ("json", 200, {**_WORKFLOW, "id": None}, {}))
-    state = _run(world, lambda c: c.submit({"steps": []}, whatif=True))
+def test_whatif_is_always_safe_to_retry(served: FakeWorld) -> None:
+    served.script(f"POST {WF}", "drop", ("json", 200, {**_WORKFLOW, "id": None}, {}))
+    state = _run(served, lambda c: c.submit({"steps": []}, whatif=True))
     assert state.id is None and state.cost == 8.0
 
 
@@ -300,19 +319,19 @@ def test_query_cancel_delete_refresh_upload_resource(world: FakeWorld, tmp_path:
 
 
 def test_download_follows_a_308_without_leaking_the_key(
-        world: FakeWorld, elsewhere: FakeWorld, tmp_path: Path) -> None:
+        served: FakeWorld, elsewhere: FakeWorld, tmp_path: Path) -> None:
     content = bytes(range(256)) * 1000
-    world.script("GET /v2/consumer/blobs/B1.png",
-                 ("redirect", f"{elsewhere.url}/content/tok"))
+    served.script("GET /v2/consumer/blobs/B1.png",
+                  ("redirect", f"{elsewhere.url}/content/tok"))
     elsewhere.script("GET /content/tok", ("bytes", 200, content, "image/png"))
     dest = tmp_path / "store" / "B1.png.part"
     seen: list[tuple[str, str, int]] = []
-    got = _run(world, lambda c: c.download(f"{world.url}/v2/consumer/blobs/B1.png?sig=s",
-                                           dest), seen)
+    got = _run(served, lambda c: c.download(f"{served.url}/v2/consumer/blobs/B1.png?sig=s",
+                                            dest), seen)
     assert got.sha256 == hashlib.sha256(content).hexdigest()
     assert (got.size, got.media_type, got.path) == (len(content), "image/png", dest)
     assert dest.read_bytes() == content
-    assert world.seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert served.seen[0].headers["authorization"] == f"Bearer {KEY}"
     assert "authorization" not in elsewhere.seen[0].headers
     assert seen == [("GET", "download", 308), ("GET", "download", 200)]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["B1.png.part"]
@@ -330,36 +349,36 @@ def test_an_expired_signature_is_a_403_and_leaves_nothing(
 
 
 def test_download_retries_a_drop_and_never_leaves_a_partial_file(
-        world: FakeWorld, tmp_path: Path) -> None:
-    world.script("GET /b", "drop", ("bytes", 200, b"payload", "application/octet-stream"))
+        served: FakeWorld, tmp_path: Path) -> None:
+    served.script("GET /b", "drop", ("bytes", 200, b"payload", "application/octet-stream"))
     dest = tmp_path / "out.bin"
-    got = _run(world, lambda c: c.download(f"{world.url}/b", dest))
+    got = _run(served, lambda c: c.download(f"{served.url}/b", dest))
     assert got.sha256 == hashlib.sha256(b"payload").hexdigest()
-    world.script("GET /b", "drop")
+    served.script("GET /b", "drop")
     with pytest.raises(ServiceUnavailable):
-        _run(world, lambda c: c.download(f"{world.url}/b", tmp_path / "never.bin"),
+        _run(served, lambda c: c.download(f"{served.url}/b", tmp_path / "never.bin"),
              max_attempts=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
-def test_a_body_cut_mid_stream_is_downloaded_again(world: FakeWorld, tmp_path: Path) -> None:
+def test_a_body_cut_mid_stream_is_downloaded_again(served: FakeWorld, tmp_path: Path) -> None:
     content = b"0123456789" * 10_000
-    world.script("GET /v", ("partial", content), ("bytes", 200, content, "image/png"))
+    served.script("GET /v", ("partial", content), ("bytes", 200, content, "image/png"))
     dest = tmp_path / "v.png"
-    got = _run(world, lambda c: c.download(f"{world.url}/v", dest))
+    got = _run(served, lambda c: c.download(f"{served.url}/v", dest))
     assert got.size == len(content) and dest.read_bytes() == content
-    assert world.hits("GET /v") == 2
-    world.script("GET /v", ("partial", content))
+    assert served.hits("GET /v") == 2
+    served.script("GET /v", ("partial", content))
     with pytest.raises(ServiceUnavailable):
-        _run(world, lambda c: c.download(f"{world.url}/v", tmp_path / "cut.png"),
+        _run(served, lambda c: c.download(f"{served.url}/v", tmp_path / "cut.png"),
              max_attempts=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.png"]
 
 
-def test_the_key_goes_only_to_the_api_origin(world: FakeWorld, elsewhere: FakeWorld,
+def test_the_key_goes_only_to_the_api_origin(served: FakeWorld, elsewhere: FakeWorld,
                                              tmp_path: Path) -> None:
     elsewhere.script("GET /cdn/x", ("bytes", 200, b"x", "image/png"))
-    _run(world, lambda c: c.download(f"{elsewhere.url}/cdn/x", tmp_path / "x"))
+    _run(served, lambda c: c.download(f"{elsewhere.url}/cdn/x", tmp_path / "x"))
     assert "authorization" not in elsewhere.seen[0].headers
 
 
@@ -381,19 +400,19 @@ def _texts(exc: BaseException) -> Iterator[str]:
 
 
 def test_the_key_never_appears_in_errors_or_logs(
-        world: FakeWorld, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+        served: FakeWorld, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     caplog.set_level(logging.DEBUG)
     # A server that echoes the key back in its error bodies, the worst case.
-    world.script(f"GET {WF}/a", ("json", 400, {"errors": {"auth": [f"Bearer {KEY}"]}}, {}))
-    world.script(f"GET {WF}/b", ("text", 403, f"key {KEY} lacks buzz"))
-    world.script(f"GET {WF}/c", ("text", 500, f"crash with {KEY}"))
-    world.script(f"GET {WF}/d", "drop")
-    world.script(f"GET {WF}/e", ("json", 429, {"detail": KEY}, {}))
-    world.script(f"GET {WF}/f", ("text", 418, f"teapot {KEY}"))
+    served.script(f"GET {WF}/a", ("json", 400, {"errors": {"auth": [f"Bearer {KEY}"]}}, {}))
+    served.script(f"GET {WF}/b", ("text", 403, f"key {KEY} lacks buzz"))
+    served.script(f"GET {WF}/c", ("text", 500, f"crash with {KEY}"))
+    served.script(f"GET {WF}/d", "drop")
+    served.script(f"GET {WF}/e", ("json", 429, {"detail": KEY}, {}))
+    served.script(f"GET {WF}/f", ("text", 418, f"teapot {KEY}"))
     failures: list[BaseException] = []
     for name in "abcdef":
         try:
-            _run(world, lambda c, n=name: c.get(n), max_attempts=2)  # type: ignore[misc]
+            _run(served, lambda c, n=name: c.get(n), max_attempts=2)  # type: ignore[misc]
         except CivflowError as exc:
             failures.append(exc)
     assert len(failures) == 6
@@ -401,9 +420,9 @@ def test_the_key_never_appears_in_errors_or_logs(
         for text in _texts(failure):
             assert KEY not in text
     with pytest.raises(AuthenticationError) as bad:
-        CivitaiClient(world.url, "sk-with\nnewline")
+        CivitaiClient(served.url, "sk-with\nnewline")
     assert "newline" not in str(bad.value)
-    client_repr = _run(world, lambda c: asyncio.sleep(0, repr(c)))
+    client_repr = _run(served, lambda c: asyncio.sleep(0, repr(c)))
     assert KEY not in client_repr and "api_key=<set>" in client_repr
     assert KEY not in caplog.text
     assert "retrying" in caplog.text  # the log was captured at all
@@ -428,6 +447,27 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     asyncio.run(client.aclose())
     with pytest.raises(AuthenticationError, match="no such API key file"):
         CivitaiClient.from_env(tmp_path / "missing")
+    assert client.backoff_cap == 30.0
+    monkeypatch.setenv("CIVFLOW_BACKOFF_CAP", "0.25")
+    client = CivitaiClient.from_env()
+    assert client.backoff_cap == 0.25
+    asyncio.run(client.aclose())
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("CIVFLOW_BACKOFF_CAP", bad)
+        with pytest.raises(UsageError, match="CIVFLOW_BACKOFF_CAP must be a number of seconds"):
+            CivitaiClient.from_env()
+
+
+def test_the_backoff_cap_cuts_a_long_retry_after(world: FakeWorld) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+    world.script(f"GET {WF}/0-1", ("json", 429, {}, {"Retry-After": "120"}), 503,
+                 ("json", 200, _WORKFLOW, {}))
+    assert _run(world, lambda c: c.get("0-1"), backoff_base=10.0, backoff_cap=0.5,
+                sleep=sleep).id == "0-1"
+    assert pauses[0] == 0.5 and 0 <= pauses[1] <= 0.5 and len(pauses) == 2
 
 
 def test_a_key_too_short_to_blank_safely_is_refused() -> None:

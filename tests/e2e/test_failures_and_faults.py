@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from civflow.emulator import RunningEmulator
 from tests.e2e.support import CHAIN, MODEL, Project, check_artifacts, created, requests_to
 
@@ -156,9 +158,12 @@ def test_deleted_upstream_blobs_are_uploaded_again_from_the_local_copy(
 
 
 def test_a_flaky_network_still_creates_each_workflow_once(
-        ready: tuple[Project, RunningEmulator]) -> None:
+        ready: tuple[Project, RunningEmulator], monkeypatch: pytest.MonkeyPatch) -> None:
     project, emulator = ready
     project.write("chain", CHAIN)
+    # What is tested is what gets created, not how long the client waits between tries:
+    # pauses of at most 10 ms (full back-off and Retry-After took 100 s of sleep here).
+    monkeypatch.setenv("CIVFLOW_BACKOFF_CAP", "0.01")
     emulator.set_faults(rate_limit=0.3, error_rate=0.3, drop_rate=0.3)
     codes = []
     for _ in range(10):

@@ -204,6 +204,8 @@ def test_kill_9_during_fused_lanes_never_pays_twice(project: Project,
     with start_emulator(EmulatorConfig(announce=False, time_scale=0.3, api_key=SECRET,
                                        fault_seed=5)) as served:
         aim(monkeypatch, served)
+        # The runs after the kills (in this process): back-off of at most 10 ms.
+        monkeypatch.setenv("CIVFLOW_BACKOFF_CAP", "0.01")
         project.write("echoes", ECHOES.replace("batch: 3", "batch: 6"))
         rng = random.Random(91)
         served.set_faults(error_rate=0.2, drop_rate=0.2)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from civflow.emulator import RunningEmulator
-from tests.emulator_fixture import emulator  # noqa: F401
+from tests.emulator_fixture import emulator, served_emulator  # noqa: F401
 from tests.openapi_support import OPENAPI_PATH, OpenApi, require_openapi
 
 PREFIX = "/v2/consumer"

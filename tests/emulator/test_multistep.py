@@ -87,7 +87,9 @@ def test_cancel_keeps_what_succeeded_and_cancels_the_rest(
                           "engine": "wan", "version": "v2.6", "provider": "fal",
                           "cfgScale": 4, "operation": "text-to-video", "prompt": "rain",
                           "resolution": "720p", "duration": 5}}]}
-    emulator.set_faults(time_scale=1)  # the video takes long; the image is fast enough
+    # Simulated, the video takes 30 s and the image 2 s: at a quarter of real time the
+    # image is done within the first one-second long-poll, the video far from it.
+    emulator.set_faults(time_scale=0.25)
     created = api.submit(body, wait=0, expect=202)
     for _ in range(100):
         state = api.get(created["id"], wait=1).json()

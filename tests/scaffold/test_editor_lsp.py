@@ -8,8 +8,9 @@ Promises guarded here (the same as test_editor_schema, where an editor shows the
 - completion inside a step's input offers its variant's fields, completion of `type:` the
   catalog's step types, and hover shows civflow's words for a field.
 
-yaml-language-server is installed from the npm registry with npm (pinned); the test is
-skipped only where node or npm is not installed.
+yaml-language-server is installed from the npm registry with npm (pinned): the tests are
+marked `registry("npm")`, and skipped where node or npm is not installed or (outside CI)
+the npm registry cannot be reached.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.test_docs import yaml_blocks
 VERSION = "1.25.0"
 ROOT = Path(__file__).resolve().parents[2]
 MODELINE = f"# yaml-language-server: $schema=../{SCHEMA_FILE}"
+pytestmark = pytest.mark.registry("npm")
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ def _pre_commit(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProces
                           capture_output=True, timeout=900, check=False)
 
 
+@pytest.mark.registry  # pre-commit installs the hook's repository with pip
 @pytest.mark.timeout(1200)
 def test_shipped_hook_with_pre_commit_try_repo(tmp_path: Path) -> None:
     """`pre-commit try-repo <this repository> civflow-validate` at the committed HEAD:
