@@ -377,10 +377,11 @@ class Submitter:
         for m in members:
             self.report(Event(m.name, Phase.ATTACHED, status=state.status,
                               workflow_id=state.id))
-        if not state.is_terminal and state.id is not None:
-            with contextlib.suppress(ApiNotFound):
-                state = await self.backend.get(state.id, wait=self.options.wait_seconds)
-        await self.follow_and_record(members, state, out)
+        async with self.slots:  # following counts against --concurrency, as sending does
+            if not state.is_terminal and state.id is not None:
+                with contextlib.suppress(ApiNotFound):
+                    state = await self.backend.get(state.id, wait=self.options.wait_seconds)
+            await self.follow_and_record(members, state, out)
         return out
 
     async def find_by_key(self, key: str) -> WorkflowState | None:
