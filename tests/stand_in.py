@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
+from tests.cli_in_process import run_cli
 
 KEY = "stand-in-key-0123456789abcdef"
 
@@ -56,13 +56,13 @@ def pointed_at(running: RunningEmulator) -> Iterator[None]:
 
 def run_paid(root: Path, pipeline: str, *args: str,
              running: RunningEmulator | None = None) -> subprocess.CompletedProcess[str]:
-    """`civflow run PIPELINE --yes ARGS` in a child process against a stand-in for the
-    real API (a fresh one unless `running` is given); asserts it succeeded."""
+    """`civflow run PIPELINE --yes ARGS`, as a child process would run it (in-process:
+    tests/cli_in_process.py), against a stand-in for the real API (a fresh one unless
+    `running` is given); asserts it succeeded."""
     with contextlib.ExitStack() as stack:
         api = running or stack.enter_context(civitai_stand_in())
         env = api_env(api)
         env.setdefault("CIVFLOW_EMULATOR_TIME_SCALE", "0")
-        done = subprocess.run([sys.executable, "-m", "civflow", "run", pipeline, "--yes", *args],
-                              cwd=root, capture_output=True, text=True, timeout=600, env=env)
+        done = run_cli("run", pipeline, "--yes", *args, cwd=root, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done

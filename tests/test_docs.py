@@ -16,9 +16,7 @@ writes all titled blocks of a page into one temporary folder, so includes resolv
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import re
@@ -32,7 +30,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-from civflow.cli import _exit, main
+from civflow.cli import _exit
+from tests.cli_in_process import run_cli
 from tests.stand_in import KEY as STAND_IN_KEY
 from tests.stand_in import civitai_stand_in
 
@@ -104,26 +103,8 @@ def project_for(page: Path, into: Path) -> dict[Block, Path]:
 
 
 def civflow(*args: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """The `civflow` command line as a child process would run it (in `cwd`, with
-    `_env(**env)` as its whole environment, its output captured), but in this process:
-    starting an interpreter and importing civflow cost ~0.4 s per command."""
-    argv = [str(a) for a in args]
-    out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(_env(**env))
-    try:
-        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            try:
-                main(argv)
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return subprocess.CompletedProcess(["civflow", *argv], code, out.getvalue(), err.getvalue())
+    """A documented command, run as a child with `_env(**env)` would run it (in-process)."""
+    return run_cli(*args, cwd=cwd, env=_env(**env))
 
 
 def load_hook() -> ModuleType:
