@@ -17,6 +17,7 @@ import contextlib
 import json
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -99,7 +100,10 @@ class Engine:
         self._by_tag: dict[str, list[tuple[int, str]]] = {}
         self._seq = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
-        self._http = httpx.Client(timeout=10.0, follow_redirects=True)
+        # Made on the first fetch of a foreign URL (most emulators never make one): a
+        # client loads the CA bundle when it is made, ~25 ms.
+        self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         # While an event runs: the steps it began, and the workflows it touched.
         self._starting: list[tuple[Workflow, Step, float]] | None = None
@@ -120,7 +124,8 @@ class Engine:
                 if step.timeline is not None:
                     step.timeline.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
 
     def reset(self) -> None:
         """Forget every workflow, blob, count and forgotten AIR: the state as started (the
@@ -544,8 +549,12 @@ class Engine:
             if data is None:
                 raise _steps.StepFailure(f"blob {match.group(1)} does not exist")
             return data
+        with self._http_lock:  # fetches run on the render threads
+            if self._http is None:
+                self._http = httpx.Client(timeout=10.0, follow_redirects=True)
+            client = self._http
         try:
-            response = self._http.get(url)
+            response = client.get(url)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise _steps.StepFailure(f"cannot fetch {url}: {exc}") from exc
