@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
 from civflow.store.lockfile import MAX_EARLIER, LockedInstance, Lockfile
+from tests.cli_in_process import run_cli
 from tests.e2e.support import MODEL, REPO, SECRET, created
 
 SWEEP = f"""\
@@ -77,11 +77,11 @@ class Team:
         return folder
 
     def civflow(self, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        """`civflow ARGS` as a child with only this environment would run it (in-process)."""
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "CIVITAI_BASE_URL": self.api.url,
                "CIVITAI_API_KEY": SECRET, "CIVFLOW_EMULATOR_TIME_SCALE": "0",
                "HOME": str(self.tmp)}
-        done = subprocess.run([sys.executable, "-m", "civflow", *args], cwd=cwd, env=env,
-                              text=True, capture_output=True, timeout=300, check=False)
+        done = run_cli(*args, cwd=cwd, env=env)
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
