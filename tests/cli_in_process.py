@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,12 +20,14 @@ from civflow.cli import main
 
 def run_cli(*args: str | Path, cwd: Path,
             env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """`civflow ARGS` in `cwd` with `env` as its whole environment; its output captured."""
+    """`civflow ARGS` in `cwd` with `env` as its whole environment, its output captured
+    and nothing on its standard input (no terminal: it asks nothing)."""
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
+    saved, stdin = dict(os.environ), sys.stdin
     os.environ.clear()
     os.environ.update(env)
+    sys.stdin = io.StringIO("")
     try:
         with contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
                 contextlib.redirect_stderr(err):
@@ -34,6 +37,7 @@ def run_cli(*args: str | Path, cwd: Path,
             except SystemExit as stop:
                 code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     finally:
+        sys.stdin = stdin
         os.environ.clear()
         os.environ.update(saved)
     return subprocess.CompletedProcess(["civflow", *argv], code, out.getvalue(), err.getvalue())

@@ -33,6 +33,7 @@ import yaml
 from jsonschema import Draft7Validator
 
 from civflow.scaffold import editor_schema_path, editor_schema_text
+from tests.cli_in_process import run_cli
 from tests.scaffold.actions import base_env
 from tests.stand_in import run_paid
 
@@ -40,9 +41,9 @@ PIPELINE = Path("pipelines/hello.yaml")
 
 
 def civflow(*args: str | Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "civflow", *map(str, args)], cwd=cwd,
-                          env=base_env(**extra), text=True, capture_output=True, timeout=300,
-                          check=False, stdin=subprocess.DEVNULL)
+    """`civflow ARGS` as a child with a step's environment and no stdin would run it,
+    in-process; the hooks git runs are processes of their own, as on a laptop."""
+    return run_cli(*args, cwd=cwd, env=base_env(**extra))
 
 
 def git(cwd: Path, *args: str) -> str:
