@@ -213,15 +213,17 @@ def requests_to(emulator: RunningEmulator, route: str, *, ok_only: bool = False)
 
 
 def check_artifacts(project: Project, name: str) -> dict[str, Any]:
-    """Every artifact the lockfile names exists, is non-empty and has its recorded hash."""
+    """Every artifact the lockfile names exists, is non-empty and has its recorded hash;
+    and it names some (a lockfile without any would pass every check unchecked)."""
     lock = project.lock(name)
     folder = project.lock_path(name).parent
-    for entry in lock["instances"].values():
-        for artifact in entry["artifacts"]:
-            path = folder / artifact["path"]
-            assert path.is_file(), path
-            assert path.stat().st_size == artifact["size"] > 0
-            assert sha256_of(path) == artifact["sha256"], path
+    artifacts = [a for entry in lock["instances"].values() for a in entry["artifacts"]]
+    assert artifacts, f"{name}: the lockfile names no artifact to check"
+    for artifact in artifacts:
+        path = folder / artifact["path"]
+        assert path.is_file(), path
+        assert path.stat().st_size == artifact["size"] > 0
+        assert sha256_of(path) == artifact["sha256"], path
     return lock
 
 

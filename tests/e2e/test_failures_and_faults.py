@@ -116,7 +116,8 @@ def test_fail_fast_starts_no_new_work(ready: tuple[Project, RunningEmulator]) ->
     outcome = project.run("echoes", "--fail-fast", "--concurrency", "1")
     assert outcome.code == 7, outcome.text
     assert created(emulator) == 1
-    assert "not-run" in outcome.err or "2 skipped" in outcome.err
+    assert "1 failed, 2 not-run" in outcome.err, outcome.err
+    assert "third: skipped (the run stopped before this instance)" in outcome.err
     emulator.set_faults(step_failure_rate=0)
     # Without --fail-fast every independent step is tried.
     project.write("echoes", ECHOES.replace("message: ", "message: again "))
