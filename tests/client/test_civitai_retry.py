@@ -150,12 +150,17 @@ _WORKFLOW = {"id": "0-1", "status": "succeeded", "cost": {"total": 8}, "steps": 
     {"$type": "echo", "name": "$0", "status": "succeeded", "output": {"message": "hi"}}]}
 
 
-@pytest.fixture
-def world() -> FakeWorld:
-    """The scripted API in-process: for answers, which need no socket."""
+def in_process() -> FakeWorld:
+    """A scripted API reached in-process (`httpx.ASGITransport`), for answers alone."""
     world = FakeWorld(url="http://api.test")
     world.transport = httpx.ASGITransport(app=world)
     return world
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    """The scripted API in-process: for answers, which need no socket."""
+    return in_process()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""BlobBook against a small hostile server on 127.0.0.1: names from answers never form paths,
+"""BlobBook against a small hostile server (in-process): names from answers never form paths,
 outputs land in safe instance folders as independent copies, lost artifacts come back by
 blob id without a new workflow, and bytes that do not match the lockfile are not adopted.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from civflow.runner.blobs import BlobBook
 from civflow.store.integrity import ArtifactState, StatCache, check_artifacts
 from civflow.store.lockfile import Artifact
 from civflow.store.objects import ObjectStore
-from tests.client.test_civitai_retry import FakeWorld, serve_fake
+from tests.client.test_civitai_retry import FakeWorld, in_process
 
 T = TypeVar("T")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
@@ -33,13 +33,15 @@ WORKFLOWS = "/v2/consumer/workflows"
 
 
 @pytest.fixture
-def world() -> Iterator[FakeWorld]:
-    yield from serve_fake(FakeWorld())
+def world() -> FakeWorld:
+    """The scripted API, reached in-process: these are answers, not connections."""
+    return in_process()
 
 
 def _book(world: FakeWorld, project: Path, use: Callable[[BlobBook], Awaitable[T]]) -> T:
     async def main() -> T:
-        client = CivitaiClient(world.url, "sk-test-blobs-0123456789", max_attempts=1)
+        client = CivitaiClient(world.url, "sk-test-blobs-0123456789", max_attempts=1,
+                               transport=world.transport)
         async with client:
             store = ObjectStore(project / ".civflow" / "objects")
             return await use(BlobBook(client, store))
