@@ -47,9 +47,6 @@ class History:
     # Batches of the unfinished run (their externalId -> member instances, in order):
     # the next run settles each as a unit before it packs anything new.
     batches: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # (instance, fingerprint) whose latest attempt went out in a batch: its key is not an
-    # externalId the API knows, so a re-send alone would not get that workflow back.
-    batched: frozenset[tuple[str, str]] = frozenset()
     # Fused foreach members of the unfinished run recorded under the name their item
     # gave them: lane name (`step[#i]`) -> that name.
     lanes: Mapping[str, str] = field(default_factory=dict)
@@ -68,11 +65,10 @@ class _Attempts:
 
     attempts: dict[Key, int] = field(default_factory=dict)
     failed: dict[Key, str] = field(default_factory=dict)
-    batched: set[Key] = field(default_factory=set)
 
     def add(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Fold one journal's records on top of the older ones'."""
-        attempts, failed, batched = self.attempts, self.failed, self.batched
+        attempts, failed = self.attempts, self.failed
         last_fp: dict[str, str] = {}
         for record in records:
             name, event = record.get("instance"), record.get("event")
@@ -84,10 +80,6 @@ class _Attempts:
                 key = (name, fp)
                 attempts[key] = max(attempts.get(key, 0), _int(record.get("attempt"), 1))
                 failed.pop(key, None)
-                if "batch" in record:
-                    batched.add(key)
-                else:
-                    batched.discard(key)
             elif event in ("finished", "settled") and (name in last_fp or "attempt" in record):
                 # A fused instance's result names its own fingerprint and attempt (its
                 # intent could only name the request with its inputs still unknown).
@@ -96,7 +88,6 @@ class _Attempts:
                        else last_fp.get(name, ""))
                 if "attempt" in record:
                     attempts[key] = max(attempts.get(key, 0), _int(record.get("attempt"), 1))
-                    batched.add(key)
                 status = record.get("status")
                 if status in FAILED:
                     failed[key] = ("blocked" if record.get("blocked") is True else
@@ -108,8 +99,7 @@ class _Attempts:
         return json.dumps({
             "version": DIGEST_VERSION, "covers": [list(c) for c in covered],
             "attempts": sorted([n, fp, a] for (n, fp), a in self.attempts.items()),
-            "failed": sorted([n, fp, how] for (n, fp), how in self.failed.items()),
-            "batched": sorted([n, fp] for n, fp in self.batched)},
+            "failed": sorted([n, fp, how] for (n, fp), how in self.failed.items())},
             separators=(",", ":"))
 
     @classmethod
@@ -120,8 +110,7 @@ class _Attempts:
         try:
             covers = [(str(run), int(size)) for run, size in data["covers"]]
             fold = cls({(str(n), str(fp)): int(a) for n, fp, a in data["attempts"]},
-                       {(str(n), str(fp)): str(how) for n, fp, how in data["failed"]},
-                       {(str(n), str(fp)) for n, fp in data["batched"]})
+                       {(str(n), str(fp)): str(how) for n, fp, how in data["failed"]})
         except (KeyError, TypeError, ValueError):
             return None
         return fold, covers
@@ -168,12 +157,12 @@ def _fold_all(runs_root: Path, pipeline: str,
 def read_history(runs_root: Path, pipeline: str) -> History:
     runs = list(reversed(pipeline_runs(runs_root, pipeline)))  # oldest first
     fold, newest = _fold_all(runs_root, pipeline, runs)
-    attempts, failed, batched = fold.attempts, fold.failed, fold.batched
+    attempts, failed = fold.attempts, fold.failed
     # Only the latest run can be resumed: once a later run finished, an older
     # interrupted one is history.
     unfinished = runs[-1] if runs and not RunState.fold(newest).finished else None
     if unfinished is None:
-        return History(attempts=attempts, failed=failed, batched=frozenset(batched))
+        return History(attempts=attempts, failed=failed)
     recovered: dict[str, LockedInstance] = {}
     inflight: dict[str, InFlight] = {}
     intents: dict[str, Mapping[str, Any]] = {}
@@ -214,4 +203,4 @@ def read_history(runs_root: Path, pipeline: str) -> History:
     open_batches = {key: tuple(members) for key, members in batches.items()
                     if any(n in inflight and intents[n].get("batch") == key for n in members)}
     return History(unfinished, recovered, inflight, intents, attempts, failed, open_batches,
-                   frozenset(batched), lanes)
+                   lanes)
