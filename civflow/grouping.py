@@ -40,14 +40,15 @@ __all__ = [
     "DEFAULT_BATCH",
     "MAX_BATCH",
     "Batch",
+    "Grouping",
     "Ref",
     "apportion",
     "batch_size",
     "batches",
     "foreach_lanes",
     "fused_refs",
+    "group_plan",
     "lane_index",
-    "plan_workflows",
     "rendered_bodies",
     "resolve_refs",
     "with_refs",
@@ -344,16 +345,25 @@ def batches(planned: Sequence[PlannedInstance], size: int) -> tuple[Batch, ...]:
     return workflows(planned, size, upstream={}, fuse=False)
 
 
-def plan_workflows(checked: Checked, made: Plan, *, fuse: bool | None = None
-                   ) -> tuple[Batch, ...]:
-    """What `civflow plan` shows: the workflows a run of this plan submits up front
-    (batched and fused with the pipeline's `batch`). Instances whose inputs wait on
-    outputs that cannot be fused are packed by the same rule once they are known."""
-    return _grouped(checked, made, checked.spec.fuse if fuse is None else fuse)[0]
+@dataclass(frozen=True)
+class Grouping:
+    """The grouping decision of one plan, made once and read by `plan`, `render` and
+    `run`: the workflows submitted up front (batched and fused with the pipeline's
+    `batch`), and every instance in them, by name (a fused `foreach`'s lanes, `step[#i]`,
+    exist only here). Instances whose inputs wait on outputs that cannot be fused are
+    packed by the same rule, `workflows`, once the run knows them."""
+
+    workflows: tuple[Batch, ...]
+    instances: Mapping[str, PlannedInstance]
+
+    def of_step(self, step: str) -> tuple[Batch, ...]:
+        """The workflows that start with `step`'s instances."""
+        return tuple(b for b in self.workflows if b.step == step)
 
 
-def _grouped(checked: Checked, made: Plan, fuse: bool = True
-             ) -> tuple[tuple[Batch, ...], dict[str, Instance]]:
+def group_plan(checked: Checked, made: Plan, *, fuse: bool | None = None) -> Grouping:
+    """The plan's grouping (`fuse` defaults to the pipeline's, as a run applies it)."""
+    fuse = checked.spec.fuse if fuse is None else fuse
     graph = checked.graph
     upstream = {name: frozenset(graph.upstream(name)) for name in checked.spec.steps}
     guarded = frozenset(n for n, s in checked.spec.steps.items() if isinstance(s.when, str))
@@ -370,23 +380,24 @@ def _grouped(checked: Checked, made: Plan, fuse: bool = True
         for q in lanes or [p]:
             planned.append(q)
             by_step.setdefault(q.instance.step, []).append(q)
-    return (workflows(planned, size, upstream=upstream, guarded=guarded,
-                      fuse=fuse and size > 1),
-            {q.name: q.instance for q in planned})
+    return Grouping(workflows(planned, size, upstream=upstream, guarded=guarded,
+                              fuse=fuse and size > 1),
+                    {q.name: q for q in planned})
 
 
-def rendered_bodies(checked: Checked, made: Plan) -> list[tuple[Batch, dict[str, Any]]]:
-    """What `civflow render` shows: each workflow of the plan as it will be sent, fused
-    inputs as `{"$ref", "path"}` (blob tokens stay tokens: URLs are signed at POST),
-    with the externalId, member keys and set tag a run sends (a fused workflow's key
-    depends on its sources' keys and is left out)."""
-    grouped, by_name = _grouped(checked, made, checked.spec.fuse)
+def rendered_bodies(checked: Checked, made: Plan, grouping: Grouping
+                    ) -> list[tuple[Batch, dict[str, Any]]]:
+    """What `civflow render` shows: each workflow of the plan's `grouping` as it will be
+    sent, fused inputs as `{"$ref", "path"}` (blob tokens stay tokens: URLs are signed
+    at POST), with the externalId, member keys and set tag a run sends (a fused
+    workflow's key depends on its sources' keys and is left out)."""
+    by_name = {name: p.instance for name, p in grouping.instances.items()}
     fps: dict[str, list[str]] = {}
     for p in made.instances:
         if p.instance.fingerprint is not None:
             fps.setdefault(p.instance.step, []).append(p.instance.fingerprint)
     out: list[tuple[Batch, dict[str, Any]]] = []
-    for batch in grouped:
+    for batch in grouping.workflows:
         members = [(by_name[n], with_refs(by_name[n].input, batch.refs.get(n, ())))
                    for n in batch.members]
         keys = [_key(made, by_name[n]) for n in batch.members]

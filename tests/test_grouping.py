@@ -12,7 +12,7 @@ from civflow.grouping import (
     batch_size,
     batches,
     fused_refs,
-    plan_workflows,
+    group_plan,
     rendered_bodies,
 )
 from civflow.loading import load_pipeline
@@ -89,7 +89,8 @@ def test_render_shows_fused_bodies_as_they_will_be_sent(tmp_path: Path) -> None:
     path = tmp_path / "chain.yaml"
     path.write_text(CHAIN.replace("name: chain", "name: chain\nbatch: 10"), encoding="utf-8")
     checked = check_pipeline(load_pipeline(path))
-    ((batch, body),) = rendered_bodies(checked, plan(checked))
+    made = plan(checked)
+    ((batch, body),) = rendered_bodies(checked, made, group_plan(checked, made))
     assert batch.members == ("hero", "upscale[#0]", "upscale[#1]", "clip")
     steps = {s["name"]: s for s in body["steps"]}
     assert steps["upscale[#1]"]["input"]["image"] == {"$ref": "hero",
@@ -97,7 +98,7 @@ def test_render_shows_fused_bodies_as_they_will_be_sent(tmp_path: Path) -> None:
     assert steps["clip"]["input"]["images"] == [{"$ref": "upscale[#0]",
                                                  "path": "output.blob.url"}]
     assert body["metadata"]["civflow"]["instances"] == list(batch.members)
-    unbatched = plan_workflows(check_pipeline(load_pipeline(path)), plan(checked), fuse=False)
+    unbatched = group_plan(check_pipeline(load_pipeline(path)), made, fuse=False).workflows
     assert [b.members for b in unbatched] == [("hero",)]
 
 
@@ -148,5 +149,5 @@ def test_a_fused_chain_never_outgrows_a_workflow(tmp_path: Path) -> None:
     path = tmp_path / "chain.yaml"
     path.write_text("version: 1\nname: chain\nbatch: 5\nsteps:\n" + "".join(steps))
     checked = check_pipeline(load_pipeline(path))
-    grouped = plan_workflows(checked, plan(checked))
+    grouped = group_plan(checked, plan(checked)).workflows
     assert [list(b.members) for b in grouped] == [["s0", "s1", "s2", "s3", "s4"]]

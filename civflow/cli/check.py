@@ -157,7 +157,7 @@ def _named_files(paths: Sequence[Path]) -> list[Path]:
 def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
               vars_files: Sequence[Path], strict: bool, batch: int | None = None,
               origin: Origin = Origin.CIVITAI) -> str:
-    from civflow.grouping import batch_size, plan_workflows
+    from civflow.grouping import batch_size
     from civflow.runner import prepare
 
     checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)
@@ -169,8 +169,7 @@ def _plan_one(file: Path, fmt: str, options: PlanOptions, vars_: Sequence[str],
         click.echo(warning.render(), err=True)
     click.echo(report.vars_note(checked.spec, prepared.lock, prepared.lock_path), err=True,
                nl=False)
-    workflows = plan_workflows(checked, prepared.plan) \
-        if batch_size(checked.spec.batch) > 1 else ()
+    workflows = prepared.grouping.workflows if batch_size(checked.spec.batch) > 1 else ()
     if all(len(w.members) == 1 for w in workflows):
         workflows = ()  # one instance per workflow: nothing to show beyond the plan
     return report.plan(prepared.plan, fmt, workflows)
@@ -220,11 +219,12 @@ def render(file: Path, batch: int | None, vars_: tuple[str, ...], vars_files: tu
     from civflow.store.journal import external_id
 
     checked = _batched(load_checked(file, vars_, vars_files, strict=strict), batch)
-    result = prepare(checked).plan
+    prepared = prepare(checked)
+    result = prepared.plan
     bodies: list[dict[str, Any]] = []
     shown: set[str] = set()
     packed_steps: set[str] = set()
-    for group, body in rendered_bodies(checked, result):
+    for group, body in rendered_bodies(checked, result, prepared.grouping):
         one = {"instance": group.members[0]} if len(group.members) == 1 else {}
         bodies.append({**one, "workflow": list(group.members), "body": body})
         shown.update(group.members)

@@ -8,6 +8,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from civflow.errors import (
     UsageError,
 )
 from civflow.expand import canonical_json
+from civflow.grouping import Grouping, group_plan
 from civflow.loading.model import PipelineSpec
 from civflow.names import blob_id_ok
 from civflow.origin import Origin
@@ -78,6 +80,12 @@ class Prepared:
     @property
     def resumed(self) -> Journal | None:
         return self.history.unfinished
+
+    @cached_property
+    def grouping(self) -> Grouping:
+        """Which instances share a workflow: decided once, from the plan, and what
+        `plan` shows, `render` prints and `run` submits."""
+        return group_plan(self.checked, self.plan)
 
 
 def prepare(checked: Checked, options: PlanOptions | None = None, *,
@@ -329,7 +337,8 @@ async def execute(prepared: Prepared, backend: Backend, options: RunOptions, *,
     await asyncio.to_thread(journal.append, {
         "event": "run-started" if prepared.resumed is None else "run-resumed",
         "pipeline": pipeline_file or str(prepared.checked.spec.path)})
-    executor = Executor(prepared.checked, backend, plan=prepared.plan, journal=journal,
+    executor = Executor(prepared.checked, backend, plan=prepared.plan,
+                        grouping=prepared.grouping, journal=journal,
                         store=object_store(prepared.checked.spec), root=prepared.root,
                         lock=prepared.lock, lock_path=prepared.lock_path,
                         archive=entry_archive(prepared.root),

@@ -41,7 +41,7 @@ from civflow.expand import (
     fingerprint,
     resolve_step,
 )
-from civflow.grouping import Ref, batch_size, foreach_lanes, workflows
+from civflow.grouping import Batch, Grouping, Ref, batch_size, foreach_lanes, workflows
 from civflow.loading.model import StepSpec
 from civflow.origin import Origin
 from civflow.planning import Decision, Plan, PlannedInstance
@@ -65,14 +65,15 @@ __all__ = ["Executor"]
 class Executor:
     """Runs one plan against one backend; create one per run."""
 
-    def __init__(self, checked: Checked, backend: Backend, *, plan: Plan, journal: Journal,
+    def __init__(self, checked: Checked, backend: Backend, *, plan: Plan,
+                 grouping: Grouping | None, journal: Journal,
                  store: ObjectStore, root: Path, lock: Lockfile | None, lock_path: Path,
                  archive: EntryArchive, history: History, options: RunOptions,
                  reporter: Reporter = ignore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.checked = checked
         self.spec = checked.spec
-        self.policy = plan.policy
+        self.policy = self.planned_policy = plan.policy
         self.journal = journal
         self.options = options
         self.report = reporter
@@ -114,6 +115,12 @@ class Executor:
             by_step.setdefault(p.instance.step, []).append(p.instance)
         self.planned = {name: found for name, found in by_step.items()
                         if all(i.resolved for i in found)}
+        # The plan's grouping of those steps (and what is fused onto them): sent as it
+        # stands whenever the run sends what the plan said (`_as_planned`).
+        self.grouping = grouping
+        self.planned_groups: dict[str, list[Batch]] = {}
+        for batch in grouping.workflows if grouping is not None else ():
+            self.planned_groups.setdefault(batch.step, []).append(batch)
 
     # -- the schedule --------------------------------------------------------------
 
@@ -189,8 +196,9 @@ class Executor:
                     f"step '{name}': when could not be decided from its upstream outputs",
                     ("steps", name, "when"))])
             known = self.planned.get(name)
-            if known is not None and not set(self.checked.graph.upstream(name)) & \
-                    self.recorder.refreshed and not any(i.when_pending for i in known):
+            as_planned = known is not None and not set(self.checked.graph.upstream(name)) & \
+                self.recorder.refreshed and not any(i.when_pending for i in known)
+            if known is not None and as_planned:
                 instances = known  # rendered by the plan from the same data: not twice
             else:
                 instances = [i for i in resolve_step(self.checked, step, self.context,
@@ -201,7 +209,8 @@ class Executor:
             # it never lets a guarded, paid step run.
             self._fail_step(name, exc.render())
             return None
-        outputs = await self._run_instances(instances, step, self._lookup(step, instances))
+        outputs = await self._run_instances(instances, step, self._lookup(step, instances),
+                                            as_planned)
         if any(o is None for o in outputs):
             return None
         self.complete[name] = frozenset(i.name for i in instances)
@@ -226,11 +235,13 @@ class Executor:
                        (i.fingerprint for i in every if i.fingerprint is not None))
 
     async def _run_instances(self, instances: Sequence[Instance], step: StepSpec,
-                             lookup: str) -> list[Mapping[str, Any] | None]:
+                             lookup: str, as_planned: bool
+                             ) -> list[Mapping[str, Any] | None]:
         """A step's instances: each decided by the plan's `Policy` (cached, failed last
         time, to run), the ones to run looked up among the workflows other clones
-        submitted for this step, and the rest packed into workflows of up to
-        `self.batch` members (`grouping.workflows`; one member when `batch: 1`)."""
+        submitted for this step, and the rest sent in the plan's workflows when they are
+        the plan's instances (`as_planned`), else packed by the same rule into workflows
+        of up to `self.batch` members (`grouping.workflows`; one member when `batch: 1`)."""
         outputs: dict[str, Mapping[str, Any] | None] = {}
         members: dict[str, Member] = {}
         names = [i.name for i in instances]
@@ -267,15 +278,22 @@ class Executor:
             self._attach_fused(step, mine, members, taken, found, attached)
         for name in taken:
             members.pop(name)
-        mine = [replace(p, decision=Decision.CACHED) if p.name in taken else p for p in mine]
-        ahead = self._fusion_candidates(step.name, mine) if self.fuse and members else []
-        groups = [g for g in workflows([*mine, *ahead], self.batch, upstream=self.upstream,
-                                       guarded=self.guarded, fuse=self.fuse)
-                  if g.step == step.name]  # other steps' own batches: when they come up
+        plans = self._as_planned(step.name, members) if as_planned and not taken else None
+        if plans is not None:
+            groups, candidates = plans
+        else:
+            mine = [replace(p, decision=Decision.CACHED) if p.name in taken else p
+                    for p in mine]
+            ahead = self._fusion_candidates(step.name, mine) if self.fuse and members else []
+            groups = [g for g in workflows([*mine, *ahead], self.batch,
+                                           upstream=self.upstream, guarded=self.guarded,
+                                           fuse=self.fuse)
+                      if g.step == step.name]  # other steps' own batches: when they come up
+            candidates = {p.name: p for p in ahead}
         for group in groups:
             for name in group.fused:
-                members[name] = self._fused_member(
-                    next(p for p in ahead if p.name == name), group.refs[name], members)
+                members[name] = self._fused_member(candidates[name], group.refs[name],
+                                                   members)
         done = await asyncio.gather(
             *(self.submitter.attach(mates, state) for state, mates in attached),
             *(self.submitter.submit([members[n] for n in group.members], lookup)
@@ -283,6 +301,19 @@ class Executor:
         for part in done:
             outputs.update(part)
         return [outputs.get(n) for n in names]
+
+    def _as_planned(self, step: str, members: Mapping[str, Member]
+                    ) -> tuple[list[Batch], Mapping[str, PlannedInstance]] | None:
+        """The plan's workflows of `step` (and the instances fused into them) when the run
+        sends exactly the members the plan said it would: nothing was recovered, and none
+        turned out lost or was found elsewhere. None otherwise: the run then groups what
+        it does send by the same rule (a lost member is one more, one found elsewhere
+        one less)."""
+        if self.grouping is None or self.policy is not self.planned_policy:
+            return None
+        groups = self.planned_groups.get(step, [])
+        sending = {n for g in groups for n in g.members if n not in g.refs}
+        return (groups, self.grouping.instances) if sending == set(members) else None
 
     async def _elsewhere(self, members: dict[str, Member], lookup: str
                          ) -> tuple[list[tuple[WorkflowState, list[Member]]],

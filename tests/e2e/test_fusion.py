@@ -20,7 +20,7 @@ import pytest
 import civflow
 from civflow.check import check_pipeline
 from civflow.emulator import EmulatorConfig, RunningEmulator, start_emulator
-from civflow.grouping import plan_workflows
+from civflow.grouping import group_plan
 from civflow.loading import load_pipeline
 from tests.e2e.support import (
     CHAIN,
@@ -180,7 +180,7 @@ def test_a_three_level_chain_fuses_and_a_step_that_needs_more_waits(
     (`tail`, a text built around an output) runs as before, from the real output."""
     project.write("echoes", ECHOES)
     checked = check_pipeline(load_pipeline(project.root / "pipelines" / "echoes.yaml"))
-    predicted = plan_workflows(checked, civflow.plan(checked))
+    predicted = group_plan(checked, civflow.plan(checked)).workflows
     assert [b.members for b in predicted] == [
         ("a[i=0]", "b[i=0]", "c[i=0]"), ("a[i=1]", "b[i=1]", "c[i=1]"),
         ("a[i=2]", "b[i=2]", "c[i=2]"), ("a[i=3]", "b[i=3]", "c[i=3]")]
@@ -275,7 +275,7 @@ def test_a_foreach_over_a_fixed_quantity_fuses_and_matches_the_unfused_run(
     text = CHAIN.replace("name: chain", "name: chain\nbatch: 10")
     path = project.write("chain", text)
     checked = check_pipeline(load_pipeline(path))
-    predicted = plan_workflows(checked, civflow.plan(checked))
+    predicted = group_plan(checked, civflow.plan(checked)).workflows
     assert [b.members for b in predicted] == [("hero", "upscale[#0]", "upscale[#1]", "clip")]
     outcome = project.run("chain")
     assert outcome.code == 0, outcome.text

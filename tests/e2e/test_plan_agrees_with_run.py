@@ -190,3 +190,36 @@ def test_plan_shows_the_workflows_the_run_sends(ready: tuple[Project, RunningEmu
         by_workflow.setdefault(entry["workflowId"], []).append(name)
     assert sorted(groups) == sorted(sorted(m) for m in by_workflow.values())
     assert emulator.counters()["workflows_created"] == len(groups) == 2
+
+
+RUN_TAGGED = """\
+version: 1
+name: tagged
+steps:
+  say:
+    type: echo
+    input: {message: "a fox in the snow"}
+  polish:
+    type: promptEnhancement
+    input:
+      prompt: "{{ steps.say.output.message }}"
+      ecosystem: sdxl
+      instruction: "for run {{ run.id }}"
+"""
+
+
+def test_the_run_sends_the_plans_grouping_not_one_of_its_own(
+        ready: tuple[Project, RunningEmulator]) -> None:
+    """The grouping is decided once, by the plan. `polish` reads `run.id`, which the plan
+    cannot know, so the plan does not fuse it onto `say`; the run, which does know its
+    id, must still not fuse it (it used to regroup, and sent one workflow where the plan
+    showed two)."""
+    project, emulator = ready
+    project.write("tagged", RUN_TAGGED)
+    shown = project.cli("plan", "pipelines/tagged.yaml", "--format", "json")
+    assert shown.code == 0, shown.text
+    assert all(len(w["members"]) == 1 for w in json.loads(shown.out).get("workflows", []))
+    assert project.run("tagged").code == 0
+    lock = project.lock("tagged")["instances"]
+    assert lock["say"]["workflowId"] != lock["polish"]["workflowId"]
+    assert emulator.counters()["workflows_created"] == 2
