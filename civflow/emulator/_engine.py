@@ -16,21 +16,17 @@ import concurrent.futures
 import contextlib
 import json
 import random
-import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from civflow.emulator import _steps
 from civflow.emulator._blobs import BlobStore, write_atomic
 from civflow.emulator._config import EmulatorConfig, apply_faults
+from civflow.emulator._fetch import Fetcher, no_fetch
 from civflow.emulator._ids import WorkflowIds, iso, job_id
 from civflow.emulator._model import (
     TERMINAL,
@@ -45,7 +41,6 @@ from civflow.emulator._pricing import step_prices
 # Shares of a step's duration spent before each next status (why: the real lifecycle
 # shows preparing and scheduled briefly before the long processing phase).
 _PHASES = (("preparing", 0.05), ("scheduled", 0.10), ("processing", 0.10))
-_BLOB_PATH = re.compile(r"^/v2/consumer/blobs/([^/]+)$")
 # Types whose output is a little text computed from the input alone: rendering them takes
 # microseconds, less than handing them to a worker thread and back.
 _RENDER_INLINE = frozenset({"echo", "promptEnhancement", "chatCompletion"})
@@ -100,10 +95,7 @@ class Engine:
         self._by_tag: dict[str, list[tuple[int, str]]] = {}
         self._seq = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
-        # Made on the first fetch of a foreign URL (most emulators never make one): a
-        # client loads the CA bundle when it is made, ~25 ms.
-        self._http: httpx.Client | None = None
-        self._http_lock = threading.Lock()
+        self._fetcher = Fetcher(self.blobs)
         self._loop: asyncio.AbstractEventLoop | None = None
         # While an event runs: the steps it began, and the workflows it touched.
         self._starting: list[tuple[Workflow, Step, float]] | None = None
@@ -124,8 +116,7 @@ class Engine:
                 if step.timeline is not None:
                     step.timeline.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._http is not None:
-            self._http.close()
+        self._fetcher.close()
 
     def reset(self) -> None:
         """Forget every workflow, blob, count and forgotten AIR: the state as started (the
@@ -341,19 +332,15 @@ class Engine:
         if step.type in _RENDER_INLINE:
             done: concurrent.futures.Future[_steps.Rendered] = concurrent.futures.Future()
             try:
-                done.set_result(_steps.render(step.type, data, jobs, self._no_fetch))
+                done.set_result(_steps.render(step.type, data, jobs, no_fetch))
             except Exception as exc:  # judged when the timer ends, like a worker's failure
                 done.set_exception(exc)
             return done
         future = self._pool.submit(_steps.render, step.type, data, jobs,
-                                   lambda url: self._fetch(url, base))
+                                   lambda url: self._fetcher.fetch(url, base))
         future.add_done_callback(
             lambda _f: self.loop.call_soon_threadsafe(self._rendered, workflow, step))
         return future
-
-    @staticmethod
-    def _no_fetch(url: str) -> bytes:
-        raise _steps.StepFailure(f"this step type takes no media: {url}")
 
     def _enter(self, timeline: Timeline) -> None:
         timeline.handle = None
@@ -536,29 +523,6 @@ class Engine:
         workflow.done.set()
         if self.config.state_dir is not None:
             (self.config.state_dir / "workflows" / f"{workflow.id}.json").unlink(missing_ok=True)
-
-    # -- fetching source media ---------------------------------------------------------
-
-    def _fetch(self, url: str, base: str) -> bytes:
-        """Bytes behind a URL: our own blobs directly, anything else over HTTP."""
-        parts = urlsplit(url)
-        match = _BLOB_PATH.match(parts.path)
-        if match and (f"{parts.scheme}://{parts.netloc}" == base or unquote(match.group(1))
-                      in self.blobs):
-            data = self.blobs.data(unquote(match.group(1)))
-            if data is None:
-                raise _steps.StepFailure(f"blob {match.group(1)} does not exist")
-            return data
-        with self._http_lock:  # fetches run on the render threads
-            if self._http is None:
-                self._http = httpx.Client(timeout=10.0, follow_redirects=True)
-            client = self._http
-        try:
-            response = client.get(url)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise _steps.StepFailure(f"cannot fetch {url}: {exc}") from exc
-        return response.content
 
     # -- rendering to the wire format --------------------------------------------------
 
