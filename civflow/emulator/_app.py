@@ -59,7 +59,7 @@ async def _wait_for(workflow: Workflow, seconds: int) -> None:
 def _answer(engine: Engine, workflow: Workflow, request: Request) -> JSONResponse:
     """200 with outputs when terminal; 202 with a snapshot without outputs otherwise."""
     terminal = workflow.status in TERMINAL
-    body = engine.render(workflow, base_url(request), outputs=terminal)
+    body = engine.views.render(workflow, base_url(request), outputs=terminal)
     return JSONResponse(body, 200 if terminal else 202)
 
 
@@ -163,7 +163,7 @@ async def list_workflows(request: Request) -> Response:
         text=request.query_params.get("query"),
         from_ts=_date_param(request, "fromDate"), to_ts=_date_param(request, "toDate"))
     base = base_url(request)
-    items = [engine.render(w, base, outputs=w.status in TERMINAL) for w in page]
+    items = [engine.views.render(w, base, outputs=w.status in TERMINAL) for w in page]
     return JSONResponse({"next": cursor, "items": items})
 
 
@@ -286,7 +286,7 @@ async def get_step(request: Request) -> Response:
     step = workflow.step(request.path_params["step_name"]) if workflow else None
     if workflow is None or step is None:
         return _not_found("The workflow step")
-    body = engine.render_step(workflow, step, base_url(request), outputs=True)
+    body = engine.views.render_step(workflow, step, base_url(request), outputs=True)
     return JSONResponse(body)
 
 

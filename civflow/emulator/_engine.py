@@ -37,6 +37,7 @@ from civflow.emulator._model import (
     timespan_seconds,
 )
 from civflow.emulator._pricing import step_prices
+from civflow.emulator._views import Views
 
 # Shares of a step's duration spent before each next status (why: the real lifecycle
 # shows preparing and scheduled briefly before the long processing phase).
@@ -44,15 +45,6 @@ _PHASES = (("preparing", 0.05), ("scheduled", 0.10), ("processing", 0.10))
 # Types whose output is a little text computed from the input alone: rendering them takes
 # microseconds, less than handing them to a worker thread and back.
 _RENDER_INLINE = frozenset({"echo", "promptEnhancement", "chatCompletion"})
-
-
-def _holds_blob(value: Any) -> bool:
-    """Whether an output tree holds a `{"$blob": id}` marker (rendered anew each time)."""
-    if isinstance(value, dict):
-        return set(value) == {"$blob"} or any(_holds_blob(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_blob(v) for v in value)
-    return False
 
 
 @dataclass
@@ -96,6 +88,7 @@ class Engine:
         self._seq = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
         self._fetcher = Fetcher(self.blobs)
+        self.views = Views(config, self.blobs, lambda: self.loop.time())
         self._loop: asyncio.AbstractEventLoop | None = None
         # While an event runs: the steps it began, and the workflows it touched.
         self._starting: list[tuple[Workflow, Step, float]] | None = None
@@ -446,7 +439,7 @@ class Engine:
                 else:
                     source = workflow.step(ref)
                     assert source is not None
-                    root = self.render_step(workflow, source, workflow.base_url, True)
+                    root = self.views.render_step(workflow, source, workflow.base_url, True)
                 return follow(root, path) if path else root
             return {k: self._resolve(workflow, v) for k, v in value.items()}
         if isinstance(value, list):
@@ -523,99 +516,6 @@ class Engine:
         workflow.done.set()
         if self.config.state_dir is not None:
             (self.config.state_dir / "workflows" / f"{workflow.id}.json").unlink(missing_ok=True)
-
-    # -- rendering to the wire format --------------------------------------------------
-
-    def blob_json(self, blob_id: str, base: str) -> dict[str, Any]:
-        info = self.blobs.info(blob_id)
-        if info is None:
-            # Forgotten through the admin API: what the real service shows for a lost blob.
-            return {"type": "image", "id": blob_id, "available": False}
-        url, expires = self.blobs.signed_url(base, blob_id, self.config.url_lifetime_seconds)
-        out: dict[str, Any] = {"type": info.kind, "id": info.id, "available": True, "url": url,
-                               "urlExpiresAt": expires, "jobId": info.job_id,
-                               "nsfwLevel": "pg"}
-        if info.width is not None:
-            out["width"], out["height"] = info.width, info.height
-        if info.kind == "model3d":  # the document requires a 3D blob's file format
-            out["format"] = info.id.rsplit(".", 1)[-1]
-        return out
-
-    def _with_blobs(self, value: Any, base: str) -> Any:
-        if isinstance(value, dict):
-            if set(value) == {"$blob"}:
-                return self.blob_json(value["$blob"], base)
-            return {k: self._with_blobs(v, base) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._with_blobs(v, base) for v in value]
-        return value
-
-    def render_step(self, workflow: Workflow, step: Step, base: str,
-                    outputs: bool) -> dict[str, Any]:
-        if step.view is not None:
-            # A finished step never changes again, except its metadata and its blobs' URLs.
-            out = dict(step.view)
-            out["metadata"] = step.metadata
-        else:
-            out = self._step_view(step)
-            if step.status in TERMINAL:
-                step.view = dict(out)
-                step.plain = not _holds_blob(step.output)
-        if outputs and step.output is not None:
-            out["output"] = step.output if step.plain else self._with_blobs(step.output, base)
-        return out
-
-    def _step_view(self, step: Step) -> dict[str, Any]:
-        out: dict[str, Any] = {"$type": step.type, "name": step.name, "priority": step.priority}
-        if step.timeout is not None:
-            out["timeout"] = step.timeout
-        if step.retries is not None:
-            out["retries"] = step.retries
-        progress = None
-        if step.status == "processing" and step.proc_end > step.proc_start:
-            progress = min(1.0, (self.loop.time() - step.proc_start) /
-                           (step.proc_end - step.proc_start))
-        elif step.status == "processing":
-            progress = 1.0
-        jobs = []
-        for job in step.jobs:
-            entry = {k: v for k, v in job.items() if v is not None}
-            if job["status"] not in TERMINAL:
-                entry["queuePosition"] = {"support": "available", "precedingJobs": 0}
-                entry["estimatedProgressRate"] = progress if progress is not None else 0.0
-            jobs.append(entry)
-        out.update({"jobs": jobs, "status": step.status,
-                    "startedAt": iso(step.started_at) if step.started_at else None,
-                    "completedAt": iso(step.completed_at) if step.completed_at else None,
-                    "metadata": step.metadata, "estimatedProgressRate": progress,
-                    "input": step.input})
-        return out
-
-    def render(self, workflow: Workflow, base: str, outputs: bool = True) -> dict[str, Any]:
-        body = workflow.body
-        out: dict[str, Any] = {
-            "id": workflow.id,
-            "createdAt": iso(workflow.created_at),
-            "transactions": workflow.transactions,
-            "metadata": body.get("metadata") or {},
-            "status": workflow.status,
-            "startedAt": iso(workflow.started_at) if workflow.started_at else None,
-            "completedAt": iso(workflow.completed_at) if workflow.completed_at else None,
-            "tags": body.get("tags") or [],
-            "arguments": body.get("arguments") or {},
-            "steps": [self.render_step(workflow, s, base, outputs) for s in workflow.steps],
-            "callbacks": body.get("callbacks") or [],
-            "tips": body.get("tips") or {"civitai": 0, "creators": 0},
-            "cost": workflow.cost,
-            "upgradeMode": body.get("upgradeMode") or "manual",
-            "currencies": body.get("currencies") or [],
-            "forceRefunded": False,
-        }
-        for key in ("nsfwLevel", "experimental", "allowMatureContent", "ephemeral",
-                    "externalId"):
-            if body.get(key) is not None:
-                out[key] = body[key]
-        return out
 
     # -- listing ------------------------------------------------------------------------
 
@@ -715,6 +615,6 @@ class Engine:
                                   "accountType": currencies[0] if currencies else "yellow"}]}
         draft = Workflow(id="", seq=0, created_at=time.time(), base_url=base, body=body,
                          steps=steps, cost=cost, transactions=transactions)
-        out = self.render(draft, base, outputs=False)
+        out = self.views.render(draft, base, outputs=False)
         out["id"] = None
         return out
