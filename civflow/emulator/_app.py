@@ -82,8 +82,8 @@ async def submit(request: Request) -> Response:
     if errors:
         return validation_problem(errors)
     external = checked.body.get("externalId")
-    if external and external in engine.by_external and not whatif:
-        existing = engine.workflows[engine.by_external[external]]
+    if external and external in engine.index.by_external and not whatif:
+        existing = engine.index.workflows[engine.index.by_external[external]]
         engine.counters.external_id_hits += 1
         await _wait_for(existing, wait)
         return _answer(engine, existing, request)
@@ -106,7 +106,7 @@ async def submit(request: Request) -> Response:
 
 
 def _find(request: Request) -> Workflow | None:
-    return _engine(request).workflows.get(request.path_params["workflow_id"])
+    return _engine(request).index.workflows.get(request.path_params["workflow_id"])
 
 
 def _not_found(what: str) -> JSONResponse:
@@ -133,7 +133,7 @@ async def get_workflow(request: Request) -> Response:
     if workflow is None:
         return _not_found("The workflow")
     await _wait_for(workflow, wait)
-    if workflow.id not in engine.workflows:  # deleted while we waited
+    if workflow.id not in engine.index.workflows:  # deleted while we waited
         return _not_found("The workflow")
     return _answer(engine, workflow, request)
 
@@ -155,7 +155,7 @@ async def list_workflows(request: Request) -> Response:
     take = int_param(request, "take", 100)
     if take < 1:
         raise BadQuery("take", str(take))
-    page, cursor = engine.query(
+    page, cursor = engine.index.query(
         tags=request.query_params.getlist("tags"), take=min(take, 1000),
         cursor=request.query_params.get("cursor"),
         ascending=bool_param(request, "ascending", False),

@@ -11,7 +11,6 @@ few types whose output is a little text, rendered on the spot.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import contextlib
 import json
@@ -28,6 +27,7 @@ from civflow.emulator._blobs import BlobStore, write_atomic
 from civflow.emulator._config import EmulatorConfig, apply_faults
 from civflow.emulator._fetch import Fetcher, no_fetch
 from civflow.emulator._ids import WorkflowIds, iso, job_id
+from civflow.emulator._index import Index
 from civflow.emulator._model import (
     TERMINAL,
     Step,
@@ -66,7 +66,7 @@ class Counters:
                 "creations_by_external_id": self.creations_by_external_id,
                 "steps_created": self.steps_created, "step_creations": self.step_creations,
                 "buzz_by_step": self.buzz_by_step,
-                "workflows": len(engine.workflows), "blobs": len(engine.blobs),
+                "workflows": len(engine.index.workflows), "blobs": len(engine.blobs),
                 "buzz_balance": engine.balance}
 
 
@@ -81,10 +81,7 @@ class Engine:
         self.rng = random.Random(config.fault_seed)
         self.counters = Counters()
         self.balance = config.buzz
-        self.workflows: dict[str, Workflow] = {}
-        self.by_external: dict[str, str] = {}
-        self._order: list[tuple[int, str]] = []  # (seq, id), ascending
-        self._by_tag: dict[str, list[tuple[int, str]]] = {}
+        self.index = Index()
         self._seq = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
         self._fetcher = Fetcher(self.blobs)
@@ -104,7 +101,7 @@ class Engine:
                 self._load(self.config.state_dir / "workflows")
 
     def close(self) -> None:
-        for workflow in self.workflows.values():
+        for workflow in self.index.workflows.values():
             for step in workflow.steps:
                 if step.timeline is not None:
                     step.timeline.stop()
@@ -115,11 +112,9 @@ class Engine:
         """Forget every workflow, blob, count and forgotten AIR: the state as started (the
         fault settings, changed only on purpose, stay as they are)."""
         self.missing_airs = set(self.config.missing_airs)
-        for workflow in list(self.workflows.values()):
+        for workflow in list(self.index.workflows.values()):
             self._drop(workflow)
-        self.by_external.clear()
-        self._order.clear()
-        self._by_tag.clear()
+        self.index.clear()
         self.blobs.clear()
         self.counters = Counters()
         self.balance = self.config.buzz
@@ -143,10 +138,9 @@ class Engine:
         workflow = Workflow(id=self.ids.next(now), seq=self._seq, created_at=now,
                             base_url=base_url, body=body, steps=steps, cost=cost,
                             transactions=transactions)
-        self._index(workflow)
+        self.index.add(workflow)
         external = body.get("externalId")
         if external:
-            self.by_external[external] = workflow.id
             by_key = self.counters.creations_by_external_id
             by_key[external] = by_key.get(external, 0) + 1
         self.counters.workflows_created += 1
@@ -175,21 +169,8 @@ class Engine:
         return {"id": job_id(), "status": "unassigned", "startedAt": None, "completedAt": None,
                 "cost": 1}
 
-    def _index(self, workflow: Workflow) -> None:
-        self.workflows[workflow.id] = workflow
-        entry = (workflow.seq, workflow.id)
-        self._order.append(entry)
-        for tag in workflow.body.get("tags") or []:
-            bisect.insort(self._by_tag.setdefault(tag, []), entry)
-
     def retag(self, workflow: Workflow, tags: list[str]) -> None:
-        entry = (workflow.seq, workflow.id)
-        for tag in tags:
-            bucket = self._by_tag.setdefault(tag, [])
-            position = bisect.bisect_left(bucket, entry)
-            if position == len(bucket) or bucket[position] != entry:
-                bucket.insert(position, entry)
-        workflow.body["tags"] = tags
+        self.index.retag(workflow, tags)
         self._save(workflow)
 
     # -- the simulated lifecycle -------------------------------------------------------
@@ -304,7 +285,7 @@ class Engine:
     def _in_flight(self) -> Iterator[Timeline]:
         """Every timeline still driving a step, once each."""
         seen: set[Timeline] = set()
-        for workflow in self.workflows.values():
+        for workflow in self.index.workflows.values():
             for step in workflow.steps:
                 timeline = step.timeline
                 if timeline is not None and timeline.live and timeline not in seen:
@@ -467,7 +448,7 @@ class Engine:
                 workflow.status = "succeeded"
             workflow.completed_at = workflow.completed_at or now
             workflow.done.set()
-            if workflow.body.get("ephemeral") and workflow.id in self.workflows:
+            if workflow.body.get("ephemeral") and workflow.id in self.index.workflows:
                 # Ephemeral workflows are answered to the waiting submit, then forgotten.
                 self._drop(workflow)
                 return
@@ -508,62 +489,15 @@ class Engine:
             if timeline is not None:
                 timeline.stop()
             step.status = step.status if step.status in TERMINAL else "canceled"
-        self.workflows.pop(workflow.id, None)
-        external = workflow.body.get("externalId")
-        if external and self.by_external.get(external) == workflow.id:
-            # A deleted workflow frees its key: a later submit creates a new one.
-            del self.by_external[external]
+        self.index.remove(workflow)
         workflow.done.set()
         if self.config.state_dir is not None:
             (self.config.state_dir / "workflows" / f"{workflow.id}.json").unlink(missing_ok=True)
 
-    # -- listing ------------------------------------------------------------------------
-
-    def query(self, *, tags: list[str], take: int, cursor: str | None, ascending: bool,
-              exclude_failed: bool, text: str | None, from_ts: float | None,
-              to_ts: float | None) -> tuple[list[Workflow], str]:
-        """A page of workflows newest first (or oldest first), filtered; and the next cursor."""
-        pool = self._order
-        if tags:
-            pool = min((self._by_tag.get(t, []) for t in tags), key=len)
-        start_seq = int(cursor) if cursor and cursor.isdigit() else None
-        if ascending:
-            position = bisect.bisect_right(pool, (start_seq, "\uffff")) if start_seq else 0
-            candidates: Iterator[tuple[int, str]] = iter(pool[position:])
-        else:
-            position = bisect.bisect_left(pool, (start_seq, "")) if start_seq else len(pool)
-            candidates = (pool[i] for i in range(position - 1, -1, -1))
-        page: list[Workflow] = []
-        more = False
-        for _, workflow_id in candidates:
-            workflow = self.workflows.get(workflow_id)
-            if workflow is None or not self._matches(workflow, tags, exclude_failed, text,
-                                                     from_ts, to_ts):
-                continue
-            if len(page) == take:
-                more = True
-                break
-            page.append(workflow)
-        return page, (str(page[-1].seq) if more and page else "")
-
-    @staticmethod
-    def _matches(workflow: Workflow, tags: list[str], exclude_failed: bool, text: str | None,
-                 from_ts: float | None, to_ts: float | None) -> bool:
-        own = workflow.body.get("tags") or []
-        if any(tag not in own for tag in tags):
-            return False
-        if exclude_failed and workflow.status in ("failed", "expired", "canceled"):
-            return False
-        if from_ts is not None and workflow.created_at < from_ts:
-            return False
-        if to_ts is not None and workflow.created_at > to_ts:
-            return False
-        return not text or text.lower() in json.dumps(workflow.body.get("metadata")).lower()
-
     # -- persistence --------------------------------------------------------------------
 
     def _save(self, workflow: Workflow) -> None:
-        if self.config.state_dir is None or workflow.id not in self.workflows:
+        if self.config.state_dir is None or workflow.id not in self.index.workflows:
             return
         path = self.config.state_dir / "workflows" / f"{workflow.id}.json"
         write_atomic(path, json.dumps(workflow.dump()).encode())
@@ -587,9 +521,7 @@ class Engine:
         for workflow in sorted(loaded, key=lambda w: w.seq):
             self.ids.observe(workflow.id)
             self._seq = max(self._seq, workflow.seq)
-            self._index(workflow)
-            if workflow.body.get("externalId"):
-                self.by_external[workflow.body["externalId"]] = workflow.id
+            self.index.add(workflow)
             if workflow.status in TERMINAL:
                 workflow.done.set()
                 continue
