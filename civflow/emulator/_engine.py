@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import random
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from civflow.emulator import _steps
-from civflow.emulator._blobs import BlobStore, write_atomic
+from civflow.emulator._archive import Archive
+from civflow.emulator._blobs import BlobStore
 from civflow.emulator._config import EmulatorConfig, apply_faults
 from civflow.emulator._fetch import Fetcher, no_fetch
 from civflow.emulator._ids import WorkflowIds, iso, job_id
@@ -82,6 +81,7 @@ class Engine:
         self.counters = Counters()
         self.balance = config.buzz
         self.index = Index()
+        self.archive = Archive(config.state_dir, self.index)
         self._seq = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
         self._fetcher = Fetcher(self.blobs)
@@ -96,9 +96,12 @@ class Engine:
     def start(self) -> None:
         """Bind to the running loop and resume any persisted workflows."""
         self._loop = asyncio.get_running_loop()
-        if self.config.state_dir is not None:
-            with self._event():
-                self._load(self.config.state_dir / "workflows")
+        with self._event():
+            for workflow in self.archive.load():
+                self.ids.observe(workflow.id)
+                self._seq = max(self._seq, workflow.seq)
+                self.index.add(workflow)
+                self._resume(workflow)
 
     def close(self) -> None:
         for workflow in self.index.workflows.values():
@@ -161,7 +164,7 @@ class Engine:
                 if not step.deps:
                     # `$arguments` references are known now; resolve them before starting.
                     self._resolve_and_begin(workflow, step)
-            self._save(workflow)
+            self.archive.save(workflow)
         return workflow
 
     @staticmethod
@@ -171,7 +174,7 @@ class Engine:
 
     def retag(self, workflow: Workflow, tags: list[str]) -> None:
         self.index.retag(workflow, tags)
-        self._save(workflow)
+        self.archive.save(workflow)
 
     # -- the simulated lifecycle -------------------------------------------------------
 
@@ -458,7 +461,7 @@ class Engine:
             if any(s in TERMINAL for s in statuses):
                 running.append("processing")
             workflow.status = next(s for s in order if s in running)
-        self._save(workflow)
+        self.archive.save(workflow)
 
     def cancel(self, workflow: Workflow) -> None:
         with self._event():
@@ -491,50 +494,23 @@ class Engine:
             step.status = step.status if step.status in TERMINAL else "canceled"
         self.index.remove(workflow)
         workflow.done.set()
-        if self.config.state_dir is not None:
-            (self.config.state_dir / "workflows" / f"{workflow.id}.json").unlink(missing_ok=True)
+        self.archive.forget(workflow)
 
-    # -- persistence --------------------------------------------------------------------
-
-    def _save(self, workflow: Workflow) -> None:
-        if self.config.state_dir is None or workflow.id not in self.index.workflows:
+    def _resume(self, workflow: Workflow) -> None:
+        """Take up a workflow read back from disk: work in flight when the emulator
+        stopped starts over, like a re-queued job."""
+        if workflow.status in TERMINAL:
+            workflow.done.set()
             return
-        path = self.config.state_dir / "workflows" / f"{workflow.id}.json"
-        write_atomic(path, json.dumps(workflow.dump()).encode())
-
-    def _load(self, folder: Path) -> None:
-        if not folder.is_dir():
-            return
-        loaded = []
-        for path in folder.glob("*.json"):
-            data = json.loads(path.read_text())
-            steps = []
-            for raw in data["steps"]:
-                deps = set(raw.pop("deps"))
-                steps.append(Step(**raw, deps=deps))
-            workflow = Workflow(id=data["id"], seq=data["seq"], created_at=data["created_at"],
-                                base_url=data["base_url"], body=data["body"], steps=steps,
-                                cost=data["cost"], transactions=data["transactions"],
-                                status=data["status"], started_at=data["started_at"],
-                                completed_at=data["completed_at"])
-            loaded.append(workflow)
-        for workflow in sorted(loaded, key=lambda w: w.seq):
-            self.ids.observe(workflow.id)
-            self._seq = max(self._seq, workflow.seq)
-            self.index.add(workflow)
-            if workflow.status in TERMINAL:
-                workflow.done.set()
-                continue
-            # Work in flight when the emulator stopped starts over, like a re-queued job.
-            for step in workflow.steps:
-                if step.status not in TERMINAL:
-                    step.status = "unassigned"
-            for step in workflow.steps:
-                if step.status == "unassigned" and all(
-                    workflow.step(d).status == "succeeded"  # type: ignore[union-attr]
-                    for d in step.deps
-                ):
-                    self._resolve_and_begin(workflow, step)
+        for step in workflow.steps:
+            if step.status not in TERMINAL:
+                step.status = "unassigned"
+        for step in workflow.steps:
+            if step.status == "unassigned" and all(
+                workflow.step(d).status == "succeeded"  # type: ignore[union-attr]
+                for d in step.deps
+            ):
+                self._resolve_and_begin(workflow, step)
 
     def preview(self, body: dict[str, Any], steps: list[Step], cost: dict[str, Any],
                 base: str) -> dict[str, Any]:
