@@ -200,7 +200,7 @@ async def update_workflow(request: Request) -> Response:
     if tags is not None:
         engine.retag(workflow, tags)
     if body.get("status") == "canceled":
-        engine.cancel(workflow)
+        engine.clock.cancel(workflow)
     return Response(status_code=204)
 
 
@@ -220,7 +220,7 @@ async def patch_workflow(request: Request) -> Response:
         path = op.get("path") if isinstance(op, dict) else None
         value = op.get("value") if isinstance(op, dict) else None
         if kind in ("add", "replace") and path == "/status" and value == "canceled":
-            engine.cancel(workflow)
+            engine.clock.cancel(workflow)
         elif kind in ("add", "replace") and path == "/metadata" and isinstance(value, dict):
             workflow.body["metadata"] = value
         elif kind in ("add", "replace") and isinstance(path, str) \
