@@ -24,7 +24,14 @@ from civflow.emulator._blobs import BlobStore
 from civflow.emulator._config import EmulatorConfig
 from civflow.emulator._ids import iso
 from civflow.emulator._index import Index
-from civflow.emulator._model import TERMINAL, Step, Timeline, Workflow, follow, timespan_seconds
+from civflow.emulator._model import (
+    TERMINAL,
+    Step,
+    Timeline,
+    Workflow,
+    resolve_refs,
+    timespan_seconds,
+)
 from civflow.emulator._renders import Renders
 from civflow.emulator._views import Views
 
@@ -323,29 +330,20 @@ class Clock:
 
     def _resolve_and_begin(self, workflow: Workflow, step: Step) -> None:
         try:
-            step.input = self._resolve(workflow, step.input)
+            step.input = resolve_refs(step.input, lambda ref: self._ref_root(workflow, ref))
         except KeyError:
             # A path into the source's output that does not exist: the job cannot run.
             self._finish(workflow, step, "failed")
             return
         self._begin(workflow, step)
 
-    def _resolve(self, workflow: Workflow, value: Any) -> Any:
-        if isinstance(value, dict):
-            ref = value.get("$ref")
-            if isinstance(ref, str):
-                path = value.get("path") or ""
-                if ref == "$arguments":
-                    root: Any = workflow.body.get("arguments") or {}
-                else:
-                    source = workflow.step(ref)
-                    assert source is not None
-                    root = self._views.render_step(workflow, source, workflow.base_url, True)
-                return follow(root, path) if path else root
-            return {k: self._resolve(workflow, v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._resolve(workflow, v) for v in value]
-        return value
+    def _ref_root(self, workflow: Workflow, ref: str) -> Any:
+        """What a `$ref` names: the workflow's arguments, or a step as the API shows it."""
+        if ref == "$arguments":
+            return workflow.body.get("arguments") or {}
+        source = workflow.step(ref)
+        assert source is not None
+        return self._views.render_step(workflow, source, workflow.base_url, True)
 
     def _roll_up(self, workflow: Workflow) -> None:
         """The workflow's status from its steps': now, or at the end of the running event."""
