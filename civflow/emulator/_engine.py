@@ -116,23 +116,22 @@ class Engine:
             by_step[step.name] = by_step.get(step.name, 0.0) + float(buzz)
         if self.balance is not None:
             self.balance -= charge
-        for step in steps:
-            step.jobs = [self._new_job() for _ in range(_steps.image_count(step.type,
-                                                                           step.input)[0])]
+        self._give_jobs(steps)
         self.clock.submit(workflow)
         return workflow
 
     @staticmethod
-    def _new_job() -> dict[str, Any]:
-        return {"id": job_id(), "status": "unassigned", "startedAt": None, "completedAt": None,
-                "cost": 1}
+    def _give_jobs(steps: list[Step]) -> None:
+        """Each step its jobs, unassigned: as many as `image_count` says."""
+        for step in steps:
+            step.jobs = [{"id": job_id(), "status": "unassigned", "startedAt": None,
+                          "completedAt": None, "cost": 1}
+                         for _ in range(_steps.image_count(step.type, step.input)[0])]
 
     def preview(self, body: dict[str, Any], steps: list[Step], cost: dict[str, Any],
                 base: str) -> dict[str, Any]:
         """The priced Workflow a whatif submit answers with; nothing is stored or run."""
-        for step in steps:
-            step.jobs = [self._new_job() for _ in range(_steps.image_count(step.type,
-                                                                           step.input)[0])]
+        self._give_jobs(steps)
         currencies = body.get("currencies") or []
         transactions = {"list": [{"type": "debit", "amount": cost["total"],
                                   "accountType": currencies[0] if currencies else "yellow"}]}
