@@ -27,6 +27,8 @@ from civflow.emulator._views import Views
 
 @dataclass
 class Counters:
+    """What the admin counters report: requests, creations and Buzz since the last reset."""
+
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
     workflows_created: int = 0
     external_id_hits: int = 0
