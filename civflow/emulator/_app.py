@@ -59,7 +59,7 @@ async def _wait_for(workflow: Workflow, seconds: int) -> None:
 def _answer(engine: Engine, workflow: Workflow, request: Request) -> JSONResponse:
     """200 with outputs when terminal; 202 with a snapshot without outputs otherwise."""
     terminal = workflow.status in TERMINAL
-    body = engine.render(workflow, base_url(request), outputs=terminal)
+    body = engine.views.render(workflow, base_url(request), outputs=terminal)
     return JSONResponse(body, 200 if terminal else 202)
 
 
@@ -82,8 +82,8 @@ async def submit(request: Request) -> Response:
     if errors:
         return validation_problem(errors)
     external = checked.body.get("externalId")
-    if external and external in engine.by_external and not whatif:
-        existing = engine.workflows[engine.by_external[external]]
+    if external and external in engine.index.by_external and not whatif:
+        existing = engine.index.workflows[engine.index.by_external[external]]
         engine.counters.external_id_hits += 1
         await _wait_for(existing, wait)
         return _answer(engine, existing, request)
@@ -106,7 +106,7 @@ async def submit(request: Request) -> Response:
 
 
 def _find(request: Request) -> Workflow | None:
-    return _engine(request).workflows.get(request.path_params["workflow_id"])
+    return _engine(request).index.workflows.get(request.path_params["workflow_id"])
 
 
 def _not_found(what: str) -> JSONResponse:
@@ -133,7 +133,7 @@ async def get_workflow(request: Request) -> Response:
     if workflow is None:
         return _not_found("The workflow")
     await _wait_for(workflow, wait)
-    if workflow.id not in engine.workflows:  # deleted while we waited
+    if workflow.id not in engine.index.workflows:  # deleted while we waited
         return _not_found("The workflow")
     return _answer(engine, workflow, request)
 
@@ -155,7 +155,7 @@ async def list_workflows(request: Request) -> Response:
     take = int_param(request, "take", 100)
     if take < 1:
         raise BadQuery("take", str(take))
-    page, cursor = engine.query(
+    page, cursor = engine.index.query(
         tags=request.query_params.getlist("tags"), take=min(take, 1000),
         cursor=request.query_params.get("cursor"),
         ascending=bool_param(request, "ascending", False),
@@ -163,7 +163,7 @@ async def list_workflows(request: Request) -> Response:
         text=request.query_params.get("query"),
         from_ts=_date_param(request, "fromDate"), to_ts=_date_param(request, "toDate"))
     base = base_url(request)
-    items = [engine.render(w, base, outputs=w.status in TERMINAL) for w in page]
+    items = [engine.views.render(w, base, outputs=w.status in TERMINAL) for w in page]
     return JSONResponse({"next": cursor, "items": items})
 
 
@@ -200,7 +200,7 @@ async def update_workflow(request: Request) -> Response:
     if tags is not None:
         engine.retag(workflow, tags)
     if body.get("status") == "canceled":
-        engine.cancel(workflow)
+        engine.clock.cancel(workflow)
     return Response(status_code=204)
 
 
@@ -220,7 +220,7 @@ async def patch_workflow(request: Request) -> Response:
         path = op.get("path") if isinstance(op, dict) else None
         value = op.get("value") if isinstance(op, dict) else None
         if kind in ("add", "replace") and path == "/status" and value == "canceled":
-            engine.cancel(workflow)
+            engine.clock.cancel(workflow)
         elif kind in ("add", "replace") and path == "/metadata" and isinstance(value, dict):
             workflow.body["metadata"] = value
         elif kind in ("add", "replace") and isinstance(path, str) \
@@ -286,7 +286,7 @@ async def get_step(request: Request) -> Response:
     step = workflow.step(request.path_params["step_name"]) if workflow else None
     if workflow is None or step is None:
         return _not_found("The workflow step")
-    body = engine.render_step(workflow, step, base_url(request), outputs=True)
+    body = engine.views.render_step(workflow, step, base_url(request), outputs=True)
     return JSONResponse(body)
 
 

@@ -86,7 +86,7 @@ async def refresh_blob(request: Request) -> Response:
     blob = request.path_params["blob_id"]
     if blob not in engine.blobs:
         return problem(404, "The blob was not found.")
-    return JSONResponse(engine.blob_json(blob, base_url(request)))
+    return JSONResponse(engine.views.blob_json(blob, base_url(request)))
 
 
 async def upload_url(request: Request) -> Response:
@@ -138,7 +138,7 @@ async def upload_blob(request: Request) -> Response:
     info = BlobInfo(id=blob_id(EXTENSIONS[content_type]), content_type=content_type,
                     kind=kind, size=len(data), width=width, height=height)
     engine.blobs.put(info, data)
-    return JSONResponse(engine.blob_json(info.id, base_url(request)), 201)
+    return JSONResponse(engine.views.blob_json(info.id, base_url(request)), 201)
 
 
 def routes(prefix: str) -> list[Route]:

@@ -1,67 +1,34 @@
-"""Workflow state over simulated time: timers move steps along, events wake waiters.
+"""One emulator's state: the parts that keep it, and the account of what was made.
 
-All mutation happens on the event loop thread. Steps of one workflow that begin in the
-same event with the same duration share a `Timeline` and its one pending `loop.call_later`
-handle, so thousands of steps in flight cost a heap entry per batch and no task; each
-event (a submit, a timer, a cancel) rolls every workflow it touched up once, at its end.
-Rendering runs in a small thread pool when a step enters `processing`, except for the
-few types whose output is a little text, rendered on the spot.
+`Engine` makes the parts and hands each the others it needs: the workflows' `Index`, their
+`Archive` on disk, the `Views` the API answers with, and the `Clock` that moves steps
+along. It keeps for itself what a submit creates and charges, and what a delete refunds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-import concurrent.futures
-import contextlib
-import json
 import random
-import re
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from civflow.emulator import _steps
-from civflow.emulator._blobs import BlobStore, write_atomic
+from civflow.emulator._archive import Archive
+from civflow.emulator._blobs import BlobStore
+from civflow.emulator._clock import Clock
 from civflow.emulator._config import EmulatorConfig, apply_faults
-from civflow.emulator._ids import WorkflowIds, iso, job_id
-from civflow.emulator._model import (
-    TERMINAL,
-    Step,
-    Timeline,
-    Workflow,
-    follow,
-    timespan_seconds,
-)
+from civflow.emulator._ids import WorkflowIds, job_id
+from civflow.emulator._index import Index
+from civflow.emulator._model import Step, Workflow
 from civflow.emulator._pricing import step_prices
-
-# Shares of a step's duration spent before each next status (why: the real lifecycle
-# shows preparing and scheduled briefly before the long processing phase).
-_PHASES = (("preparing", 0.05), ("scheduled", 0.10), ("processing", 0.10))
-_BLOB_PATH = re.compile(r"^/v2/consumer/blobs/([^/]+)$")
-# Types whose output is a little text computed from the input alone: rendering them takes
-# microseconds, less than handing them to a worker thread and back.
-_RENDER_INLINE = frozenset({"echo", "promptEnhancement", "chatCompletion"})
-
-
-def _holds_blob(value: Any) -> bool:
-    """Whether an output tree holds a `{"$blob": id}` marker (rendered anew each time)."""
-    if isinstance(value, dict):
-        return set(value) == {"$blob"} or any(_holds_blob(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_blob(v) for v in value)
-    return False
+from civflow.emulator._views import Views
 
 
 @dataclass
 class Counters:
+    """What the admin counters report: requests, creations and Buzz since the last reset."""
+
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
     workflows_created: int = 0
     external_id_hits: int = 0
@@ -79,12 +46,12 @@ class Counters:
                 "creations_by_external_id": self.creations_by_external_id,
                 "steps_created": self.steps_created, "step_creations": self.step_creations,
                 "buzz_by_step": self.buzz_by_step,
-                "workflows": len(engine.workflows), "blobs": len(engine.blobs),
+                "workflows": len(engine.index.workflows), "blobs": len(engine.blobs),
                 "buzz_balance": engine.balance}
 
 
 class Engine:
-    """Owns workflows, blobs, money and the simulated clock of one emulator."""
+    """One emulator: owns its parts, and books what is created, charged and refunded."""
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
@@ -94,59 +61,36 @@ class Engine:
         self.rng = random.Random(config.fault_seed)
         self.counters = Counters()
         self.balance = config.buzz
-        self.workflows: dict[str, Workflow] = {}
-        self.by_external: dict[str, str] = {}
-        self._order: list[tuple[int, str]] = []  # (seq, id), ascending
-        self._by_tag: dict[str, list[tuple[int, str]]] = {}
         self._seq = 0
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="emu-render")
-        # Made on the first fetch of a foreign URL (most emulators never make one): a
-        # client loads the CA bundle when it is made, ~25 ms.
-        self._http: httpx.Client | None = None
-        self._http_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # While an event runs: the steps it began, and the workflows it touched.
-        self._starting: list[tuple[Workflow, Step, float]] | None = None
-        self._touched: dict[int, Workflow] | None = None
-
-    # -- lifecycle --------------------------------------------------------------------
+        self.index = Index()
+        self.archive = Archive(config.state_dir, self.index)
+        # Progress is timed on the loop, which the clock (made next) binds at start().
+        self.views = Views(config, self.blobs, lambda: self.clock.loop.time())
+        self.clock = Clock(config, self.rng, self.blobs, self.index, self.archive, self.views)
 
     def start(self) -> None:
         """Bind to the running loop and resume any persisted workflows."""
-        self._loop = asyncio.get_running_loop()
-        if self.config.state_dir is not None:
-            with self._event():
-                self._load(self.config.state_dir / "workflows")
+        resumed = self.archive.load()
+        for workflow in resumed:
+            self.ids.observe(workflow.id)
+            self._seq = max(self._seq, workflow.seq)
+            self.index.add(workflow)
+        self.clock.start(resumed)
 
     def close(self) -> None:
-        for workflow in self.workflows.values():
-            for step in workflow.steps:
-                if step.timeline is not None:
-                    step.timeline.stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._http is not None:
-            self._http.close()
+        self.clock.close()
 
     def reset(self) -> None:
         """Forget every workflow, blob, count and forgotten AIR: the state as started (the
         fault settings, changed only on purpose, stay as they are)."""
         self.missing_airs = set(self.config.missing_airs)
-        for workflow in list(self.workflows.values()):
-            self._drop(workflow)
-        self.by_external.clear()
-        self._order.clear()
-        self._by_tag.clear()
+        for workflow in list(self.index.workflows.values()):
+            self.clock.drop(workflow)
+        self.index.clear()
         self.blobs.clear()
         self.counters = Counters()
         self.balance = self.config.buzz
-        self.rng = random.Random(self.config.fault_seed)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "Engine.start() was not called"
-        return self._loop
-
-    # -- creation ---------------------------------------------------------------------
+        self.rng.seed(self.config.fault_seed)  # in place: the clock draws from it too
 
     def create(self, body: dict[str, Any], steps: list[Step], cost: dict[str, Any],
                base_url: str, charge: int) -> Workflow:
@@ -159,10 +103,9 @@ class Engine:
         workflow = Workflow(id=self.ids.next(now), seq=self._seq, created_at=now,
                             base_url=base_url, body=body, steps=steps, cost=cost,
                             transactions=transactions)
-        self._index(workflow)
+        self.index.add(workflow)
         external = body.get("externalId")
         if external:
-            self.by_external[external] = workflow.id
             by_key = self.counters.creations_by_external_id
             by_key[external] = by_key.get(external, 0) + 1
         self.counters.workflows_created += 1
@@ -175,337 +118,34 @@ class Engine:
             by_step[step.name] = by_step.get(step.name, 0.0) + float(buzz)
         if self.balance is not None:
             self.balance -= charge
-        for step in steps:
-            step.jobs = [self._new_job() for _ in range(_steps.image_count(step.type,
-                                                                           step.input)[0])]
-        with self._event():
-            for step in steps:
-                if not step.deps:
-                    # `$arguments` references are known now; resolve them before starting.
-                    self._resolve_and_begin(workflow, step)
-            self._save(workflow)
+        self._give_jobs(steps)
+        self.clock.submit(workflow)
         return workflow
 
     @staticmethod
-    def _new_job() -> dict[str, Any]:
-        return {"id": job_id(), "status": "unassigned", "startedAt": None, "completedAt": None,
-                "cost": 1}
+    def _give_jobs(steps: list[Step]) -> None:
+        """Each step its jobs, unassigned: as many as `image_count` says."""
+        for step in steps:
+            step.jobs = [{"id": job_id(), "status": "unassigned", "startedAt": None,
+                          "completedAt": None, "cost": 1}
+                         for _ in range(_steps.image_count(step.type, step.input)[0])]
 
-    def _index(self, workflow: Workflow) -> None:
-        self.workflows[workflow.id] = workflow
-        entry = (workflow.seq, workflow.id)
-        self._order.append(entry)
-        for tag in workflow.body.get("tags") or []:
-            bisect.insort(self._by_tag.setdefault(tag, []), entry)
+    def preview(self, body: dict[str, Any], steps: list[Step], cost: dict[str, Any],
+                base: str) -> dict[str, Any]:
+        """The priced Workflow a whatif submit answers with; nothing is stored or run."""
+        self._give_jobs(steps)
+        currencies = body.get("currencies") or []
+        transactions = {"list": [{"type": "debit", "amount": cost["total"],
+                                  "accountType": currencies[0] if currencies else "yellow"}]}
+        draft = Workflow(id="", seq=0, created_at=time.time(), base_url=base, body=body,
+                         steps=steps, cost=cost, transactions=transactions)
+        out = self.views.render(draft, base, outputs=False)
+        out["id"] = None
+        return out
 
     def retag(self, workflow: Workflow, tags: list[str]) -> None:
-        entry = (workflow.seq, workflow.id)
-        for tag in tags:
-            bucket = self._by_tag.setdefault(tag, [])
-            position = bisect.bisect_left(bucket, entry)
-            if position == len(bucket) or bucket[position] != entry:
-                bucket.insert(position, entry)
-        workflow.body["tags"] = tags
-        self._save(workflow)
-
-    # -- the simulated lifecycle -------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _event(self) -> Iterator[None]:
-        """One event of the simulation. Steps it begins get their timers at its end, one
-        `Timeline` per workflow and duration; workflows it touched roll up once, at its
-        end, before anything else on the loop can look at them."""
-        if self._starting is not None:  # nested: the outermost event settles
-            yield
-            return
-        self._starting, self._touched = [], {}
-        try:
-            yield
-        finally:
-            while self._starting or self._touched:
-                starting, touched = self._starting, self._touched or {}
-                self._starting, self._touched = [], {}
-                self._launch(starting)
-                for workflow in touched.values():
-                    self._settle(workflow)
-            self._starting = self._touched = None
-
-    def _begin(self, workflow: Workflow, step: Step) -> None:
-        """Start the timeline of a step whose inputs are all available."""
-        seconds = _steps.duration(step.type, step.input)
-        limit = timespan_seconds(step.timeout) if step.timeout else None
-        draw = self.rng.random()
-        if self._blocked(step):
-            step.fate, step.blocked = "failed", True
-        elif limit is not None and seconds > limit:
-            step.fate, seconds = "expired", limit
-        elif draw < self.config.step_failure_rate:
-            step.fate = "failed"
-        elif draw < self.config.step_failure_rate + self.config.step_expiry_rate:
-            step.fate = "expired"
-        if self._starting is not None:
-            self._starting.append((workflow, step, seconds))
-        else:
-            self._launch([(workflow, step, seconds)])
-
-    def _launch(self, starting: list[tuple[Workflow, Step, float]]) -> None:
-        """Give the steps begun together one timeline per workflow and duration."""
-        timelines: dict[tuple[int, float], Timeline] = {}
-        scale = self.config.time_scale
-        for workflow, step, seconds in starting:
-            if step.status in TERMINAL:  # canceled in the same event
-                continue
-            timeline = timelines.get((id(workflow), seconds))
-            if timeline is None:
-                timeline = timelines[(id(workflow), seconds)] = Timeline(workflow, [],
-                                                                         seconds, scale)
-            timeline.steps.append(step)
-            step.timeline = timeline
-        for timeline in timelines.values():
-            timeline.live = len(timeline.steps)
-            self._advance(timeline, 0)
-
-    def _blocked(self, step: Step) -> bool:
-        """Moderation, as configured: a step whose prompt holds a blocked word."""
-        if step.type not in ("imageGen", "textToImage"):  # outputs with images to hold
-            return False
-        prompt = step.input.get("prompt")
-        text = prompt.lower() if isinstance(prompt, str) else ""
-        return any(word.lower() in text for word in self.config.blocked_words)
-
-    def _advance(self, timeline: Timeline, phase: int) -> None:
-        timeline.phase = phase
-        scaled = timeline.scaled
-        if phase < len(_PHASES):
-            self._arm(timeline, _PHASES[phase][1] * scaled)
-            return
-        remaining = scaled * (1 - sum(share for _, share in _PHASES))
-        workflow, start = timeline.workflow, self.loop.time()
-        for step in timeline.steps:
-            if step.status in TERMINAL:
-                continue
-            step.proc_start, step.proc_end = start, start + remaining
-            if step.fate == "succeeded":
-                step.rendered = self._render(workflow, step)
-        self._arm(timeline, remaining)
-
-    def _arm(self, timeline: Timeline, delay: float) -> None:
-        """Set the timeline's one timer: to enter its next status, or at last to finish."""
-        if timeline.phase < len(_PHASES):
-            timeline.handle = self.loop.call_later(delay, self._enter, timeline)
-        else:
-            timeline.handle = self.loop.call_later(delay, self._timer_done, timeline)
-
-    def _rescale(self, old: float) -> None:
-        """Stretch what is left of every timer in flight from the `old` time scale to the
-        one now in force, as if the new scale had been in force all along for what is left
-        (a scale of 0 makes it due at once; what was due at 0 stays due). Each timeline
-        keeps its next event, so steps still pass every status, in order, and finish once."""
-        new, now = self.config.time_scale, self.loop.time()
-        stretch = new / old if old else 0.0
-        for timeline in self._in_flight():
-            timeline.scale = new
-            if timeline.handle is None:  # its time is over; its render is not yet
-                continue
-            left = max(0.0, timeline.handle.when() - now) * stretch
-            timeline.handle.cancel()
-            self._arm(timeline, left)
-            if timeline.phase == len(_PHASES):  # processing: progress goes on from here
-                for step in timeline.steps:
-                    if step.status in TERMINAL:
-                        continue
-                    done = (now - step.proc_start) * stretch
-                    step.proc_start, step.proc_end = now - done, now + left
-
-    def _in_flight(self) -> Iterator[Timeline]:
-        """Every timeline still driving a step, once each."""
-        seen: set[Timeline] = set()
-        for workflow in self.workflows.values():
-            for step in workflow.steps:
-                timeline = step.timeline
-                if timeline is not None and timeline.live and timeline not in seen:
-                    seen.add(timeline)
-                    yield timeline
-
-    def set_faults(self, changes: dict[str, Any]) -> list[str]:
-        """Change fault settings at run time (see `apply_faults`); a new time scale also
-        applies to the work in flight, not only to what begins from now on."""
-        old = self.config.time_scale
-        problems = apply_faults(self.config, changes)
-        if self.config.time_scale != old:
-            self._rescale(old)
-        return problems
-
-    def _render(self, workflow: Workflow, step: Step) -> concurrent.futures.Future[_steps.Rendered]:
-        data, jobs, base = step.input, [job["id"] for job in step.jobs], workflow.base_url
-        if step.type in _RENDER_INLINE:
-            done: concurrent.futures.Future[_steps.Rendered] = concurrent.futures.Future()
-            try:
-                done.set_result(_steps.render(step.type, data, jobs, self._no_fetch))
-            except Exception as exc:  # judged when the timer ends, like a worker's failure
-                done.set_exception(exc)
-            return done
-        future = self._pool.submit(_steps.render, step.type, data, jobs,
-                                   lambda url: self._fetch(url, base))
-        future.add_done_callback(
-            lambda _f: self.loop.call_soon_threadsafe(self._rendered, workflow, step))
-        return future
-
-    @staticmethod
-    def _no_fetch(url: str) -> bytes:
-        raise _steps.StepFailure(f"this step type takes no media: {url}")
-
-    def _enter(self, timeline: Timeline) -> None:
-        timeline.handle = None
-        phase = timeline.phase
-        status = _PHASES[phase][0]
-        now = time.time()
-        stamp = iso(now) if status == "processing" else ""
-        workflow = timeline.workflow
-        with self._event():
-            for step in timeline.steps:
-                if step.status in TERMINAL:
-                    continue
-                step.status = status
-                if status == "processing":
-                    step.started_at = now
-                for job in step.jobs:
-                    job["status"] = status
-                    if status == "processing":
-                        job["startedAt"] = stamp
-            self._roll_up(workflow)
-            if timeline.live:
-                self._advance(timeline, phase + 1)
-
-    def _timer_done(self, timeline: Timeline) -> None:
-        timeline.handle = None
-        with self._event():
-            for step in timeline.steps:
-                step.timer_done = True
-                self._maybe_finish(timeline.workflow, step)
-
-    def _rendered(self, workflow: Workflow, step: Step) -> None:
-        with self._event():
-            self._maybe_finish(workflow, step)
-
-    def _maybe_finish(self, workflow: Workflow, step: Step) -> None:
-        if step.status in TERMINAL or not step.timer_done:
-            return
-        if step.fate != "succeeded":
-            self._finish(workflow, step, step.fate)
-            return
-        assert step.rendered is not None
-        if not step.rendered.done():
-            return  # the render callback will call again
-        try:
-            rendered = step.rendered.result()
-        except Exception:
-            # StepFailure is the expected kind, but any renderer error must fail the
-            # job rather than leave the workflow waiting forever.
-            self._finish(workflow, step, "failed")
-            return
-        for info, data in rendered.blobs:
-            self.blobs.put(info, data)
-        step.output = rendered.output
-        self._finish(workflow, step, "succeeded")
-
-    def _finish(self, workflow: Workflow, step: Step, status: str) -> None:
-        now = time.time()
-        timeline, step.timeline = step.timeline, None
-        if timeline is not None:
-            timeline.live -= 1
-            if not timeline.live:  # nothing left for its timer to move
-                timeline.stop()
-        step.status = status
-        step.completed_at = now
-        step.rendered = None
-        if step.blocked:
-            # As the document allows it: a blob held back with its `blockedReason`, and
-            # the output's `errors` (jobs carry no reason in the OpenAPI schema).
-            step.output = {"images": [{"type": "image", "id": f"blocked-{job['id']}.jpeg",
-                                       "available": False, "blockedReason": "moderation",
-                                       "jobId": job["id"]} for job in step.jobs],
-                           "errors": ["The prompt was blocked by moderation."]}
-        stamp = iso(now)
-        for job in step.jobs:
-            if job["status"] not in TERMINAL:
-                job["status"] = status
-                job["completedAt"] = stamp
-        for other in workflow.steps:
-            if step.name in other.deps and other.status not in TERMINAL:
-                if status != "succeeded":
-                    self._finish(workflow, other, "canceled")
-                elif all(workflow.step(d).status == "succeeded"  # type: ignore[union-attr]
-                         for d in other.deps):
-                    self._resolve_and_begin(workflow, other)
-        self._roll_up(workflow)
-
-    def _resolve_and_begin(self, workflow: Workflow, step: Step) -> None:
-        try:
-            step.input = self._resolve(workflow, step.input)
-        except KeyError:
-            # A path into the source's output that does not exist: the job cannot run.
-            self._finish(workflow, step, "failed")
-            return
-        self._begin(workflow, step)
-
-    def _resolve(self, workflow: Workflow, value: Any) -> Any:
-        if isinstance(value, dict):
-            ref = value.get("$ref")
-            if isinstance(ref, str):
-                path = value.get("path") or ""
-                if ref == "$arguments":
-                    root: Any = workflow.body.get("arguments") or {}
-                else:
-                    source = workflow.step(ref)
-                    assert source is not None
-                    root = self.render_step(workflow, source, workflow.base_url, True)
-                return follow(root, path) if path else root
-            return {k: self._resolve(workflow, v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._resolve(workflow, v) for v in value]
-        return value
-
-    def _roll_up(self, workflow: Workflow) -> None:
-        """The workflow's status from its steps': now, or at the end of the running event."""
-        if self._touched is not None:
-            self._touched[id(workflow)] = workflow
-        else:
-            self._settle(workflow)
-
-    def _settle(self, workflow: Workflow) -> None:
-        statuses = [s.status for s in workflow.steps]
-        now = time.time()
-        if workflow.started_at is None and any(s != "unassigned" for s in statuses):
-            workflow.started_at = now
-        if all(s in TERMINAL for s in statuses):
-            for bad in ("failed", "expired", "canceled"):
-                if bad in statuses:
-                    workflow.status = bad
-                    break
-            else:
-                workflow.status = "succeeded"
-            workflow.completed_at = workflow.completed_at or now
-            workflow.done.set()
-            if workflow.body.get("ephemeral") and workflow.id in self.workflows:
-                # Ephemeral workflows are answered to the waiting submit, then forgotten.
-                self._drop(workflow)
-                return
-        else:
-            order = ("processing", "scheduled", "preparing", "unassigned")
-            running = [s for s in statuses if s not in TERMINAL]
-            if any(s in TERMINAL for s in statuses):
-                running.append("processing")
-            workflow.status = next(s for s in order if s in running)
-        self._save(workflow)
-
-    def cancel(self, workflow: Workflow) -> None:
-        with self._event():
-            for step in workflow.steps:
-                if step.status not in TERMINAL:
-                    step.fate = "canceled"
-                    self._finish(workflow, step, "canceled")
-            self._roll_up(workflow)
+        self.index.retag(workflow, tags)
+        self.archive.save(workflow)
 
     def delete(self, workflow: Workflow) -> None:
         """Soft-delete; refunds the charge when no step had reached processing yet."""
@@ -519,238 +159,14 @@ class Engine:
             self.counters.buzz_charged -= charged
             if self.balance is not None:
                 self.balance += charged
-        self.cancel(workflow)
-        self._drop(workflow)
+        self.clock.cancel(workflow)
+        self.clock.drop(workflow)
 
-    def _drop(self, workflow: Workflow) -> None:
-        for step in workflow.steps:
-            timeline, step.timeline = step.timeline, None
-            if timeline is not None:
-                timeline.stop()
-            step.status = step.status if step.status in TERMINAL else "canceled"
-        self.workflows.pop(workflow.id, None)
-        external = workflow.body.get("externalId")
-        if external and self.by_external.get(external) == workflow.id:
-            # A deleted workflow frees its key: a later submit creates a new one.
-            del self.by_external[external]
-        workflow.done.set()
-        if self.config.state_dir is not None:
-            (self.config.state_dir / "workflows" / f"{workflow.id}.json").unlink(missing_ok=True)
-
-    # -- fetching source media ---------------------------------------------------------
-
-    def _fetch(self, url: str, base: str) -> bytes:
-        """Bytes behind a URL: our own blobs directly, anything else over HTTP."""
-        parts = urlsplit(url)
-        match = _BLOB_PATH.match(parts.path)
-        if match and (f"{parts.scheme}://{parts.netloc}" == base or unquote(match.group(1))
-                      in self.blobs):
-            data = self.blobs.data(unquote(match.group(1)))
-            if data is None:
-                raise _steps.StepFailure(f"blob {match.group(1)} does not exist")
-            return data
-        with self._http_lock:  # fetches run on the render threads
-            if self._http is None:
-                self._http = httpx.Client(timeout=10.0, follow_redirects=True)
-            client = self._http
-        try:
-            response = client.get(url)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise _steps.StepFailure(f"cannot fetch {url}: {exc}") from exc
-        return response.content
-
-    # -- rendering to the wire format --------------------------------------------------
-
-    def blob_json(self, blob_id: str, base: str) -> dict[str, Any]:
-        info = self.blobs.info(blob_id)
-        if info is None:
-            # Forgotten through the admin API: what the real service shows for a lost blob.
-            return {"type": "image", "id": blob_id, "available": False}
-        url, expires = self.blobs.signed_url(base, blob_id, self.config.url_lifetime_seconds)
-        out: dict[str, Any] = {"type": info.kind, "id": info.id, "available": True, "url": url,
-                               "urlExpiresAt": expires, "jobId": info.job_id,
-                               "nsfwLevel": "pg"}
-        if info.width is not None:
-            out["width"], out["height"] = info.width, info.height
-        if info.kind == "model3d":  # the document requires a 3D blob's file format
-            out["format"] = info.id.rsplit(".", 1)[-1]
-        return out
-
-    def _with_blobs(self, value: Any, base: str) -> Any:
-        if isinstance(value, dict):
-            if set(value) == {"$blob"}:
-                return self.blob_json(value["$blob"], base)
-            return {k: self._with_blobs(v, base) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._with_blobs(v, base) for v in value]
-        return value
-
-    def render_step(self, workflow: Workflow, step: Step, base: str,
-                    outputs: bool) -> dict[str, Any]:
-        if step.view is not None:
-            # A finished step never changes again, except its metadata and its blobs' URLs.
-            out = dict(step.view)
-            out["metadata"] = step.metadata
-        else:
-            out = self._step_view(step)
-            if step.status in TERMINAL:
-                step.view = dict(out)
-                step.plain = not _holds_blob(step.output)
-        if outputs and step.output is not None:
-            out["output"] = step.output if step.plain else self._with_blobs(step.output, base)
-        return out
-
-    def _step_view(self, step: Step) -> dict[str, Any]:
-        out: dict[str, Any] = {"$type": step.type, "name": step.name, "priority": step.priority}
-        if step.timeout is not None:
-            out["timeout"] = step.timeout
-        if step.retries is not None:
-            out["retries"] = step.retries
-        progress = None
-        if step.status == "processing" and step.proc_end > step.proc_start:
-            progress = min(1.0, (self.loop.time() - step.proc_start) /
-                           (step.proc_end - step.proc_start))
-        elif step.status == "processing":
-            progress = 1.0
-        jobs = []
-        for job in step.jobs:
-            entry = {k: v for k, v in job.items() if v is not None}
-            if job["status"] not in TERMINAL:
-                entry["queuePosition"] = {"support": "available", "precedingJobs": 0}
-                entry["estimatedProgressRate"] = progress if progress is not None else 0.0
-            jobs.append(entry)
-        out.update({"jobs": jobs, "status": step.status,
-                    "startedAt": iso(step.started_at) if step.started_at else None,
-                    "completedAt": iso(step.completed_at) if step.completed_at else None,
-                    "metadata": step.metadata, "estimatedProgressRate": progress,
-                    "input": step.input})
-        return out
-
-    def render(self, workflow: Workflow, base: str, outputs: bool = True) -> dict[str, Any]:
-        body = workflow.body
-        out: dict[str, Any] = {
-            "id": workflow.id,
-            "createdAt": iso(workflow.created_at),
-            "transactions": workflow.transactions,
-            "metadata": body.get("metadata") or {},
-            "status": workflow.status,
-            "startedAt": iso(workflow.started_at) if workflow.started_at else None,
-            "completedAt": iso(workflow.completed_at) if workflow.completed_at else None,
-            "tags": body.get("tags") or [],
-            "arguments": body.get("arguments") or {},
-            "steps": [self.render_step(workflow, s, base, outputs) for s in workflow.steps],
-            "callbacks": body.get("callbacks") or [],
-            "tips": body.get("tips") or {"civitai": 0, "creators": 0},
-            "cost": workflow.cost,
-            "upgradeMode": body.get("upgradeMode") or "manual",
-            "currencies": body.get("currencies") or [],
-            "forceRefunded": False,
-        }
-        for key in ("nsfwLevel", "experimental", "allowMatureContent", "ephemeral",
-                    "externalId"):
-            if body.get(key) is not None:
-                out[key] = body[key]
-        return out
-
-    # -- listing ------------------------------------------------------------------------
-
-    def query(self, *, tags: list[str], take: int, cursor: str | None, ascending: bool,
-              exclude_failed: bool, text: str | None, from_ts: float | None,
-              to_ts: float | None) -> tuple[list[Workflow], str]:
-        """A page of workflows newest first (or oldest first), filtered; and the next cursor."""
-        pool = self._order
-        if tags:
-            pool = min((self._by_tag.get(t, []) for t in tags), key=len)
-        start_seq = int(cursor) if cursor and cursor.isdigit() else None
-        if ascending:
-            position = bisect.bisect_right(pool, (start_seq, "\uffff")) if start_seq else 0
-            candidates: Iterator[tuple[int, str]] = iter(pool[position:])
-        else:
-            position = bisect.bisect_left(pool, (start_seq, "")) if start_seq else len(pool)
-            candidates = (pool[i] for i in range(position - 1, -1, -1))
-        page: list[Workflow] = []
-        more = False
-        for _, workflow_id in candidates:
-            workflow = self.workflows.get(workflow_id)
-            if workflow is None or not self._matches(workflow, tags, exclude_failed, text,
-                                                     from_ts, to_ts):
-                continue
-            if len(page) == take:
-                more = True
-                break
-            page.append(workflow)
-        return page, (str(page[-1].seq) if more and page else "")
-
-    @staticmethod
-    def _matches(workflow: Workflow, tags: list[str], exclude_failed: bool, text: str | None,
-                 from_ts: float | None, to_ts: float | None) -> bool:
-        own = workflow.body.get("tags") or []
-        if any(tag not in own for tag in tags):
-            return False
-        if exclude_failed and workflow.status in ("failed", "expired", "canceled"):
-            return False
-        if from_ts is not None and workflow.created_at < from_ts:
-            return False
-        if to_ts is not None and workflow.created_at > to_ts:
-            return False
-        return not text or text.lower() in json.dumps(workflow.body.get("metadata")).lower()
-
-    # -- persistence --------------------------------------------------------------------
-
-    def _save(self, workflow: Workflow) -> None:
-        if self.config.state_dir is None or workflow.id not in self.workflows:
-            return
-        path = self.config.state_dir / "workflows" / f"{workflow.id}.json"
-        write_atomic(path, json.dumps(workflow.dump()).encode())
-
-    def _load(self, folder: Path) -> None:
-        if not folder.is_dir():
-            return
-        loaded = []
-        for path in folder.glob("*.json"):
-            data = json.loads(path.read_text())
-            steps = []
-            for raw in data["steps"]:
-                deps = set(raw.pop("deps"))
-                steps.append(Step(**raw, deps=deps))
-            workflow = Workflow(id=data["id"], seq=data["seq"], created_at=data["created_at"],
-                                base_url=data["base_url"], body=data["body"], steps=steps,
-                                cost=data["cost"], transactions=data["transactions"],
-                                status=data["status"], started_at=data["started_at"],
-                                completed_at=data["completed_at"])
-            loaded.append(workflow)
-        for workflow in sorted(loaded, key=lambda w: w.seq):
-            self.ids.observe(workflow.id)
-            self._seq = max(self._seq, workflow.seq)
-            self._index(workflow)
-            if workflow.body.get("externalId"):
-                self.by_external[workflow.body["externalId"]] = workflow.id
-            if workflow.status in TERMINAL:
-                workflow.done.set()
-                continue
-            # Work in flight when the emulator stopped starts over, like a re-queued job.
-            for step in workflow.steps:
-                if step.status not in TERMINAL:
-                    step.status = "unassigned"
-            for step in workflow.steps:
-                if step.status == "unassigned" and all(
-                    workflow.step(d).status == "succeeded"  # type: ignore[union-attr]
-                    for d in step.deps
-                ):
-                    self._resolve_and_begin(workflow, step)
-
-    def preview(self, body: dict[str, Any], steps: list[Step], cost: dict[str, Any],
-                base: str) -> dict[str, Any]:
-        """The priced Workflow a whatif submit answers with; nothing is stored or run."""
-        for step in steps:
-            step.jobs = [self._new_job() for _ in range(_steps.image_count(step.type,
-                                                                           step.input)[0])]
-        currencies = body.get("currencies") or []
-        transactions = {"list": [{"type": "debit", "amount": cost["total"],
-                                  "accountType": currencies[0] if currencies else "yellow"}]}
-        draft = Workflow(id="", seq=0, created_at=time.time(), base_url=base, body=body,
-                         steps=steps, cost=cost, transactions=transactions)
-        out = self.render(draft, base, outputs=False)
-        out["id"] = None
-        return out
+    def set_faults(self, changes: dict[str, Any]) -> list[str]:
+        """Change fault settings at run time (see `apply_faults`); a new time scale also
+        applies to the work in flight, not only to what begins from now on."""
+        old = self.config.time_scale
+        problems = apply_faults(self.config, changes)
+        if self.config.time_scale != old:
+            self.clock.rescale(old)
+        return problems

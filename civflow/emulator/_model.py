@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,21 @@ def follow(root: Any, path: str) -> Any:
                 raise KeyError(path)
             node = node[int(index)]
     return node
+
+
+def resolve_refs(value: Any, root_of: Callable[[str], Any]) -> Any:
+    """An input with each `{"$ref": name, "path": …}` in it replaced by what it points at:
+    `root_of(name)`, followed along the path; raises KeyError when a path leads nowhere."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str):
+            path = value.get("path") or ""
+            root = root_of(ref)
+            return follow(root, path) if path else root
+        return {k: resolve_refs(v, root_of) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_refs(v, root_of) for v in value]
+    return value
 
 
 @dataclass
