@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +122,8 @@ def load_config(root: Path, environ: Mapping[str, str] | None = None) -> RemoteC
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import tomllib  # here: its parser takes ~20 ms to import, and most projects have no file
+
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -111,8 +111,10 @@ class Executor:
         # cached upstream outputs): the run uses them as they are, unless an upstream
         # step's cached outputs turned out lost and it ran again (`recorder.refreshed`).
         by_step: dict[str, list[Instance]] = {}
+        self.decided: dict[str, PlannedInstance] = {}  # the plan's decision, by instance
         for p in plan.instances:
             by_step.setdefault(p.instance.step, []).append(p.instance)
+            self.decided[p.name] = p
         self.planned = {name: found for name, found in by_step.items()
                         if all(i.resolved for i in found)}
         # The plan's grouping of those steps (and what is fused onto them): sent as it
@@ -250,7 +252,7 @@ class Executor:
             if inst.name in self.submitter.fused_done:  # ran fused with its upstream
                 outputs[inst.name] = self.submitter.fused_done[inst.name]
                 continue
-            planned = self.policy.decide(inst, step)
+            planned = self._decision(inst, step, as_planned)
             mine.append(replace(planned, instance=inst, decision=Decision.CACHED))
             outputs[inst.name] = None
             if planned.decision is Decision.FAILED:
@@ -301,6 +303,13 @@ class Executor:
         for part in done:
             outputs.update(part)
         return [outputs.get(n) for n in names]
+
+    def _decision(self, inst: Instance, step: StepSpec, as_planned: bool) -> PlannedInstance:
+        """The plan's decision for an instance the plan rendered (the same `Policy`
+        decided it: not decided twice), else the `Policy`'s for what the run resolved."""
+        if as_planned and self.policy is self.planned_policy:
+            return self.decided[inst.name]
+        return self.policy.decide(inst, step)
 
     def _as_planned(self, step: str, members: Mapping[str, Member]
                     ) -> tuple[list[Batch], Mapping[str, PlannedInstance]] | None:
