@@ -37,12 +37,9 @@ disk; `CivitaiClient` is the API's endpoints over them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import os
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,17 +48,11 @@ from urllib.parse import quote
 
 import httpx
 
+from civflow.client._download import Downloads
 from civflow.client._key import KEY_HINT, MIN_KEY_LENGTH, Key
-from civflow.client._wire import CHUNK, DEFAULT_BASE_URL, MB, Answer, OnRequest, Retry, Wire
+from civflow.client._wire import CHUNK, DEFAULT_BASE_URL, MB, OnRequest, Wire
 from civflow.client.base import Download, WorkflowState, clean_text
-from civflow.errors import (
-    ApiNotFound,
-    ApiProtocolError,
-    AuthenticationError,
-    FileAccessError,
-    ServiceUnavailable,
-    UsageError,
-)
+from civflow.errors import AuthenticationError, FileAccessError, UsageError
 from civflow.origin import EMULATOR_HEADER, Origin
 
 __all__ = ["DEFAULT_BASE_URL", "MIN_KEY_LENGTH", "CivitaiClient"]
@@ -69,13 +60,7 @@ __all__ = ["DEFAULT_BASE_URL", "MIN_KEY_LENGTH", "CivitaiClient"]
 T = TypeVar("T")
 _WORKFLOWS = "/v2/consumer/workflows"
 _BLOBS = "/v2/consumer/blobs"
-_MAX_REDIRECTS = 5
 _log = logging.getLogger(__name__)
-
-
-def _sync(handle: Any) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
 
 
 def _seconds(name: str, text: str) -> float:
@@ -117,7 +102,8 @@ class _Kept(Generic[T]):
 
 
 class CivitaiClient:
-    """The Civitai orchestration API (or the emulator) over one async httpx connection pool.
+    """The Civitai orchestration API (or the emulator): its endpoints, each a request
+    that a `Wire` carries through (a download: `Downloads`), over httpx connection pools.
 
     `on_request(method, route, status)` is called for every HTTP attempt, retries
     included, with the route template (`/v2/consumer/workflows/{id}`; `download` for
@@ -135,6 +121,9 @@ class CivitaiClient:
     `transport` replaces the network (httpx's own seam): every request, downloads
     included, goes to it through one pool; tests pass `httpx.ASGITransport` over the
     emulator's app to exercise the protocol in-process, without sockets.
+
+    The settings given as keywords stay readable and settable as attributes; those
+    of a part (`backoff_cap`, `max_download_bytes`, …) are kept by that part alone.
     """
 
     base_url: _Kept[httpx.URL] = _Kept("_wire")
@@ -144,6 +133,9 @@ class CivitaiClient:
     deadline: _Kept[float] = _Kept("_wire")
     max_json_bytes: _Kept[int] = _Kept("_wire")
     on_request: _Kept[OnRequest | None] = _Kept("_wire")
+    download_deadline: _Kept[float] = _Kept("_downloads")
+    download_seconds_per_mb: _Kept[float] = _Kept("_downloads")
+    max_download_bytes: _Kept[int] = _Kept("_downloads")
 
     def __init__(self, base_url: str, api_key: str | None, *, max_attempts: int = 6,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, timeout: float = 120.0,
@@ -159,9 +151,6 @@ class CivitaiClient:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         key = Key(api_key)
         self._origin = origin
-        self.download_deadline = download_deadline
-        self.download_seconds_per_mb = download_seconds_per_mb
-        self.max_download_bytes = max_download_bytes
         self.poll_floor = poll_floor
         self.poll_cap = poll_cap
         self._random = rng or random.Random()
@@ -173,6 +162,10 @@ class CivitaiClient:
             deadline=deadline, max_json_bytes=max_json_bytes,
             concurrency_limit=concurrency_limit, on_request=on_request, rng=self._random,
             sleep=self._sleep_for, transport=transport)
+        self._downloads = Downloads(
+            self._wire, download_deadline=download_deadline,
+            download_seconds_per_mb=download_seconds_per_mb,
+            max_download_bytes=max_download_bytes)
 
     def __repr__(self) -> str:
         key = "set" if self._wire.key else "none"
@@ -353,110 +346,4 @@ class CivitaiClient:
         `download_seconds_per_mb` per MiB received, and may not exceed
         `max_download_bytes` (refused, not retried).
         """
-        dest = Path(dest)
-        try:
-            target = self.base_url.join(url)
-        except httpx.InvalidURL as exc:
-            raise ApiProtocolError(self._wire.key.redact(
-                f"the API gave a blob URL civflow cannot parse: {clean_text(url, 200)}"),
-                ) from self._wire.key.cause(exc)
-        self._wire.check_scheme(target, "the API gave a blob URL")
-        return await self._wire.retrying(lambda: self._download_once(target, dest))
-
-    async def _download_once(self, url: httpx.URL, dest: Path) -> Download:
-        pool = self._wire.pool()
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(None) as deadline:
-                deadline.reschedule(asyncio.get_running_loop().time() + self.download_deadline)
-                for _ in range(_MAX_REDIRECTS + 1):
-                    request = pool.build_request("GET", url, headers=self._wire.headers_for(url))
-                    async with self._wire.slot():
-                        response = await pool.send(request, stream=True)
-                        try:
-                            self._wire.record("GET", "download", response.status_code)
-                            if response.is_redirect and "Location" in response.headers:
-                                url = url.join(response.headers["Location"])
-                                self._wire.check_scheme(
-                                    url, "a blob download was redirected to a URL")
-                                continue
-                            if response.status_code >= 400:
-                                raise self._download_error(await self._wire.read_answer(
-                                    "GET", "download", response))
-                            return await self._stream_to(response, dest, deadline)
-                        finally:
-                            await response.aclose()
-        except httpx.TransportError as exc:
-            self._wire.record("GET", "download", 0)
-            raise Retry(ServiceUnavailable(self._wire.key.redact(
-                f"download of a blob failed: {type(exc).__name__}"),
-                hint="check the network; the service may be down")) from self._wire.key.cause(exc)
-        except TimeoutError as exc:
-            self._wire.record("GET", "download", 0)
-            raise Retry(ServiceUnavailable(
-                f"download of a blob too slow: not done after {time.monotonic() - started:.0f} s "
-                f"(allowed: {self.download_deadline:g} s plus "
-                f"{self.download_seconds_per_mb:g} s per MiB received)",
-                hint="check the network; the service may be overloaded")) from exc
-        raise ServiceUnavailable(f"download: more than {_MAX_REDIRECTS} redirects")
-
-    def _download_error(self, answer: Answer) -> Exception:
-        status = answer.status
-        if status in (401, 403):
-            return AuthenticationError(
-                f"the blob URL was refused ({status}): its signature has probably expired",
-                status=status,
-                hint="refresh the blob (POST /v2/consumer/blobs/{id}/refresh) and retry")
-        if status in (404, 410):
-            return ApiNotFound(f"the blob is gone ({status})", status=status)
-        error = self._wire.translate("GET", "download", "blob", answer, True)
-        return error
-
-    def _too_big_download(self) -> ApiProtocolError:
-        return ApiProtocolError(
-            f"a blob download is larger than the {self.max_download_bytes:,} bytes allowed; "
-            "civflow stopped it",
-            hint="raise max_download_bytes if outputs this large are expected")
-
-    async def _stream_to(self, response: httpx.Response, dest: Path,
-                         deadline: asyncio.Timeout) -> Download:
-        """Write the body to a temp file beside `dest`, then rename it; every MiB that
-        arrives pushes the deadline `download_seconds_per_mb` further."""
-        expected = response.headers.get("Content-Length")
-        if expected is not None and expected.isdigit() and \
-                int(expected) > self.max_download_bytes:
-            raise self._too_big_download()
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
-        digest = hashlib.sha256()
-        size = 0
-        first = deadline.when()
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                async for chunk in response.aiter_bytes(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_download_bytes:
-                        raise self._too_big_download()
-                    if first is not None:
-                        deadline.reschedule(first + size / MB * self.download_seconds_per_mb)
-                    digest.update(chunk)
-                    # Disk writes and the fsync run in a worker thread: a slow disk must
-                    # not stall every other request on the event loop.
-                    await asyncio.to_thread(handle.write, chunk)
-                await asyncio.to_thread(_sync, handle)
-            if expected is not None and expected.isdigit() and \
-                    int(expected) != response.num_bytes_downloaded:
-                raise Retry(ServiceUnavailable(
-                    f"download truncated: {response.num_bytes_downloaded} of {expected} bytes"))
-            os.replace(tmp, dest)
-        except OSError as exc:
-            raise FileAccessError(path=str(dest), reason=exc.strerror or str(exc)) from exc
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        media_type = response.headers.get("Content-Type")
-        return Download(sha256=digest.hexdigest(), size=size,
-                        media_type=media_type.split(";")[0].strip() if media_type else None,
-                        path=dest)
-
-
+        return await self._downloads.fetch(url, Path(dest))
