@@ -1,6 +1,6 @@
 """Reading what the API answers: JSON within bounds, Retry-After, error maps, funds refusals.
 
-Pure functions over bytes and parsed JSON, so the transport in `civitai.py` stays
+Pure functions over bytes and parsed JSON, so the wire in `_wire.py` stays
 about requests, retries and secrets.
 """
 
