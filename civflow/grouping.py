@@ -356,10 +356,6 @@ class Grouping:
     workflows: tuple[Batch, ...]
     instances: Mapping[str, PlannedInstance]
 
-    def of_step(self, step: str) -> tuple[Batch, ...]:
-        """The workflows that start with `step`'s instances."""
-        return tuple(b for b in self.workflows if b.step == step)
-
 
 def group_plan(checked: Checked, made: Plan, *, fuse: bool | None = None) -> Grouping:
     """The plan's grouping (`fuse` defaults to the pipeline's, as a run applies it)."""

@@ -66,7 +66,7 @@ class Executor:
     """Runs one plan against one backend; create one per run."""
 
     def __init__(self, checked: Checked, backend: Backend, *, plan: Plan,
-                 grouping: Grouping | None, journal: Journal,
+                 grouping: Grouping, journal: Journal,
                  store: ObjectStore, root: Path, lock: Lockfile | None, lock_path: Path,
                  archive: EntryArchive, history: History, options: RunOptions,
                  reporter: Reporter = ignore,
@@ -121,7 +121,7 @@ class Executor:
         # stands whenever the run sends what the plan said (`_as_planned`).
         self.grouping = grouping
         self.planned_groups: dict[str, list[Batch]] = {}
-        for batch in grouping.workflows if grouping is not None else ():
+        for batch in grouping.workflows:
             self.planned_groups.setdefault(batch.step, []).append(batch)
 
     # -- the schedule --------------------------------------------------------------
@@ -318,7 +318,7 @@ class Executor:
         turned out lost or was found elsewhere. None otherwise: the run then groups what
         it does send by the same rule (a lost member is one more, one found elsewhere
         one less)."""
-        if self.grouping is None or self.policy is not self.planned_policy:
+        if self.policy is not self.planned_policy:
             return None
         groups = self.planned_groups.get(step, [])
         sending = {n for g in groups for n in g.members if n not in g.refs}
