@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from civflow.cli import main
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
@@ -193,3 +196,16 @@ def clone(src: Path, dest: Path) -> None:
             (dest / "pipelines" / path.name).write_bytes(path.read_bytes())
     if (src / "civflow.toml").is_file():
         (dest / "civflow.toml").write_bytes((src / "civflow.toml").read_bytes())
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`civflow ARGS` in this process: (exit code, stdout, stderr) of that command alone."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    else:
+        code = 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -7,22 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from civflow.cli import main
 from civflow.loading import load_pipeline
 from civflow.remote.checkout import checkout
-from tests.remote.support import clone, make_project, sha256_of
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    else:
-        code = 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.remote.support import clone, make_project, run_cli, sha256_of
 
 
 def test_checkout_restores_what_out_lost_and_removes_only_what_the_store_keeps(
@@ -62,8 +49,8 @@ def test_pull_and_checkout_say_the_same_about_what_nobody_has(
     clone(a, b)
     monkeypatch.chdir(b)
 
-    pull_code, _, pull_err = _cli(capsys, "pull")
-    checkout_code, out, checkout_err = _cli(capsys, "checkout")
+    pull_code, _, pull_err = run_cli(capsys, "pull")
+    checkout_code, out, checkout_err = run_cli(capsys, "checkout")
 
     assert pull_code == checkout_code == 1
     assert "0 restored, 0 unchanged, 0 removed" in out

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from civflow.cli import main
 from civflow.remote import Remote, RemoteConfig
 from civflow.store.objects import ObjectStore
 from tests.remote.s3server import KEY_SECRET, credentials
@@ -16,22 +15,11 @@ from tests.remote.support import (
     clone,
     denying_server,
     make_project,
+    run_cli,
     sha256_of,
     silent_server,
     write_config,
 )
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    else:
-        code = 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_push_then_pull_in_a_fresh_clone_restores_out_byte_for_byte(
@@ -43,22 +31,22 @@ def test_push_then_pull_in_a_fresh_clone_restores_out_byte_for_byte(
     a, b = tmp_path / "a", tmp_path / "b"
     artifacts = make_project(a, count=5, url=share.as_uri())
     monkeypatch.chdir(a)
-    code, out, err = _cli(capsys, "push")
+    code, out, err = run_cli(capsys, "push")
     assert code == 0, err
     assert "pushed 5 object(s)" in out and "0 already there" in out
-    code, out, _ = _cli(capsys, "push", "pipelines")
+    code, out, _ = run_cli(capsys, "push", "pipelines")
     assert code == 0 and "pushed 0 object(s)" in out and "5 already there" in out
 
     clone(a, b)
     monkeypatch.chdir(b)
-    code, out, err = _cli(capsys, "pull", "pipelines/p.yaml")
+    code, out, err = run_cli(capsys, "pull", "pipelines/p.yaml")
     assert code == 0, err
     assert "pulled 5 object(s)" in out and "p: 5 restored, 0 unchanged" in out
     for artifact in artifacts:
         restored = b / "pipelines" / artifact.path
         assert sha256_of(restored) == artifact.sha256
         assert ObjectStore(b / ".civflow" / "objects").verify(artifact.sha256)
-    code, out, _ = _cli(capsys, "pull")
+    code, out, _ = run_cli(capsys, "pull")
     assert code == 0 and "pulled 0 object(s)" in out and "p: 0 restored, 5 unchanged" in out
 
 
@@ -71,7 +59,7 @@ def test_pull_of_objects_nobody_pushed_says_which_and_exits_1(
     artifacts = make_project(a, count=2, url=share.as_uri())
     clone(a, b)
     monkeypatch.chdir(b)
-    code, _, err = _cli(capsys, "pull")
+    code, _, err = run_cli(capsys, "pull")
     assert code == 1
     assert f"not on the remote: {artifacts[0].sha256}" in err
     assert "not restored: shot[0]" in err
@@ -88,7 +76,7 @@ def test_civflow_remote_in_the_environment_overrides_the_file(
     make_project(a, count=1, url=configured.as_uri())
     monkeypatch.chdir(a)
     monkeypatch.setenv("CIVFLOW_REMOTE", chosen.as_uri())
-    code, out, _ = _cli(capsys, "push")
+    code, out, _ = run_cli(capsys, "push")
     assert code == 0 and "pushed 1 object(s)" in out
     assert list((chosen / "sha256").rglob("*")) and not list(configured.rglob("*"))
 
@@ -101,7 +89,7 @@ def test_a_bad_config_file_is_a_located_error_on_the_command_line(
     make_project(a, count=1)
     write_config(a, (tmp_path / "share").as_uri(), extra="jobs = 0")
     monkeypatch.chdir(a)
-    code, _, err = _cli(capsys, "push")
+    code, _, err = run_cli(capsys, "push")
     assert code == 2
     assert f"{a / 'civflow.toml'}:3:1: jobs must be a whole number from 1 to 256" in err
     assert "    jobs = 0" in err and "hint:" in err and "Traceback" not in err
@@ -118,7 +106,7 @@ def test_permission_denied_is_one_rendered_error_without_the_secret(
     with denying_server() as endpoint:
         make_project(a, count=2, url="s3://team/civflow", options={"endpoint_url": endpoint})
         monkeypatch.chdir(a)
-        code, out, err = _cli(capsys, "push")
+        code, out, err = run_cli(capsys, "push")
     assert code == 1
     assert err.startswith("error: remote s3://team/civflow: permission denied"), err
     assert "hint:" in err and KEY_SECRET not in out + err and "Traceback" not in err
@@ -136,7 +124,7 @@ def test_a_pull_from_a_remote_that_never_answers_is_given_up_at_its_timeout(
         write_config(a, "s3://team/civflow", {"endpoint_url": endpoint}, extra="timeout = 1")
         clone(a, b)
         monkeypatch.chdir(b)
-        code, _, err = _cli(capsys, "pull")
+        code, _, err = run_cli(capsys, "pull")
     assert code == 1, err
     assert err.startswith("error: remote s3://team/civflow: no answer within 1 s while "
                           "listing it"), err

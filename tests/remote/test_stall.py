@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from civflow.cli import main
 from tests.remote.s3server import credentials
-from tests.remote.support import clone, make_project, write_config
+from tests.remote.support import clone, make_project, run_cli, write_config
 
 BUCKET = "stalled"
 
@@ -79,16 +78,6 @@ def stalling_proxy(upstream: str) -> Iterator[str]:
         server.server_close()
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    else:
-        code = 0
-    return code, capsys.readouterr().err
-
 
 def test_a_pull_whose_downloads_hang_ends_at_the_timeout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -101,13 +90,13 @@ def test_a_pull_whose_downloads_hang_ends_at_the_timeout(
     url = f"s3://{BUCKET}/civflow"
     make_project(a, count=4, url=url, options={"endpoint_url": s3_endpoint})
     monkeypatch.chdir(a)
-    code, err = _cli(capsys, "push")
+    code, _, err = run_cli(capsys, "push")
     assert code == 0, err
     with stalling_proxy(s3_endpoint) as proxy:
         clone(a, b)
         write_config(b, url, {"endpoint_url": proxy}, extra="timeout = 1")
         monkeypatch.chdir(b)
-        code, err = _cli(capsys, "pull")
+        code, _, err = run_cli(capsys, "pull")
     assert code == 1, err
     assert err.startswith(f"error: remote {url}: "), err
     assert "downloading" in err and "[remote] timeout" in err, err
