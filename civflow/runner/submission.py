@@ -221,13 +221,10 @@ class Submitter:
                 await asyncio.gather(*jobs)
             finally:
                 await self.recorder.journal_many(pending)
-            if final:  # sources first: a fused request needs its sources' outputs
-                for m, share in zip(members, shares, strict=True):
-                    if m.refs and m.name not in done:
-                        done.add(m.name)
-                        mine = member_state(state, m.name, share, final=True)
-                        assert mine is not None
-                        await self._record_fused(m, mine, event)
+            if final:
+                await self._record_fused_waves(
+                    [(m, share) for m, share in zip(members, shares, strict=True)
+                     if m.refs and m.name not in done], state, done, event)
 
         if limit is None:
             # A fused chain runs its steps one after another: their timeouts add up.
@@ -250,7 +247,31 @@ class Submitter:
                                           m.reroll, mine, event=event, pending=pending)
         out[m.name] = self.recorder.priors[m.name].output
 
-    async def _record_fused(self, m: Member, mine: WorkflowState, event: str) -> None:
+    async def _record_fused_waves(self, fused: list[tuple[Member, float]],
+                                  state: WorkflowState, done: set[str], event: str) -> None:
+        """Record a finished workflow's fused members, sources first (a fused request
+        needs its sources' outputs): in waves, each wave's members side by side and
+        their journal records in one fsync, before the next wave starts."""
+        waiting = {m.name: (m, share) for m, share in fused}
+        while waiting:
+            wave = [(m, share) for m, share in waiting.values()
+                    if not any(ref.source in waiting for ref in m.refs)] \
+                or list(waiting.values())  # no member refers to itself; never stall
+            pending: list[dict[str, Any]] = []
+            jobs = []
+            for m, share in wave:
+                del waiting[m.name]
+                done.add(m.name)
+                mine = member_state(state, m.name, share, final=True)
+                assert mine is not None
+                jobs.append(self._record_fused(m, mine, event, pending))
+            try:
+                await asyncio.gather(*jobs)
+            finally:
+                await self.recorder.journal_many(pending)
+
+    async def _record_fused(self, m: Member, mine: WorkflowState, event: str,
+                            pending: list[dict[str, Any]]) -> None:
         """Record a fused member as if it had been sent alone after its sources: its
         request (so its fingerprint) from their recorded outputs, its own result. A
         fused foreach member gets its real name (from its item) here; the journal
@@ -278,7 +299,8 @@ class Submitter:
             return
         async with self.download_slots:
             await self.recorder.succeeded(name, m.step, m.type, fp, request, m.seed,
-                                          m.reroll, mine, event=event, lane=lane)
+                                          m.reroll, mine, event=event, lane=lane,
+                                          pending=pending)
         self.fused_done[name] = self.recorder.priors[name].output
 
     def _source_outputs(self, refs: Sequence[Ref], workflow_id: str | None
