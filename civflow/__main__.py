@@ -1,5 +1,5 @@
 """`python -m civflow`."""
 
-from civflow.cli import main
+from civflow.cli import entry
 
-main()
+entry()

@@ -106,7 +106,7 @@ def test_the_wheel_holds_what_the_command_line_needs_and_nothing_else(dist: Dist
     with zipfile.ZipFile(dist.wheel) as wheel:
         names = set(wheel.namelist())
         entry_points = wheel.read(f"civflow-{VERSION}.dist-info/entry_points.txt").decode()
-    assert "civflow = civflow.cli:main" in entry_points
+    assert "civflow = civflow.cli:entry" in entry_points
     assert not set(PACKAGE_DATA) - names
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "civflow").rglob("*.py")
                if "__pycache__" not in p.parts}

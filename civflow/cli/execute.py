@@ -77,7 +77,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
         vars_files: tuple[Path, ...], strict: bool) -> None:
     """Execute a pipeline."""
     from civflow import arun
-    from civflow.cli import report
+    from civflow.cli import report, started
     from civflow.cli.progress import reporter_for
     from civflow.cli.remote import push_after_run, push_target
     from civflow.connect import wants_emulator
@@ -85,6 +85,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     from civflow.runner import Estimate, Event, Phase
 
     checked = load_checked(file, vars_, vars_files, strict=strict)
+    started()
     if batch is not None:
         from dataclasses import replace
         checked = replace(checked, spec=replace(checked.spec, batch_override=batch))

@@ -1,0 +1,81 @@
+"""The `civflow` program pauses the cyclic collector while it starts, and only then.
+
+`civflow.cli.entry` (the console script and `python -m civflow`) starts with the
+collector off and turns it back on, with what start-up made frozen, once the command is
+loaded; `run` once its pipeline is checked. Each probe runs the program in a fresh
+interpreter, as a user would, and watches the collector through `gc.callbacks`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import gc, json, sys, traceback
+seen = {"in_run": 0, "collections": 0}
+def watch(phase, info):
+    if phase == "start":
+        seen["collections"] += 1
+        if any("civflow/runner/" in f.filename.replace("\\\\", "/")
+               for f in traceback.extract_stack()):
+            seen["in_run"] += 1
+gc.callbacks.append(watch)
+from civflow.cli import entry
+sys.argv = ["civflow", *sys.argv[1:]]
+try:
+    entry()
+except SystemExit as stop:
+    seen["code"] = stop.code
+seen["enabled"] = gc.isenabled()
+seen["frozen"] = gc.get_freeze_count()
+print(json.dumps(seen))
+"""
+
+
+def _program(tmp_path: Path, *args: str) -> dict[str, object]:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: p\nsteps:\n  a:\n    type: echo\n    matrix: {i: [1, 2, 3]}\n"
+        "    input: {message: 'hi {{ matrix.i }}'}\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(PACKAGE)})
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return seen
+
+
+@pytest.mark.parametrize("args", [("validate", "p.yaml"), ("--version",),
+                                  ("validate", "missing.yaml")])
+def test_the_collector_is_on_again_after_any_command(tmp_path: Path,
+                                                     args: tuple[str, ...]) -> None:
+    seen = _program(tmp_path, *args)
+    assert seen["enabled"] is True
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
+
+
+def test_a_run_collects_while_it_runs(tmp_path: Path) -> None:
+    """The collector is back before the runner starts, not only when the program ends."""
+    seen = _program(tmp_path, "run", "p.yaml", "--emulator")
+    assert seen["code"] in (0, None)
+    assert seen["enabled"] is True
+    assert isinstance(seen["in_run"], int) and seen["in_run"] > 0
+
+
+def test_main_leaves_the_callers_collector_alone() -> None:
+    """Tests and programs that call `main` keep their collector as they set it."""
+    import gc
+
+    from civflow.cli import main
+
+    frozen = gc.get_freeze_count()
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
