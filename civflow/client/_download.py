@@ -69,7 +69,7 @@ class Downloads:
                 for _ in range(_MAX_REDIRECTS + 1):
                     request = pool.build_request("GET", url, headers=self._wire.headers_for(url))
                     async with self._wire.slot():
-                        response = await pool.send(request, stream=True)
+                        response = await self._wire.send(pool, request)
                         try:
                             self._wire.record("GET", "download", response.status_code)
                             if response.is_redirect and "Location" in response.headers:

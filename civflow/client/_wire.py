@@ -7,10 +7,15 @@ bounds, secrecy) are described in `civitai.py`'s docstring.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
+import os
 import random
+import ssl
+import threading
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +58,49 @@ OnRequest = Callable[[str, str, int], None]
 
 # A request body: bytes, or a factory of a fresh byte stream for each attempt.
 Content = bytes | Callable[[], AsyncIterator[bytes]] | None
+
+
+class Trust:
+    """The TLS context every pool shares, verifying as httpx does by default (the CA
+    bundle named by SSL_CERT_FILE or SSL_CERT_DIR, else certifi's, with host names
+    checked). Loading the bundle takes 30-50 ms, so it loads on a thread of its own from
+    the start, and an https exchange waits until it has: a run against an http server
+    (the emulator on 127.0.0.1) never waits for it, one against Civitai no longer than
+    it did."""
+
+    def __init__(self) -> None:
+        # What ssl.create_default_context() builds before it loads any CA.
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._loaded: concurrent.futures.Future[None] = concurrent.futures.Future()
+        threading.Thread(target=self._load, name="civflow-ca-bundle", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            if os.environ.get("SSL_CERT_FILE"):
+                self.context.load_verify_locations(cafile=os.environ["SSL_CERT_FILE"])
+            elif os.environ.get("SSL_CERT_DIR"):
+                self.context.load_verify_locations(capath=os.environ["SSL_CERT_DIR"])
+            else:
+                import certifi
+
+                self.context.load_verify_locations(cafile=certifi.where())
+        except BaseException as exc:  # handed to the first https exchange
+            self._loaded.set_exception(exc)
+        else:
+            self._loaded.set_result(None)
+
+    async def ready(self) -> None:
+        """Return once the CA bundle is loaded; a bundle that cannot be read is an error
+        of this exchange, located by the variable that names it."""
+        try:
+            await asyncio.wrap_future(self._loaded)
+        except (OSError, ssl.SSLError) as exc:
+            named = next((f"{k}={os.environ[k]}" for k in ("SSL_CERT_FILE", "SSL_CERT_DIR")
+                          if os.environ.get(k)), "certifi's CA bundle")
+            raise ServiceUnavailable(f"cannot verify https servers: {named} could not be "
+                                     f"loaded ({exc})",
+                                     hint="point SSL_CERT_FILE at a readable PEM bundle, "
+                                          "or unset it to use certifi's") from exc
 
 
 class Retry(Exception):  # internal control flow of the retry loop
@@ -110,18 +158,21 @@ class Wire:
             "timeout": httpx.Timeout(timeout, connect=min(timeout, 30.0)),
             "headers": {"User-Agent": "civflow", "Accept": "application/json"},
             "follow_redirects": False}
+        self.trust: Trust | None = None
         if transport is not None:
             # A given transport has no connections to shard: one pool, which closes it.
             self._pools = [httpx.AsyncClient(transport=transport, **options)]
         else:
+            self.trust = Trust()  # one TLS context for every pool
+            # Through a proxy from the environment even an http exchange may speak TLS.
+            proxies = urllib.request.getproxies()
+            self._tls_always = any(k in proxies for k in ("http", "https", "all"))
             # httpx scans every connection of its pool on each request, so one pool of a
             # few thousand long-polls costs O(n) per request; several small pools do not.
             size = concurrency_limit or 100
             shards = -(-size // _POOL_SHARD)
-            # One TLS context for every pool: loading the CA bundle costs ~50 ms each time.
-            tls = httpx.create_ssl_context()
             self._pools = [httpx.AsyncClient(
-                verify=tls, limits=httpx.Limits(max_connections=-(-size // shards)),
+                verify=self.trust.context, limits=httpx.Limits(max_connections=-(-size // shards)),
                 **options) for _ in range(shards)]
         self._next_pool = itertools.cycle(self._pools)
 
@@ -132,6 +183,12 @@ class Wire:
     def pool(self) -> httpx.AsyncClient:
         """The pool for the next exchange (they take turns)."""
         return next(self._next_pool)
+
+    async def send(self, pool: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        """Send `request` on `pool`, its answer streamed: https once the CAs are loaded."""
+        if self.trust is not None and (request.url.scheme == "https" or self._tls_always):
+            await self.trust.ready()
+        return await pool.send(request, stream=True)
 
     def slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """A place among the requests in flight (`concurrency_limit`), held while in use."""
@@ -224,7 +281,7 @@ class Wire:
                     content=content() if callable(content) else content,
                     headers=request_headers)
                 async with asyncio.timeout(budget):
-                    response = await pool.send(request, stream=True)
+                    response = await self.send(pool, request)
                     try:
                         answer = await self.read_answer(method, route, response)
                     finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -187,8 +188,8 @@ class HostileServer:
 
 
 @contextlib.contextmanager
-def serve_hostile() -> Iterator[HostileServer]:
-    """A running `HostileServer` for the duration of the block."""
+def serve_hostile(tls: ssl.SSLContext | None = None) -> Iterator[HostileServer]:
+    """A running `HostileServer` for the duration of the block (https with `tls`)."""
     server = HostileServer()
     ready = threading.Event()
     loop = asyncio.new_event_loop()
@@ -197,9 +198,10 @@ def serve_hostile() -> Iterator[HostileServer]:
     def run() -> None:
         asyncio.set_event_loop(loop)
         listener = loop.run_until_complete(
-            asyncio.start_server(server._handle, "127.0.0.1", 0))
+            asyncio.start_server(server._handle, "127.0.0.1", 0, ssl=tls))
         listening.append(listener)
-        server.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        scheme = "https" if tls is not None else "http"
+        server.url = f"{scheme}://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
         ready.set()
         loop.run_forever()
         listener.close()
