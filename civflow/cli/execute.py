@@ -95,6 +95,7 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     push_root = push_target(file, push)
 
     async def confirm(plan: Plan, cost: Estimate) -> bool:
+        reporter.flush()
         click.echo(report.plan(plan, "text", brief=not verbose), err=True, nl=False)
         later = f" (+ {cost.unpriced} priced at run time)" if cost.unpriced else ""
         click.echo(f"estimated cost (whatif): {cost.total:,.2f} Buzz{later}", err=True)
@@ -108,6 +109,8 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
     reporter = reporter_for(sys.stderr, verbose=verbose)
 
     def on_event(event: Event) -> None:
+        if event.phase in (Phase.LOCKED, Phase.RESUMED, Phase.REMOTE):
+            reporter.flush()  # what it logged before comes first
         if event.phase is Phase.LOCKED:
             click.echo(f"waiting for the run in progress ({event.detail}) to end", err=True)
         elif event.phase is Phase.RESUMED:
@@ -130,7 +133,8 @@ def run(file: Path, only: tuple[str, ...], force: tuple[str, ...], reroll: tuple
                    f"  resume:  {_command_line(file, ['run'])}\n"
                    f"  cancel:  {_command_line(file, ['cancel'])}", err=True)
         raise click.exceptions.Exit(130) from None
-    reporter.close()
+    finally:
+        reporter.close()  # what it holds is written whatever ended the run
     click.echo(_summary(result), err=True)
     pushed = push_after_run(push_root, file, result) if push_root is not None else True
     if result.failed:
