@@ -49,6 +49,7 @@ from civflow.request import set_tag
 from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget
 from civflow.runner.events import Event, Phase, Reporter, ignore
+from civflow.runner.journaling import JournalWriter
 from civflow.runner.recording import Halt, Recorder
 from civflow.runner.recovery import recover
 from civflow.runner.results import RunOptions, RunResult
@@ -74,7 +75,7 @@ class Executor:
         self.checked = checked
         self.spec = checked.spec
         self.policy = self.planned_policy = plan.policy
-        self.journal = journal
+        self.journal = JournalWriter(journal)  # every record of the run goes through it
         self.options = options
         self.report = reporter
         self.history = history
@@ -89,12 +90,12 @@ class Executor:
         # a lockfile not there yet, or one that records other vars than this run's.
         dirty = bool(history.recovered) or not lock_path.exists() or \
             (lock is not None and dict(lock.vars) != dict(self.spec.overrides))
-        self.recorder = Recorder(self.spec, policy=self.policy, journal=journal, store=store,
+        self.recorder = Recorder(self.spec, policy=self.policy, journal=self.journal, store=store,
                                  blobs=blobs, lock=lock, lock_path=lock_path, archive=archive,
                                  result=self.result, reporter=reporter, halt=self.halt,
                                  out_dir=out_dir, clock=clock, dirty=dirty)
         self.submitter = Submitter(checked, backend, recorder=self.recorder,
-                                   policy=self.policy, journal=journal, blobs=blobs,
+                                   policy=self.policy, journal=self.journal, blobs=blobs,
                                    budget=Budget(options.max_cost), options=options,
                                    halt=self.halt, reporter=reporter, clock=clock)
         self.submitter.alias.update(history.lanes)  # lanes an interrupted run named
@@ -169,13 +170,13 @@ class Executor:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             await asyncio.shield(self.recorder.flush(force=True))
-            await asyncio.shield(asyncio.to_thread(self.journal.append, {"event": "interrupted"}))
+            await asyncio.shield(self.journal.append({"event": "interrupted"}))
             raise
         if not self.policy.only and not self.options.keep_stale:
             self.recorder.prune(self.complete)
         await self.recorder.finish()
         status = "failed" if self.result.failed else "succeeded"
-        await asyncio.to_thread(self.journal.append, {"event": "run-finished", "status": status})
+        await self.journal.append({"event": "run-finished", "status": status})
         return self.result
 
     async def _run_step(self, name: str, failed: set[str]) -> StepResults | None:

@@ -27,11 +27,11 @@ from civflow.planning import Decision, PlannedInstance, Policy, Prior
 from civflow.request import tokenize_output
 from civflow.runner.blobs import BlobBook
 from civflow.runner.events import Event, Phase, Reporter
+from civflow.runner.journaling import JournalWriter
 from civflow.runner.results import InstanceResult, RunResult, Status
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.archive import EntryArchive
 from civflow.store.integrity import relocated
-from civflow.store.journal import Journal
 from civflow.store.lockfile import LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
 
@@ -65,7 +65,7 @@ class Reuse:
 class Recorder:
     """The run's record: lock entries, planning views, results; see the module doc."""
 
-    def __init__(self, spec: PipelineSpec, *, policy: Policy, journal: Journal,
+    def __init__(self, spec: PipelineSpec, *, policy: Policy, journal: JournalWriter,
                  store: ObjectStore, blobs: BlobBook, lock: Lockfile | None, lock_path: Path,
                  archive: EntryArchive, result: RunResult, reporter: Reporter, halt: Halt,
                  out_dir: Path, clock: Callable[[], datetime], dirty: bool) -> None:
@@ -137,7 +137,7 @@ class Recorder:
         if pending is not None:
             pending.append(record)
         else:
-            await asyncio.to_thread(self.journal.append, record)
+            await self.journal.append(record)
             await self.flush()
         self.report(Event(name, Phase.SUCCEEDED, workflow_id=state.id, cost=state.cost))
         return entry
@@ -158,7 +158,7 @@ class Recorder:
         if lane is not None:
             record["lane"] = lane
         self.endings[name] = (fp, "blocked" if failure.blocked else "failed")
-        await asyncio.to_thread(self.journal.append, record)
+        await self.journal.append(record)
         self.result.results[name] = InstanceResult(name, step, status, state.id, state.cost,
                                                    failure.reason)
         self.report(Event(name, Phase.FAILED, status=status, detail=failure.reason,
@@ -255,7 +255,7 @@ class Recorder:
     async def journal_many(self, records: list[dict[str, Any]]) -> None:
         """Records kept back for one fsync (`pending`), then a checkpoint."""
         if records:
-            await asyncio.to_thread(self.journal.append_many, records)
+            await self.journal.append_many(records)
             await self.flush()
 
     async def flush(self, *, force: bool = False) -> None:

@@ -10,7 +10,6 @@ once; it does not change after that.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -54,7 +53,7 @@ async def recover(policy: Policy, history: History, submitter: Submitter) -> Pol
             # re-send is recognised if it did arrive after all. Lost by the server
             # (vanished): the next attempt gets a new key.
             status = "vanished" if workflow_id is not None else "abandoned"
-            await asyncio.to_thread(submitter.journal.append_many, [{
+            await submitter.journal.append_many([{
                 "event": "settled", "instance": m.name, "status": status,
                 "fingerprint": m.fp, **({"batch": key} if key != m.key else {})}
                 for m in members])

@@ -31,9 +31,10 @@ from civflow.runner.blobs import BlobBook
 from civflow.runner.budget import Budget, OverBudget
 from civflow.runner.deadlines import timed_out_steps, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter
+from civflow.runner.journaling import JournalWriter
 from civflow.runner.recording import Halt, Recorder, plain
 from civflow.runner.results import RunOptions, Status
-from civflow.store.journal import Journal, workflow_external_id
+from civflow.store.journal import workflow_external_id
 
 __all__ = ["Member", "Submitter", "member_state"]
 
@@ -81,7 +82,7 @@ class Submitter:
     """Sends and settles workflows for one run (see the module doc)."""
 
     def __init__(self, checked: Checked, backend: Backend, *, recorder: Recorder,
-                 policy: Policy, journal: Journal, blobs: BlobBook, budget: Budget,
+                 policy: Policy, journal: JournalWriter, blobs: BlobBook, budget: Budget,
                  options: RunOptions, halt: Halt, reporter: Reporter,
                  clock: Callable[[], datetime]) -> None:
         self.checked = checked
@@ -122,15 +123,14 @@ class Submitter:
             key = workflow_external_id([(m.name, m.key) for m in members])
             body = await self._body(members, key, lookup)
             try:
-                await asyncio.to_thread(self.journal.append_many,
-                                        [m.intent(key) for m in members])
+                await self.journal.append_many([m.intent(key) for m in members])
                 # A crash from here on is safe: the next run finds this workflow by its
                 # externalId and settles its members together.
                 state = await self.backend.submit(body, wait=self.options.wait_seconds)
             except BaseException:
                 self.budget.release(charge)
                 raise
-            await asyncio.to_thread(self.journal.append_many, [
+            await self.journal.append_many([
                 {"event": "submitted", "instance": m.name, "workflowId": state.id,
                  **({"batch": key} if key != m.key else {})} for m in members])
             for m in members:
