@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,13 +248,15 @@ class Executor:
         outputs: dict[str, Mapping[str, Any] | None] = {}
         members: dict[str, Member] = {}
         names = [i.name for i in instances]
-        mine: list[PlannedInstance] = []  # every instance, as the grouping sees it
+        # Every instance with its decision, for a grouping of the run's own (the plan's is
+        # used as it is when the run sends what the plan said: then this is not needed).
+        decided: list[tuple[PlannedInstance, Instance]] = []
         for inst in instances:
             if inst.name in self.submitter.fused_done:  # ran fused with its upstream
                 outputs[inst.name] = self.submitter.fused_done[inst.name]
                 continue
             planned = self._decision(inst, step, as_planned)
-            mine.append(replace(planned, instance=inst, decision=Decision.CACHED))
+            decided.append((planned, inst))
             outputs[inst.name] = None
             if planned.decision is Decision.FAILED:
                 self.recorder.refused(inst.name, inst.step, planned.reasons[0])
@@ -272,23 +274,28 @@ class Executor:
             self.report(Event(inst.name, Phase.WAITING))
             members[inst.name] = Member.of(inst, fp, attempt, external_id(fp, attempt),
                                            planned.estimate)
-            mine[-1] = replace(planned, instance=inst)
         if not members:
             return [outputs.get(n) for n in names]
         attached, found = await self._elsewhere(members, lookup)
         taken = {m.name for _, mates in attached for m in mates}
-        if taken and self.fuse:
-            self._attach_fused(step, mine, members, taken, found, attached)
+
+        def mine(sending: Collection[str]) -> list[PlannedInstance]:
+            """Each instance as the grouping sees it: to send, or as good as cached."""
+            return [replace(p, instance=i, decision=(
+                p.decision if i.name in sending else Decision.CACHED)) for p, i in decided]
+
+        if taken and self.fuse:  # (what was taken still counts as sent here)
+            self._attach_fused(step, mine(members), members, taken, found, attached)
         for name in taken:
             members.pop(name)
         plans = self._as_planned(step.name, members) if as_planned and not taken else None
         if plans is not None:
             groups, candidates = plans
         else:
-            mine = [replace(p, decision=Decision.CACHED) if p.name in taken else p
-                    for p in mine]
-            ahead = self._fusion_candidates(step.name, mine) if self.fuse and members else []
-            groups = [g for g in workflows([*mine, *ahead], self.batch,
+            grouped = mine(members.keys() - taken)
+            ahead = self._fusion_candidates(step.name, grouped) \
+                if self.fuse and members else []
+            groups = [g for g in workflows([*grouped, *ahead], self.batch,
                                            upstream=self.upstream, guarded=self.guarded,
                                            fuse=self.fuse)
                       if g.step == step.name]  # other steps' own batches: when they come up
