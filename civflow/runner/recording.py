@@ -39,10 +39,6 @@ __all__ = ["Halt", "Recorder", "Reuse"]
 
 _FLUSH_EVERY = 1.0  # seconds between lockfile checkpoints, at least
 _FLUSH_SHARE = 10  # ... and at least this many times as long as the last one took
-# A checkpoint that comes due waits this long: it then falls after the burst of results
-# that made it due (a batch's members all end at once), not across it and the next step's
-# sending, which wait on the same thread while it serializes every entry.
-_SETTLE = 0.25
 
 
 class Halt:
@@ -99,9 +95,6 @@ class Recorder:
         self._last_flush = 0.0
         self._flush_cost = 0.0
         self._flush_lock = asyncio.Lock()
-        self._later: asyncio.TimerHandle | None = None  # a checkpoint due, not yet begun
-        self._background: set[asyncio.Task[None]] = set()
-        self._failed: BaseException | None = None
         for entry in self.entries.values():
             blobs.learn_artifacts(entry.artifacts)
 
@@ -266,52 +259,18 @@ class Recorder:
             await self.flush()
 
     async def flush(self, *, force: bool = False) -> None:
-        """A lockfile checkpoint: at once with `force`, else `_SETTLE` seconds after one
-        comes due (the journal holds everything until then). A checkpoint made in the
-        background that failed is raised by the next flush."""
-        if force:
-            if self._later is not None:
-                self._later.cancel()
-                self._later = None
-            self._failed = None  # this one writes what that one could not
-            await self._checkpoint()
-            return
-        if self._failed is not None:
-            failed, self._failed = self._failed, None
-            raise failed
+        now = time.monotonic()
         # A checkpoint rewrites the whole lockfile; spacing them by their own cost keeps
         # a run of 10,000 instances linear (the journal holds everything in between).
         gap = max(_FLUSH_EVERY, _FLUSH_SHARE * self._flush_cost)
-        if not self._dirty or self._later is not None or self._flush_lock.locked() or \
-                time.monotonic() - self._last_flush < gap:
+        if not self._dirty or (not force and now - self._last_flush < gap):
             return
-        self._later = asyncio.get_running_loop().call_later(_SETTLE, self._checkpoint_later)
-
-    def _checkpoint_later(self) -> None:
-        self._later = None
-        task = asyncio.create_task(self._checkpoint(), name="civflow-checkpoint")
-        self._background.add(task)
-        task.add_done_callback(self._checkpointed)
-
-    def _checkpointed(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._failed = task.exception()
-
-    async def _checkpoint(self) -> None:
         async with self._flush_lock:
-            if not self._dirty:
-                return
-            now = time.monotonic()
             self._dirty = False
             self._last_flush = now
             snapshot = Lockfile(self.spec.name, dict(self.entries), dict(self.spec.overrides),
                                 dict(self.alternates))
-            try:
-                await asyncio.to_thread(snapshot.save, self.lock_path)
-            except BaseException:
-                self._dirty = True  # still to be written
-                raise
+            await asyncio.to_thread(snapshot.save, self.lock_path)
             self._flush_cost = time.monotonic() - now
 
     def prune(self, complete: Mapping[str, frozenset[str]]) -> None:
