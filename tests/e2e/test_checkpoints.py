@@ -1,8 +1,6 @@
 """Lockfile checkpoints while a run goes on: what finished is in the lockfile before the
-run ends, not only in its journal.
-
-A checkpoint that comes due waits a moment so that it falls after the burst of results
-that made it due; these tests hold it to being written all the same, mid-run.
+run ends, not only in its journal (checkpoints are spaced by their own cost, at least a
+second apart; see `civflow.runner.recording`).
 """
 
 from __future__ import annotations
