@@ -14,7 +14,7 @@ from typing import Any
 
 from civflow import catalog
 from civflow.check import Checked
-from civflow.client.base import Backend
+from civflow.client.base import Backend, WorkflowState
 from civflow.errors import (
     ApiNotFound,
     CivflowError,
@@ -258,26 +258,42 @@ async def estimate(prepared: Prepared, backend: Backend | None, *,
     unpriced = 0
     steps: list[dict[str, Any]] = []
     template: dict[str, Any] | None = None
-    for planned in prepared.plan.instances:
-        if not planned.decision.runs:
-            continue
-        inst = planned.instance
-        offline = planned.estimate
-        if backend is None or not inst.resolved or (offline is not None and not whatif_all):
-            if offline is None:
-                unpriced += 1
-            total += (offline or 0.0) * planned.expected
-            continue
-        body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
-        if template is None:
-            template = {k: v for k, v in body.items() if k not in ("steps", "metadata")}
-            template["tags"] = [t for t in body["tags"] if "<pending" not in t]
-        steps.append({**body["steps"][0], "name": f"i{len(steps)}"})
-    if backend is not None and template is not None:
-        batches = [steps[i:i + WHATIF_BATCH] for i in range(0, len(steps), WHATIF_BATCH)]
-        priced = await asyncio.gather(*(
-            backend.submit({**template, "steps": batch}, whatif=True) for batch in batches))
-        total += sum(state.cost for state in priced)
+    asked: list[asyncio.Task[WorkflowState]] = []
+
+    def ask() -> None:  # each full batch is priced while the next one is being built
+        assert backend is not None and template is not None
+        batch = {**template, "steps": steps[len(asked) * WHATIF_BATCH:][:WHATIF_BATCH]}
+        asked.append(asyncio.create_task(backend.submit(batch, whatif=True)))
+
+    try:
+        for planned in prepared.plan.instances:
+            if not planned.decision.runs:
+                continue
+            inst = planned.instance
+            offline = planned.estimate
+            if backend is None or not inst.resolved or \
+                    (offline is not None and not whatif_all):
+                if offline is None:
+                    unpriced += 1
+                total += (offline or 0.0) * planned.expected
+                continue
+            body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
+            if template is None:
+                template = {k: v for k, v in body.items() if k not in ("steps", "metadata")}
+                template["tags"] = [t for t in body["tags"] if "<pending" not in t]
+            steps.append({**body["steps"][0], "name": f"i{len(steps)}"})
+            if len(steps) % WHATIF_BATCH == 0:
+                ask()
+                await asyncio.sleep(0)  # let it go out
+        if backend is not None and len(steps) % WHATIF_BATCH:
+            ask()
+        priced = await asyncio.gather(*asked)
+    except BaseException:
+        for task in asked:
+            task.cancel()
+        await asyncio.gather(*asked, return_exceptions=True)
+        raise
+    total += sum(state.cost for state in priced)
     return Estimate(total, unpriced)
 
 
