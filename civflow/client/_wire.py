@@ -93,8 +93,10 @@ class Trust:
         """Return once the CA bundle is loaded; a bundle that cannot be read is an error
         of this exchange, located by the variable that names it."""
         try:
-            await asyncio.wrap_future(self._loaded)
-        except (OSError, ssl.SSLError) as exc:
+            if not self._loaded.done():
+                await asyncio.wrap_future(self._loaded)
+            self._loaded.result()
+        except OSError as exc:  # ssl.SSLError included
             named = next((f"{k}={os.environ[k]}" for k in ("SSL_CERT_FILE", "SSL_CERT_DIR")
                           if os.environ.get(k)), "certifi's CA bundle")
             raise ServiceUnavailable(f"cannot verify https servers: {named} could not be "
@@ -159,6 +161,7 @@ class Wire:
             "headers": {"User-Agent": "civflow", "Accept": "application/json"},
             "follow_redirects": False}
         self.trust: Trust | None = None
+        self._tls_always = False
         if transport is not None:
             # A given transport has no connections to shard: one pool, which closes it.
             self._pools = [httpx.AsyncClient(transport=transport, **options)]

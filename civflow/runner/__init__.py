@@ -262,7 +262,8 @@ async def estimate(prepared: Prepared, backend: Backend | None, *,
 
     def ask() -> None:  # each full batch is priced while the next one is being built
         assert backend is not None and template is not None
-        batch = {**template, "steps": steps[len(asked) * WHATIF_BATCH:][:WHATIF_BATCH]}
+        first = len(asked) * WHATIF_BATCH
+        batch = {**template, "steps": steps[first:first + WHATIF_BATCH]}
         asked.append(asyncio.create_task(backend.submit(batch, whatif=True)))
 
     try:
