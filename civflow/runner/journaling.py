@@ -21,13 +21,19 @@ __all__ = ["JournalWriter"]
 
 
 class JournalWriter:
-    """Appends records to `journal` from the event loop, coalescing concurrent ones."""
+    """Appends records to `journal` from the event loop, coalescing concurrent ones.
+
+    A caller that finds the journal idle writes its own records (one thread hop, as a
+    plain `to_thread` would: a chain of single steps pays nothing for this). Callers
+    that arrive while a write is under way wait on the loop; when it ends, one task
+    writes everything they handed in, in one write, and so on while more arrive."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self._busy = False  # a write is under way (a caller's, or the queue's task)
         self._records: list[Mapping[str, Any]] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._writing: asyncio.Task[None] | None = None
+        self._queue: asyncio.Task[None] | None = None
 
     @property
     def run_id(self) -> str:
@@ -45,12 +51,25 @@ class JournalWriter:
         for record in records:  # the journal's own check, in the caller's words
             if "event" not in record:
                 raise ValueError("a journal record needs an 'event'")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._records.extend(records)
-        self._waiters.append(done)
-        if self._writing is None:
-            self._writing = asyncio.create_task(self._drain(), name="civflow-journal")
-        await done
+        if self._busy:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._records.extend(records)
+            self._waiters.append(done)
+            await done
+            return
+        self._busy = True
+        try:
+            await asyncio.to_thread(self.journal.append_many, records)
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """A write ended: what arrived meanwhile goes out next, from a task of its own."""
+        if self._records:
+            self._queue = asyncio.get_running_loop().create_task(
+                self._drain(), name="civflow-journal")
+        else:
+            self._busy = False
 
     async def _drain(self) -> None:
         try:
@@ -74,7 +93,8 @@ class JournalWriter:
                         if not waiter.done():
                             waiter.set_result(None)
         finally:
-            self._writing = None
+            self._busy = False
+            self._queue = None
             for waiter in self._waiters:  # handed in after the writer was cancelled
                 waiter.cancel()
             self._records, self._waiters = [], []
