@@ -18,6 +18,15 @@ from pathlib import Path
 from civflow.cli import main
 
 
+def exit_code(*args: str) -> int:
+    """`civflow ARGS` in this process; its exit code (`main` ends in SystemExit)."""
+    try:
+        main(list(args))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    return 0
+
+
 def run_cli(*args: str | Path, cwd: Path,
             env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """`civflow ARGS` in `cwd` with `env` as its whole environment, its output captured
@@ -31,11 +40,7 @@ def run_cli(*args: str | Path, cwd: Path,
     try:
         with contextlib.chdir(cwd), contextlib.redirect_stdout(out), \
                 contextlib.redirect_stderr(err):
-            try:
-                main(argv)
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            code = exit_code(*argv)
     finally:
         sys.stdin = stdin
         os.environ.clear()

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from civflow.cli import main
 from civflow.emulator import RunningEmulator
+from tests.cli_in_process import exit_code
 
 SECRET = "sk-test-SECRET-7f3a9c2e51d04b8c"
 REPO = Path(__file__).resolve().parents[2]
@@ -127,12 +127,7 @@ class Project:
     def cli(self, *args: str) -> Outcome:
         """The real `civflow` command line, in this process; never raises SystemExit."""
         self.capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        else:
-            code = 0
+        code = exit_code(*args)
         captured = self.capsys.readouterr()
         return Outcome(code, captured.out, captured.err)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from civflow.cli import main
 from civflow.store.lockfile import Artifact, LockedInstance, Lockfile
 from civflow.store.objects import ObjectStore
+from tests.cli_in_process import exit_code
 
 # Dummy credentials for the emulated S3; real ones never appear in tests.
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
@@ -201,11 +201,6 @@ def clone(src: Path, dest: Path) -> None:
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """`civflow ARGS` in this process: (exit code, stdout, stderr) of that command alone."""
     capsys.readouterr()
-    try:
-        main(list(args))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    else:
-        code = 0
+    code = exit_code(*args)
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from civflow.cli import main
 from tests import stand_in
+from tests.cli_in_process import exit_code
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "urn:air:sdxl:checkpoint:civitai:101055@128078"
@@ -105,11 +105,6 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cwd
     """The real `civflow` command line in this process, run from `cwd`."""
     monkeypatch.chdir(cwd)
     capsys.readouterr()
-    try:
-        main(list(args))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    else:
-        code = 0
+    code = exit_code(*args)
     captured = capsys.readouterr()
     return Outcome(code, captured.out, captured.err)

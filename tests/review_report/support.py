@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from civflow.cli import main
+from tests.cli_in_process import exit_code
 from tests.stand_in import civitai_stand_in, pointed_at
 
 MODEL = "urn:air:sdxl:checkpoint:civitai:101055@128078"
@@ -115,12 +115,7 @@ class Repo:
     def cli(self, *args: str) -> Outcome:
         """The real `civflow` command line, in this process; never raises SystemExit."""
         self.capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        else:
-            code = 0
+        code = exit_code(*args)
         captured = self.capsys.readouterr()
         return Outcome(code, captured.out, captured.err)
 
