@@ -80,6 +80,11 @@ def read_diagnostic(spec: PipelineSpec, doc_path: KeyPath, message: str, *, line
 
 
 def value_text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int:  # what json.dumps writes, without its cost (bool is not int here)
+        return str(value)
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
@@ -95,7 +100,10 @@ def matrix_instances(step: StepSpec, engine: TemplateEngine | None = None,
     if not step.matrix:
         return [(step.name, {})]
     if step.key is None:
-        return [(f"{step.name}[{_combo_text(values)}]", values) for values in matrix_combos(step)]
+        # Each axis value is written once, not once per combination it is part of.
+        names = (f"{step.name}[{','.join(parts)}]" for parts in itertools.product(
+            *([f"{axis}={value_text(v)}" for v in values] for axis, values in step.matrix)))
+        return list(zip(names, matrix_combos(step), strict=True))
     if engine is None or spec is None:
         raise ValueError(f"step {step.name!r} names its instances by a key: pass engine and spec")
     context = base_context(spec, None)

@@ -152,6 +152,24 @@ def test_matrix_instances_are_named_in_the_order_written(tmp_path: Path) -> None
     assert matrix_instances(spec.steps["single"]) == [("single", {})]
 
 
+def test_instance_names_write_each_value_as_json_does(tmp_path: Path) -> None:
+    # Names are lockfile keys: whole numbers, booleans, null and lists read as JSON
+    # writes them (true, not True), however the name is put together.
+    spec = _spec(tmp_path, """\
+  sweep:
+    type: echo
+    matrix:
+      seed: [7, -1]
+      flag: [true, null]
+      pair: [[1, "x"]]
+    input: {}
+""")
+    assert [name for name, _ in matrix_instances(spec.steps["sweep"])] == [
+        'sweep[seed=7,flag=true,pair=[1, "x"]]', 'sweep[seed=7,flag=null,pair=[1, "x"]]',
+        'sweep[seed=-1,flag=true,pair=[1, "x"]]', 'sweep[seed=-1,flag=null,pair=[1, "x"]]',
+    ]
+
+
 def test_render_tree_renders_keys_values_and_keeps_types(tmp_path: Path) -> None:
     spec = _spec(tmp_path, """\
   a:
