@@ -80,12 +80,11 @@ def read_diagnostic(spec: PipelineSpec, doc_path: KeyPath, message: str, *, line
 
 
 def value_text(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
+    if isinstance(value, str):
         return value
-    if kind is int:  # what json.dumps writes, without its cost (bool is not int here)
+    if type(value) is int:  # what json.dumps writes, without its cost (a bool is not int)
         return str(value)
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return json.dumps(value, sort_keys=True)
 
 
 def matrix_instances(step: StepSpec, engine: TemplateEngine | None = None,
