@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, install included: lint, strict type check, tests.
+# The whole test suite, install included: lint, strict type check, tests (on every core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The report's browser test drives Debian's chromium (Playwright's own download is not
@@ -16,4 +16,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/pytest -q "$@"
+# One test process per core (pytest-xdist): on 2 cores the suite takes about 60% as long
+# as in one process (189 s against 324 s, measured back to back).
+.venv/bin/pytest -q -n auto --dist worksteal "$@"
