@@ -295,29 +295,57 @@ class TemplateEngine:
         `steps.hero.output.images[0].url`); walking them directly skips Jinja's code
         generator, which costs about a millisecond per distinct template.
         """
+        parts = self._text_and_paths(source)
+        if parts is None:
+            return None
+        paths = [p for p in parts if not (isinstance(p, str) and not p.strip())]
+        return paths[0] if len(paths) == 1 and isinstance(paths[0], tuple) else None
+
+    def _text_and_paths(self, source: str) -> list[str | tuple[Any, ...]] | None:
+        """A template of text and lookups only (`"shot {{ matrix.seed }}"`), as its text
+        pieces (as Jinja's lexer left them) and paths in order; None for any other."""
         try:
             tree = self.env.parse(source)
         except jinja2.TemplateSyntaxError:
             return None  # compile_expression reports it with Jinja's own words
         if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
             return None
-        outputs = [n for n in tree.body[0].nodes if not
-                   (isinstance(n, nodes.TemplateData) and not n.data.strip())]
-        if len(outputs) != 1:
-            return None
-        node = outputs[0]
-        steps: list[tuple[bool, str | int]] = []  # (is attribute access, key)
-        while not isinstance(node, nodes.Name):
-            if isinstance(node, nodes.Getattr):
-                steps.append((True, node.attr))
-            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-                    and isinstance(node.arg.value, str | int) \
-                    and not isinstance(node.arg.value, bool):
-                steps.append((False, node.arg.value))
-            else:
+        parts: list[str | tuple[Any, ...]] = []
+        for node in tree.body[0].nodes:
+            path = node.data if isinstance(node, nodes.TemplateData) else _path_of(node)
+            if path is None:
                 return None
-            node = node.node
-        return (node.name, *steps[::-1])
+            parts.append(path)
+        return parts
+
+    def _text_with_lookups(self, parts: list[str | tuple[Any, ...]],
+                           template: jinja2.Template) -> Callable[[Mapping[str, Any]], Any]:
+        """Text and lookups rendered without Jinja's runtime (a new context for every
+        render is most of its cost), when every value is a string or a whole number, as
+        Jinja would write them. Anything else (a missing name, a pending output, another
+        type, output over the limit) is rendered by Jinja, so it reads exactly as before."""
+        env = self.env
+        steps = [(part, None) if isinstance(part, str) else ("", self._lookup(part))
+                 for part in parts]
+
+        def evaluate(context: Mapping[str, Any]) -> Any:
+            texts: list[str] = []
+            for text, lookup in steps:
+                if lookup is None:
+                    texts.append(text)
+                    continue
+                try:
+                    value = lookup(context)
+                    if type(value) is not str and type(value) is not int:
+                        return template.render(context)
+                    texts.append(str(value))
+                except Exception:
+                    return template.render(context)
+            budget = env.budget()
+            if budget.output + sum(map(len, texts)) > self.limits.max_output:
+                return template.render(context)  # over the limit: Jinja says where
+            return "".join([budget.emit(text) for text in texts])
+        return evaluate
 
     def _lookup(self, path: tuple[Any, ...]) -> Callable[[Mapping[str, Any]], Any]:
         env, name, rest = self.env, str(path[0]), path[1:]
@@ -359,7 +387,26 @@ class TemplateEngine:
             template = self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_failure(exc) from None
+        parts = self._text_and_paths(source)
+        if parts is not None:
+            return self._text_with_lookups(parts, template)
         return lambda context: template.render(context)
+
+
+def _path_of(node: nodes.Node) -> tuple[Any, ...] | None:
+    """`name.attr[0]['key']` as (name, (is attribute, key)...); None for any other node."""
+    steps: list[tuple[bool, str | int]] = []
+    while not isinstance(node, nodes.Name):
+        if isinstance(node, nodes.Getattr):
+            steps.append((True, node.attr))
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and isinstance(node.arg.value, str | int) \
+                and not isinstance(node.arg.value, bool):
+            steps.append((False, node.arg.value))
+        else:
+            return None
+        node = node.node
+    return (node.name, *steps[::-1])
 
 
 def _in_file(ref: Reference, file: str | None) -> Reference:

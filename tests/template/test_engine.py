@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from civflow.template import (
+    Limits,
     Pending,
     Reference,
     TemplateEngine,
@@ -234,3 +235,45 @@ def test_globals_are_not_free_names_with_or_without_bindings(engine: TemplateEng
     assert engine.analyse("{{ range(3) | list }}").names == frozenset()
     assert engine.analyse("{% set x = 3 %}{{ range(x) | list }}").names == frozenset()
     assert engine.analyse("{{ lipsum(3) }}").names == {"lipsum"}  # removed from the sandbox
+
+
+# Text with lookups ("shot {{ matrix.seed }}") is rendered without Jinja's runtime: it must
+# read exactly as Jinja writes it, and hand every other case back to Jinja.
+_TEXT_AND_LOOKUPS = ["a {{ x }}", "{{ x }} and {{ y.z }}!", "line\n{{ x }}\n",
+                     "{{- x -}} !", "{{ y['z'] }}-{{ x }}\r\nend", "{# note #}a {{ x }}"]
+
+
+class _Loud(str):
+    def __str__(self) -> str:
+        return self.upper()
+
+
+_VALUES: list[Any] = ["fox", "ünï\u202e", "", 0, -5, 10**30, True, None, 1.5, [1, "a"],
+                      {"k": 1}, _Loud("fox")]
+
+
+@pytest.mark.parametrize("source", _TEXT_AND_LOOKUPS)
+@pytest.mark.parametrize("value", _VALUES, ids=repr)
+def test_text_and_lookups_read_as_jinja_writes_them(engine: TemplateEngine, source: str,
+                                                    value: Any) -> None:
+    context = {"x": value, "y": {"z": value}}
+    with engine.env.metered():
+        expected = engine.env.from_string(source).render(context)
+    assert engine.render(source, context) == expected
+
+
+def _said(failed: TemplateFailed) -> tuple[str, int, str | None]:
+    return failed.message, failed.line, failed.hint
+
+
+def test_text_and_lookups_fail_and_wait_as_jinja_does(engine: TemplateEngine) -> None:
+    # The same template with a constant in it takes Jinja's path: the words must match.
+    for source, context in [("a\n{{ nope }}", {}), ("a {{ x.__class__ }}", {"x": 1}),
+                            ("{{ x.y }} b", {"x": {}}), ("{{ x }}!", {"x": 10**5000})]:
+        assert _said(_fails(engine, source, context)) == \
+            _said(_fails(engine, source + "{{ '' }}", context)), source
+    assert is_pending(engine.render("a {{ x.y }}", {"x": Pending("steps.s.output")}))
+    small = TemplateEngine(None, limits=Limits(max_output=10))
+    assert _said(_fails(small, "{{ x }}\n{{ x }}", {"x": "123456"})) == \
+        _said(_fails(small, "{{ x }}\n{{ x }}{{ '' }}", {"x": "123456"}))
+    assert small.render("{{ x }}{{ x }}", {"x": "12345"}) == "1234512345"
