@@ -76,7 +76,7 @@ class Recorder:
         self.blobs = blobs
         self.lock_path = lock_path
         self.lock_dir = spec.lockfile_path.parent
-        self.out_dir = out_dir
+        self.out = out_dir / spec.name  # this pipeline's results, each in its instance's folder
         self.archive = archive
         self.result = result
         self.report = reporter
@@ -110,7 +110,7 @@ class Recorder:
         others in one fsync (and to checkpoint the lockfile after)."""
         output = dict(state.steps[0].output or {}) if state.steps else {}
         self.report(Event(name, Phase.DOWNLOADING, workflow_id=state.id))
-        artifacts = await self.blobs.download_all(output, out_dir=self.out_dir / self.spec.name,
+        artifacts = await self.blobs.download_all(output, out_dir=self.out,
                                                   instance=name, lock_dir=self.lock_dir,
                                                   cache=self.stats)
         tokenized = tokenize_output(output, {a.blob_id: a.sha256 for a in artifacts})
@@ -227,7 +227,7 @@ class Recorder:
         assert entry is not None, "the plan decides cached only with an entry"
         # Files recorded outside this run's out/ (an earlier --out, a hand-edited path)
         # are restored into it, and the entry says where they are now.
-        moved = relocated(entry, self.lock_dir, self.out_dir / self.spec.name)
+        moved = relocated(entry, self.lock_dir, self.out)
         if moved is not entry:
             entry = self.entries[inst.name] = moved
             self._dirty = True
@@ -240,7 +240,7 @@ class Recorder:
         health = artifact_health(entry, self.lock_dir, self.store, self.stats)
         try:
             done = await self.blobs.repair(health.statuses, lock_dir=self.lock_dir,
-                                           out_dir=self.out_dir / self.spec.name,
+                                           out_dir=self.out,
                                            cache=self.stats)
         except UnsafePath:
             return False  # recorded outside this run's out/ (an earlier --out): run again
