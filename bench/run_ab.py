@@ -8,7 +8,9 @@ tree, on one emulator: whatever slows the machine slows both alike.
 Each revision is checked out into a temporary git worktree (compiled once); the runs
 alternate (A B, B A, ...), each from an emptied emulator, lockfile and journal, with
 `python -m civflow run` as a user starts it. Prints, per revision, the median and the
-minimum wall time, and the median as a ratio of the critical path.
+minimum wall time, the median as a ratio of the critical path, and the median CPU time
+of civflow's process: work a change saved shows there even when the machine's speed
+moves the wall times more than the change does.
 Run: .venv/bin/python bench/run_ab.py [--base HEAD~1] [--head WORKTREE] [--case dag|lanes]
      [--width 1000] [--repeat 8]
 (--head defaults to this working tree, uncommitted changes included.)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import shutil
 import statistics
 import subprocess
@@ -50,7 +53,8 @@ def _checkout(revision: str, into: Path) -> Path:
 
 
 def _one(url: str, tree: Path, folder: Path, name: str, text: str, width: int,
-         timeout: float) -> float:
+         timeout: float) -> tuple[float, float]:
+    """One run: its wall time and the CPU time civflow's process used."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / ".civflow").mkdir(parents=True)
     (folder / "pipelines").mkdir()
@@ -58,15 +62,17 @@ def _one(url: str, tree: Path, folder: Path, name: str, text: str, width: int,
     httpx.post(f"{url}/_emulator/reset")
     env = _as_installed()
     env.update(CIVITAI_BASE_URL=url, CIVITAI_API_KEY=KEY, PYTHONPATH=str(tree))
+    spent = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "civflow", "run", f"pipelines/{name}.yaml", "--yes",
          "--concurrency", str(width)], cwd=folder, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
     took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: civflow run exited {done.returncode}\n{done.stderr[-2000:]}")
-    return took
+    return took, (after.ru_utime + after.ru_stime) - (spent.ru_utime + spent.ru_stime)
 
 
 def main() -> None:
@@ -89,7 +95,7 @@ def main() -> None:
         base = _checkout(args.base, Path(tmp) / "base")
         try:
             trees = {f"A {args.base}": base, f"B {args.head}": Path(args.head)}
-            times: dict[str, list[float]] = {label: [] for label in trees}
+            times: dict[str, list[tuple[float, float]]] = {label: [] for label in trees}
             for turn in range(args.repeat):
                 order = list(trees.items()) if turn % 2 == 0 else list(trees.items())[::-1]
                 for label, tree in order:
@@ -97,9 +103,11 @@ def main() -> None:
                                              args.width, args.timeout))
             print(f"{name}: {args.repeat} runs each, alternating; critical path {bound:g} s")
             for label, seen in times.items():
-                median = statistics.median(seen)
+                walls, cpus = [w for w, _ in seen], [c for _, c in seen]
+                median = statistics.median(walls)
                 print(f"  {label:40} median {median:6.3f} s = {median / bound:4.2f} x   "
-                      f"min {min(seen):6.3f} s")
+                      f"min {min(walls):6.3f} s   civflow CPU median "
+                      f"{statistics.median(cpus):6.3f} s")
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(base)], check=False)
