@@ -25,6 +25,7 @@ __all__ = [
     "set_tag",
     "tokenize_output",
     "workflow_body",
+    "workflow_step",
 ]
 
 CIVFLOW_TAG = "civflow"
@@ -54,9 +55,7 @@ def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,
                   external_id: str | None, input_override: Mapping[str, Any] | None = None
                   ) -> dict[str, Any]:
     """The WorkflowTemplate civflow submits for one instance."""
-    step: dict[str, Any] = {"$type": inst.type, "name": inst.step,
-                            "input": resolve_pending(input_override or inst.input)}
-    step.update(inst.options)
+    step = workflow_step(inst, inst.step, input_override)
     tags = [*spec.tags, f"{CIVFLOW_TAG}:{spec.name}", run_tag(run_id)]
     body: dict[str, Any] = {"steps": [step], "tags": tags, "currencies": []}
     for key, value in spec.workflow.items():
@@ -68,6 +67,15 @@ def workflow_body(spec: PipelineSpec, inst: Instance, *, run_id: str | None,
     if external_id is not None:
         body["externalId"] = external_id
     return body
+
+
+def workflow_step(inst: Instance, name: str,
+                  input_override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One instance's step of a WorkflowTemplate, named `name`."""
+    step: dict[str, Any] = {"$type": inst.type, "name": name,
+                            "input": resolve_pending(input_override or inst.input)}
+    step.update(inst.options)
+    return step
 
 
 def set_tag(pipeline: str, step: str, fingerprints: Iterable[str]) -> str:
@@ -90,13 +98,8 @@ def batch_body(spec: PipelineSpec, members: Sequence[tuple[Instance, Mapping[str
     first, override = members[0]
     body = workflow_body(spec, first, run_id=run_id, external_id=external_id,
                          input_override=override)
-    steps = []
-    for inst, input_override in members:
-        step: dict[str, Any] = {"$type": inst.type, "name": inst.name,
-                                "input": resolve_pending(input_override or inst.input)}
-        step.update(inst.options)
-        steps.append(step)
-    body["steps"] = steps
+    body["steps"] = [workflow_step(inst, inst.name, input_override)
+                     for inst, input_override in members]
     body["metadata"]["civflow"] = {"pipeline": spec.name,
                                    "instances": [inst.name for inst, _ in members]}
     if keys is not None:

@@ -28,7 +28,7 @@ from civflow.loading.model import PipelineSpec
 from civflow.names import blob_id_ok
 from civflow.origin import Origin
 from civflow.planning import Decision, Plan, PlanOptions, Prior, plan
-from civflow.request import workflow_body
+from civflow.request import workflow_body, workflow_step
 from civflow.runner.events import Event, Phase, Reporter, ignore
 from civflow.runner.executor import Executor
 from civflow.runner.lock import run_lock
@@ -278,11 +278,12 @@ async def estimate(prepared: Prepared, backend: Backend | None, *,
                     unpriced += 1
                 total += (offline or 0.0) * planned.expected
                 continue
-            body = workflow_body(prepared.checked.spec, inst, run_id=None, external_id=None)
-            if template is None:
+            if template is None:  # what every priced workflow shares: from the first
+                body = workflow_body(prepared.checked.spec, inst, run_id=None,
+                                     external_id=None)
                 template = {k: v for k, v in body.items() if k not in ("steps", "metadata")}
                 template["tags"] = [t for t in body["tags"] if "<pending" not in t]
-            steps.append({**body["steps"][0], "name": f"i{len(steps)}"})
+            steps.append(workflow_step(inst, f"i{len(steps)}"))
             if len(steps) % WHATIF_BATCH == 0:
                 ask()
                 await asyncio.sleep(0)  # let it go out

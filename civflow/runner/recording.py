@@ -32,7 +32,7 @@ from civflow.runner.results import InstanceResult, RunResult, Status
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.archive import EntryArchive
 from civflow.store.integrity import relocated
-from civflow.store.lockfile import LockedInstance, Lockfile
+from civflow.store.lockfile import LockedInstance, Lockfile, plain
 from civflow.store.objects import ObjectStore
 
 __all__ = ["Halt", "Recorder", "Reuse"]
@@ -288,15 +288,6 @@ class Recorder:
     async def finish(self) -> None:
         await self.flush(force=True)
         await asyncio.to_thread(self.stats.save)
-
-
-def plain(value: Any) -> Any:
-    """A request as the lockfile and the journal hold it: dicts and lists only."""
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
 
 
 def _completed_at(state: WorkflowState, clock: Callable[[], datetime]) -> str:

@@ -32,9 +32,10 @@ from civflow.runner.budget import Budget, OverBudget
 from civflow.runner.deadlines import timed_out_steps, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter
 from civflow.runner.journaling import JournalWriter
-from civflow.runner.recording import Halt, Recorder, plain
+from civflow.runner.recording import Halt, Recorder
 from civflow.runner.results import RunOptions, Status
 from civflow.store.journal import workflow_external_id
+from civflow.store.lockfile import plain
 
 __all__ = ["Member", "Submitter", "member_state"]
 

@@ -45,6 +45,7 @@ __all__ = [
     "LockedInstance",
     "Lockfile",
     "newest_first",
+    "plain",
 ]
 
 SCHEMA = 2
@@ -64,12 +65,20 @@ MAX_EARLIER = 3
 CONFLICT_MARKER = re.compile(r"^(<{7}|={7}|>{7}|\|{7})(?: |$)", re.MULTILINE)
 
 
-def _plain(value: Any) -> Any:
-    """Mappings and tuples made into dicts and lists, so json.dumps accepts them."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def plain(value: Any) -> Any:
+    """Mappings and tuples made into dicts and lists with text keys, so json.dumps takes
+    them as they will read back. Written for the common case: a leaf is a str or number,
+    and a container a dict or list, each recognised by its exact type before the ABCs."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
+    if kind is list or isinstance(value, tuple):
+        return [plain(v) for v in value]
     return value
 
 
@@ -182,9 +191,9 @@ class LockedInstance:
     def to_dict(self) -> dict[str, Any]:
         data = {
             "instance": self.instance, "step": self.step, "type": self.type,
-            "fingerprint": self.fingerprint, "request": _plain(self.request),
+            "fingerprint": self.fingerprint, "request": plain(self.request),
             "seed": self.seed, "workflowId": self.workflow_id, "cost": self.cost,
-            "completedAt": self.completed_at, "output": _plain(strip_urls(self.output)),
+            "completedAt": self.completed_at, "output": plain(strip_urls(self.output)),
             "artifacts": [a.to_dict() for a in self.artifacts],
         }
         if self.reroll:
@@ -267,7 +276,7 @@ class Lockfile:
         lines += ["  },", f'  "pipeline": {_dumps(self.pipeline)},',
                   f'  "schema": {SCHEMA}{"," if self.vars else ""}']
         if self.vars:
-            lines.append(f'  "vars": {_dumps(_plain(self.vars))}')
+            lines.append(f'  "vars": {_dumps(plain(self.vars))}')
         lines.append("}")
         return "\n".join(lines) + "\n"
 

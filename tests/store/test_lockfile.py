@@ -14,6 +14,7 @@ from civflow.store.lockfile import (
     Artifact,
     LockedInstance,
     Lockfile,
+    plain,
 )
 
 SHA = "ab" * 32
@@ -118,6 +119,22 @@ def test_wrong_shape_is_a_clear_error(tmp_path: Path, edit: object, words: str) 
 def test_entry_dicts_round_trip_for_the_journal() -> None:
     entry = _entry()
     assert LockedInstance.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
+
+
+def test_plain_gives_what_json_reads_back() -> None:
+    """Promise: `plain` (the copy the journal and the lockfile hold) equals the value after
+    a JSON round trip, whatever containers it was built from, and shares no container."""
+    from types import MappingProxyType
+
+    inner = {"loras": ({"air": "x", "strength": 0.5},), "n": None, "on": True}
+    value = {"input": MappingProxyType({"seed": 7, "nested": [inner, (1, 2.5)]}), 3: "three"}
+    copied = plain(value)
+    assert copied == {"input": {"seed": 7, "nested": [
+        {"loras": [{"air": "x", "strength": 0.5}], "n": None, "on": True}, [1, 2.5]]},
+        "3": "three"}
+    assert copied == json.loads(json.dumps(copied))
+    assert copied["input"]["nested"][0] is not inner
+    assert plain("text") == "text" and plain(None) is None
 
 
 def test_each_instance_is_one_line_so_a_change_to_one_is_a_one_line_diff() -> None:
