@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from civflow.check import Checked
@@ -27,7 +28,7 @@ from civflow.expand import Context, Instance, StepResults, fingerprint, resolve_
 from civflow.grouping import Ref, apportion, lane_index, resolve_refs, with_refs
 from civflow.planning import Policy
 from civflow.request import batch_body, run_tag
-from civflow.runner.blobs import BlobBook
+from civflow.runner.blobs import BlobBook, find_blobs
 from civflow.runner.budget import Budget, OverBudget
 from civflow.runner.deadlines import timed_out_steps, timeout_seconds
 from civflow.runner.events import Event, Phase, Reporter
@@ -209,7 +210,7 @@ class Submitter:
         async def record(state: WorkflowState, final: bool) -> None:
             shares = apportion(state.cost, [m.estimate for m in members])
             pending: list[dict[str, Any]] = []
-            jobs = []
+            ended: list[tuple[Member, WorkflowState]] = []
             for m, share in zip(members, shares, strict=True):
                 if m.name in done or m.refs:
                     continue
@@ -217,9 +218,9 @@ class Submitter:
                 if mine is None:
                     continue  # still running
                 done.add(m.name)
-                jobs.append(self._record(m, mine, out, pending, event))
+                ended.append((m, mine))
             try:
-                await asyncio.gather(*jobs)
+                await _each(ended, partial(self._record, out=out, pending=pending, event=event))
             finally:
                 await self.recorder.journal_many(pending)
             if final:
@@ -243,7 +244,7 @@ class Submitter:
             await self.recorder.failed(m.name, m.step, m.fp, mine, event=event,
                                        attempt=m.attempt if event != "finished" else None)
             return
-        async with self.download_slots:
+        async with self._downloading(mine):
             await self.recorder.succeeded(m.name, m.step, m.type, m.fp, m.request, m.seed,
                                           m.reroll, mine, event=event, pending=pending)
         out[m.name] = self.recorder.priors[m.name].output
@@ -259,15 +260,15 @@ class Submitter:
                     if not any(ref.source in waiting for ref in m.refs)] \
                 or list(waiting.values())  # no member refers to itself; never stall
             pending: list[dict[str, Any]] = []
-            jobs = []
+            ended: list[tuple[Member, WorkflowState]] = []
             for m, share in wave:
                 del waiting[m.name]
                 done.add(m.name)
                 mine = member_state(state, m.name, share, final=True)
                 assert mine is not None
-                jobs.append(self._record_fused(m, mine, event, pending))
+                ended.append((m, mine))
             try:
-                await asyncio.gather(*jobs)
+                await _each(ended, partial(self._record_fused, event=event, pending=pending))
             finally:
                 await self.recorder.journal_many(pending)
 
@@ -298,11 +299,16 @@ class Submitter:
             await self.recorder.failed(name, m.step, fp, mine, attempt=m.attempt, event=event,
                                        lane=lane)
             return
-        async with self.download_slots:
+        async with self._downloading(mine):
             await self.recorder.succeeded(name, m.step, m.type, fp, request, m.seed,
                                           m.reroll, mine, event=event, lane=lane,
                                           pending=pending)
         self.fused_done[name] = self.recorder.priors[name].output
+
+    def _downloading(self, mine: WorkflowState) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A download slot while a member's files are fetched; none for a result with no
+        file (text), which has nothing to wait for."""
+        return self.download_slots if _has_files(mine) else contextlib.nullcontext()
 
     def _source_outputs(self, refs: Sequence[Ref], workflow_id: str | None
                         ) -> dict[str, Any]:
@@ -429,6 +435,25 @@ def _member_keys(state: WorkflowState) -> list[str]:
     if not isinstance(keys, list):
         return [state.external_id] if state.external_id else []
     return [k for k in keys[:1000] if isinstance(k, str) and len(k) <= 128]
+
+
+def _has_files(state: WorkflowState) -> bool:
+    """Whether a member's result names a file to download (in its step's output)."""
+    return bool(state.steps) and bool(find_blobs(state.steps[0].output or {}))
+
+
+async def _each(ended: Sequence[tuple[Member, WorkflowState]],
+                record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
+    """Record the members that ended: in turn those without a file to fetch (nothing to
+    wait on side by side, so a task each would only cost time: a sweep records
+    thousands), then the others side by side, their downloads bounded by the slots."""
+    fetching = []
+    for m, mine in ended:
+        if _has_files(mine):
+            fetching.append((m, mine))
+        else:
+            await record(m, mine)
+    await asyncio.gather(*(record(m, mine) for m, mine in fetching))
 
 
 def _succeeded(state: WorkflowState) -> bool:
