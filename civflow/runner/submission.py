@@ -220,7 +220,8 @@ class Submitter:
                 done.add(m.name)
                 ended.append((m, mine))
             try:
-                await _each(ended, partial(self._record, out=out, pending=pending, event=event))
+                await self._each(ended, partial(self._record, out=out, pending=pending,
+                                                event=event))
             finally:
                 await self.recorder.journal_many(pending)
             if final:
@@ -244,9 +245,8 @@ class Submitter:
             await self.recorder.failed(m.name, m.step, m.fp, mine, event=event,
                                        attempt=m.attempt if event != "finished" else None)
             return
-        async with self._downloading(mine):
-            await self.recorder.succeeded(m.name, m.step, m.type, m.fp, m.request, m.seed,
-                                          m.reroll, mine, event=event, pending=pending)
+        await self.recorder.succeeded(m.name, m.step, m.type, m.fp, m.request, m.seed,
+                                      m.reroll, mine, event=event, pending=pending)
         out[m.name] = self.recorder.priors[m.name].output
 
     async def _record_fused_waves(self, fused: list[tuple[Member, float]],
@@ -268,7 +268,7 @@ class Submitter:
                 assert mine is not None
                 ended.append((m, mine))
             try:
-                await _each(ended, partial(self._record_fused, event=event, pending=pending))
+                await self._each(ended, partial(self._record_fused, event=event, pending=pending))
             finally:
                 await self.recorder.journal_many(pending)
 
@@ -299,16 +299,26 @@ class Submitter:
             await self.recorder.failed(name, m.step, fp, mine, attempt=m.attempt, event=event,
                                        lane=lane)
             return
-        async with self._downloading(mine):
-            await self.recorder.succeeded(name, m.step, m.type, fp, request, m.seed,
-                                          m.reroll, mine, event=event, lane=lane,
-                                          pending=pending)
+        await self.recorder.succeeded(name, m.step, m.type, fp, request, m.seed, m.reroll,
+                                      mine, event=event, lane=lane, pending=pending)
         self.fused_done[name] = self.recorder.priors[name].output
 
-    def _downloading(self, mine: WorkflowState) -> contextlib.AbstractAsyncContextManager[Any]:
-        """A download slot while a member's files are fetched; none for a result with no
-        file (text), which has nothing to wait for."""
-        return self.download_slots if _has_files(mine) else contextlib.nullcontext()
+    async def _each(self, ended: Sequence[tuple[Member, WorkflowState]],
+                    record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
+        """Record the members that ended: in turn those without a file to fetch (nothing
+        to wait for side by side, so a task each would only cost time: a sweep records
+        thousands), then the others side by side, each holding a download slot."""
+        fetching = []
+        for m, mine in ended:
+            if _has_files(mine):
+                fetching.append((m, mine))
+            else:
+                await record(m, mine)
+
+        async def fetched(m: Member, mine: WorkflowState) -> None:
+            async with self.download_slots:
+                await record(m, mine)
+        await asyncio.gather(*(fetched(m, mine) for m, mine in fetching))
 
     def _source_outputs(self, refs: Sequence[Ref], workflow_id: str | None
                         ) -> dict[str, Any]:
@@ -440,20 +450,6 @@ def _member_keys(state: WorkflowState) -> list[str]:
 def _has_files(state: WorkflowState) -> bool:
     """Whether a member's result names a file to download (in its step's output)."""
     return bool(state.steps) and bool(find_blobs(state.steps[0].output or {}))
-
-
-async def _each(ended: Sequence[tuple[Member, WorkflowState]],
-                record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
-    """Record the members that ended: in turn those without a file to fetch (nothing to
-    wait on side by side, so a task each would only cost time: a sweep records
-    thousands), then the others side by side, their downloads bounded by the slots."""
-    fetching = []
-    for m, mine in ended:
-        if _has_files(mine):
-            fetching.append((m, mine))
-        else:
-            await record(m, mine)
-    await asyncio.gather(*(record(m, mine) for m, mine in fetching))
 
 
 def _succeeded(state: WorkflowState) -> bool:
