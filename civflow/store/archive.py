@@ -39,23 +39,26 @@ class EntryArchive:
                 self._names = set()
         return self._names
 
-    def _path(self, fingerprint: str) -> Path | None:
+    @staticmethod
+    def _name(fingerprint: str) -> str | None:
         match = _FINGERPRINT.match(fingerprint)
-        return self.root / f"{match.group(1)}.json" if match else None
+        return f"{match.group(1)}.json" if match else None
 
     def put(self, entry: LockedInstance) -> None:
-        path = self._path(entry.fingerprint)
-        if path is not None:
-            atomic_write_text(path, json.dumps(entry.to_dict(), sort_keys=True) + "\n")
-            self._listed().add(path.name)
+        name = self._name(entry.fingerprint)
+        if name is not None:
+            atomic_write_text(self.root / name,
+                              json.dumps(entry.to_dict(), sort_keys=True) + "\n")
+            self._listed().add(name)
 
     def get(self, fingerprint: str) -> LockedInstance | None:
         """The archived entry, or None (absent, unreadable or damaged: never trusted)."""
-        path = self._path(fingerprint)
-        if path is None or path.name not in self._listed():
-            return None
+        name = self._name(fingerprint)
+        if name is None or name not in self._listed():
+            return None  # (the usual answer: asked before any path is built)
         try:
-            entry = LockedInstance.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            text = (self.root / name).read_text(encoding="utf-8")
+            entry = LockedInstance.from_dict(json.loads(text))
         except (OSError, ValueError, RecursionError):
             return None
         return entry if entry.fingerprint == fingerprint else None
