@@ -305,20 +305,23 @@ class Submitter:
 
     async def _each(self, ended: Sequence[tuple[Member, WorkflowState]],
                     record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
-        """Record the members that ended: in turn those without a file to fetch (nothing
-        to wait for side by side, so a task each would only cost time: a sweep records
-        thousands), then the others side by side, each holding a download slot."""
-        fetching = []
+        """Record the members that ended: in turn those with nothing to wait for (a task
+        each would only cost time: a sweep records thousands), then side by side those
+        that wait on files: to fetch (each holding a download slot), or an earlier entry
+        to set aside in the archive (`Recorder.succeeded`), which a lane's real name may
+        also have."""
+        waiting = []
         for m, mine in ended:
-            if _has_files(mine):
-                fetching.append((m, mine))
+            files = _has_files(mine)
+            if files or m.name in self.recorder.entries or lane_index(m.name) is not None:
+                waiting.append((m, mine, files))
             else:
                 await record(m, mine)
 
-        async def fetched(m: Member, mine: WorkflowState) -> None:
-            async with self.download_slots:
+        async def side_by_side(m: Member, mine: WorkflowState, files: bool) -> None:
+            async with self.download_slots if files else contextlib.nullcontext():
                 await record(m, mine)
-        await asyncio.gather(*(fetched(m, mine) for m, mine in fetching))
+        await asyncio.gather(*(side_by_side(*each) for each in waiting))
 
     def _source_outputs(self, refs: Sequence[Ref], workflow_id: str | None
                         ) -> dict[str, Any]:
