@@ -307,13 +307,15 @@ class Submitter:
                     record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
         """Record the members that ended: in turn those with nothing to wait for (a task
         each would only cost time: a sweep records thousands), then side by side those
-        that wait on files: to fetch (each holding a download slot), or an earlier entry
-        to set aside in the archive (`Recorder.succeeded`), which a lane's real name may
-        also have."""
+        that wait on a file: to fetch (each holding a download slot), a journal record
+        of their failure (written together, in one fsync), or an earlier entry to set
+        aside in the archive (`Recorder.succeeded`), which a lane's real name may also
+        have."""
         waiting = []
         for m, mine in ended:
             files = _has_files(mine)
-            if files or m.name in self.recorder.entries or lane_index(m.name) is not None:
+            if files or not _succeeded(mine) or m.name in self.recorder.entries or \
+                    lane_index(m.name) is not None:
                 waiting.append((m, mine, files))
             else:
                 await record(m, mine)
