@@ -63,16 +63,24 @@ Content = bytes | Callable[[], AsyncIterator[bytes]] | None
 class Trust:
     """The TLS context every pool shares, verifying as httpx does by default (the CA
     bundle named by SSL_CERT_FILE or SSL_CERT_DIR, else certifi's, with host names
-    checked). Loading the bundle takes 30-50 ms, so it loads on a thread of its own from
-    the start, and an https exchange waits until it has: a run against an http server
-    (the emulator on 127.0.0.1) never waits for it, one against Civitai no longer than
-    it did."""
+    checked). Loading the bundle takes 30-50 ms of CPU, so it loads on a thread of its
+    own, and an https exchange waits until it has. A client that will speak TLS (`now`:
+    Civitai over https, or through a proxy) starts loading at once, so its first
+    exchange waits no longer than it did; one of an http server (the emulator on
+    127.0.0.1) loads it only if it ever fetches from https."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, now: bool = True) -> None:
         # What ssl.create_default_context() builds before it loads any CA.
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._loaded: concurrent.futures.Future[None] = concurrent.futures.Future()
-        threading.Thread(target=self._load, name="civflow-ca-bundle", daemon=True).start()
+        self._loading = False
+        if now:
+            self._start()
+
+    def _start(self) -> None:
+        if not self._loading:
+            self._loading = True
+            threading.Thread(target=self._load, name="civflow-ca-bundle", daemon=True).start()
 
     def _load(self) -> None:
         try:
@@ -92,6 +100,7 @@ class Trust:
     async def ready(self) -> None:
         """Return once the CA bundle is loaded; a bundle that cannot be read is an error
         of this exchange, located by the variable that names it."""
+        self._start()
         try:
             if not self._loaded.done():
                 await asyncio.wrap_future(self._loaded)
@@ -166,10 +175,11 @@ class Wire:
             # A given transport has no connections to shard: one pool, which closes it.
             self._pools = [httpx.AsyncClient(transport=transport, **options)]
         else:
-            self.trust = Trust()  # one TLS context for every pool
             # Through a proxy from the environment even an http exchange may speak TLS.
             proxies = urllib.request.getproxies()
             self._tls_always = any(k in proxies for k in ("http", "https", "all"))
+            # One TLS context for every pool, its CAs loaded now if the API speaks TLS.
+            self.trust = Trust(now=base_url.scheme == "https" or self._tls_always)
             # httpx scans every connection of its pool on each request, so one pool of a
             # few thousand long-polls costs O(n) per request; several small pools do not.
             size = concurrency_limit or 100

@@ -1,7 +1,8 @@
 """https against a server whose certificate civflow must verify, over real TLS on 127.0.0.1.
 
 The client loads its CA bundle (SSL_CERT_FILE, SSL_CERT_DIR, else certifi's, as httpx
-does) on a thread while it starts; these tests hold it to verifying exactly as before:
+does) on a thread: while it starts when its API speaks TLS, else when an https exchange
+first needs it. These tests hold it to verifying exactly as before:
 a certificate from the named CA passes, any other is refused, a bundle that cannot be
 read is a located error, and an http server is reached whatever the bundle.
 """
@@ -138,6 +139,27 @@ def test_an_unreadable_bundle_is_a_located_error_for_https_only(
     with serve_hostile() as plain:  # an http server needs no CA at all
         plain.script(f"GET {WF}", Reply(200, {"items": [], "next": None}))
         assert _identify(plain.url) is Origin.CIVITAI
+
+
+def test_a_client_of_an_http_server_loads_the_bundle_only_for_https(
+        https_api: HostileServer, pki: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promise: a client of an http server (the emulator) spends nothing on CAs while it
+    talks http; when it does fetch from https (a blob URL), it verifies as any other."""
+    _bundle(monkeypatch, pki["ca"])
+    https_api.script("GET /blob.png", Reply(200, b"\x89PNG picture"))
+
+    async def main() -> None:
+        with serve_hostile() as plain:
+            plain.script(f"GET {WF}", Reply(200, {"items": [], "next": None}))
+            async with CivitaiClient(plain.url, KEY, max_attempts=1) as client:
+                assert await client.identify() is Origin.CIVITAI
+                trust = client._wire.trust
+                assert trust is not None and not trust._loading  # no CA read for http
+                done = await client.download(f"{https_api.url}/blob.png", tmp_path / "b.png")
+                assert trust._loading and done.size == len(b"\x89PNG picture")
+    asyncio.run(main())
+    assert https_api.hits("GET /blob.png") == 1
 
 
 @pytest.mark.parametrize("named", ["file", "dir", "certifi"])
