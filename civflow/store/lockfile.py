@@ -77,7 +77,7 @@ def plain(value: Any) -> Any:
         return value
     if kind is dict or (kind is not list and isinstance(value, Mapping)):
         return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
-    if kind is list or isinstance(value, tuple):
+    if kind is list or isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
 

@@ -126,12 +126,17 @@ def test_plain_gives_what_json_reads_back() -> None:
     a JSON round trip, whatever containers it was built from, and shares no container."""
     from types import MappingProxyType
 
+    class Items(list[object]):  # a list of another type: still walked into
+        pass
+
     inner = {"loras": ({"air": "x", "strength": 0.5},), "n": None, "on": True}
-    value = {"input": MappingProxyType({"seed": 7, "nested": [inner, (1, 2.5)]}), 3: "three"}
+    value = {"input": MappingProxyType({"seed": 7, "nested": [inner, (1, 2.5)]}), 3: "three",
+             "more": Items([MappingProxyType({"k": (1,)})])}
     copied = plain(value)
     assert copied == {"input": {"seed": 7, "nested": [
         {"loras": [{"air": "x", "strength": 0.5}], "n": None, "on": True}, [1, 2.5]]},
-        "3": "three"}
+        "3": "three", "more": [{"k": [1]}]}
+    assert type(copied["more"]) is list and type(copied["more"][0]) is dict
     assert copied == json.loads(json.dumps(copied))
     assert copied["input"]["nested"][0] is not inner
     assert plain("text") == "text" and plain(None) is None
