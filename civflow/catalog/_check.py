@@ -243,8 +243,10 @@ def type_fields(step_type: str) -> frozenset[str]:
                      for name in variant.schema.get("properties", {}))
 
 
+@cache
 def known_types() -> tuple[str, ...]:
-    """Every step type the catalog describes, sorted."""
+    """Every step type the catalog describes, sorted (asked for every request the
+    emulator takes: worked out once)."""
     return tuple(sorted({v.step_type for v in all_variants()}))
 
 

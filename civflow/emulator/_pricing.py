@@ -7,6 +7,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
+from functools import cache
 from typing import Any
 
 from civflow import catalog
@@ -28,6 +29,10 @@ def _display(path: catalog.Path) -> str:
 _CHECKS_KEPT = 4096
 
 
+# json.dumps(..., separators=(",", ":"), ensure_ascii=False), its encoder made once.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class _CheckCache:
     """Catalog findings per identical (type, input), least recently used evicted first.
 
@@ -43,7 +48,7 @@ class _CheckCache:
 
     def issues(self, step: Step) -> list[tuple[str, str]]:
         """(key suffix after `.input`, message) for each issue, in the catalog's order."""
-        text = json.dumps([step.type, step.input], separators=(",", ":"), ensure_ascii=False)
+        text = _compact([step.type, step.input])
         key = hashlib.blake2b(text.encode(), digest_size=20).digest()
         with self._lock:
             found = self._found.get(key)
@@ -62,6 +67,11 @@ class _CheckCache:
 _CHECKS = _CheckCache(_CHECKS_KEPT)
 
 
+@cache
+def _known_types() -> frozenset[str]:
+    return frozenset(catalog.known_types())
+
+
 def check_steps(steps: list[Step]) -> dict[str, list[str]]:
     """The ValidationProblemDetails map for every step input the catalog rejects.
 
@@ -69,7 +79,7 @@ def check_steps(steps: list[Step]) -> dict[str, list[str]]:
     than the service); the emulator *is* the service, so it answers 400 for those too.
     """
     errors: dict[str, list[str]] = {}
-    known = set(catalog.known_types())
+    known = _known_types()
     for step in steps:
         prefix = f"steps[{step.index}]"
         if step.type not in known:
