@@ -307,10 +307,10 @@ class Submitter:
                     record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
         """Record the members that ended: in turn those with nothing to wait for (a task
         each would only cost time: a sweep records thousands), then side by side those
-        that wait on a file: to fetch (each holding a download slot), a journal record
-        of their failure (written together, in one fsync), or an earlier entry to set
-        aside in the archive (`Recorder.succeeded`), which a lane's real name may also
-        have."""
+        that wait: for files to fetch (each holding a download slot), for the journal
+        record of their failure (written together, in one fsync), or for an earlier
+        entry to be set aside in the archive (`Recorder.succeeded`), which a lane's real
+        name may also have."""
         waiting = []
         for m, mine in ended:
             files = _has_files(mine)
