@@ -161,6 +161,9 @@ def test_one_channel_hears_every_event_of_a_run(folder: Path) -> None:
     assert not any(event.phase.of_run for event in rest)
     ended = {event.instance: event.phase for event in rest if event.phase.final}
     assert ended == {"hero": civflow.Phase.SUCCEEDED, "note": civflow.Phase.SUCCEEDED}
+    # Files are fetched for the picture; the text result has none to fetch.
+    fetching = {event.instance for event in rest if event.phase is civflow.Phase.DOWNLOADING}
+    assert fetching == {"hero"}
     with pytest.raises(TypeError, match="reporter"):
         civflow.run(checked, emulator=True, reporter=print)  # type: ignore[call-arg]
 

@@ -17,7 +17,7 @@ class Phase(Enum):
     SUBMITTED = "submitted"
     ATTACHED = "attached"  # re-attached to a workflow submitted before a crash
     RUNNING = "running"  # a status update from the API
-    DOWNLOADING = "downloading"
+    DOWNLOADING = "downloading"  # fetching an instance's files (one that has any)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"

@@ -25,14 +25,14 @@ from civflow.names import strip_urls
 from civflow.origin import Origin
 from civflow.planning import Decision, PlannedInstance, Policy, Prior
 from civflow.request import tokenize_output
-from civflow.runner.blobs import BlobBook
+from civflow.runner.blobs import BlobBook, find_blobs
 from civflow.runner.events import Event, Phase, Reporter
 from civflow.runner.journaling import JournalWriter
 from civflow.runner.results import InstanceResult, RunResult, Status
 from civflow.runner.state import artifact_health, prior_of, stat_cache
 from civflow.store.archive import EntryArchive
 from civflow.store.integrity import relocated
-from civflow.store.lockfile import LockedInstance, Lockfile, plain
+from civflow.store.lockfile import Artifact, LockedInstance, Lockfile, plain
 from civflow.store.objects import ObjectStore
 
 __all__ = ["Halt", "Recorder", "Reuse"]
@@ -109,10 +109,12 @@ class Recorder:
         With `pending`, the journal record is left there for the caller to write with
         others in one fsync (and to checkpoint the lockfile after)."""
         output = dict(state.steps[0].output or {}) if state.steps else {}
-        self.report(Event(name, Phase.DOWNLOADING, workflow_id=state.id))
-        artifacts = await self.blobs.download_all(output, out_dir=self.out,
-                                                  instance=name, lock_dir=self.lock_dir,
-                                                  cache=self.stats)
+        artifacts: tuple[Artifact, ...] = ()
+        if find_blobs(output):  # (a text or JSON result has no file to fetch)
+            self.report(Event(name, Phase.DOWNLOADING, workflow_id=state.id))
+            artifacts = await self.blobs.download_all(output, out_dir=self.out,
+                                                      instance=name, lock_dir=self.lock_dir,
+                                                      cache=self.stats)
         tokenized = tokenize_output(output, {a.blob_id: a.sha256 for a in artifacts})
         entry = LockedInstance(
             instance=name, step=step, type=type_, fingerprint=fp, request=plain(request),
