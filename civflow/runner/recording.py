@@ -102,12 +102,11 @@ class Recorder:
 
     async def succeeded(self, name: str, step: str, type_: str, fp: str,
                         request: Mapping[str, Any], seed: int | None, reroll: int,
-                        state: WorkflowState, *, event: str = "finished",
-                        pending: list[dict[str, Any]] | None = None,
-                        lane: str | None = None) -> LockedInstance:
-        """Fetch every output blob, then record the entry (journal, then lockfile).
-        With `pending`, the journal record is left there for the caller to write with
-        others in one fsync (and to checkpoint the lockfile after)."""
+                        state: WorkflowState, *, pending: list[dict[str, Any]],
+                        event: str = "finished", lane: str | None = None) -> LockedInstance:
+        """Fetch every output blob, then record the entry. Its journal record is left in
+        `pending` for the caller to write with others in one fsync (and to checkpoint
+        the lockfile after: `journal_many`)."""
         output = dict(state.steps[0].output or {}) if state.steps else {}
         artifacts: tuple[Artifact, ...] = ()
         if find_blobs(output):  # (a text or JSON result has no file to fetch)
@@ -136,18 +135,15 @@ class Recorder:
         self.result.results[name] = InstanceResult(name, step, Status.SUCCEEDED, state.id,
                                                    state.cost, artifacts=artifacts)
         self._dirty = True
-        if pending is not None:
-            pending.append(record)
-        else:
-            await self.journal.append(record)
-            await self.flush()
+        pending.append(record)
         self.report(Event(name, Phase.SUCCEEDED, workflow_id=state.id, cost=state.cost))
         return entry
 
-    async def failed(self, name: str, step: str, fp: str, state: WorkflowState, *,
-                     attempt: int | None = None, event: str = "finished",
-                     lane: str | None = None) -> None:
-        """A workflow (or a batch member) that ended without succeeding."""
+    def failed(self, name: str, step: str, fp: str, state: WorkflowState, *,
+               pending: list[dict[str, Any]], attempt: int | None = None,
+               event: str = "finished", lane: str | None = None) -> None:
+        """A workflow (or a batch member) that ended without succeeding. Its journal
+        record is left in `pending`, as `succeeded` leaves its own."""
         failure = state.failure()
         status = Status(state.status) if state.status in ("expired", "canceled") \
             else Status.FAILED
@@ -160,12 +156,17 @@ class Recorder:
         if lane is not None:
             record["lane"] = lane
         self.endings[name] = (fp, "blocked" if failure.blocked else "failed")
-        await self.journal.append(record)
+        pending.append(record)
         self.result.results[name] = InstanceResult(name, step, status, state.id, state.cost,
                                                    failure.reason)
         self.report(Event(name, Phase.FAILED, status=status, detail=failure.reason,
                           workflow_id=state.id, cost=state.cost))
         self.halt.failure()
+
+    def sets_aside(self, name: str) -> bool:
+        """Whether recording `name` may first keep the entry there in the archive (a
+        file write, see `succeeded`): an entry is recorded under that name."""
+        return name in self.entries
 
     def refused(self, name: str, step: str, reason: str) -> None:
         """Failed without a workflow: a template on real outputs, a decision of the plan."""

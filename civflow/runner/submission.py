@@ -242,8 +242,8 @@ class Submitter:
                       out: dict[str, Mapping[str, Any] | None], pending: list[dict[str, Any]],
                       event: str) -> None:
         if not _succeeded(mine) or not isinstance(m.request, Mapping):
-            await self.recorder.failed(m.name, m.step, m.fp, mine, event=event,
-                                       attempt=m.attempt if event != "finished" else None)
+            self.recorder.failed(m.name, m.step, m.fp, mine, pending=pending, event=event,
+                                 attempt=m.attempt if event != "finished" else None)
             return
         await self.recorder.succeeded(m.name, m.step, m.type, m.fp, m.request, m.seed,
                                       m.reroll, mine, event=event, pending=pending)
@@ -296,8 +296,8 @@ class Submitter:
                 fp = fingerprint(request)
         self.fused_done[name] = None
         if request is None or not _succeeded(mine):
-            await self.recorder.failed(name, m.step, fp, mine, attempt=m.attempt, event=event,
-                                       lane=lane)
+            self.recorder.failed(name, m.step, fp, mine, pending=pending, attempt=m.attempt,
+                                 event=event, lane=lane)
             return
         await self.recorder.succeeded(name, m.step, m.type, fp, request, m.seed, m.reroll,
                                       mine, event=event, lane=lane, pending=pending)
@@ -307,15 +307,14 @@ class Submitter:
                     record: Callable[[Member, WorkflowState], Awaitable[None]]) -> None:
         """Record the members that ended: in turn those with nothing to wait for (a task
         each would only cost time: a sweep records thousands), then side by side those
-        that wait: for files to fetch (each holding a download slot), for the journal
-        record of their failure (written together, in one fsync), or for an earlier
-        entry to be set aside in the archive (`Recorder.succeeded`), which a lane's real
-        name may also have."""
+        that wait: for files to fetch (each holding a download slot), or for an earlier
+        entry to be set aside in the archive (`Recorder.sets_aside`), which a lane's
+        real name may also have. Every journal record goes into `pending`, written
+        together afterwards in one fsync."""
         waiting = []
         for m, mine in ended:
             files = _has_files(mine)
-            if files or not _succeeded(mine) or m.name in self.recorder.entries or \
-                    lane_index(m.name) is not None:
+            if files or self.recorder.sets_aside(m.name) or lane_index(m.name) is not None:
                 waiting.append((m, mine, files))
             else:
                 await record(m, mine)

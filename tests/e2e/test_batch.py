@@ -106,6 +106,11 @@ def test_a_matrix_goes_out_in_batches_and_is_recorded_per_instance(
     charged = moderated.counters()["buzz_charged"]
     owl_share = charged - sum(e["cost"] for e in entries.values())
     assert 0 <= owl_share <= 2  # the blocked step's own share; nothing else unaccounted
+    # The blocked step's journal record goes out with its batch-mates', in one write.
+    finished = [r for r in project.journal_records() if r["event"] == "finished"]
+    owl = next(r for r in finished if r["instance"] == "gen[subject=a forbidden owl]")
+    mates = [r for r in finished if r["workflowId"] == owl["workflowId"]]
+    assert len(mates) == 3 and {r["at"] for r in mates} == {owl["at"]}, mates
 
     again = project.run("grid")
     assert again.code == 7, again.text
